@@ -1,1 +1,16 @@
-//! placeholder
+//! Domain of migrated: folders, messages, the folder mapping, the pure copy planner, error kinds
+//! and the source trait. Nothing here does I/O, so all of it is unit-tested without a network.
+
+pub mod error;
+pub mod folder;
+pub mod mapping;
+pub mod message;
+pub mod planner;
+pub mod source;
+
+pub use error::{ErrorKind, SourceError};
+pub use folder::{FolderInfo, Namespace, SpecialUse};
+pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
+pub use message::{Flags, MessageMeta};
+pub use planner::{FolderSteps, LedgerEntry, PlanOptions};
+pub use source::{FolderStatus, SourceConnector, SourceSession};

@@ -1,0 +1,81 @@
+//! The source trait: what the engine needs from any mail source. The IMAP source implements it
+//! now; the plugin ABI (a later issue) puts the same calls behind a C table.
+
+use std::future::Future;
+
+use crate::error::SourceError;
+use crate::folder::{FolderInfo, Namespace};
+use crate::message::MessageMeta;
+
+/// The state of a folder that tells whether anything changed since the last run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FolderStatus {
+    /// UIDVALIDITY: when it changes, every UID the ledger holds for the folder is void.
+    pub uid_validity: u32,
+    /// The UID the next message will get.
+    pub uid_next: u32,
+    /// Number of messages.
+    pub messages: u32,
+    /// HIGHESTMODSEQ when the server offers CONDSTORE.
+    pub highest_modseq: Option<u64>,
+}
+
+/// Opens sessions to a source. The engine opens several to copy folders in parallel.
+pub trait SourceConnector: Send + Sync {
+    /// One connection to the source.
+    type Session: SourceSession;
+
+    /// Connects and authenticates.
+    ///
+    /// # Errors
+    ///
+    /// Temporary for network trouble, permanent for refused credentials, with the server's words.
+    fn connect(&self) -> impl Future<Output = Result<Self::Session, SourceError>> + Send;
+}
+
+/// One session with a source.
+pub trait SourceSession: Send {
+    /// The personal namespace (prefix and separator).
+    fn namespace(&self) -> Namespace;
+
+    /// Lists every folder with its role and subscription.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceConnector::connect`].
+    fn list_folders(&mut self)
+    -> impl Future<Output = Result<Vec<FolderInfo>, SourceError>> + Send;
+
+    /// Opens a folder read-only and returns its state.
+    ///
+    /// # Errors
+    ///
+    /// Permanent if the folder does not exist.
+    fn open_folder(
+        &mut self,
+        folder: &str,
+    ) -> impl Future<Output = Result<FolderStatus, SourceError>> + Send;
+
+    /// Lists the messages of the open folder with UID >= `min_uid`; with `changed_since`, only
+    /// those whose MODSEQ is higher (CONDSTORE).
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceConnector::connect`].
+    fn list_messages(
+        &mut self,
+        min_uid: u32,
+        changed_since: Option<u64>,
+    ) -> impl Future<Output = Result<Vec<MessageMeta>, SourceError>> + Send;
+
+    /// Fetches the full bytes of the given messages of the open folder, in the order asked.
+    /// A message that vanished (expunged meanwhile) is `None`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceConnector::connect`].
+    fn fetch_bodies(
+        &mut self,
+        uids: &[u32],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, SourceError>> + Send;
+}
