@@ -1,1 +1,19 @@
-//! placeholder
+//! The copy engine: copies one mailbox from a source to an IMAP destination, exactly once.
+//!
+//! A run connects, scans folders, maps them, creates what is missing on the destination, plans
+//! every folder against the ledger, and copies the planned batches over several connections.
+//! Every APPEND is announced in the store (an intent) before it is sent and recorded after, so a
+//! run stopped at any moment (SIGKILL included) resumes without loss and without duplicates.
+
+mod config;
+mod error;
+mod events;
+mod imap_source;
+mod recovery;
+mod run;
+
+pub use config::CopyConfig;
+pub use error::EngineError;
+pub use events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+pub use imap_source::{ImapSource, ImapSourceSession};
+pub use run::Engine;

@@ -382,6 +382,36 @@ impl Store {
             .map_err(self.err("recording copied messages"))
     }
 
+    /// Records messages found on the destination for intents of an earlier run, and drops those
+    /// intents, atomically and durably.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn resolve_intents(
+        &self,
+        folder: FolderKey,
+        intents: &[u64],
+        items: &[(u32, ItemRecord)],
+    ) -> Result<(), StoreError> {
+        let mut batch = self.inner.db.batch();
+        for (uid, rec) in items {
+            batch.insert(
+                &self.inner.items,
+                Self::item_key(folder, *uid),
+                rec.encode().to_vec(),
+            );
+        }
+        for seq in intents {
+            batch.remove(&self.inner.intents, Self::intent_key(folder, *seq));
+        }
+        batch.commit().map_err(self.err("resolving intents"))?;
+        self.inner
+            .db
+            .persist(PersistMode::SyncData)
+            .map_err(self.err("persisting resolved intents"))
+    }
+
     /// Pending intents of a folder, oldest first.
     ///
     /// # Errors

@@ -1,0 +1,51 @@
+//! Settings of one copy run.
+
+use std::time::Duration;
+
+use migrated_core::MappingRules;
+
+/// How a run copies. Every field has a default an administrator would expect.
+#[derive(Debug, Clone)]
+pub struct CopyConfig {
+    /// Stable id of the job: the ledger is kept per job.
+    pub job_id: String,
+    /// Folder include/exclude/rename rules.
+    pub rules: MappingRules,
+    /// Messages larger than this are excluded and reported (default 35 MB, as Exchange Online).
+    pub max_message_size: u64,
+    /// Connections per side, each copying its own batches (default 4).
+    pub connections: usize,
+    /// Messages per batch: one FETCH and one MULTIAPPEND (default 50).
+    pub batch_messages: usize,
+    /// Bytes per batch; with `connections` this bounds memory (default 8 MiB).
+    pub batch_bytes: u64,
+    /// Carry flag changes of already copied messages (delta runs).
+    pub sync_flags: bool,
+    /// Copy subscriptions.
+    pub subscriptions: bool,
+    /// Passes over the mailbox when temporary errors leave work undone (default 5).
+    pub max_passes: u32,
+    /// First backoff after a temporary error; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl CopyConfig {
+    /// Defaults for a job.
+    pub fn new(job_id: impl Into<String>) -> Self {
+        Self {
+            job_id: job_id.into(),
+            rules: MappingRules::default(),
+            max_message_size: 35 * 1024 * 1024,
+            connections: 4,
+            batch_messages: 50,
+            batch_bytes: 8 * 1024 * 1024,
+            sync_flags: true,
+            subscriptions: true,
+            max_passes: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}

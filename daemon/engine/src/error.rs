@@ -1,0 +1,48 @@
+//! Errors that end a run, each tagged temporary or permanent.
+
+use migrated_core::{ErrorKind, SourceError};
+use migrated_imap::ImapError;
+use migrated_store::StoreError;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The source failed.
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// The destination failed.
+    #[error("destination: {0}")]
+    Destination(#[from] ImapError),
+    /// The job store failed; nothing more is sent until it works again.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Temporary errors persisted through every pass.
+    #[error("gave up after {passes} passes; last error: {last}")]
+    GaveUp {
+        /// Passes made.
+        passes: u32,
+        /// The last temporary error.
+        last: String,
+    },
+}
+
+impl EngineError {
+    /// Whether running the job again later can succeed without a change by the administrator.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Source(e) => e.kind,
+            Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
+            Self::Destination(_) => ErrorKind::Permanent,
+            Self::Store(_) | Self::GaveUp { .. } => ErrorKind::Temporary,
+        }
+    }
+}
+
+/// Converts an IMAP error of the source side into a source error.
+pub(crate) fn source_error(e: ImapError) -> SourceError {
+    if e.is_temporary() {
+        SourceError::temporary(e.to_string())
+    } else {
+        SourceError::permanent(e.to_string())
+    }
+}

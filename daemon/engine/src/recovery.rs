@@ -1,0 +1,228 @@
+//! Recovery: APPENDs interrupted by a crash, and UIDVALIDITY changes on either side. All of it
+//! matches by content hash and never deletes anything on a server.
+
+use std::collections::{HashMap, HashSet};
+
+use migrated_core::SourceSession;
+use migrated_core::planner::match_in_flight;
+use migrated_imap::ImapSession;
+use migrated_store::{FolderKey, Intent, ItemRecord, Store};
+
+use crate::error::EngineError;
+
+/// Messages per FETCH when hashing for recovery; with `CHUNK_BYTES`, bounds memory.
+const CHUNK_MESSAGES: usize = 50;
+const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Hashes the bodies of `(uid, size)` messages, fetched in bounded chunks.
+pub(crate) async fn hash_bodies<F>(
+    messages: &[(u32, u32)],
+    mut fetch: F,
+) -> Result<Vec<(u32, [u8; 32])>, EngineError>
+where
+    F: AsyncFnMut(&[u32]) -> Result<Vec<Option<Vec<u8>>>, EngineError>,
+{
+    let mut out = Vec::with_capacity(messages.len());
+    let mut start = 0;
+    while start < messages.len() {
+        let mut end = start;
+        let mut bytes = 0u64;
+        while end < messages.len()
+            && (end == start
+                || (end - start < CHUNK_MESSAGES
+                    && bytes + u64::from(messages[end].1) <= CHUNK_BYTES))
+        {
+            bytes += u64::from(messages[end].1);
+            end += 1;
+        }
+        let uids: Vec<u32> = messages[start..end].iter().map(|m| m.0).collect();
+        let bodies = fetch(&uids).await?;
+        for (uid, body) in uids.iter().zip(bodies) {
+            if let Some(b) = body {
+                out.push((*uid, *blake3::hash(&b).as_bytes()));
+            }
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+pub(crate) async fn store_call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, migrated_store::StoreError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::GaveUp {
+            passes: 0,
+            last: format!("store task failed: {e}"),
+        })?
+        .map_err(EngineError::Store)
+}
+
+/// Finds on the destination the messages whose APPEND was in flight when an earlier run stopped,
+/// records them, and drops the intents. Must run while no other APPEND goes to the folder.
+pub(crate) async fn resolve_intents(
+    dst: &mut ImapSession,
+    destination: &str,
+    store: &Store,
+    folder: FolderKey,
+    intents: Vec<(u64, Intent)>,
+    items: &mut HashMap<u32, ItemRecord>,
+) -> Result<usize, EngineError> {
+    let state = dst.open(destination, true).await?;
+    let valid = intents
+        .iter()
+        .all(|(_, i)| i.dest_uid_validity == state.uid_validity);
+    let min_uid = if valid {
+        intents
+            .iter()
+            .map(|(_, i)| i.dest_uid_next)
+            .min()
+            .unwrap_or(1)
+    } else {
+        1
+    };
+    let known: HashSet<u32> = items.values().map(|r| r.dest_uid).collect();
+    let candidates: Vec<(u32, u32)> = dst
+        .fetch_meta(min_uid, None)
+        .await?
+        .into_iter()
+        .filter(|m| !known.contains(&m.uid))
+        .map(|m| (m.uid, m.size))
+        .collect();
+    let found = hash_bodies(&candidates, async |uids: &[u32]| {
+        Ok(dst.fetch_bodies(uids).await?)
+    })
+    .await?;
+    let mut fingerprints = HashMap::new();
+    let in_flight: Vec<(u32, [u8; 32])> = intents
+        .iter()
+        .flat_map(|(_, i)| i.items.iter())
+        .filter(|(uid, _, _)| !items.contains_key(uid))
+        .map(|(uid, fp, hash)| {
+            fingerprints.insert(*uid, *fp);
+            (*uid, *hash)
+        })
+        .collect();
+    let matched = match_in_flight(&in_flight, &found);
+    let hashes: HashMap<u32, [u8; 32]> = in_flight.iter().copied().collect();
+    let records: Vec<(u32, ItemRecord)> = matched
+        .iter()
+        .map(|(src, dst_uid)| {
+            (
+                *src,
+                ItemRecord {
+                    dest_uid: *dst_uid,
+                    flags_fingerprint: fingerprints[src],
+                    hash: hashes[src],
+                },
+            )
+        })
+        .collect();
+    let seqs: Vec<u64> = intents.iter().map(|(s, _)| *s).collect();
+    let (store2, recs) = (store.clone(), records.clone());
+    store_call(move || store2.resolve_intents(folder, &seqs, &recs)).await?;
+    let n = records.len();
+    items.extend(records);
+    tracing::info!(
+        destination,
+        in_flight = in_flight.len(),
+        found = n,
+        "Interrupted APPENDs resolved."
+    );
+    Ok(n)
+}
+
+/// The source folder's UIDVALIDITY changed: every recorded UID is void. Re-key the ledger by
+/// matching the folder's current messages to recorded content hashes. The folder must be open.
+pub(crate) async fn rekey_source<S: SourceSession>(
+    src: &mut S,
+    store: &Store,
+    folder: FolderKey,
+    items: &mut HashMap<u32, ItemRecord>,
+) -> Result<(), EngineError> {
+    let listing = src.list_messages(1, None).await?;
+    let metas: Vec<(u32, u32)> = listing.iter().map(|m| (m.uid, m.size)).collect();
+    let hashed = hash_bodies(&metas, async |uids: &[u32]| {
+        Ok(src.fetch_bodies(uids).await?)
+    })
+    .await?;
+    let mut by_hash: HashMap<[u8; 32], Vec<ItemRecord>> = HashMap::new();
+    for rec in items.values() {
+        by_hash.entry(rec.hash).or_default().push(*rec);
+    }
+    let mut rekeyed = HashMap::new();
+    for (uid, hash) in hashed {
+        if let Some(rec) = by_hash.get_mut(&hash).and_then(Vec::pop) {
+            rekeyed.insert(uid, rec);
+        }
+    }
+    tracing::warn!(
+        before = items.len(),
+        matched = rekeyed.len(),
+        "Source UIDVALIDITY changed: ledger re-keyed by content."
+    );
+    let records: Vec<(u32, ItemRecord)> = rekeyed.iter().map(|(u, r)| (*u, *r)).collect();
+    let store2 = store.clone();
+    store_call(move || store2.replace_items(folder, &records)).await?;
+    *items = rekeyed;
+    Ok(())
+}
+
+/// The destination folder's UIDVALIDITY changed: recorded destination UIDs are void. Find each
+/// recorded message again by content; records not found are dropped so the message is copied
+/// again.
+pub(crate) async fn rekey_destination(
+    dst: &mut ImapSession,
+    destination: &str,
+    store: &Store,
+    folder: FolderKey,
+    items: &mut HashMap<u32, ItemRecord>,
+) -> Result<(), EngineError> {
+    dst.open(destination, true).await?;
+    let metas: Vec<(u32, u32)> = dst
+        .fetch_meta(1, None)
+        .await?
+        .into_iter()
+        .map(|m| (m.uid, m.size))
+        .collect();
+    let hashed = hash_bodies(&metas, async |uids: &[u32]| {
+        Ok(dst.fetch_bodies(uids).await?)
+    })
+    .await?;
+    let mut by_hash: HashMap<[u8; 32], Vec<u32>> = HashMap::new();
+    for (uid, hash) in hashed {
+        by_hash.entry(hash).or_default().push(uid);
+    }
+    let mut rekeyed = HashMap::new();
+    let mut sorted: Vec<_> = items.iter().collect();
+    sorted.sort_by_key(|(uid, _)| **uid);
+    for (src_uid, rec) in sorted {
+        if let Some(uid) = by_hash.get_mut(&rec.hash).and_then(|v| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.remove(0))
+            }
+        }) {
+            rekeyed.insert(
+                *src_uid,
+                ItemRecord {
+                    dest_uid: uid,
+                    ..*rec
+                },
+            );
+        }
+    }
+    tracing::warn!(
+        destination,
+        before = items.len(),
+        matched = rekeyed.len(),
+        "Destination UIDVALIDITY changed: ledger re-keyed by content."
+    );
+    let records: Vec<(u32, ItemRecord)> = rekeyed.iter().map(|(u, r)| (*u, *r)).collect();
+    let store2 = store.clone();
+    store_call(move || store2.replace_items(folder, &records)).await?;
+    *items = rekeyed;
+    Ok(())
+}

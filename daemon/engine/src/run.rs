@@ -1,0 +1,822 @@
+//! One run of a job: connect, scan, map, create folders, plan, copy in parallel, checkpoint.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use migrated_core::mapping::map_folders;
+use migrated_core::planner::{LedgerEntry, PlanOptions, batches, plan_folder};
+use migrated_core::{
+    ErrorKind, FolderInfo, FolderPlan, MessageMeta, Namespace, SourceConnector, SourceSession,
+    SpecialUse,
+};
+use migrated_imap::{AppendItem, Endpoint, ImapError, ImapSession};
+use migrated_store::{FolderKey, FolderState, Intent, ItemRecord, JobKey, Store};
+
+use crate::config::CopyConfig;
+use crate::error::EngineError;
+use crate::events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+use crate::recovery::{rekey_destination, rekey_source, resolve_intents, store_call};
+
+/// Runs copy jobs. Cheap to clone; one engine can run one job at a time per `run` call.
+pub struct Engine<C: SourceConnector + 'static> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: SourceConnector + 'static> std::fmt::Debug for Engine<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("job", &self.shared.config.job_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<C> {
+    source: C,
+    destination: Endpoint,
+    store: Store,
+    config: CopyConfig,
+    observer: Observer,
+    job: JobKey,
+    items_done: AtomicU64,
+    bytes_done: AtomicU64,
+    excluded: Mutex<Vec<ExcludedItem>>,
+    failed: Mutex<Vec<FailedItem>>,
+}
+
+/// One folder's work in a pass.
+struct FolderWork {
+    plan: FolderPlan,
+    key: FolderKey,
+    source_uid_validity: u32,
+    /// Source state at listing time: becomes the checkpoint when every batch succeeded.
+    checkpoint: FolderState,
+    /// Batches not yet finished; the folder is complete when it reaches zero with no failure.
+    pending: AtomicU64,
+    incomplete: std::sync::atomic::AtomicBool,
+    report: Mutex<FolderReport>,
+}
+
+/// A batch of messages of one folder.
+struct Batch {
+    folder: usize,
+    messages: Vec<MessageMeta>,
+}
+
+impl<C: SourceConnector + 'static> Engine<C> {
+    /// An engine for one job.
+    pub fn new(
+        source: C,
+        destination: Endpoint,
+        store: Store,
+        config: CopyConfig,
+        observer: Observer,
+    ) -> Self {
+        let job = store.job_key(&config.job_id);
+        Self {
+            shared: Arc::new(Shared {
+                source,
+                destination,
+                store,
+                config,
+                observer,
+                job,
+                items_done: AtomicU64::new(0),
+                bytes_done: AtomicU64::new(0),
+                excluded: Mutex::new(Vec::new()),
+                failed: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs the job once: a first run copies everything, a later run (delta) copies what is new
+    /// and carries flag changes.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError`] when the job cannot go on: refused login, store failure, or temporary
+    /// errors through every pass. Refused messages do not end the run; they are in the summary.
+    pub async fn run(&self) -> Result<Summary, EngineError> {
+        let sh = &self.shared;
+        let started = Instant::now();
+        sh.items_done.store(0, Ordering::Relaxed);
+        sh.bytes_done.store(0, Ordering::Relaxed);
+        if let Ok(mut v) = sh.excluded.lock() {
+            v.clear();
+        }
+        if let Ok(mut v) = sh.failed.lock() {
+            v.clear();
+        }
+        let emit = |e| (sh.observer)(e);
+
+        emit(Event::Phase(Phase::Connecting));
+        let mut src = self.connect_source().await?;
+        let mut dst = self.connect_destination().await?;
+
+        emit(Event::Phase(Phase::ScanningFolders));
+        let source_folders = src.list_folders().await?;
+        let source_ns = src.namespace();
+        let dest_entries = dst.list().await?;
+        let (prefix, delimiter) = dst.namespace();
+        let dest_ns = Namespace {
+            prefix: prefix.to_owned(),
+            delimiter,
+        };
+        let dest_folders: Vec<FolderInfo> = dest_entries
+            .iter()
+            .map(|e| FolderInfo {
+                name: e.name.clone(),
+                delimiter: e.delimiter,
+                no_select: e.no_select,
+                special_use: e
+                    .special_use
+                    .as_deref()
+                    .and_then(SpecialUse::from_attribute),
+                subscribed: e.subscribed,
+            })
+            .collect();
+        let mapping = map_folders(
+            &source_folders,
+            &source_ns,
+            &dest_folders,
+            &dest_ns,
+            &sh.config.rules,
+        );
+        for (name, reason) in &mapping.skipped {
+            tracing::info!(job = %sh.config.job_id, folder = %name, reason = %reason, "Folder skipped.");
+        }
+
+        emit(Event::Phase(Phase::CreatingFolders));
+        let existing: HashSet<&str> = dest_entries
+            .iter()
+            .filter(|e| !e.no_select)
+            .map(|e| e.name.as_str())
+            .collect();
+        let subscribed: HashSet<&str> = dest_entries
+            .iter()
+            .filter(|e| e.subscribed)
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut folder_errors: HashMap<String, String> = HashMap::new();
+        for plan in &mapping.folders {
+            if !plan.destination.eq_ignore_ascii_case("INBOX")
+                && !existing.contains(plan.destination.as_str())
+            {
+                let usage = plan.create_with_use.map(SpecialUse::attribute);
+                if let Err(e) = dst.create(&plan.destination, usage).await {
+                    if e.is_temporary() {
+                        return Err(e.into());
+                    }
+                    tracing::error!(job = %sh.config.job_id, folder = %plan.destination, error = %e, "Folder could not be created.");
+                    folder_errors.insert(plan.source.clone(), e.to_string());
+                    continue;
+                }
+                tracing::info!(job = %sh.config.job_id, folder = %plan.destination, "Folder created.");
+            }
+            if sh.config.subscriptions
+                && plan.subscribed
+                && !subscribed.contains(plan.destination.as_str())
+            {
+                dst.subscribe(&plan.destination).await?;
+            }
+        }
+
+        let mut summary = Summary {
+            folders: mapping.folders.len() as u64,
+            skipped_folders: mapping.skipped.clone(),
+            ..Summary::default()
+        };
+        let mut reports: HashMap<String, FolderReport> = HashMap::new();
+        let mut last_error = String::new();
+        let mut backoff = sh.config.initial_backoff;
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            if pass > 1 {
+                emit(Event::Phase(Phase::ScanningFolders));
+                src = self.connect_source().await?;
+                dst = self.connect_destination().await?;
+            }
+            let mut work = Vec::new();
+            let mut queue = VecDeque::new();
+            let (mut total_items, mut total_bytes) = (0u64, 0u64);
+            for plan in &mapping.folders {
+                if plan.container_only || folder_errors.contains_key(&plan.source) {
+                    continue;
+                }
+                let prepared = self
+                    .prepare_folder(&mut src, &mut dst, plan, pass == 1)
+                    .await?;
+                let (folder_work, messages) = prepared;
+                let index = work.len();
+                let folder_batches: Vec<Vec<MessageMeta>> =
+                    batches(&messages, sh.config.batch_messages, sh.config.batch_bytes)
+                        .into_iter()
+                        .map(<[MessageMeta]>::to_vec)
+                        .collect();
+                total_items += messages.len() as u64;
+                total_bytes += messages.iter().map(|m| u64::from(m.size)).sum::<u64>();
+                folder_work
+                    .pending
+                    .store(folder_batches.len() as u64, Ordering::Relaxed);
+                for b in folder_batches {
+                    queue.push_back(Batch {
+                        folder: index,
+                        messages: b,
+                    });
+                }
+                work.push(folder_work);
+            }
+            emit(Event::Totals {
+                items: total_items,
+                bytes: total_bytes,
+                folders: mapping.folders.len() as u64,
+            });
+
+            let work = Arc::new(work);
+            // Folders with nothing to copy are complete now.
+            for w in work.iter() {
+                if w.pending.load(Ordering::Relaxed) == 0 {
+                    self.finish_folder(w).await?;
+                }
+            }
+            let temporary = if queue.is_empty() {
+                Vec::new()
+            } else {
+                emit(Event::Phase(Phase::Copying));
+                self.copy_batches(work.clone(), queue).await?
+            };
+            for w in work.iter() {
+                let mut report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
+                let entry = reports.entry(w.plan.source.clone()).or_default();
+                if pass > 1 {
+                    // Later passes only add what they copied.
+                    report.already_copied = entry.already_copied;
+                    report.excluded = entry.excluded;
+                    report.copied += entry.copied;
+                    report.failed += entry.failed;
+                    report.flags_updated += entry.flags_updated;
+                }
+                *entry = report;
+            }
+            if temporary.is_empty() {
+                break;
+            }
+            last_error = temporary.last().cloned().unwrap_or_default();
+            if pass >= sh.config.max_passes {
+                return Err(EngineError::GaveUp {
+                    passes: pass,
+                    last: last_error,
+                });
+            }
+            emit(Event::Retrying {
+                error: last_error.clone(),
+                delay: backoff,
+            });
+            tracing::warn!(job = %sh.config.job_id, pass, error = %last_error, "Temporary errors; another pass follows.");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(sh.config.max_backoff);
+        }
+        let _ = last_error;
+
+        emit(Event::Phase(Phase::Finalizing));
+        for plan in &mapping.folders {
+            let mut report = reports
+                .remove(&plan.source)
+                .unwrap_or_else(|| FolderReport {
+                    source: plan.source.clone(),
+                    destination: plan.destination.clone(),
+                    ..FolderReport::default()
+                });
+            if let Some(e) = folder_errors.get(&plan.source) {
+                report.error = Some(e.clone());
+            }
+            summary.copied += report.copied;
+            summary.already_copied += report.already_copied;
+            summary.flags_updated += report.flags_updated;
+            summary.per_folder.push(report);
+        }
+        summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
+        summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
+        summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();
+        summary.duration = started.elapsed();
+        drop(src);
+        dst.logout().await;
+        Ok(summary)
+    }
+}
+
+/// What appending one message came to.
+enum Appended {
+    /// On the destination, with its UID when the server has UIDPLUS.
+    Stored(Option<u32>),
+    /// Refused for good, in the server's words.
+    Refused(String),
+    /// Not sent (a temporary error came first).
+    NotSent,
+}
+
+impl<C: SourceConnector + 'static> Engine<C> {
+    async fn connect_source(&self) -> Result<C::Session, EngineError> {
+        let sh = &self.shared;
+        let mut delay = sh.config.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match sh.source.connect().await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind == ErrorKind::Temporary && attempt < sh.config.max_passes => {
+                    (sh.observer)(Event::Retrying {
+                        error: e.to_string(),
+                        delay,
+                    });
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(sh.config.max_backoff);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn connect_destination(&self) -> Result<ImapSession, EngineError> {
+        let sh = &self.shared;
+        let mut delay = sh.config.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match ImapSession::connect(&sh.destination).await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.is_temporary() && attempt < sh.config.max_passes => {
+                    (sh.observer)(Event::Retrying {
+                        error: format!("destination: {e}"),
+                        delay,
+                    });
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(sh.config.max_backoff);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Scans one folder: UIDVALIDITY checks, interrupted APPENDs, listing, plan, flag updates.
+    /// Returns the folder's work and the messages to copy.
+    async fn prepare_folder(
+        &self,
+        src: &mut C::Session,
+        dst: &mut ImapSession,
+        plan: &FolderPlan,
+        first_pass: bool,
+    ) -> Result<(FolderWork, Vec<MessageMeta>), EngineError> {
+        let sh = &self.shared;
+        let store = &sh.store;
+        let key = store.folder_key(sh.job, &plan.source);
+        let status = src.open_folder(&plan.source).await?;
+        let dest_status = dst.status(&plan.destination).await?;
+        let (s2, job) = (store.clone(), sh.job);
+        let previous = store_call(move || s2.folder_state(job, key)).await?;
+        let s2 = store.clone();
+        let mut items = store_call(move || s2.items(key)).await?;
+
+        let mut checkpoint_valid = previous.is_some();
+        if let Some(prev) = &previous {
+            if prev.source_uid_validity != status.uid_validity {
+                checkpoint_valid = false;
+                if !items.is_empty() {
+                    rekey_source(src, store, key, &mut items).await?;
+                }
+            }
+            if prev.destination_uid_validity != dest_status.uid_validity {
+                checkpoint_valid = false;
+                if !items.is_empty() {
+                    rekey_destination(dst, &plan.destination, store, key, &mut items).await?;
+                }
+            }
+        }
+        let mut state = FolderState {
+            source: plan.source.clone(),
+            destination: plan.destination.clone(),
+            source_uid_validity: status.uid_validity,
+            destination_uid_validity: dest_status.uid_validity,
+            source_uid_next: 0,
+            highest_modseq: None,
+        };
+        if checkpoint_valid && let Some(prev) = &previous {
+            state.source_uid_next = prev.source_uid_next;
+            state.highest_modseq = prev.highest_modseq;
+        }
+        if previous.as_ref() != Some(&state) {
+            let (s2, st) = (store.clone(), state.clone());
+            store_call(move || s2.put_folder_state(job, key, &st)).await?;
+        }
+
+        let s2 = store.clone();
+        let intents = store_call(move || s2.intents(key)).await?;
+        let had_intents = !intents.is_empty();
+        if had_intents {
+            resolve_intents(dst, &plan.destination, store, key, intents, &mut items).await?;
+        }
+
+        let checkpoint = FolderState {
+            source_uid_next: status.uid_next,
+            highest_modseq: status.highest_modseq,
+            ..state.clone()
+        };
+        let mut report = FolderReport {
+            source: plan.source.clone(),
+            destination: plan.destination.clone(),
+            messages: u64::from(status.messages),
+            already_copied: items.len() as u64,
+            ..FolderReport::default()
+        };
+        let work = |report| FolderWork {
+            plan: plan.clone(),
+            key,
+            source_uid_validity: status.uid_validity,
+            checkpoint: checkpoint.clone(),
+            pending: AtomicU64::new(0),
+            incomplete: std::sync::atomic::AtomicBool::new(false),
+            report: Mutex::new(report),
+        };
+
+        // Nothing changed since the last complete pass: UIDNEXT and HIGHESTMODSEQ say so.
+        let unchanged = !had_intents
+            && state.source_uid_next != 0
+            && state.source_uid_next == status.uid_next
+            && state.highest_modseq.is_some()
+            && state.highest_modseq == status.highest_modseq;
+        if unchanged {
+            report.bytes = 0;
+            return Ok((work(report), Vec::new()));
+        }
+        // With CONDSTORE, only what changed since the last complete pass (new messages have a
+        // higher MODSEQ too); otherwise everything, and flags are compared one by one.
+        let changed_since = if had_intents || state.source_uid_next == 0 {
+            None
+        } else {
+            state.highest_modseq
+        };
+        let listing = src.list_messages(1, changed_since).await?;
+        if changed_since.is_none() {
+            report.bytes = listing.iter().map(|m| u64::from(m.size)).sum();
+        }
+        let ledger: HashMap<u32, LedgerEntry> = items
+            .iter()
+            .map(|(uid, r)| {
+                (
+                    *uid,
+                    LedgerEntry {
+                        dest_uid: r.dest_uid,
+                        flags_fingerprint: r.flags_fingerprint,
+                    },
+                )
+            })
+            .collect();
+        let options = PlanOptions {
+            max_message_size: sh.config.max_message_size,
+            sync_flags: sh.config.sync_flags,
+        };
+        let steps = plan_folder(&listing, &ledger, &options);
+
+        if first_pass {
+            for m in &steps.excluded {
+                let item = ExcludedItem {
+                    folder: plan.source.clone(),
+                    uid: m.uid,
+                    size: u64::from(m.size),
+                    message_id: m.message_id.clone(),
+                    reason: format!(
+                        "larger than the limit of {} bytes",
+                        sh.config.max_message_size
+                    ),
+                };
+                tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, size = item.size, "Message excluded: too large.");
+                (sh.observer)(Event::Excluded(item.clone()));
+                if let Ok(mut v) = sh.excluded.lock() {
+                    v.push(item);
+                }
+            }
+            report.excluded = steps.excluded.len() as u64;
+        }
+
+        if !steps.flag_updates.is_empty() {
+            let mut by_flags: HashMap<String, Vec<(u32, u32, u64)>> = HashMap::new();
+            for (src_uid, dest_uid, flags) in &steps.flag_updates {
+                if *dest_uid != 0 {
+                    by_flags.entry(flags.to_imap_list()).or_default().push((
+                        *src_uid,
+                        *dest_uid,
+                        flags.fingerprint(),
+                    ));
+                }
+            }
+            dst.open(&plan.destination, false).await?;
+            let mut updated = Vec::new();
+            for (flags, group) in &by_flags {
+                let uids: Vec<u32> = group.iter().map(|g| g.1).collect();
+                dst.store_flags(&uids, flags).await?;
+                for (src_uid, dest_uid, fp) in group {
+                    if let Some(rec) = items.get(src_uid) {
+                        updated.push((
+                            *src_uid,
+                            ItemRecord {
+                                dest_uid: *dest_uid,
+                                flags_fingerprint: *fp,
+                                ..*rec
+                            },
+                        ));
+                    }
+                }
+            }
+            report.flags_updated = updated.len() as u64;
+            let s2 = store.clone();
+            store_call(move || s2.commit(key, None, &updated)).await?;
+            tracing::info!(job = %sh.config.job_id, folder = %plan.source, count = report.flags_updated, "Flag changes carried.");
+        }
+        Ok((work(report), steps.copy))
+    }
+
+    /// Writes the folder's checkpoint after a pass that left nothing undone.
+    async fn finish_folder(&self, w: &FolderWork) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut state = w.checkpoint.clone();
+        if w.incomplete.load(Ordering::Relaxed) || report.failed > 0 {
+            // Failed messages must be listed again by the next run: no shortcut checkpoint.
+            state.source_uid_next = 0;
+            state.highest_modseq = None;
+        }
+        let (s2, job, key) = (sh.store.clone(), sh.job, w.key);
+        store_call(move || s2.put_folder_state(job, key, &state)).await?;
+        tracing::info!(job = %sh.config.job_id, folder = %report.source, copied = report.copied, failed = report.failed, "Folder done.");
+        (sh.observer)(Event::FolderDone(report));
+        Ok(())
+    }
+
+    /// Runs the batches over `connections` workers. Returns the temporary errors met (their
+    /// batches are left for the next pass); a store error ends the run.
+    async fn copy_batches(
+        &self,
+        work: Arc<Vec<FolderWork>>,
+        queue: VecDeque<Batch>,
+    ) -> Result<Vec<String>, EngineError> {
+        let sh = &self.shared;
+        let queue = Arc::new(Mutex::new(queue));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..sh.config.connections.max(1) {
+            let engine = Self {
+                shared: self.shared.clone(),
+            };
+            let (work, queue, errors) = (work.clone(), queue.clone(), errors.clone());
+            tasks.spawn(async move { engine.worker(worker, work, queue, errors).await });
+        }
+        let mut fatal = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fatal = fatal.or(Some(e)),
+                Err(e) => {
+                    fatal = fatal.or(Some(EngineError::GaveUp {
+                        passes: 0,
+                        last: format!("worker failed: {e}"),
+                    }))
+                }
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        let errors = errors.lock().map(|e| e.clone()).unwrap_or_default();
+        Ok(errors)
+    }
+
+    async fn worker(
+        &self,
+        id: usize,
+        work: Arc<Vec<FolderWork>>,
+        queue: Arc<Mutex<VecDeque<Batch>>>,
+        errors: Arc<Mutex<Vec<String>>>,
+    ) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let mut src: Option<C::Session> = None;
+        let mut dst: Option<ImapSession> = None;
+        let mut open: Option<usize> = None;
+        let mut consecutive_failures = 0u32;
+        loop {
+            let Some(batch) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return Ok(());
+            };
+            let w = &work[batch.folder];
+            let result = self
+                .copy_batch(&mut src, &mut dst, &mut open, w, &batch)
+                .await;
+            match result {
+                Ok(()) => consecutive_failures = 0,
+                Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                Err(e) => {
+                    w.incomplete.store(true, Ordering::Relaxed);
+                    let message = e.to_string();
+                    if e.kind() == ErrorKind::Permanent {
+                        tracing::error!(job = %sh.config.job_id, folder = %w.plan.source, error = %message, "Batch failed.");
+                        if let Ok(mut r) = w.report.lock() {
+                            r.error = Some(message.clone());
+                        }
+                    } else {
+                        tracing::warn!(job = %sh.config.job_id, worker = id, folder = %w.plan.source, error = %message, "Temporary error; the batch is left for the next pass.");
+                    }
+                    if let Ok(mut v) = errors.lock() {
+                        v.push(message);
+                    }
+                    // Sessions may be broken: reconnect for the next batch, after a pause that
+                    // grows while failures repeat.
+                    src = None;
+                    dst = None;
+                    open = None;
+                    consecutive_failures += 1;
+                    let delay = sh.config.initial_backoff
+                        * 2u32.saturating_pow(consecutive_failures.min(6) - 1);
+                    tokio::time::sleep(delay.min(sh.config.max_backoff)).await;
+                }
+            }
+            if w.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.finish_folder(w).await?;
+            }
+        }
+    }
+
+    async fn copy_batch(
+        &self,
+        src: &mut Option<C::Session>,
+        dst: &mut Option<ImapSession>,
+        open: &mut Option<usize>,
+        w: &FolderWork,
+        batch: &Batch,
+    ) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        if src.is_none() {
+            *src = Some(sh.source.connect().await?);
+            *open = None;
+        }
+        let Some(s) = src.as_mut() else {
+            unreachable!("connected above")
+        };
+        if *open != Some(batch.folder) {
+            let status = s.open_folder(&w.plan.source).await?;
+            if status.uid_validity != w.source_uid_validity {
+                return Err(EngineError::Source(migrated_core::SourceError::temporary(
+                    format!(
+                        "UIDVALIDITY of {:?} changed during the run; the folder is planned again",
+                        w.plan.source
+                    ),
+                )));
+            }
+            *open = Some(batch.folder);
+        }
+        let uids: Vec<u32> = batch.messages.iter().map(|m| m.uid).collect();
+        let bodies = s.fetch_bodies(&uids).await?;
+        let present: Vec<(&MessageMeta, Vec<u8>, [u8; 32])> = batch
+            .messages
+            .iter()
+            .zip(bodies)
+            .filter_map(|(m, b)| {
+                b.map(|b| {
+                    let h = *blake3::hash(&b).as_bytes();
+                    (m, b, h)
+                })
+            })
+            .collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+
+        if dst.is_none() {
+            *dst = Some(ImapSession::connect(&sh.destination).await?);
+        }
+        let Some(d) = dst.as_mut() else {
+            unreachable!("connected above")
+        };
+        let dest_status = d.status(&w.plan.destination).await?;
+        let intent = Intent {
+            dest_uid_validity: dest_status.uid_validity,
+            dest_uid_next: dest_status.uid_next,
+            items: present
+                .iter()
+                .map(|(m, _, h)| (m.uid, m.flags.fingerprint(), *h))
+                .collect(),
+        };
+        let (s2, key) = (sh.store.clone(), w.key);
+        let seq = store_call(move || s2.begin_intent(key, &intent)).await?;
+
+        let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
+        let mut records = Vec::new();
+        let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        for ((m, _, h), outcome) in present.iter().zip(&outcomes) {
+            match outcome {
+                Appended::Stored(uid) => {
+                    records.push((
+                        m.uid,
+                        ItemRecord {
+                            dest_uid: uid.unwrap_or(0),
+                            flags_fingerprint: m.flags.fingerprint(),
+                            hash: *h,
+                        },
+                    ));
+                    copied += 1;
+                    bytes += u64::from(m.size);
+                }
+                Appended::Refused(reason) => {
+                    failed += 1;
+                    let item = FailedItem {
+                        folder: w.plan.source.clone(),
+                        uid: m.uid,
+                        size: u64::from(m.size),
+                        message_id: m.message_id.clone(),
+                        reason: reason.clone(),
+                    };
+                    tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, reason = %item.reason, "Message refused by the destination.");
+                    (sh.observer)(Event::Failed(item.clone()));
+                    if let Ok(mut v) = sh.failed.lock() {
+                        v.push(item);
+                    }
+                }
+                Appended::NotSent => {}
+            }
+        }
+        // With a temporary error the intent stays: the next pass finds on the destination what
+        // arrived before the connection broke.
+        let done_intent = if temporary.is_none() { Some(seq) } else { None };
+        let s2 = sh.store.clone();
+        store_call(move || s2.commit(key, done_intent, &records)).await?;
+        if let Ok(mut r) = w.report.lock() {
+            r.copied += copied;
+            r.failed += failed;
+        }
+        let items_done = sh.items_done.fetch_add(copied, Ordering::Relaxed) + copied;
+        let bytes_done = sh.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (sh.observer)(Event::Progress {
+            folder: w.plan.source.clone(),
+            items_done,
+            bytes_done,
+        });
+        match temporary {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Appends a batch: one MULTIAPPEND when the destination offers it, then one by one if the batch
+/// was refused, to find the message the server will not take. Stops at the first temporary
+/// error and returns it.
+async fn append_all(
+    d: &mut ImapSession,
+    folder: &str,
+    messages: &[(&MessageMeta, Vec<u8>, [u8; 32])],
+) -> (Vec<Appended>, Option<ImapError>) {
+    let flag_lists: Vec<String> = messages
+        .iter()
+        .map(|(m, _, _)| m.flags.to_imap_list())
+        .collect();
+    let items: Vec<AppendItem<'_>> = messages
+        .iter()
+        .zip(&flag_lists)
+        .map(|((m, body, _), flags)| AppendItem {
+            flags,
+            internal_date: &m.internal_date,
+            body,
+        })
+        .collect();
+    if items.len() > 1 && d.has("MULTIAPPEND") {
+        match d.append(folder, &items).await {
+            Ok(Some(uids)) => {
+                return (
+                    uids.into_iter()
+                        .map(|u| Appended::Stored(Some(u)))
+                        .collect(),
+                    None,
+                );
+            }
+            Ok(None) => return (items.iter().map(|_| Appended::Stored(None)).collect(), None),
+            Err(e) if e.is_temporary() => {
+                return (items.iter().map(|_| Appended::NotSent).collect(), Some(e));
+            }
+            Err(e) => tracing::debug!(folder, error = %e, "Batch refused; appending one by one."),
+        }
+    }
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in &items {
+        match d.append(folder, std::slice::from_ref(item)).await {
+            Ok(uids) => outcomes.push(Appended::Stored(uids.and_then(|u| u.first().copied()))),
+            Err(e) if e.is_temporary() => {
+                while outcomes.len() < items.len() {
+                    outcomes.push(Appended::NotSent);
+                }
+                return (outcomes, Some(e));
+            }
+            Err(e) => outcomes.push(Appended::Refused(e.to_string())),
+        }
+    }
+    (outcomes, None)
+}
