@@ -1,1 +1,236 @@
-fn main() {}
+//! `migrated`: the migration daemon. For now it runs one job in the foreground
+//! (`migrated migrate --job FILE`); the daemon with its control API comes next.
+
+mod job;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use migrated_engine::{Engine, Event, ImapSource, Phase, Summary};
+use migrated_store::Store;
+
+/// Migrates mailboxes between IMAP servers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one job in the foreground until it is done. Run it again for a delta: only what is
+    /// new or changed is copied.
+    Migrate {
+        /// The job file (TOML).
+        #[arg(long)]
+        job: PathBuf,
+        /// The job store directory (ledger that prevents duplicates).
+        #[arg(
+            long,
+            env = "MIGRATED_STORE",
+            default_value = "/var/lib/migrated/store"
+        )]
+        store: PathBuf,
+        /// Print no progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MIGRATED_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Migrate { job, store, quiet } => {
+            let file = job::JobFile::load(&job)?;
+            let config = file.copy_config(&job)?;
+            let source = file.source.endpoint(&job, "source")?;
+            let destination = file.destination.endpoint(&job, "destination")?;
+            std::fs::create_dir_all(&store)
+                .with_context(|| format!("cannot create store directory {}", store.display()))?;
+            let store = tokio::task::spawn_blocking(move || Store::open(&store)).await??;
+            let observer = progress_printer(quiet);
+            let engine = Engine::new(
+                ImapSource::new(source),
+                destination,
+                store,
+                config,
+                observer,
+            );
+            let summary = engine.run().await?;
+            print_summary(&summary);
+            Ok(
+                if summary.failed.is_empty() && summary.per_folder.iter().all(|f| f.error.is_none())
+                {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::from(2)
+                },
+            )
+        }
+    }
+}
+
+/// Progress lines on stderr, at most one per second plus every phase change.
+fn progress_printer(quiet: bool) -> migrated_engine::Observer {
+    struct State {
+        items: u64,
+        bytes: u64,
+        last: Option<Instant>,
+    }
+    let state = Mutex::new(State {
+        items: 0,
+        bytes: 0,
+        last: None,
+    });
+    Arc::new(move |event| {
+        if quiet {
+            return;
+        }
+        let Ok(mut s) = state.lock() else { return };
+        match event {
+            Event::Phase(p) => eprintln!("{}", phase_name(p)),
+            Event::Totals {
+                items,
+                bytes,
+                folders,
+            } => {
+                s.items = items;
+                s.bytes = bytes;
+                eprintln!(
+                    "  {folders} folders; {items} messages ({:.1} MB) to copy",
+                    bytes as f64 / 1e6
+                );
+            }
+            Event::Progress {
+                folder,
+                items_done,
+                bytes_done,
+            } => {
+                if s.last.is_none_or(|t| t.elapsed().as_secs() >= 1) || items_done == s.items {
+                    s.last = Some(Instant::now());
+                    let pct = if s.items == 0 {
+                        100.0
+                    } else {
+                        items_done as f64 * 100.0 / s.items as f64
+                    };
+                    eprintln!(
+                        "  {items_done}/{} messages, {:.1}/{:.1} MB ({pct:.0}%), in {folder}",
+                        s.items,
+                        bytes_done as f64 / 1e6,
+                        s.bytes as f64 / 1e6
+                    );
+                }
+            }
+            Event::Excluded(i) => eprintln!(
+                "  excluded: {} UID {} ({} bytes, Message-ID {}): {}",
+                i.folder,
+                i.uid,
+                i.size,
+                i.message_id.as_deref().unwrap_or("none"),
+                i.reason
+            ),
+            Event::Failed(i) => eprintln!("  failed: {} UID {}: {}", i.folder, i.uid, i.reason),
+            Event::Retrying { error, delay } => {
+                eprintln!("  retrying in {:.1} s: {error}", delay.as_secs_f64())
+            }
+            Event::FolderDone(_) => {}
+        }
+    })
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Connecting => "Connecting",
+        Phase::ScanningFolders => "Scanning folders",
+        Phase::CreatingFolders => "Creating folders",
+        Phase::Copying => "Copying",
+        Phase::Finalizing => "Finalizing",
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "{:<40} {:<40} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "source folder", "destination", "messages", "copied", "before", "excluded", "failed"
+    );
+    for f in &s.per_folder {
+        println!(
+            "{:<40} {:<40} {:>8} {:>8} {:>8} {:>8} {:>6}{}",
+            f.source,
+            f.destination,
+            f.messages,
+            f.copied,
+            f.already_copied,
+            f.excluded,
+            f.failed,
+            f.error
+                .as_deref()
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    for (name, reason) in &s.skipped_folders {
+        println!("skipped {name}: {reason}");
+    }
+    for i in &s.excluded {
+        println!(
+            "excluded {} UID {} {} bytes Message-ID {}: {}",
+            i.folder,
+            i.uid,
+            i.size,
+            i.message_id.as_deref().unwrap_or("none"),
+            i.reason
+        );
+    }
+    for i in &s.failed {
+        println!(
+            "failed {} UID {} {} bytes: {}",
+            i.folder, i.uid, i.size, i.reason
+        );
+    }
+    println!(
+        "{} folders, {} messages copied ({:.1} MB), {} already there, {} flag changes, {} excluded, {} failed, in {:.1} s ({:.0} messages/s, {:.1} MB/s)",
+        s.folders,
+        s.copied,
+        s.bytes as f64 / 1e6,
+        s.already_copied,
+        s.flags_updated,
+        s.excluded.len(),
+        s.failed.len(),
+        s.duration.as_secs_f64(),
+        s.messages_per_second(),
+        s.megabytes_per_second()
+    );
+}
