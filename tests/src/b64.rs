@@ -69,7 +69,10 @@ mod tests {
         for (plain, enc) in cases {
             assert_eq!(encode(plain.as_bytes(), STANDARD, true), enc);
             let unpadded = enc.trim_end_matches('=');
-            assert_eq!(decode(unpadded.as_bytes(), STANDARD).unwrap(), plain.as_bytes());
+            assert_eq!(
+                decode(unpadded.as_bytes(), STANDARD).unwrap(),
+                plain.as_bytes()
+            );
         }
     }
 }

@@ -1,1 +1,20 @@
-//! Test bed (being written).
+//! Test bed for `migrated`: private Dovecot instances on loopback, a deterministic mail corpus
+//! written straight into their maildirs, a small independent IMAP client, and a verifier that
+//! compares two accounts message by message.
+
+mod b64;
+pub mod corpus;
+pub mod dovecot;
+pub mod imap;
+pub mod mutf7;
+pub mod verify;
+
+pub use corpus::{
+    Corpus, CorpusFolder, CorpusMessage, CorpusSpec, SplitMix64, append_message, synthetic_message,
+    write_maildir,
+};
+pub use dovecot::{
+    Dovecot, DovecotOptions, Layout, english_special_use, ensure_installed, german_special_use,
+};
+pub use imap::{Account, FolderInfo, MessageRecord, Session, Tls, login};
+pub use verify::{FolderDiff, VerifyReport, verify};

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn ampersand_and_latin() {
         assert_eq!(encode("Zürich & Genève"), "Z&APw-rich &- Gen&AOg-ve");
-        assert_eq!(decode("Z&APw-rich &- Gen&AOg-ve").unwrap(), "Zürich & Genève");
+        assert_eq!(
+            decode("Z&APw-rich &- Gen&AOg-ve").unwrap(),
+            "Zürich & Genève"
+        );
         assert_eq!(encode("Entwürfe"), "Entw&APw-rfe");
         assert_eq!(encode("&"), "&-");
     }

@@ -102,6 +102,28 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let started = Instant::now();
         sh.items_done.store(0, Ordering::Relaxed);
         sh.bytes_done.store(0, Ordering::Relaxed);
+        let mut backoff = sh.config.initial_backoff;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(started).await {
+                Err(e) if e.kind() == ErrorKind::Temporary && attempt < sh.config.max_passes => {
+                    // Everything done so far is in the ledger: a new attempt resumes from it.
+                    tracing::warn!(job = %sh.config.job_id, attempt, error = %e, "Temporary error; the run resumes after a pause.");
+                    (sh.observer)(Event::Retrying {
+                        error: e.to_string(),
+                        delay: backoff,
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(sh.config.max_backoff);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt(&self, started: Instant) -> Result<Summary, EngineError> {
+        let sh = &self.shared;
         if let Ok(mut v) = sh.excluded.lock() {
             v.clear();
         }
@@ -292,11 +314,11 @@ impl<C: SourceConnector + 'static> Engine<C> {
             if let Some(e) = folder_errors.get(&plan.source) {
                 report.error = Some(e.clone());
             }
-            summary.copied += report.copied;
             summary.already_copied += report.already_copied;
             summary.flags_updated += report.flags_updated;
             summary.per_folder.push(report);
         }
+        summary.copied = sh.items_done.load(Ordering::Relaxed);
         summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
         summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
         summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();

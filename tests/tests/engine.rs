@@ -1,0 +1,367 @@
+//! End-to-end tests of the copy engine against two real Dovecot servers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::{Recorder, endpoint, pair, small_corpus};
+use migrated_core::{ErrorKind, MappingRules};
+use migrated_engine::{EngineError, Event, ImapSource};
+use testbed::CorpusSpec;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_the_corpus_exactly_and_a_second_run_copies_nothing() {
+    // Several thousand messages, heavy-tailed sizes and one 20 MiB attachment.
+    let p = pair(CorpusSpec {
+        seed: 7,
+        messages: 3000,
+        max_attachment: 20 * 1024 * 1024,
+    })
+    .await;
+    let total = p.corpus.total_messages() as u64;
+    let recorder = Arc::new(Recorder::default());
+    let summary = p
+        .engine(p.config(), recorder.observer())
+        .run()
+        .await
+        .expect("first run");
+    assert_eq!(summary.copied, total, "every message copied once");
+    assert!(
+        summary.failed.is_empty() && summary.excluded.is_empty(),
+        "{summary:?}"
+    );
+    assert_eq!(summary.bytes, p.corpus.total_bytes());
+    p.assert_exact().await;
+
+    // Progress is monotonic and ends at the totals announced before copying.
+    let events = recorder.events.lock().unwrap().clone();
+    let announced: u64 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Totals { items, .. } => Some(*items),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(announced, total);
+    let progress: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { items_done, .. } => Some(*items_done),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "progress never goes back"
+    );
+    assert_eq!(progress.last().copied(), Some(total));
+
+    let again = p.quiet_engine(p.config()).run().await.expect("second run");
+    assert_eq!(again.copied, 0, "a second run copies nothing");
+    assert_eq!(again.already_copied, total);
+    p.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_tree_special_use_subscriptions_and_containers_are_mapped() {
+    let p = pair(small_corpus(11)).await;
+    p.quiet_engine(p.config()).run().await.expect("run");
+    p.assert_exact().await;
+
+    let mut s = testbed::login(&p.src.account("alice").unwrap())
+        .await
+        .unwrap();
+    let mut d = testbed::login(&p.dst.account("alice").unwrap())
+        .await
+        .unwrap();
+    let dst_folders: BTreeSet<String> = d
+        .list_folders()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+
+    // Localized special-use folders land in the destination's folders of the same role.
+    let roles = d.special_use_folders().await.unwrap();
+    for (role, name) in [
+        ("\\Sent", "Sent"),
+        ("\\Trash", "Trash"),
+        ("\\Drafts", "Drafts"),
+        ("\\Junk", "Junk"),
+        ("\\Archive", "Archive"),
+    ] {
+        assert!(
+            roles
+                .iter()
+                .any(|(n, r)| n == name && r.eq_ignore_ascii_case(role)),
+            "{role} is {name}: {roles:?}"
+        );
+    }
+    // Containers of the source exist on the destination.
+    assert!(
+        !p.corpus.containers.is_empty(),
+        "the corpus has a container folder"
+    );
+    for c in &p.corpus.containers {
+        let dest = c.strip_prefix("INBOX.").unwrap_or(c).replace('.', "/");
+        assert!(
+            dst_folders.contains(&dest),
+            "container {c} is {dest} on the destination: {dst_folders:?}"
+        );
+    }
+    // Subscriptions follow the mapping.
+    let mapping: std::collections::HashMap<String, String> =
+        p.corpus.mapping_to(&p.dst).into_iter().collect();
+    let dst_subscribed: BTreeSet<String> =
+        d.subscribed_folders().await.unwrap().into_iter().collect();
+    let src_subscribed = s.subscribed_folders().await.unwrap();
+    assert!(!src_subscribed.is_empty());
+    for f in src_subscribed {
+        if let Some(target) = mapping.get(&f) {
+            assert!(
+                dst_subscribed.contains(target),
+                "{f} subscribed as {target}: {dst_subscribed:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_exclude_and_rename_rules_apply() {
+    let p = pair(small_corpus(12)).await;
+    let mut config = p.config();
+    config.rules = MappingRules::compile(
+        &[],
+        &["^Spam$".into()],
+        &[("^Projekte".into(), "Archiv-Alt/Projekte".into())],
+    )
+    .unwrap();
+    let summary = p.quiet_engine(config).run().await.expect("run");
+    assert!(
+        summary
+            .skipped_folders
+            .iter()
+            .any(|(n, r)| n == "INBOX.Spam" && r.contains("exclude")),
+        "{:?}",
+        summary.skipped_folders
+    );
+    let mut d = testbed::login(&p.dst.account("alice").unwrap())
+        .await
+        .unwrap();
+    let names: Vec<String> = d
+        .list_folders()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("Archiv-Alt/Projekte")),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("Projekte")),
+        "{names:?}"
+    );
+    let junk = d.examine("Junk").await.unwrap();
+    assert_eq!(junk, 0, "the excluded folder's messages were not copied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_excluded_and_reported() {
+    let p = pair(CorpusSpec {
+        seed: 13,
+        messages: 300,
+        max_attachment: 3 * 1024 * 1024,
+    })
+    .await;
+    let limit = 1024 * 1024;
+    let mut config = p.config();
+    config.max_message_size = limit;
+    let big: Vec<(String, u64, Option<String>)> = p
+        .corpus
+        .folders
+        .iter()
+        .flat_map(|(name, f)| {
+            f.messages
+                .iter()
+                .filter(|m| m.size > limit)
+                .map(move |m| (name.clone(), m.size, m.message_id.clone()))
+        })
+        .collect();
+    assert!(!big.is_empty(), "the corpus has messages over 1 MiB");
+    let summary = p.quiet_engine(config).run().await.expect("run");
+    assert_eq!(summary.excluded.len(), big.len(), "{:?}", summary.excluded);
+    for (folder, size, message_id) in &big {
+        assert!(
+            summary.excluded.iter().any(|e| &e.folder == folder
+                && e.size == *size
+                && &e.message_id == message_id
+                && e.uid > 0),
+            "{folder} {size} {message_id:?} listed in {:?}",
+            summary.excluded
+        );
+    }
+    let report = p.verify().await;
+    assert_eq!(
+        report
+            .folders
+            .iter()
+            .map(|f| f.missing.len())
+            .sum::<usize>(),
+        big.len(),
+        "{report}"
+    );
+    for f in &report.folders {
+        assert!(
+            f.missing.iter().all(|m| m.size > limit),
+            "only the large ones are missing: {report}"
+        );
+        assert!(f.extra.is_empty() && f.mismatched.is_empty(), "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_copies_new_mail_and_carries_flag_changes() {
+    let p = pair(small_corpus(14)).await;
+    p.quiet_engine(p.config()).run().await.expect("first run");
+    p.assert_exact().await;
+
+    let acct = p.src.account("alice").unwrap();
+    let mut s = testbed::login(&acct).await.unwrap();
+    let inbox = s.folder_messages("INBOX").await.unwrap();
+    let changed: Vec<u32> = inbox.iter().take(5).map(|m| m.uid).collect();
+    for uid in &changed {
+        s.store_flags("INBOX", *uid, &["\\Flagged", "\\Answered", "$Delta"])
+            .await
+            .unwrap();
+    }
+    s.logout().await.unwrap();
+    let new = testbed::synthetic_message(99, 5000);
+    testbed::append_message(&acct, "INBOX", &new, &["\\Seen"], 1_600_000_000)
+        .await
+        .unwrap();
+
+    let summary = p.quiet_engine(p.config()).run().await.expect("delta");
+    assert_eq!(summary.copied, 1, "only the new message is copied");
+    assert_eq!(summary.flags_updated, changed.len() as u64);
+    p.assert_exact().await;
+
+    let again = p.quiet_engine(p.config()).run().await.expect("no-op delta");
+    assert_eq!((again.copied, again.flags_updated), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uidvalidity_change_on_either_side_costs_neither_loss_nor_duplicates() {
+    let p = pair(small_corpus(15)).await;
+    p.quiet_engine(p.config()).run().await.expect("first run");
+    for (d, folder) in [
+        (&p.src, "INBOX"),
+        (&p.dst, "INBOX"),
+        (&p.src, "INBOX.Gesendete Objekte"),
+        (&p.dst, "Archive"),
+    ] {
+        d.doveadm(&[
+            "mailbox",
+            "update",
+            "-u",
+            "alice",
+            "--uid-validity",
+            "4242",
+            folder,
+        ])
+        .expect("uidvalidity changed");
+    }
+    let acct = p.src.account("alice").unwrap();
+    testbed::append_message(
+        &acct,
+        "INBOX",
+        &testbed::synthetic_message(5, 3000),
+        &[],
+        1_500_000_000,
+    )
+    .await
+    .unwrap();
+    let summary = p
+        .quiet_engine(p.config())
+        .run()
+        .await
+        .expect("run after the change");
+    assert_eq!(summary.copied, 1, "only the new message: {summary:?}");
+    p.assert_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_permanent_error() {
+    let p = pair(CorpusSpec {
+        seed: 16,
+        messages: 10,
+        max_attachment: 0,
+    })
+    .await;
+    let mut source = endpoint(&p.src);
+    source.secret = migrated_imap::Secret::new("not-the-password-Xy7");
+    let engine = migrated_engine::Engine::new(
+        ImapSource::new(source),
+        endpoint(&p.dst),
+        p.store(),
+        p.config(),
+        Arc::new(|_| {}),
+    );
+    let err = engine.run().await.expect_err("login refused");
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    let text = err.to_string();
+    assert!(matches!(err, EngineError::Source(_)), "{text}");
+    assert!(text.contains("refused the login of \"alice\""), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", p.src.imap_port())),
+        "names the server: {text}"
+    );
+    assert!(
+        text.contains("AUTHENTICATIONFAILED") || text.contains("Authentication failed"),
+        "quotes the server: {text}"
+    );
+    assert!(
+        !text.contains("not-the-password-Xy7"),
+        "never shows the secret: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_disconnects_are_retried_without_loss_or_duplicates() {
+    let p = pair(CorpusSpec {
+        seed: 17,
+        messages: 1500,
+        max_attachment: 0,
+    })
+    .await;
+    let mut config = p.config();
+    config.batch_messages = 10;
+    let recorder = Arc::new(Recorder::default());
+    let engine = p.engine(config, recorder.observer());
+    let kicker = async {
+        // Drop every connection on both sides a few times while the copy runs.
+        for _ in 0..4 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let _ = p.dst.doveadm(&["kick", "alice"]);
+            let _ = p.src.doveadm(&["kick", "alice"]);
+        }
+    };
+    let (summary, ()) = tokio::join!(engine.run(), kicker);
+    let summary = summary.expect("the run survives disconnects");
+    drop(engine);
+    let retries = recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::Retrying { .. }))
+        .count();
+    assert!(retries > 0, "the disconnects hit the run (no retry seen)");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    p.assert_exact().await;
+    let again = p.quiet_engine(p.config()).run().await.expect("re-run");
+    assert_eq!(again.copied, 0);
+}
