@@ -14,9 +14,16 @@ use testbed::{CorpusSpec, Dovecot, SplitMix64};
 /// The `migrated` binary next to this test's target directory (`cargo build --bins` first).
 pub fn migrated_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let bin = dir.join("migrated");
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` before the tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        bin.display()
+    );
     bin
 }
 
@@ -56,7 +63,9 @@ password_file = "{}"
 }
 
 async fn destination_count(dst: &Dovecot) -> u64 {
-    let Ok(mut s) = testbed::login(&dst.account("alice").unwrap()).await else { return 0 };
+    let Ok(mut s) = testbed::login(&dst.account("alice").unwrap()).await else {
+        return 0;
+    };
     let mut total = 0;
     for f in s.list_folders().await.unwrap_or_default() {
         if f.selectable() {
@@ -69,11 +78,21 @@ async fn destination_count(dst: &Dovecot) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_duplicates() {
-    let p = pair(CorpusSpec { seed: 21, messages: 3000, max_attachment: 0 }).await;
+    let p = pair(CorpusSpec {
+        seed: 21,
+        messages: 3000,
+        max_attachment: 0,
+    })
+    .await;
     let total = p.corpus.total_messages() as u64;
     let dir = p.store_dir.with_extension("job");
     // Small batches over two connections: many APPENDs in flight when the kill lands.
-    let job = write_job(&dir, &p.src, &p.dst, "\n[limits]\nconnections = 2\nbatch_messages = 10\n");
+    let job = write_job(
+        &dir,
+        &p.src,
+        &p.dst,
+        "\n[limits]\nconnections = 2\nbatch_messages = 10\n",
+    );
     let bin = migrated_binary();
     let mut rng = SplitMix64::new(0x5eed);
     let mut mid_copy_kills = 0;
@@ -106,7 +125,10 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
             mid_copy_kills += 1;
         }
     }
-    assert!(mid_copy_kills >= 3, "only {mid_copy_kills} kills landed in the middle of the copy");
+    assert!(
+        mid_copy_kills >= 3,
+        "only {mid_copy_kills} kills landed in the middle of the copy"
+    );
 
     let status = Command::new(&bin)
         .args(["migrate", "--quiet", "--job"])
