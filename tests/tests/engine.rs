@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Recorder, endpoint, pair, small_corpus};
+use common::{Recorder, endpoint, pair, pair_with_quota, small_corpus};
 use migrated_core::{ErrorKind, MappingRules};
 use migrated_engine::{EngineError, Event, ImapSource};
 use testbed::CorpusSpec;
@@ -364,4 +364,41 @@ async fn transient_disconnects_are_retried_without_loss_or_duplicates() {
     p.assert_exact().await;
     let again = p.quiet_engine(p.config()).run().await.expect("re-run");
     assert_eq!(again.copied, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_refused_by_the_destination_are_recorded_with_the_servers_words() {
+    // A destination quota of 2 MB: the first messages fit, the rest are refused.
+    let p = pair_with_quota(small_corpus(18), Some(2_000_000)).await;
+    assert!(
+        p.corpus.total_bytes() > 4_000_000,
+        "the corpus exceeds the quota"
+    );
+    let summary = p
+        .quiet_engine(p.config())
+        .run()
+        .await
+        .expect("the run ends with refused items, not an error");
+    assert!(summary.copied > 0, "some messages fit");
+    assert!(!summary.failed.is_empty(), "some messages are refused");
+    assert_eq!(
+        summary.copied + summary.failed.len() as u64,
+        p.corpus.total_messages() as u64
+    );
+    for f in &summary.failed {
+        assert!(
+            f.reason.contains("Quota exceeded")
+                || f.reason.to_ascii_uppercase().contains("OVERQUOTA"),
+            "the server's words: {}",
+            f.reason
+        );
+        assert!(f.uid > 0 && f.size > 0 && !f.folder.is_empty());
+    }
+    // What was refused is tried again by the next run, and nothing is copied twice.
+    let again = p.quiet_engine(p.config()).run().await.expect("second run");
+    assert_eq!(again.copied, 0);
+    assert_eq!(again.failed.len(), summary.failed.len());
+    let report = p.verify().await;
+    assert_eq!(report.missing_count(), summary.failed.len(), "{report}");
+    assert_eq!(report.extra_count(), 0, "{report}");
 }

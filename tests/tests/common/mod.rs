@@ -28,6 +28,11 @@ pub struct Pair {
 static STORES: AtomicU64 = AtomicU64::new(0);
 
 pub async fn pair(spec: CorpusSpec) -> Pair {
+    pair_with_quota(spec, None).await
+}
+
+/// As [`pair`], with a storage quota (bytes) for the destination user.
+pub async fn pair_with_quota(spec: CorpusSpec, quota_bytes: Option<u64>) -> Pair {
     let src = Dovecot::start(DovecotOptions {
         layout: Layout::MaildirPlusPlus,
         special_use: german_special_use(),
@@ -38,6 +43,7 @@ pub async fn pair(spec: CorpusSpec) -> Pair {
     let dst = Dovecot::start(DovecotOptions {
         layout: Layout::Fs,
         special_use: english_special_use(),
+        quota_bytes,
         ..DovecotOptions::default()
     })
     .await
