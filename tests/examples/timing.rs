@@ -26,6 +26,7 @@ async fn main() -> Result<()> {
             seed: 5,
             messages: n,
             max_attachment: 20 << 20,
+            size_factor: 1.0,
         },
     )?;
     println!(

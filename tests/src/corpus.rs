@@ -25,6 +25,9 @@ pub struct CorpusSpec {
     /// Size in bytes of the one attachment that is much bigger than the rest (before base64);
     /// 0 for none.
     pub max_attachment: usize,
+    /// Multiplies every message's target size (1.0: most 2-20 KB, 7 % 20-100 KB, 3 % 100 KB to
+    /// 2 MB, about 33 KB on average).
+    pub size_factor: f64,
 }
 
 impl Default for CorpusSpec {
@@ -33,6 +36,7 @@ impl Default for CorpusSpec {
             seed: 1,
             messages: 500,
             max_attachment: 0,
+            size_factor: 1.0,
         }
     }
 }
@@ -405,6 +409,7 @@ pub fn write_maildir(dovecot: &Dovecot, user: &str, spec: &CorpusSpec) -> Result
                 i,
                 &plan[fi],
                 (big_index == Some(i)).then_some(spec.max_attachment),
+                spec.size_factor,
             ),
         };
         if duplicate.is_some_and(|(src, _)| src == i) {
@@ -534,6 +539,7 @@ fn generate(
     index: usize,
     folder: &Plan,
     big_attachment: Option<usize>,
+    size_factor: f64,
 ) -> (Vec<u8>, CorpusMessage) {
     let internaldate = DATE_FROM + rng.below((DATE_TO - DATE_FROM) as u64) as i64;
     let message_id = if index > 0 && rng.chance(0.05) {
@@ -545,13 +551,14 @@ fn generate(
         ))
     };
     let r = rng.unit();
-    let target = if r < 0.03 {
+    let base = if r < 0.03 {
         rng.log_uniform(100_000, 2_000_000)
     } else if r < 0.10 {
         rng.log_uniform(20_000, 100_000)
     } else {
         rng.log_uniform(2_000, 20_000)
-    } as usize;
+    };
+    let target = (base as f64 * size_factor) as usize;
 
     let mut flags = Vec::new();
     let draft_folder = folder.special_use.as_deref() == Some("\\Drafts");

@@ -82,6 +82,7 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
         seed: 21,
         messages: 3000,
         max_attachment: 0,
+        size_factor: 1.0,
     })
     .await;
     let total = p.corpus.total_messages() as u64;

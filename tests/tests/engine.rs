@@ -17,6 +17,7 @@ async fn copies_the_corpus_exactly_and_a_second_run_copies_nothing() {
         seed: 7,
         messages: 3000,
         max_attachment: 20 * 1024 * 1024,
+        size_factor: 1.0,
     })
     .await;
     let total = p.corpus.total_messages() as u64;
@@ -175,6 +176,7 @@ async fn oversized_messages_are_excluded_and_reported() {
         seed: 13,
         messages: 300,
         max_attachment: 3 * 1024 * 1024,
+        size_factor: 1.0,
     })
     .await;
     let limit = 1024 * 1024;
@@ -299,6 +301,7 @@ async fn a_wrong_password_is_a_clear_permanent_error() {
         seed: 16,
         messages: 10,
         max_attachment: 0,
+        size_factor: 1.0,
     })
     .await;
     let mut source = endpoint(&p.src);
@@ -335,6 +338,7 @@ async fn transient_disconnects_are_retried_without_loss_or_duplicates() {
         seed: 17,
         messages: 1500,
         max_attachment: 0,
+        size_factor: 1.0,
     })
     .await;
     let mut config = p.config();

@@ -94,6 +94,7 @@ async fn corpus_reads_back_exactly_and_verifier_sees_differences() -> Result<()>
         seed: 42,
         messages: 500,
         max_attachment: 2 << 20,
+        size_factor: 1.0,
     };
     let corpus = write_maildir(&src, USER, &spec)?;
     eprintln!(
@@ -254,6 +255,7 @@ async fn fs_layout_corpus_reads_back() -> Result<()> {
             seed: 9,
             messages: 120,
             max_attachment: 0,
+            size_factor: 1.0,
         },
     )?;
     assert!(corpus.folders.contains_key("Projekte/Übersicht/2019"));

@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             seed: 1,
             messages,
             max_attachment: 5 * 1024 * 1024,
+            size_factor: 1.0,
         },
     )?;
     println!(

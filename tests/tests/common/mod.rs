@@ -148,5 +148,6 @@ pub fn small_corpus(seed: u64) -> CorpusSpec {
         seed,
         messages: 400,
         max_attachment: 0,
+        size_factor: 1.0,
     }
 }
