@@ -151,6 +151,9 @@ pub struct DovecotOptions {
     pub special_use: Vec<(String, String)>,
     /// Per-user storage quota in bytes (quota plugin, `count` backend).
     pub quota_bytes: Option<u64>,
+    /// Replaces the capabilities announced after login (`imap_capability`), e.g. to play a
+    /// server without CONDSTORE.
+    pub imap_capability: Option<String>,
 }
 
 impl Default for DovecotOptions {
@@ -160,6 +163,7 @@ impl Default for DovecotOptions {
             users: vec![("alice".to_owned(), "alice-secret".to_owned())],
             special_use: english_special_use(),
             quota_bytes: None,
+            imap_capability: None,
         }
     }
 }
@@ -376,7 +380,7 @@ impl Dovecot {
         }
         // Loopback only, test passwords: plaintext LOGIN without TLS is what we want to test too.
         writeln!(c, "disable_plaintext_auth = no")?;
-        writeln!(c, "auth_mechanisms = plain login")?;
+        writeln!(c, "auth_mechanisms = plain login xoauth2")?;
         // A wrong-password test should not sleep two seconds.
         writeln!(c, "auth_failure_delay = 0")?;
         writeln!(c, "first_valid_uid = 1")?;
@@ -460,6 +464,9 @@ impl Dovecot {
         }
         writeln!(c, "protocol imap {{")?;
         writeln!(c, "  mail_max_userip_connections = 100")?;
+        if let Some(caps) = &self.opts.imap_capability {
+            writeln!(c, "  imap_capability = {caps}")?;
+        }
         if !imap_plugins.is_empty() {
             writeln!(c, "  mail_plugins = $mail_plugins{imap_plugins}")?;
         }

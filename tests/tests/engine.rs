@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Recorder, endpoint, pair, pair_with_quota, small_corpus};
+use common::{Recorder, WITHOUT_CONDSTORE, endpoint, pair, pair_with, small_corpus};
 use migrated_core::{ErrorKind, MappingRules};
 use migrated_engine::{EngineError, Event, ImapSource};
 use testbed::CorpusSpec;
@@ -227,7 +227,24 @@ async fn oversized_messages_are_excluded_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_copies_new_mail_and_carries_flag_changes() {
-    let p = pair(small_corpus(14)).await;
+    delta_test(pair(small_corpus(14)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_condstore_a_delta_compares_flags_one_by_one() {
+    let p = pair_with(small_corpus(19), None, Some(WITHOUT_CONDSTORE)).await;
+    let s = migrated_imap::ImapSession::connect(&endpoint(&p.src))
+        .await
+        .unwrap();
+    assert!(
+        !s.has("CONDSTORE"),
+        "the source plays a server without CONDSTORE"
+    );
+    s.logout().await;
+    delta_test(p).await;
+}
+
+async fn delta_test(p: common::Pair) {
     p.quiet_engine(p.config()).run().await.expect("first run");
     p.assert_exact().await;
 
@@ -373,7 +390,7 @@ async fn transient_disconnects_are_retried_without_loss_or_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_refused_by_the_destination_are_recorded_with_the_servers_words() {
     // A destination quota of 2 MB: the first messages fit, the rest are refused.
-    let p = pair_with_quota(small_corpus(18), Some(2_000_000)).await;
+    let p = pair_with(small_corpus(18), Some(2_000_000), None).await;
     assert!(
         p.corpus.total_bytes() > 4_000_000,
         "the corpus exceeds the quota"

@@ -67,7 +67,7 @@ async fn tls_starttls_and_certificate_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_and_authenticate_plain_both_work() {
+async fn login_authenticate_plain_and_xoauth2_work() {
     let d = Dovecot::start(DovecotOptions::default()).await.unwrap();
     let mut e = endpoint(&d, Security::Plain, d.imap_port(), CertCheck::System);
     e.auth = AuthMethod::Plain;

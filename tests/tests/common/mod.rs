@@ -28,14 +28,26 @@ pub struct Pair {
 static STORES: AtomicU64 = AtomicU64::new(0);
 
 pub async fn pair(spec: CorpusSpec) -> Pair {
-    pair_with_quota(spec, None).await
+    pair_with(spec, None, None).await
 }
 
-/// As [`pair`], with a storage quota (bytes) for the destination user.
-pub async fn pair_with_quota(spec: CorpusSpec, quota_bytes: Option<u64>) -> Pair {
+/// Capabilities of a Dovecot 2.3 without CONDSTORE and QRESYNC.
+pub const WITHOUT_CONDSTORE: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY \
+    THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN \
+    NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS \
+    BINARY MOVE LITERAL+ SPECIAL-USE";
+
+/// As [`pair`], with a storage quota (bytes) for the destination user and the source's
+/// capabilities replaced.
+pub async fn pair_with(
+    spec: CorpusSpec,
+    quota_bytes: Option<u64>,
+    source_capability: Option<&str>,
+) -> Pair {
     let src = Dovecot::start(DovecotOptions {
         layout: Layout::MaildirPlusPlus,
         special_use: german_special_use(),
+        imap_capability: source_capability.map(str::to_owned),
         ..DovecotOptions::default()
     })
     .await
