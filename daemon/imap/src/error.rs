@@ -120,3 +120,38 @@ impl ImapError {
         matches!(self, Self::No { reply, .. } if reply.to_ascii_uppercase().contains("OVERQUOTA"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no(reply: &str) -> ImapError {
+        ImapError::No {
+            server: "s:143".into(),
+            command: "APPEND".into(),
+            reply: reply.into(),
+        }
+    }
+
+    #[test]
+    fn overload_replies_are_temporary_and_refusals_permanent() {
+        assert!(no("[UNAVAILABLE] Try again later").is_temporary());
+        assert!(no("[THROTTLED] Too many commands").is_temporary());
+        assert!(no("[INUSE] Mailbox locked").is_temporary());
+        assert!(!no("[OVERQUOTA] Quota exceeded").is_temporary());
+        assert!(no("[OVERQUOTA] Quota exceeded").is_over_quota());
+        assert!(!no("Message too large").is_temporary());
+        let bye = ImapError::Closed {
+            server: "s".into(),
+            command: "FETCH".into(),
+            reply: "BYE overload".into(),
+        };
+        assert!(bye.is_temporary());
+        let auth = ImapError::Auth {
+            server: "s".into(),
+            user: "u".into(),
+            reply: "[AUTHENTICATIONFAILED]".into(),
+        };
+        assert!(!auth.is_temporary());
+    }
+}
