@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use migrated_engine::{Engine, Event, ImapSource, Phase, Summary};
-use migrated_store::Store;
+use migrated_store::{Store, StoreKey};
 
 /// Migrates mailboxes between IMAP servers.
 #[derive(Debug, Parser)]
@@ -36,6 +36,10 @@ enum Command {
             default_value = "/var/lib/migrated/store"
         )]
         store: PathBuf,
+        /// The store key file, created (mode 0600) when missing. Default: the store path with
+        /// `.key` appended. `$CREDENTIALS_DIRECTORY/store-key` wins when systemd passes it.
+        #[arg(long, env = "MIGRATED_KEY_FILE")]
+        key_file: Option<PathBuf>,
         /// Print no progress lines.
         #[arg(long)]
         quiet: bool,
@@ -72,14 +76,26 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Migrate { job, store, quiet } => {
+        Command::Migrate {
+            job,
+            store,
+            key_file,
+            quiet,
+        } => {
             let file = job::JobFile::load(&job)?;
             let config = file.copy_config(&job)?;
             let source = file.source.endpoint(&job, "source")?;
             let destination = file.destination.endpoint(&job, "destination")?;
             std::fs::create_dir_all(&store)
                 .with_context(|| format!("cannot create store directory {}", store.display()))?;
-            let store = tokio::task::spawn_blocking(move || Store::open(&store)).await??;
+            let key_file = key_file.unwrap_or_else(|| {
+                let mut p = store.clone().into_os_string();
+                p.push(".key");
+                PathBuf::from(p)
+            });
+            let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+            let key = StoreKey::load(credentials.as_deref(), &key_file)?;
+            let store = tokio::task::spawn_blocking(move || Store::open(&store, key)).await??;
             let observer = progress_printer(quiet);
             let engine = Engine::new(
                 ImapSource::new(source),

@@ -1,17 +1,27 @@
 //! The job store of migrated, on fjall. This module alone knows the key layouts.
 //!
 //! Keyspaces:
-//! - `meta`: `salt` -> 32 random bytes keying the hashes that make up keys, so that no key
-//!   holds a folder name, address or Message-ID.
-//! - `folders`: job key (16) ‖ folder key (16) -> [`FolderState`] (MessagePack).
+//! - `meta`: `check` -> a known text sealed with the store key: a wrong key is refused at open,
+//!   before anything is written.
+//! - `jobs`: job id -> the job record (MessagePack, sealed: it holds credentials and addresses).
+//! - `events`: job id ‖ 0 ‖ sequence (8) -> an event (MessagePack, sealed).
+//! - `folders`: job key (16) ‖ folder key (16) -> [`FolderState`] (MessagePack, sealed: folder
+//!   names are personal data).
 //! - `items`: folder key (16) ‖ source UID (4, big-endian) -> [`ItemRecord`] (44 bytes).
 //! - `intents`: folder key (16) ‖ sequence (8, big-endian) -> [`Intent`] (MessagePack): APPENDs
 //!   that were sent but not yet recorded; resolved against the destination on resume.
 //!
+//! Job and folder keys are keyed hashes (a key derived from the store key), so no key holds a
+//! folder name, address or Message-ID. Item records and intents hold only UIDs, sizes, flag
+//! fingerprints and content hashes, and stay in clear for speed.
+//!
 //! fjall is synchronous: callers in async code use `spawn_blocking`.
 
+mod crypto;
+
+pub use crypto::{KeyError, StoreKey};
+
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,13 +54,16 @@ pub enum StoreError {
         /// Decoder's reason.
         detail: String,
     },
-    /// The salt could not be created.
-    #[error("job store at {path}: cannot read random bytes for the key salt: {source}")]
-    Random {
+    /// The key given is not the key the store was written with.
+    #[error(
+        "job store at {path} cannot be opened with this key ({detail}). Nothing was changed. \
+         Start with the key file or credential the store was created with"
+    )]
+    WrongKey {
         /// The store directory.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Which key ids differ.
+        detail: String,
     },
 }
 
@@ -135,10 +148,13 @@ pub struct Store {
 struct Inner {
     path: String,
     db: Database,
+    jobs: Keyspace,
+    events: Keyspace,
     folders: Keyspace,
     items: Keyspace,
     intents: Keyspace,
-    salt: [u8; 32],
+    key: StoreKey,
+    hashing: [u8; 32],
     next_intent: AtomicU64,
 }
 
@@ -156,7 +172,7 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError`] naming the directory and the failed step.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, key: StoreKey) -> Result<Self, StoreError> {
         let p = path.display().to_string();
         let fj = |action| {
             let p = p.clone();
@@ -167,39 +183,44 @@ impl Store {
             }
         };
         let db = Database::builder(path).open().map_err(fj("opening"))?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(fj("opening keyspace meta"))?;
-        let folders = db
-            .keyspace("folders", KeyspaceCreateOptions::default)
-            .map_err(fj("opening keyspace folders"))?;
-        let items = db
-            .keyspace("items", KeyspaceCreateOptions::default)
-            .map_err(fj("opening keyspace items"))?;
-        let intents = db
-            .keyspace("intents", KeyspaceCreateOptions::default)
-            .map_err(fj("opening keyspace intents"))?;
-        let salt = match meta.get("salt").map_err(fj("reading the salt"))? {
-            Some(v) if v.len() == 32 => {
-                let mut s = [0u8; 32];
-                s.copy_from_slice(&v);
-                s
-            }
-            _ => {
-                let mut s = [0u8; 32];
-                std::fs::File::open("/dev/urandom")
-                    .and_then(|mut f| f.read_exact(&mut s))
-                    .map_err(|source| StoreError::Random {
-                        path: p.clone(),
-                        source,
-                    })?;
-                meta.insert("salt", s.to_vec())
-                    .map_err(fj("writing the salt"))?;
-                db.persist(PersistMode::SyncAll)
-                    .map_err(fj("persisting the salt"))?;
-                s
-            }
+        let ks = |name: &'static str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(fj("opening a keyspace"))
         };
+        let meta = ks("meta")?;
+        let jobs = ks("jobs")?;
+        let events = ks("events")?;
+        let folders = ks("folders")?;
+        let items = ks("items")?;
+        let intents = ks("intents")?;
+        const CHECK: &[u8] = b"migrated store v1";
+        match meta.get("check").map_err(fj("reading the key check"))? {
+            Some(sealed) => match key.open("meta", b"check", &sealed) {
+                Ok(text) if text == CHECK => {}
+                Ok(_) => {
+                    return Err(StoreError::WrongKey {
+                        path: p,
+                        detail: "unexpected check value".into(),
+                    });
+                }
+                Err(detail) => return Err(StoreError::WrongKey { path: p, detail }),
+            },
+            None => {
+                if !folders.is_empty().map_err(fj("reading"))?
+                    || !jobs.is_empty().map_err(fj("reading"))?
+                {
+                    return Err(StoreError::WrongKey {
+                        path: p,
+                        detail: "the store holds data but no key check; it was written by an older version".into(),
+                    });
+                }
+                meta.insert("check", key.seal("meta", b"check", CHECK))
+                    .map_err(fj("writing the key check"))?;
+                db.persist(PersistMode::SyncAll)
+                    .map_err(fj("persisting the key check"))?;
+            }
+        }
+        let hashing = key.hashing_key();
         // Intent keys only need to be unique and increasing within this store.
         let start = intents
             .last_key_value()
@@ -214,10 +235,13 @@ impl Store {
             inner: Arc::new(Inner {
                 path: p,
                 db,
+                jobs,
+                events,
                 folders,
                 items,
                 intents,
-                salt,
+                key,
+                hashing,
                 next_intent: AtomicU64::new(start + 1),
             }),
         })
@@ -240,7 +264,7 @@ impl Store {
     }
 
     fn keyed(&self, parts: &[&[u8]]) -> [u8; 16] {
-        let mut h = blake3::Hasher::new_keyed(&self.inner.salt);
+        let mut h = blake3::Hasher::new_keyed(&self.inner.hashing);
         for p in parts {
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(p);
@@ -274,13 +298,18 @@ impl Store {
         match self
             .inner
             .folders
-            .get(key)
+            .get(&key)
             .map_err(self.err("reading a folder state"))?
         {
             None => Ok(None),
-            Some(v) => rmp_serde::from_slice(&v)
-                .map(Some)
-                .map_err(|e| self.corrupt("folder state", e)),
+            Some(v) => {
+                let plain = (self.inner.key)
+                    .open("folders", &key, &v)
+                    .map_err(|e| self.corrupt("folder state", e))?;
+                rmp_serde::from_slice(&plain)
+                    .map(Some)
+                    .map_err(|e| self.corrupt("folder state", e))
+            }
         }
     }
 
@@ -296,7 +325,8 @@ impl Store {
         state: &FolderState,
     ) -> Result<(), StoreError> {
         let key = [job.0, folder.0].concat();
-        let value = rmp_serde::to_vec(state).map_err(|e| self.corrupt("folder state", e))?;
+        let plain = rmp_serde::to_vec(state).map_err(|e| self.corrupt("folder state", e))?;
+        let value = self.inner.key.seal("folders", &key, &plain);
         self.inner
             .folders
             .insert(key, value)
@@ -464,6 +494,176 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Saves a job record (sealed), durably: job records are checkpoints.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_job<T: Serialize>(&self, id: &str, record: &T) -> Result<(), StoreError> {
+        let plain = rmp_serde::to_vec_named(record).map_err(|e| self.corrupt("job", e))?;
+        let value = self.inner.key.seal("jobs", id.as_bytes(), &plain);
+        self.inner
+            .jobs
+            .insert(id.as_bytes(), value)
+            .map_err(self.err("writing a job"))?;
+        self.inner
+            .db
+            .persist(PersistMode::SyncData)
+            .map_err(self.err("persisting a job"))
+    }
+
+    /// Reads a job record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn job<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
+        match self
+            .inner
+            .jobs
+            .get(id.as_bytes())
+            .map_err(self.err("reading a job"))?
+        {
+            None => Ok(None),
+            Some(v) => {
+                let plain = self
+                    .inner
+                    .key
+                    .open("jobs", id.as_bytes(), &v)
+                    .map_err(|e| self.corrupt("job", e))?;
+                rmp_serde::from_slice(&plain)
+                    .map(Some)
+                    .map_err(|e| self.corrupt("job", e))
+            }
+        }
+    }
+
+    /// Every job record, by id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn jobs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, T)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.inner.jobs.iter() {
+            let (k, v) = guard.into_inner().map_err(self.err("reading jobs"))?;
+            let plain = self
+                .inner
+                .key
+                .open("jobs", &k, &v)
+                .map_err(|e| self.corrupt("job", e))?;
+            let record = rmp_serde::from_slice(&plain).map_err(|e| self.corrupt("job", e))?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), record));
+        }
+        Ok(out)
+    }
+
+    fn event_key(id: &str, seq: u64) -> Vec<u8> {
+        [id.as_bytes(), &[0], &seq.to_be_bytes()].concat()
+    }
+
+    /// Appends an event to a job's log (sealed; buffered durability: losing the last events in
+    /// a power cut loses no mail).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_event<T: Serialize>(&self, id: &str, seq: u64, event: &T) -> Result<(), StoreError> {
+        let key = Self::event_key(id, seq);
+        let plain = rmp_serde::to_vec_named(event).map_err(|e| self.corrupt("event", e))?;
+        let value = self.inner.key.seal("events", &key, &plain);
+        self.inner
+            .events
+            .insert(key, value)
+            .map_err(self.err("writing an event"))
+    }
+
+    /// A job's events, oldest first, with their sequence numbers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn events<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let mut out = Vec::new();
+        let prefix = [id.as_bytes(), &[0]].concat();
+        for guard in self.inner.events.prefix(&prefix) {
+            let (k, v) = guard.into_inner().map_err(self.err("reading events"))?;
+            let seq = k
+                .get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| self.corrupt("event", "bad key"))?;
+            let plain = self
+                .inner
+                .key
+                .open("events", &k, &v)
+                .map_err(|e| self.corrupt("event", e))?;
+            out.push((
+                seq,
+                rmp_serde::from_slice(&plain).map_err(|e| self.corrupt("event", e))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Deletes everything the store holds for a job: record, events, folder states, ledger and
+    /// intents, in one atomic batch, durably.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        let job = self.job_key(id);
+        let mut batch = self.inner.db.batch();
+        batch.remove(&self.inner.jobs, id.as_bytes());
+        for guard in self.inner.events.prefix([id.as_bytes(), &[0]].concat()) {
+            batch.remove(
+                &self.inner.events,
+                guard.key().map_err(self.err("reading events"))?,
+            );
+        }
+        for guard in self.inner.folders.prefix(job.0) {
+            let k = guard.key().map_err(self.err("reading folders"))?;
+            if let Some(folder) = k.get(16..32) {
+                for item in self.inner.items.prefix(folder) {
+                    batch.remove(
+                        &self.inner.items,
+                        item.key().map_err(self.err("reading the ledger"))?,
+                    );
+                }
+                for intent in self.inner.intents.prefix(folder) {
+                    batch.remove(
+                        &self.inner.intents,
+                        intent.key().map_err(self.err("reading intents"))?,
+                    );
+                }
+            }
+            batch.remove(&self.inner.folders, k);
+        }
+        batch.commit().map_err(self.err("deleting a job"))?;
+        self.inner
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(self.err("persisting a deletion"))
+    }
+
+    /// Forces everything written so far to disk (before a clean shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn persist(&self) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(self.err("persisting"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,7 +684,7 @@ mod tests {
         };
         let (job, folder, seq);
         {
-            let store = Store::open(&dir).unwrap();
+            let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
             job = store.job_key("job-1");
             folder = store.folder_key(job, "INBOX");
             store.commit(folder, None, &[(1, rec)]).unwrap();
@@ -505,8 +705,12 @@ mod tests {
             };
             store.put_folder_state(job, folder, &state).unwrap();
         }
-        let store = Store::open(&dir).unwrap();
-        assert_eq!(store.job_key("job-1"), job, "the salt is kept");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        assert_eq!(
+            store.job_key("job-1"),
+            job,
+            "keys are stable across openings"
+        );
         assert_eq!(store.items(folder).unwrap().get(&1), Some(&rec));
         let intents = store.intents(folder).unwrap();
         assert_eq!(intents.len(), 1);
@@ -528,7 +732,7 @@ mod tests {
     #[test]
     fn keys_hold_no_names() {
         let dir = temp_dir("names");
-        let store = Store::open(&dir).unwrap();
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
         let job = store.job_key("alice@example.org");
         let folder = store.folder_key(job, "Geheim");
         store
@@ -578,7 +782,7 @@ mod tests {
     #[test]
     fn replacing_items_drops_the_old_records() {
         let dir = temp_dir("replace");
-        let store = Store::open(&dir).unwrap();
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
         let folder = store.folder_key(store.job_key("j"), "INBOX");
         let rec = ItemRecord {
             dest_uid: 1,
@@ -590,5 +794,101 @@ mod tests {
         let items = store.items(folder).unwrap();
         assert_eq!(items.keys().copied().collect::<Vec<_>>(), [50]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("migrated-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_and_changes_nothing() {
+        let dir = temp_dir("wrongkey");
+        {
+            let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+            store.put_job("j1", &"record".to_owned()).unwrap();
+        }
+        let err = Store::open(&dir, StoreKey::from_bytes([2; 32])).unwrap_err();
+        assert!(matches!(err, StoreError::WrongKey { .. }), "{err}");
+        assert!(err.to_string().contains("Nothing was changed"), "{err}");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        assert_eq!(
+            store.job::<String>("j1").unwrap().as_deref(),
+            Some("record")
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deleting_a_job_removes_all_its_data_and_no_secret_is_in_clear() {
+        let dir = temp_dir("delete");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        store
+            .put_job("j1", &"password=Hunter2-very-secret".to_owned())
+            .unwrap();
+        store.put_job("j2", &"other".to_owned()).unwrap();
+        store
+            .put_event("j1", 1, &"alice@example.org logged in".to_owned())
+            .unwrap();
+        let job = store.job_key("j1");
+        let folder = store.folder_key(job, "INBOX");
+        store
+            .put_folder_state(
+                job,
+                folder,
+                &FolderState {
+                    source: "Privat".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let rec = ItemRecord {
+            dest_uid: 1,
+            flags_fingerprint: 0,
+            hash: [0; 32],
+        };
+        store.commit(folder, None, &[(1, rec)]).unwrap();
+        store.begin_intent(folder, &Intent::default()).unwrap();
+        store.persist().unwrap();
+        for needle in [&b"Hunter2-very-secret"[..], b"alice@example.org", b"Privat"] {
+            for f in walk(&dir) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds {:?}",
+                    f.display(),
+                    needle
+                );
+            }
+        }
+        store.delete_job("j1").unwrap();
+        assert!(store.job::<String>("j1").unwrap().is_none());
+        assert!(store.events::<String>("j1").unwrap().is_empty());
+        assert!(store.folder_state(job, folder).unwrap().is_none());
+        assert!(store.items(folder).unwrap().is_empty());
+        assert!(store.intents(folder).unwrap().is_empty());
+        assert_eq!(store.job::<String>("j2").unwrap().as_deref(), Some("other"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p))
+            } else {
+                out.push(p)
+            }
+        }
+        out
     }
 }

@@ -111,7 +111,11 @@ impl Pair {
     }
 
     pub fn store(&self) -> Store {
-        Store::open(&self.store_dir).expect("store opens")
+        Store::open(
+            &self.store_dir,
+            migrated_store::StoreKey::from_bytes([42; 32]),
+        )
+        .expect("store opens")
     }
 
     pub fn engine(&self, config: CopyConfig, observer: Observer) -> Engine<ImapSource> {
