@@ -3,14 +3,18 @@
 
 pub mod error;
 pub mod folder;
+pub mod job;
 pub mod mapping;
 pub mod message;
 pub mod planner;
 pub mod source;
+pub mod spec;
 
 pub use error::{ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
+pub use job::{Action, IllegalAction, JobStatus};
 pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
 pub use message::{Flags, MessageMeta};
 pub use planner::{FolderSteps, LedgerEntry, PlanOptions};
 pub use source::{FolderStatus, SourceConnector, SourceSession};
+pub use spec::{EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, RenameSpec, Secret};

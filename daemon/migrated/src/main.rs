@@ -3,6 +3,8 @@
 
 mod job;
 
+use job::{EndpointSpecExt, JobSpecExt};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -82,7 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             key_file,
             quiet,
         } => {
-            let file = job::JobFile::load(&job)?;
+            let file = migrated_core::JobSpec::load(&job)?;
             let config = file.copy_config(&job)?;
             let source = file.source.endpoint(&job, "source")?;
             let destination = file.destination.endpoint(&job, "destination")?;

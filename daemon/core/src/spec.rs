@@ -1,0 +1,185 @@
+//! What a job asks for: source, destination, folders and limits. Job files (TOML) and the
+//! control API carry the same structure; every field is documented here and unknown fields are
+//! refused, so a typo is an error naming its line, never a silent default.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A password or token. Never shown by `Debug`; serialized as a plain string only where it must
+/// travel (the control socket, the encrypted store).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // Overwritten before the allocation is freed, so the secret does not linger in memory.
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// A job as a job file or the control API gives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name, unique among jobs (`id` is accepted too). The one-shot `migrate`
+    /// command keeps its ledger under it; the daemon keeps it in the encrypted record and uses
+    /// a generated id in keys, since a name is often an address.
+    #[serde(alias = "id")]
+    pub name: String,
+    /// Where mail comes from.
+    pub source: EndpointSpec,
+    /// Where mail goes.
+    pub destination: EndpointSpec,
+    /// Which folders, and under which names.
+    #[serde(default)]
+    pub folders: FoldersSpec,
+    /// Sizes and parallelism.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// One IMAP account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Host name or address.
+    pub host: String,
+    /// Port; default 993 with `security = "tls"`, 143 otherwise.
+    pub port: Option<u16>,
+    /// `tls` (implicit, default), `starttls`, or `plain` (no encryption: trusted networks only).
+    #[serde(default = "default_security")]
+    pub security: String,
+    /// PEM file of the CA that signed the server's certificate (instead of the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate. Anyone on the path can read the password: lab use only.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+    /// `login` (default), `plain` (AUTHENTICATE PLAIN) or `xoauth2` (the secret is a token).
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    /// Login name.
+    pub user: String,
+    /// File holding the password or token (first line). Preferred: keeps the secret out of
+    /// the job file.
+    pub password_file: Option<PathBuf>,
+    /// The password inline. Allowed, but the job file must then be readable by root only.
+    pub password: Option<Secret>,
+    /// Seconds to wait for any network reply (default 60).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// Folder selection and renaming; patterns are regular expressions on the source path with
+/// `/` as separator and the namespace prefix removed (`INBOX`, `Projects/2019`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoldersSpec {
+    /// Copy only folders matching one of these.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Never copy folders matching one of these.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Renames applied in order: `{ from = "^Old", to = "Archive/Old" }`.
+    #[serde(default)]
+    pub rename: Vec<RenameSpec>,
+    /// Copy subscriptions (default true).
+    #[serde(default = "yes")]
+    pub subscriptions: bool,
+}
+
+/// One rename rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSpec {
+    /// Regular expression.
+    pub from: String,
+    /// Replacement (`$1` for groups).
+    pub to: String,
+}
+
+/// Limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Larger messages are skipped and reported (default 35 MB).
+    #[serde(default = "default_max_size")]
+    pub max_message_size: u64,
+    /// Connections per side (default 4).
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// Messages per batch (default 50).
+    #[serde(default = "default_batch")]
+    pub batch_messages: usize,
+    /// Bytes per batch (default 8 MiB).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_message_size: default_max_size(),
+            connections: default_connections(),
+            batch_messages: default_batch(),
+            batch_bytes: default_batch_bytes(),
+        }
+    }
+}
+
+fn default_security() -> String {
+    "tls".into()
+}
+fn default_auth() -> String {
+    "login".into()
+}
+const fn default_timeout() -> u64 {
+    60
+}
+const fn yes() -> bool {
+    true
+}
+const fn default_max_size() -> u64 {
+    35 * 1024 * 1024
+}
+const fn default_connections() -> usize {
+    4
+}
+const fn default_batch() -> usize {
+    50
+}
+const fn default_batch_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+impl Default for FoldersSpec {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            rename: Vec::new(),
+            subscriptions: true,
+        }
+    }
+}
