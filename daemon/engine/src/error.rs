@@ -16,6 +16,9 @@ pub enum EngineError {
     /// The job store failed; nothing more is sent until it works again.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The run was asked to stop; everything copied so far is in the ledger.
+    #[error("stopped on request")]
+    Stopped,
     /// Temporary errors persisted through every pass.
     #[error("gave up after {passes} passes; last error: {last}")]
     GaveUp {
@@ -33,7 +36,7 @@ impl EngineError {
             Self::Source(e) => e.kind,
             Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
             Self::Destination(_) => ErrorKind::Permanent,
-            Self::Store(_) | Self::GaveUp { .. } => ErrorKind::Temporary,
+            Self::Store(_) | Self::GaveUp { .. } | Self::Stopped => ErrorKind::Temporary,
         }
     }
 }

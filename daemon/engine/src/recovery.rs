@@ -14,14 +14,36 @@ use crate::error::EngineError;
 const CHUNK_MESSAGES: usize = 50;
 const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Something whose open folder's messages can be fetched whole: the source or the destination.
+/// (A trait rather than an async closure: futures built from async closures borrowing a session
+/// are not provably `Send`, and the engine runs on a multi-threaded runtime.)
+pub(crate) trait FetchBodies: Send {
+    fn fetch<'a>(
+        &'a mut self,
+        uids: &'a [u32],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Vec<u8>>>, EngineError>> + Send + 'a;
+}
+
+impl FetchBodies for ImapSession {
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        Ok(self.fetch_bodies(uids).await?)
+    }
+}
+
+/// The source side, through the source trait.
+pub(crate) struct Source<'s, S>(pub &'s mut S);
+
+impl<S: SourceSession> FetchBodies for Source<'_, S> {
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        Ok(self.0.fetch_bodies(uids).await?)
+    }
+}
+
 /// Hashes the bodies of `(uid, size)` messages, fetched in bounded chunks.
-pub(crate) async fn hash_bodies<F>(
+pub(crate) async fn hash_bodies<F: FetchBodies>(
     messages: &[(u32, u32)],
-    mut fetch: F,
-) -> Result<Vec<(u32, [u8; 32])>, EngineError>
-where
-    F: AsyncFnMut(&[u32]) -> Result<Vec<Option<Vec<u8>>>, EngineError>,
-{
+    fetcher: &mut F,
+) -> Result<Vec<(u32, [u8; 32])>, EngineError> {
     let mut out = Vec::with_capacity(messages.len());
     let mut start = 0;
     while start < messages.len() {
@@ -36,7 +58,7 @@ where
             end += 1;
         }
         let uids: Vec<u32> = messages[start..end].iter().map(|m| m.0).collect();
-        let bodies = fetch(&uids).await?;
+        let bodies = fetcher.fetch(&uids).await?;
         for (uid, body) in uids.iter().zip(bodies) {
             if let Some(b) = body {
                 out.push((*uid, *blake3::hash(&b).as_bytes()));
@@ -90,10 +112,7 @@ pub(crate) async fn resolve_intents(
         .filter(|m| !known.contains(&m.uid))
         .map(|m| (m.uid, m.size))
         .collect();
-    let found = hash_bodies(&candidates, async |uids: &[u32]| {
-        Ok(dst.fetch_bodies(uids).await?)
-    })
-    .await?;
+    let found = hash_bodies(&candidates, dst).await?;
     let mut fingerprints = HashMap::new();
     let in_flight: Vec<(u32, [u8; 32])> = intents
         .iter()
@@ -143,10 +162,7 @@ pub(crate) async fn rekey_source<S: SourceSession>(
 ) -> Result<(), EngineError> {
     let listing = src.list_messages(1, None).await?;
     let metas: Vec<(u32, u32)> = listing.iter().map(|m| (m.uid, m.size)).collect();
-    let hashed = hash_bodies(&metas, async |uids: &[u32]| {
-        Ok(src.fetch_bodies(uids).await?)
-    })
-    .await?;
+    let hashed = hash_bodies(&metas, &mut Source(src)).await?;
     let mut by_hash: HashMap<[u8; 32], Vec<ItemRecord>> = HashMap::new();
     for rec in items.values() {
         by_hash.entry(rec.hash).or_default().push(*rec);
@@ -186,10 +202,7 @@ pub(crate) async fn rekey_destination(
         .into_iter()
         .map(|m| (m.uid, m.size))
         .collect();
-    let hashed = hash_bodies(&metas, async |uids: &[u32]| {
-        Ok(dst.fetch_bodies(uids).await?)
-    })
-    .await?;
+    let hashed = hash_bodies(&metas, dst).await?;
     let mut by_hash: HashMap<[u8; 32], Vec<u32>> = HashMap::new();
     for (uid, hash) in hashed {
         by_hash.entry(hash).or_default().push(uid);

@@ -1,7 +1,7 @@
 //! One run of a job: connect, scan, map, create folders, plan, copy in parallel, checkpoint.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -43,6 +43,8 @@ struct Shared<C> {
     bytes_done: AtomicU64,
     excluded: Mutex<Vec<ExcludedItem>>,
     failed: Mutex<Vec<FailedItem>>,
+    /// Set to stop the run after the batches in flight (pause, cancel, shutdown).
+    stop: Arc<AtomicBool>,
 }
 
 /// One folder's work in a pass.
@@ -86,7 +88,33 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 bytes_done: AtomicU64::new(0),
                 excluded: Mutex::new(Vec::new()),
                 failed: Mutex::new(Vec::new()),
+                stop: Arc::new(AtomicBool::new(false)),
             }),
+        }
+    }
+
+    /// A flag that stops the run when set: workers finish their batch (so the ledger records
+    /// it) and take no new one; the run then ends with [`EngineError::Stopped`].
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.shared.stop.clone()
+    }
+
+    /// Sleeps for a backoff, waking early (with [`EngineError::Stopped`]) when asked to stop.
+    async fn backoff(&self, delay: std::time::Duration) -> Result<(), EngineError> {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            self.stopping()?;
+            tokio::time::sleep((until - Instant::now()).min(std::time::Duration::from_millis(100)))
+                .await;
+        }
+        self.stopping()
+    }
+
+    fn stopping(&self) -> Result<(), EngineError> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            Err(EngineError::Stopped)
+        } else {
+            Ok(())
         }
     }
 
@@ -106,14 +134,19 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let mut attempt = 1;
         loop {
             match self.attempt(started).await {
-                Err(e) if e.kind() == ErrorKind::Temporary && attempt < sh.config.max_passes => {
+                Err(e)
+                    if e.kind() == ErrorKind::Temporary
+                        && !matches!(e, EngineError::Stopped)
+                        && !sh.stop.load(Ordering::Relaxed)
+                        && attempt < sh.config.max_passes =>
+                {
                     // Everything done so far is in the ledger: a new attempt resumes from it.
                     tracing::warn!(job = %sh.config.job_id, attempt, error = %e, "Temporary error; the run resumes after a pause.");
                     (sh.observer)(Event::Retrying {
                         error: e.to_string(),
                         delay: backoff,
                     });
-                    tokio::time::sleep(backoff).await;
+                    self.backoff(backoff).await?;
                     backoff = (backoff * 2).min(sh.config.max_backoff);
                     attempt += 1;
                 }
@@ -227,6 +260,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 if plan.container_only || folder_errors.contains_key(&plan.source) {
                     continue;
                 }
+                self.stopping()?;
                 let prepared = self
                     .prepare_folder(&mut src, &mut dst, plan, pass == 1)
                     .await?;
@@ -269,6 +303,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 emit(Event::Phase(Phase::Copying));
                 self.copy_batches(work.clone(), queue).await?
             };
+            self.stopping()?;
             for w in work.iter() {
                 let mut report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
                 let entry = reports.entry(w.plan.source.clone()).or_default();
@@ -297,7 +332,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 delay: backoff,
             });
             tracing::warn!(job = %sh.config.job_id, pass, error = %last_error, "Temporary errors; another pass follows.");
-            tokio::time::sleep(backoff).await;
+            self.backoff(backoff).await?;
             backoff = (backoff * 2).min(sh.config.max_backoff);
         }
         let _ = last_error;
@@ -352,7 +387,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                         error: e.to_string(),
                         delay,
                     });
-                    tokio::time::sleep(delay).await;
+                    self.backoff(delay).await?;
                     delay = (delay * 2).min(sh.config.max_backoff);
                     attempt += 1;
                 }
@@ -373,7 +408,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                         error: format!("destination: {e}"),
                         delay,
                     });
-                    tokio::time::sleep(delay).await;
+                    self.backoff(delay).await?;
                     delay = (delay * 2).min(sh.config.max_backoff);
                     attempt += 1;
                 }
@@ -627,6 +662,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let mut open: Option<usize> = None;
         let mut consecutive_failures = 0u32;
         loop {
+            if sh.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let Some(batch) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                 return Ok(());
             };
@@ -659,7 +697,13 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     consecutive_failures += 1;
                     let delay = sh.config.initial_backoff
                         * 2u32.saturating_pow(consecutive_failures.min(6) - 1);
-                    tokio::time::sleep(delay.min(sh.config.max_backoff)).await;
+                    if self
+                        .backoff(delay.min(sh.config.max_backoff))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
                 }
             }
             if w.pending.fetch_sub(1, Ordering::AcqRel) == 1 {

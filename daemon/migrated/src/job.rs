@@ -13,7 +13,7 @@ use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
 /// Loading and converting job specs.
 pub(crate) trait JobSpecExt: Sized {
     fn load(path: &Path) -> anyhow::Result<Self>;
-    fn copy_config(&self, path: &Path) -> anyhow::Result<CopyConfig>;
+    fn copy_config(&self, place: &str) -> anyhow::Result<CopyConfig>;
 }
 
 impl JobSpecExt for JobSpec {
@@ -33,7 +33,7 @@ impl JobSpecExt for JobSpec {
     }
 
     /// The engine's settings.
-    fn copy_config(&self, path: &Path) -> anyhow::Result<CopyConfig> {
+    fn copy_config(&self, place: &str) -> anyhow::Result<CopyConfig> {
         let renames: Vec<(String, String)> = self
             .folders
             .rename
@@ -41,7 +41,7 @@ impl JobSpecExt for JobSpec {
             .map(|r| (r.from.clone(), r.to.clone()))
             .collect();
         let rules = MappingRules::compile(&self.folders.include, &self.folders.exclude, &renames)
-            .map_err(|e| anyhow::anyhow!("job file {}: [folders]: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{place}: [folders]: {e}"))?;
         let mut c = CopyConfig::new(self.name.clone());
         c.rules = rules;
         c.max_message_size = self.limits.max_message_size;
@@ -55,13 +55,13 @@ impl JobSpecExt for JobSpec {
 
 /// Converting an endpoint spec.
 pub(crate) trait EndpointSpecExt {
-    fn endpoint(&self, path: &Path, section: &str) -> anyhow::Result<Endpoint>;
+    fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint>;
 }
 
 impl EndpointSpecExt for EndpointSpec {
     /// The IMAP endpoint, with the secret read from its file.
-    fn endpoint(&self, path: &Path, section: &str) -> anyhow::Result<Endpoint> {
-        let place = |field: &str| format!("job file {}: [{section}] {field}", path.display());
+    fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint> {
+        let place = |field: &str| format!("{place}: [{section}] {field}");
         let security = match self.security.as_str() {
             "tls" => Security::Tls,
             "starttls" => Security::StartTls,
@@ -135,7 +135,7 @@ mod tests {
         let job: JobSpec = toml::from_str(text).unwrap();
         let err = job
             .source
-            .endpoint(Path::new("j.toml"), "source")
+            .endpoint("job file j.toml", "source")
             .unwrap_err()
             .to_string();
         assert!(err.contains("j.toml: [source] security"), "{err}");

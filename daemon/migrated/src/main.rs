@@ -1,7 +1,11 @@
-//! `migrated`: the migration daemon. For now it runs one job in the foreground
-//! (`migrated migrate --job FILE`); the daemon with its control API comes next.
+//! `migrated`: the migration daemon. Without a subcommand it runs as a service (system or
+//! `--user` instance) owning its jobs and serving the control API; `migrated migrate --job FILE`
+//! runs one job in the foreground.
 
+mod control;
+mod daemon;
 mod job;
+mod paths;
 
 use job::{EndpointSpecExt, JobSpecExt};
 
@@ -20,7 +24,29 @@ use migrated_store::{Store, StoreKey};
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+/// The service (no subcommand).
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// Run as a user instance: state in $XDG_STATE_HOME/migrated, socket in $XDG_RUNTIME_DIR.
+    #[arg(long)]
+    user: bool,
+    /// State directory (store and key file).
+    #[arg(long, env = "MIGRATED_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, env = "MIGRATED_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Jobs running at once.
+    #[arg(long, default_value_t = 20)]
+    max_jobs: usize,
+    /// Days a completed or cancelled job (record and report) is kept.
+    #[arg(long, default_value_t = 7.0)]
+    retention_days: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,14 +75,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MIGRATED_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(if cli.command.is_none() {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,8 +100,104 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The journal when systemd connected stderr to it (`JOURNAL_STREAM`), with structured fields
+/// such as `JOB_ID`; plain lines on stderr otherwise.
+fn init_logging(default: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIGRATED_LOG")
+        .unwrap_or_else(|_| default.into());
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
+    let paths = paths::Paths::resolve(args.user, args.state_dir, args.socket)?;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let key = StoreKey::load(credentials.as_deref(), &paths.key_file)?;
+    std::fs::create_dir_all(&paths.store).with_context(|| {
+        format!(
+            "cannot create the store directory {}",
+            paths.store.display()
+        )
+    })?;
+    let store_path = paths.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path, key)).await??;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates, _) = tokio::sync::broadcast::channel(1024);
+    let settings = daemon::Settings {
+        max_jobs: args.max_jobs.max(1),
+        retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
+    };
+    let state = daemon::Daemon::load(store, settings, tx.clone(), updates.clone())?;
+    let listener = control::socket::bind(&paths.socket)?;
+    tokio::spawn(control::socket::serve(
+        listener,
+        tx.clone(),
+        updates.clone(),
+        control::socket::Access::current(),
+    ));
+
+    let signals = tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = term.recv() => daemon::Msg::Shutdown,
+                _ = int.recv() => daemon::Msg::Shutdown,
+                _ = hup.recv() => daemon::Msg::Tick,
+            };
+            if signals.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    let ticks = tx.clone();
+    let watchdog = sd_notify::watchdog_enabled();
+    tokio::spawn(async move {
+        let period = watchdog.map_or(std::time::Duration::from_secs(30), |w| {
+            (w / 2).min(std::time::Duration::from_secs(30))
+        });
+        let mut interval = tokio::time::interval(period);
+        loop {
+            interval.tick().await;
+            if watchdog.is_some() {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            if ticks.send(daemon::Msg::Tick).is_err() {
+                return;
+            }
+        }
+    });
+
+    state.notify_status();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(store = %paths.store.display(), socket = %paths.socket.display(), "Ready.");
+    state.run(rx).await;
+    let _ = std::fs::remove_file(&paths.socket);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return serve(cli.daemon).await;
+    };
+    match command {
         Command::Migrate {
             job,
             store,
@@ -85,9 +205,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             quiet,
         } => {
             let file = migrated_core::JobSpec::load(&job)?;
-            let config = file.copy_config(&job)?;
-            let source = file.source.endpoint(&job, "source")?;
-            let destination = file.destination.endpoint(&job, "destination")?;
+            let place = format!("job file {}", job.display());
+            let config = file.copy_config(&place)?;
+            let source = file.source.endpoint(&place, "source")?;
+            let destination = file.destination.endpoint(&place, "destination")?;
             std::fs::create_dir_all(&store)
                 .with_context(|| format!("cannot create store directory {}", store.display()))?;
             let key_file = key_file.unwrap_or_else(|| {

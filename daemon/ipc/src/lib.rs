@@ -1,0 +1,15 @@
+//! The control API of migrated, shared by the daemon and migratectl.
+//!
+//! One set of requests and replies ([`Request`], [`Response`]) travels over two transports: the
+//! Unix socket (this crate's [`framing`]: a 4-byte big-endian length, then a JSON document) and
+//! D-Bus. A socket session starts with [`Request::Hello`] carrying [`PROTOCOL_VERSION`]; the
+//! daemon answers with its own and refuses a major version it does not speak.
+
+pub mod framing;
+pub mod protocol;
+
+pub use framing::{FrameError, read_frame, write_frame};
+pub use protocol::{
+    ErrorKind, EventRow, FolderRow, ItemRow, JobDetail, JobSummary, PROTOCOL_VERSION, Request,
+    Response,
+};

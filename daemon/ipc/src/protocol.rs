@@ -1,0 +1,227 @@
+//! Requests and replies of the control API (version 1).
+
+use migrated_core::{Action, JobSpec, JobStatus, Secret};
+use serde::{Deserialize, Serialize};
+
+/// Protocol version. A daemon refuses clients of another version with a message naming both.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request. Jobs are named by id or by their unique name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// First message on a socket.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// Creates a job (secrets inline: the client read them from a prompt, stdin or a file).
+    Create {
+        /// The job.
+        spec: Box<JobSpec>,
+    },
+    /// Lists every job.
+    List,
+    /// One job in detail.
+    Status {
+        /// Id or name.
+        job: String,
+    },
+    /// Pause, resume, cancel or delete.
+    Act {
+        /// Id or name.
+        job: String,
+        /// What to do.
+        action: Action,
+    },
+    /// Runs the job again for what is new or changed, with new credentials if they were erased.
+    Delta {
+        /// Id or name.
+        job: String,
+        /// New source secret, if any.
+        source_secret: Option<Secret>,
+        /// New destination secret, if any.
+        destination_secret: Option<Secret>,
+    },
+    /// A job's events after a sequence number.
+    Events {
+        /// Id or name.
+        job: String,
+        /// Only events with a higher sequence number.
+        after: u64,
+    },
+    /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
+    Subscribe {
+        /// Id or name; `None` for all jobs.
+        job: Option<String>,
+    },
+}
+
+/// What went wrong, for exit codes and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request itself is wrong (unknown field, bad value).
+    Invalid,
+    /// No such job.
+    NotFound,
+    /// The job's status does not allow it.
+    Conflict,
+    /// The caller may not do this.
+    Denied,
+    /// The daemon failed (store, I/O).
+    Internal,
+}
+
+/// A reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Hello`].
+    Hello {
+        /// The daemon's protocol version.
+        version: u32,
+        /// The daemon's package version.
+        daemon: String,
+    },
+    /// A job was created.
+    Created {
+        /// Its id.
+        id: String,
+    },
+    /// Every job.
+    Jobs {
+        /// Summaries, oldest first.
+        jobs: Vec<JobSummary>,
+    },
+    /// One job.
+    Job {
+        /// Details.
+        job: Box<JobDetail>,
+    },
+    /// An action was applied.
+    Done {
+        /// The job's status now.
+        status: JobStatus,
+    },
+    /// Events.
+    Events {
+        /// Oldest first.
+        events: Vec<EventRow>,
+    },
+    /// A job changed (subscriptions).
+    Update {
+        /// Its summary now.
+        job: Box<JobSummary>,
+        /// Events since the last update.
+        events: Vec<EventRow>,
+    },
+    /// The request failed.
+    Error {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}
+
+/// A job at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Generated id.
+    pub id: String,
+    /// The administrator's name for it.
+    pub name: String,
+    /// Status.
+    pub status: Option<JobStatus>,
+    /// `user@host:port` of the source.
+    pub source: String,
+    /// `user@host:port` of the destination.
+    pub destination: String,
+    /// Messages to copy in the current or last run.
+    pub items_total: u64,
+    /// Messages copied in the current or last run.
+    pub items_done: u64,
+    /// Bytes to copy.
+    pub bytes_total: u64,
+    /// Bytes copied.
+    pub bytes_done: u64,
+    /// Folder being copied.
+    pub current_folder: Option<String>,
+    /// Unix time of creation.
+    pub created: u64,
+    /// Unix time of the last status change.
+    pub updated: u64,
+    /// The last error, in the server's words, with what to do.
+    pub error: Option<String>,
+    /// Excluded messages in the last run.
+    pub excluded: u64,
+    /// Failed messages in the last run.
+    pub failed: u64,
+}
+
+/// One folder's statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderRow {
+    /// Source name.
+    pub source: String,
+    /// Destination name.
+    pub destination: String,
+    /// Messages on the source.
+    pub messages: u64,
+    /// Copied in the last run.
+    pub copied: u64,
+    /// Copied by earlier runs.
+    pub already_copied: u64,
+    /// Excluded.
+    pub excluded: u64,
+    /// Refused.
+    pub failed: u64,
+    /// Why the folder could not be copied, if so.
+    pub error: Option<String>,
+}
+
+/// An excluded or failed message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRow {
+    /// Source folder.
+    pub folder: String,
+    /// Source UID.
+    pub uid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Message-ID.
+    pub message_id: Option<String>,
+    /// Why, in the server's words.
+    pub reason: String,
+}
+
+/// A job's event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    /// Sequence number within the job.
+    pub seq: u64,
+    /// Unix time.
+    pub time: u64,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// A job in detail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    /// The summary.
+    pub summary: JobSummary,
+    /// Per folder, from the current or last run.
+    pub folders: Vec<FolderRow>,
+    /// Excluded messages of the last run.
+    pub excluded: Vec<ItemRow>,
+    /// Failed messages of the last run.
+    pub failed: Vec<ItemRow>,
+    /// Duration of the last run, seconds.
+    pub duration_secs: f64,
+    /// The latest events.
+    pub events: Vec<EventRow>,
+}

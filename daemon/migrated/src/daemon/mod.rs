@@ -1,0 +1,797 @@
+//! The daemon: one owner of job state, fed by one channel. Control requests, engine progress,
+//! finished runs, signals and the retention timer all arrive as [`Msg`]s; only this loop changes
+//! a job, so there are no locks around job state and every change is persisted in one place.
+
+mod record;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use migrated_core::{Action, JobSpec, JobStatus, Secret};
+use migrated_engine::{Engine, EngineError, Event, ImapSource, Phase, Summary};
+use migrated_ipc::{ErrorKind, EventRow, FolderRow, ItemRow, JobSummary, Request, Response};
+use migrated_store::Store;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::job::{EndpointSpecExt, JobSpecExt};
+pub(crate) use record::{JobRecord, RunReport, now};
+
+/// Settings of the daemon.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Jobs running at once.
+    pub max_jobs: usize,
+    /// How long finished jobs are kept.
+    pub retention: Duration,
+}
+
+/// Everything the loop reacts to.
+pub(crate) enum Msg {
+    /// A control request, from either transport.
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    /// Progress of a running job.
+    Engine { id: String, event: Event },
+    /// A run ended.
+    Finished {
+        id: String,
+        result: Result<Summary, EngineError>,
+    },
+    /// SIGTERM/SIGINT: stop every run at a checkpoint, then exit.
+    Shutdown,
+    /// Retention sweep and status line.
+    Tick,
+}
+
+/// An update published to subscribers.
+#[derive(Debug, Clone)]
+pub(crate) struct Update {
+    pub job: JobSummary,
+    pub events: Vec<EventRow>,
+}
+
+struct Entry {
+    record: JobRecord,
+    /// Set while a run is in progress: raising it stops the run at a checkpoint.
+    stop: Option<Arc<AtomicBool>>,
+    /// Last progress update published (progress is published at most 4 times a second).
+    last_publish: std::time::Instant,
+}
+
+/// The daemon's state.
+pub(crate) struct Daemon {
+    store: Store,
+    settings: Settings,
+    jobs: HashMap<String, Entry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    updates: broadcast::Sender<Update>,
+    shutting_down: bool,
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl Daemon {
+    /// Loads every job; jobs that were running when the daemon stopped (SIGTERM or SIGKILL)
+    /// are queued again and resume from the ledger.
+    pub(crate) fn load(
+        store: Store,
+        settings: Settings,
+        tx: mpsc::UnboundedSender<Msg>,
+        updates: broadcast::Sender<Update>,
+    ) -> anyhow::Result<Self> {
+        let mut jobs = HashMap::new();
+        let mut resumed = Vec::new();
+        for (id, record) in store.jobs::<JobRecord>()? {
+            if record.status.is_running() {
+                resumed.push((id.clone(), record.status));
+            }
+            jobs.insert(
+                id,
+                Entry {
+                    record,
+                    stop: None,
+                    last_publish: std::time::Instant::now(),
+                },
+            );
+        }
+        let mut daemon = Self {
+            store,
+            settings,
+            jobs,
+            tx,
+            updates,
+            shutting_down: false,
+        };
+        for (id, was) in resumed {
+            // Running when the daemon stopped (SIGTERM or SIGKILL): queued again; the ledger
+            // says what is already copied.
+            if let Some(e) = daemon.jobs.get_mut(&id) {
+                e.record.status = JobStatus::Queued;
+            }
+            daemon.persist(&id);
+            daemon.event(
+                &id,
+                "info",
+                format!("Resuming after a restart (was {was})."),
+            );
+        }
+        Ok(daemon)
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.sweep();
+        self.schedule();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Request { request, reply } => {
+                    let response = self.handle(request);
+                    let _ = reply.send(response);
+                    self.schedule();
+                }
+                Msg::Engine { id, event } => self.on_engine(&id, event),
+                Msg::Finished { id, result } => {
+                    self.on_finished(&id, result);
+                    if self.shutting_down && self.running() == 0 {
+                        break;
+                    }
+                    self.schedule();
+                }
+                Msg::Shutdown => {
+                    if self.shutting_down {
+                        continue;
+                    }
+                    tracing::info!(
+                        running = self.running(),
+                        "Stopping: every run stops at its next checkpoint."
+                    );
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    self.shutting_down = true;
+                    for entry in self.jobs.values() {
+                        if let Some(stop) = &entry.stop {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    if self.running() == 0 {
+                        break;
+                    }
+                }
+                Msg::Tick => {
+                    self.sweep();
+                    self.notify_status();
+                }
+            }
+        }
+        if let Err(e) = self.store.persist() {
+            tracing::error!(error = %e, "Store could not be flushed at shutdown.");
+        }
+        tracing::info!("Stopped.");
+    }
+
+    fn running(&self) -> usize {
+        self.jobs.values().filter(|e| e.stop.is_some()).count()
+    }
+
+    /// One line for `systemctl status`.
+    pub(crate) fn notify_status(&self) {
+        let count = |f: &dyn Fn(JobStatus) -> bool| {
+            self.jobs.values().filter(|e| f(e.record.status)).count()
+        };
+        let line = format!(
+            "{} jobs: {} running, {} queued, {} completed, {} failed",
+            self.jobs.len(),
+            count(&|s| s.is_running()),
+            count(&|s| matches!(s, JobStatus::Queued | JobStatus::WaitingForCredentials)),
+            count(&|s| matches!(s, JobStatus::Completed | JobStatus::CompletedWithErrors)),
+            count(&|s| s == JobStatus::Failed)
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+    }
+
+    fn find(&self, job: &str) -> Result<String, Response> {
+        if self.jobs.contains_key(job) {
+            return Ok(job.to_owned());
+        }
+        let matches: Vec<&String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.spec.name == job)
+            .map(|(id, _)| id)
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id).clone()),
+            [] => Err(error(
+                ErrorKind::NotFound,
+                format!("no job with id or name {job:?} (migratectl list shows them)"),
+            )),
+            _ => Err(error(
+                ErrorKind::Invalid,
+                format!("several jobs are named {job:?}: use the id"),
+            )),
+        }
+    }
+
+    fn persist(&mut self, id: &str) {
+        let Some(entry) = self.jobs.get(id) else {
+            return;
+        };
+        let record = entry.record.clone();
+        let store = self.store.clone();
+        let result = tokio::task::block_in_place(|| store.put_job(id, &record));
+        if let Err(e) = result {
+            tracing::error!(job_id = %id, error = %e, "Job state could not be saved.");
+        }
+    }
+
+    /// Appends an event to the job's log, the journal and the subscribers.
+    fn event(&mut self, id: &str, level: &str, message: String) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let row = EventRow {
+            seq: entry.record.next_event,
+            time: now(),
+            level: level.into(),
+            message,
+        };
+        entry.record.next_event += 1;
+        match level {
+            "error" => {
+                tracing::error!(job_id = %id, job = %entry.record.spec.name, "{}", row.message)
+            }
+            "warning" => {
+                tracing::warn!(job_id = %id, job = %entry.record.spec.name, "{}", row.message)
+            }
+            _ => tracing::info!(job_id = %id, job = %entry.record.spec.name, "{}", row.message),
+        }
+        let store = self.store.clone();
+        let (sid, r) = (id.to_owned(), row.clone());
+        if let Err(e) = tokio::task::block_in_place(|| store.put_event(&sid, r.seq, &r)) {
+            tracing::error!(job_id = %id, error = %e, "Event could not be saved.");
+        }
+        let _ = self.updates.send(Update {
+            job: entry.record.summary(),
+            events: vec![row],
+        });
+    }
+
+    fn set_status(&mut self, id: &str, status: JobStatus) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let from = entry.record.status;
+        if from == status {
+            return;
+        }
+        entry.record.status = status;
+        entry.record.updated = now();
+        if matches!(
+            status,
+            JobStatus::Completed | JobStatus::CompletedWithErrors | JobStatus::Cancelled
+        ) {
+            entry.record.finished = Some(now());
+            entry.record.erase_credentials();
+        }
+        self.persist(id);
+        self.event(
+            id,
+            if status == JobStatus::Failed {
+                "error"
+            } else {
+                "info"
+            },
+            format!("Status: {status}."),
+        );
+    }
+
+    fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Hello { .. } | Request::Subscribe { .. } => error(
+                ErrorKind::Invalid,
+                "hello and subscribe are handled by the transport",
+            ),
+            Request::Create { spec } => self.create(*spec),
+            Request::List => {
+                let mut jobs: Vec<JobSummary> =
+                    self.jobs.values().map(|e| e.record.summary()).collect();
+                jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+                Response::Jobs { jobs }
+            }
+            Request::Status { job } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => {
+                    let events = self
+                        .events(&id, 0)
+                        .into_iter()
+                        .rev()
+                        .take(20)
+                        .rev()
+                        .collect();
+                    Response::Job {
+                        job: Box::new(self.jobs[&id].record.detail(events)),
+                    }
+                }
+            },
+            Request::Events { job, after } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => Response::Events {
+                    events: self.events(&id, after),
+                },
+            },
+            Request::Act { job, action } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => self.act(&id, action),
+            },
+            Request::Delta {
+                job,
+                source_secret,
+                destination_secret,
+            } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => self.delta(&id, source_secret, destination_secret),
+            },
+        }
+    }
+
+    fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
+        match self.store.events::<EventRow>(id) {
+            Ok(v) => v
+                .into_iter()
+                .map(|(_, e)| e)
+                .filter(|e| e.seq >= after)
+                .collect(),
+            Err(e) => {
+                tracing::error!(job_id = %id, error = %e, "Events could not be read.");
+                Vec::new()
+            }
+        }
+    }
+
+    fn create(&mut self, spec: JobSpec) -> Response {
+        let place = format!("job {:?}", spec.name);
+        if spec.name.trim().is_empty() {
+            return error(ErrorKind::Invalid, "the job needs a name (field `name`)");
+        }
+        if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
+            return error(
+                ErrorKind::Conflict,
+                format!(
+                    "a job named {:?} exists already: choose another name or delete it",
+                    spec.name
+                ),
+            );
+        }
+        // Validate everything that can be checked without a network, before storing anything.
+        if let Err(e) = spec.copy_config(&place) {
+            return error(ErrorKind::Invalid, format!("{e:#}"));
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            if e.password_file.is_some() {
+                return error(
+                    ErrorKind::Invalid,
+                    format!(
+                        "{place}: [{side}] password_file: the client reads the file and sends the secret; the daemon takes no paths"
+                    ),
+                );
+            }
+            let mut check = e.clone();
+            check.password = Some(check.password.unwrap_or_else(|| Secret::new("-")));
+            if let Err(err) = check.endpoint(&place, side) {
+                return error(ErrorKind::Invalid, format!("{err:#}"));
+            }
+        }
+        let mut bytes = [0u8; 6];
+        if getrandom::fill(&mut bytes).is_err() {
+            return error(ErrorKind::Internal, "no randomness for a job id");
+        }
+        let id: String = format!(
+            "j{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let t = now();
+        let record = JobRecord {
+            id: id.clone(),
+            spec,
+            status: JobStatus::Queued,
+            created: t,
+            updated: t,
+            finished: None,
+            error: None,
+            cancel_requested: false,
+            run: RunReport::default(),
+            next_event: 1,
+        };
+        let waiting = !record.has_credentials();
+        self.jobs.insert(
+            id.clone(),
+            Entry {
+                record,
+                stop: None,
+                last_publish: std::time::Instant::now(),
+            },
+        );
+        self.persist(&id);
+        self.event(&id, "info", "Job created.".into());
+        if waiting {
+            self.set_status(&id, JobStatus::WaitingForCredentials);
+        }
+        Response::Created { id }
+    }
+
+    fn act(&mut self, id: &str, action: Action) -> Response {
+        let status = self.jobs[id].record.status;
+        let next = match status.apply(action) {
+            Ok(n) => n,
+            Err(e) => return error(ErrorKind::Conflict, e.to_string()),
+        };
+        match action {
+            Action::Delete => {
+                let store = self.store.clone();
+                if let Err(e) = tokio::task::block_in_place(|| store.delete_job(id)) {
+                    return error(
+                        ErrorKind::Internal,
+                        format!("the job could not be deleted: {e}"),
+                    );
+                }
+                let name = self
+                    .jobs
+                    .remove(id)
+                    .map(|e| e.record.spec.name)
+                    .unwrap_or_default();
+                tracing::info!(job_id = %id, job = %name, "Job deleted with all its data.");
+                return Response::Done { status };
+            }
+            Action::Cancel if next == JobStatus::Stopping => {
+                if let Some(e) = self.jobs.get_mut(id) {
+                    e.record.cancel_requested = true;
+                }
+                self.stop_run(id);
+            }
+            Action::Pause if next == JobStatus::Stopping => self.stop_run(id),
+            _ => {}
+        }
+        self.set_status(id, next);
+        if next == JobStatus::Queued && !self.jobs[id].record.has_credentials() {
+            self.set_status(id, JobStatus::WaitingForCredentials);
+        }
+        Response::Done {
+            status: self.jobs[id].record.status,
+        }
+    }
+
+    fn stop_run(&mut self, id: &str) {
+        if let Some(stop) = self.jobs.get(id).and_then(|e| e.stop.as_ref()) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn delta(&mut self, id: &str, source: Option<Secret>, destination: Option<Secret>) -> Response {
+        let status = self.jobs[id].record.status;
+        let next = if status == JobStatus::WaitingForCredentials {
+            JobStatus::Queued
+        } else {
+            match status.apply(Action::Delta) {
+                Ok(n) => n,
+                Err(e) => return error(ErrorKind::Conflict, e.to_string()),
+            }
+        };
+        if let Some(e) = self.jobs.get_mut(id) {
+            if source.is_some() {
+                e.record.spec.source.password = source;
+            }
+            if destination.is_some() {
+                e.record.spec.destination.password = destination;
+            }
+            e.record.cancel_requested = false;
+            e.record.finished = None;
+        }
+        self.persist(id);
+        self.set_status(id, next);
+        if !self.jobs[id].record.has_credentials() {
+            self.set_status(id, JobStatus::WaitingForCredentials);
+            return error(
+                ErrorKind::Conflict,
+                "the job's credentials were erased at completion: give them again (migratectl delta asks for them)",
+            );
+        }
+        Response::Done {
+            status: self.jobs[id].record.status,
+        }
+    }
+
+    /// Starts queued jobs while slots are free, oldest first.
+    fn schedule(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let mut queued: Vec<(u64, String)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.status == JobStatus::Queued && e.stop.is_none())
+            .map(|(id, e)| (e.record.created, id.clone()))
+            .collect();
+        queued.sort();
+        for (_, id) in queued {
+            if self.running() >= self.settings.max_jobs {
+                break;
+            }
+            self.start(&id);
+        }
+    }
+
+    fn start(&mut self, id: &str) {
+        let record = self.jobs[id].record.clone();
+        let place = format!("job {:?}", record.spec.name);
+        let built = (|| -> anyhow::Result<_> {
+            let mut config = record.spec.copy_config(&place)?;
+            // The ledger is kept under the generated id: names can be addresses.
+            config.job_id = record.id.clone();
+            let source = record.spec.source.endpoint(&place, "source")?;
+            let destination = record.spec.destination.endpoint(&place, "destination")?;
+            Ok((config, source, destination))
+        })();
+        let (config, source, destination) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(entry) = self.jobs.get_mut(id) {
+                    entry.record.error = Some(format!("{e:#}"));
+                }
+                self.set_status(id, JobStatus::Failed);
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let job = id.to_owned();
+        let observer: migrated_engine::Observer = Arc::new(move |event| {
+            let _ = tx.send(Msg::Engine {
+                id: job.clone(),
+                event,
+            });
+        });
+        let engine = Engine::new(
+            ImapSource::new(source),
+            destination,
+            self.store.clone(),
+            config,
+            observer,
+        );
+        if let Some(entry) = self.jobs.get_mut(id) {
+            entry.stop = Some(engine.stop_handle());
+            entry.record.error = None;
+            entry.record.run = RunReport::default();
+        }
+        self.set_status(id, JobStatus::Connecting);
+        let tx = self.tx.clone();
+        let job = id.to_owned();
+        tokio::spawn(async move {
+            let result = engine.run().await;
+            let _ = tx.send(Msg::Finished { id: job, result });
+        });
+    }
+
+    fn on_engine(&mut self, id: &str, event: Event) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let mut publish = true;
+        match event {
+            Event::Phase(phase) => {
+                let status = match phase {
+                    Phase::Connecting => JobStatus::Connecting,
+                    Phase::ScanningFolders => JobStatus::ScanningFolders,
+                    Phase::CreatingFolders => JobStatus::CreatingFolders,
+                    Phase::Copying => JobStatus::Copying,
+                    Phase::Finalizing => JobStatus::Finalizing,
+                };
+                let current = entry.record.status;
+                if current != JobStatus::Stopping && current.can_become(status) {
+                    self.set_status(id, status);
+                }
+                return;
+            }
+            Event::Totals { items, bytes, .. } => {
+                entry.record.run.items_total = entry.record.run.items_done + items;
+                entry.record.run.bytes_total = entry.record.run.bytes_done + bytes;
+            }
+            Event::Progress {
+                folder,
+                items_done,
+                bytes_done,
+            } => {
+                entry.record.run.items_done = items_done;
+                entry.record.run.bytes_done = bytes_done;
+                entry.record.run.current_folder = Some(folder);
+                publish = entry.last_publish.elapsed() >= Duration::from_millis(250);
+            }
+            Event::FolderDone(f) => {
+                let row = folder_row(&f);
+                match entry
+                    .record
+                    .run
+                    .folders
+                    .iter_mut()
+                    .find(|r| r.source == row.source)
+                {
+                    Some(r) => *r = row,
+                    None => entry.record.run.folders.push(row),
+                }
+            }
+            Event::Excluded(i) => {
+                let msg = format!(
+                    "Excluded {} UID {} ({} bytes): {}.",
+                    i.folder, i.uid, i.size, i.reason
+                );
+                entry.record.run.excluded.push(item_row(
+                    i.folder,
+                    i.uid,
+                    i.size,
+                    i.message_id,
+                    i.reason,
+                ));
+                self.event(id, "warning", msg);
+                return;
+            }
+            Event::Failed(i) => {
+                let msg = format!("Refused {} UID {}: {}.", i.folder, i.uid, i.reason);
+                entry.record.run.failed.push(item_row(
+                    i.folder,
+                    i.uid,
+                    i.size,
+                    i.message_id,
+                    i.reason,
+                ));
+                self.event(id, "warning", msg);
+                return;
+            }
+            Event::Retrying { error, delay } => {
+                let msg = format!(
+                    "Temporary error, retrying in {:.1} s: {error}",
+                    delay.as_secs_f64()
+                );
+                self.event(id, "warning", msg);
+                return;
+            }
+        }
+        if publish {
+            entry.last_publish = std::time::Instant::now();
+            let _ = self.updates.send(Update {
+                job: entry.record.summary(),
+                events: Vec::new(),
+            });
+        }
+    }
+
+    fn on_finished(&mut self, id: &str, result: Result<Summary, EngineError>) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        entry.stop = None;
+        let cancel = entry.record.cancel_requested;
+        let status = match result {
+            Ok(summary) => {
+                let run = &mut entry.record.run;
+                run.duration_secs = summary.duration.as_secs_f64();
+                run.items_done = summary.copied;
+                run.items_total = run.items_total.max(summary.copied);
+                run.bytes_done = summary.bytes;
+                run.current_folder = None;
+                run.folders = summary.per_folder.iter().map(folder_row).collect();
+                let errors = !summary.failed.is_empty()
+                    || summary.per_folder.iter().any(|f| f.error.is_some());
+                let message = format!(
+                    "Run finished: {} messages copied ({:.1} MB), {} already there, {} flag changes, {} excluded, {} failed, in {:.1} s.",
+                    summary.copied,
+                    summary.bytes as f64 / 1e6,
+                    summary.already_copied,
+                    summary.flags_updated,
+                    summary.excluded.len(),
+                    summary.failed.len(),
+                    summary.duration.as_secs_f64()
+                );
+                self.event(id, "info", message);
+                if errors {
+                    JobStatus::CompletedWithErrors
+                } else {
+                    JobStatus::Completed
+                }
+            }
+            Err(EngineError::Stopped) if cancel => JobStatus::Cancelled,
+            Err(EngineError::Stopped) if self.shutting_down => JobStatus::Queued,
+            Err(EngineError::Stopped) => JobStatus::Stopped,
+            Err(e) => {
+                let message = format!("{e}");
+                if let Some(entry) = self.jobs.get_mut(id) {
+                    entry.record.error = Some(message.clone());
+                }
+                self.event(id, "error", format!("Run failed: {message}"));
+                JobStatus::Failed
+            }
+        };
+        if status == JobStatus::Queued {
+            // Stopped for a shutdown: queued again, so the next start resumes it.
+            if let Some(entry) = self.jobs.get_mut(id) {
+                entry.record.status = JobStatus::Queued;
+                entry.record.updated = now();
+            }
+            self.persist(id);
+            self.event(
+                id,
+                "info",
+                "Run stopped for shutdown; it resumes when the daemon starts.".into(),
+            );
+        } else {
+            self.set_status(id, status);
+        }
+    }
+
+    /// Deletes jobs whose retention period is over.
+    fn sweep(&mut self) {
+        let limit = self.settings.retention.as_secs();
+        let t = now();
+        let expired: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| {
+                e.stop.is_none()
+                    && e.record
+                        .finished
+                        .is_some_and(|f| t.saturating_sub(f) >= limit)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let store = self.store.clone();
+            match tokio::task::block_in_place(|| store.delete_job(&id)) {
+                Ok(()) => {
+                    let name = self
+                        .jobs
+                        .remove(&id)
+                        .map(|e| e.record.spec.name)
+                        .unwrap_or_default();
+                    tracing::info!(job_id = %id, job = %name, "Job deleted: its retention period is over.");
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "Expired job could not be deleted.")
+                }
+            }
+        }
+    }
+}
+
+fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
+    FolderRow {
+        source: f.source.clone(),
+        destination: f.destination.clone(),
+        messages: f.messages,
+        copied: f.copied,
+        already_copied: f.already_copied,
+        excluded: f.excluded,
+        failed: f.failed,
+        error: f.error.clone(),
+    }
+}
+
+fn item_row(
+    folder: String,
+    uid: u32,
+    size: u64,
+    message_id: Option<String>,
+    reason: String,
+) -> ItemRow {
+    ItemRow {
+        folder,
+        uid,
+        size,
+        message_id,
+        reason,
+    }
+}

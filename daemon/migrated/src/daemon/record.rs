@@ -1,0 +1,99 @@
+//! The job record the store keeps (sealed): the spec with its credentials until they are
+//! erased, the status, and the report of the last run.
+
+use migrated_core::{JobSpec, JobStatus};
+use migrated_ipc::{EventRow, FolderRow, ItemRow, JobDetail, JobSummary};
+use serde::{Deserialize, Serialize};
+
+/// What the store keeps of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JobRecord {
+    /// Generated id: the only job reference that appears in store keys.
+    pub id: String,
+    /// What the administrator asked for. Secrets are erased when the job completes.
+    pub spec: JobSpec,
+    /// Lifecycle status.
+    pub status: JobStatus,
+    /// Unix times.
+    pub created: u64,
+    /// Last status change.
+    pub updated: u64,
+    /// When it reached Completed, Completed with errors or Cancelled (retention counts from here).
+    pub finished: Option<u64>,
+    /// The last error, in the server's words.
+    pub error: Option<String>,
+    /// A cancel was asked while running: the run ends as Cancelled, not Stopped.
+    pub cancel_requested: bool,
+    /// The current or last run.
+    pub run: RunReport,
+    /// Next event sequence number.
+    pub next_event: u64,
+}
+
+/// Figures of the current or last run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RunReport {
+    pub items_total: u64,
+    pub items_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub current_folder: Option<String>,
+    pub folders: Vec<FolderRow>,
+    pub excluded: Vec<ItemRow>,
+    pub failed: Vec<ItemRow>,
+    pub duration_secs: f64,
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl JobRecord {
+    pub(crate) fn summary(&self) -> JobSummary {
+        let side = |e: &migrated_core::EndpointSpec| format!("{}@{}", e.user, e.host);
+        JobSummary {
+            id: self.id.clone(),
+            name: self.spec.name.clone(),
+            status: Some(self.status),
+            source: side(&self.spec.source),
+            destination: side(&self.spec.destination),
+            items_total: self.run.items_total,
+            items_done: self.run.items_done,
+            bytes_total: self.run.bytes_total,
+            bytes_done: self.run.bytes_done,
+            current_folder: self.run.current_folder.clone(),
+            created: self.created,
+            updated: self.updated,
+            error: self.error.clone(),
+            excluded: self.run.excluded.len() as u64,
+            failed: self.run.failed.len() as u64,
+        }
+    }
+
+    pub(crate) fn detail(&self, events: Vec<EventRow>) -> JobDetail {
+        JobDetail {
+            summary: self.summary(),
+            folders: self.run.folders.clone(),
+            excluded: self.run.excluded.clone(),
+            failed: self.run.failed.clone(),
+            duration_secs: self.run.duration_secs,
+            events,
+        }
+    }
+
+    /// Erases the credentials (at completion): a finished job keeps no secret.
+    pub(crate) fn erase_credentials(&mut self) {
+        self.spec.source.password = None;
+        self.spec.source.password_file = None;
+        self.spec.destination.password = None;
+        self.spec.destination.password_file = None;
+    }
+
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.spec.source.password.is_some() && self.spec.destination.password.is_some()
+    }
+}
