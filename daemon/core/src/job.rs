@@ -113,7 +113,9 @@ impl JobStatus {
             (a, b) if a == b => true,
             (Queued | WaitingForCredentials, Connecting | WaitingForCredentials | Queued) => true,
             // The run's phases, in order (a retry goes back to connecting).
-            (Connecting, Authenticating | Failed) => true,
+            // The engine reports Authenticating only where the source can tell login from
+            // connect; otherwise scanning follows connecting directly.
+            (Connecting, Authenticating | ScanningFolders | Failed) => true,
             (Authenticating, ScanningFolders | Failed) => true,
             (ScanningFolders, CreatingFolders | Copying | Finalizing) => true,
             (CreatingFolders, ScanningFolders | Copying | Finalizing) => true,

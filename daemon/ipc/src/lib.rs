@@ -5,9 +5,11 @@
 //! D-Bus. A socket session starts with [`Request::Hello`] carrying [`PROTOCOL_VERSION`]; the
 //! daemon answers with its own and refuses a major version it does not speak.
 
+pub mod client;
 pub mod framing;
 pub mod protocol;
 
+pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
 pub use protocol::{
     ErrorKind, EventRow, FolderRow, ItemRow, JobDetail, JobSummary, PROTOCOL_VERSION, Request,

@@ -1,0 +1,527 @@
+//! `migratectl`: drives the migrated daemon over its control socket, in the habits of
+//! systemctl.
+//!
+//! Exit codes: 0 success; 1 failure (for `status --follow`: the job failed); 2 usage error;
+//! 3 no such job; 4 the job's status does not allow it; 5 permission denied; 6 the daemon
+//! cannot be reached.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use migrated_core::{Action, JobSpec, JobStatus, Secret};
+use migrated_ipc::{
+    Client, ClientError, ErrorKind, EventRow, JobDetail, JobSummary, Request, Response,
+};
+
+/// Controls the migrated daemon.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// The daemon's control socket. Default: $MIGRATED_SOCKET, else /run/migrated/migrated.sock
+    /// when it exists, else $XDG_RUNTIME_DIR/migrated/migrated.sock (a user instance).
+    #[arg(long, global = true, env = "MIGRATED_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates a job from a job file. Passwords come from the file's `password_file` (read here,
+    /// by you, not by the daemon) or are asked for; never from the command line.
+    Create {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// Lists jobs.
+    List,
+    /// Shows a job: status, progress, folders, latest events.
+    Status {
+        /// Job id or name.
+        job: String,
+        /// Keep following the job until it finishes.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Pauses a job after the batches in flight.
+    Pause {
+        /// Job id or name.
+        job: String,
+    },
+    /// Resumes a stopped or failed job.
+    Resume {
+        /// Job id or name.
+        job: String,
+    },
+    /// Cancels a job.
+    Cancel {
+        /// Job id or name.
+        job: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Deletes a job and all its data (ledger, report, events).
+    Delete {
+        /// Job id or name.
+        job: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Runs a job again, copying what is new or changed. Asks for the passwords when they were
+    /// erased at completion.
+    Delta {
+        /// Job id or name.
+        job: String,
+        /// Read the source password from this file.
+        #[arg(long)]
+        source_password_file: Option<PathBuf>,
+        /// Read the destination password from this file.
+        #[arg(long)]
+        destination_password_file: Option<PathBuf>,
+    },
+    /// Shows a job's events.
+    Events {
+        /// Job id or name.
+        job: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("migratectl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("migratectl: {e:#}");
+            let code = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Daemon {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => 3,
+                Some(ClientError::Daemon {
+                    kind: ErrorKind::Conflict,
+                    ..
+                }) => 4,
+                Some(ClientError::Daemon {
+                    kind: ErrorKind::Denied,
+                    ..
+                }) => 5,
+                Some(ClientError::Connect { .. }) => 6,
+                _ => 1,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn socket_path(given: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = given {
+        return p;
+    }
+    let system = PathBuf::from("/run/migrated/migrated.sock");
+    if system.exists() {
+        return system;
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map_or(system, |d| PathBuf::from(d).join("migrated/migrated.sock"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = socket_path(cli.socket);
+    let json = cli.json;
+    let mut client = Client::connect(&path).await?;
+    match cli.command {
+        Command::Create { job } => {
+            let spec = load_spec(&job)?;
+            match client
+                .call(&Request::Create {
+                    spec: Box::new(spec),
+                })
+                .await?
+            {
+                Response::Created { id } => {
+                    if json {
+                        println!("{}", serde_json::json!({ "id": id }));
+                    } else {
+                        println!("{id}");
+                    }
+                }
+                other => bail!("unexpected reply: {other:?}"),
+            }
+        }
+        Command::List => match client.call(&Request::List).await? {
+            Response::Jobs { jobs } => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&jobs)?);
+                } else {
+                    print_list(&jobs);
+                }
+            }
+            other => bail!("unexpected reply: {other:?}"),
+        },
+        Command::Status { job, follow } => {
+            let detail = match client.call(&Request::Status { job: job.clone() }).await? {
+                Response::Job { job } => *job,
+                other => bail!("unexpected reply: {other:?}"),
+            };
+            if !follow {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&detail)?);
+                } else {
+                    print_detail(&detail);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            return follow_job(Client::connect(&path).await?, &detail.summary.id, json).await;
+        }
+        Command::Pause { job } => act(&mut client, job, Action::Pause, json).await?,
+        Command::Resume { job } => act(&mut client, job, Action::Resume, json).await?,
+        Command::Cancel { job, yes } => {
+            if !yes && !confirm(&format!("Cancel job {job}?"))? {
+                return Ok(ExitCode::from(1));
+            }
+            act(&mut client, job, Action::Cancel, json).await?;
+        }
+        Command::Delete { job, yes } => {
+            if !yes
+                && !confirm(&format!(
+                    "Delete job {job} and all its data (ledger, report, events)?"
+                ))?
+            {
+                return Ok(ExitCode::from(1));
+            }
+            act(&mut client, job, Action::Delete, json).await?;
+        }
+        Command::Delta {
+            job,
+            source_password_file,
+            destination_password_file,
+        } => {
+            let detail = match client.call(&Request::Status { job: job.clone() }).await? {
+                Response::Job { job } => *job,
+                other => bail!("unexpected reply: {other:?}"),
+            };
+            let needs = detail.summary.status.is_some_and(|s| {
+                matches!(
+                    s,
+                    JobStatus::Completed
+                        | JobStatus::CompletedWithErrors
+                        | JobStatus::Cancelled
+                        | JobStatus::WaitingForCredentials
+                )
+            });
+            let secret = |file: Option<PathBuf>, what: &str| -> anyhow::Result<Option<Secret>> {
+                match file {
+                    Some(f) => Ok(Some(read_secret_file(&f)?)),
+                    None if needs => Ok(Some(prompt(what)?)),
+                    None => Ok(None),
+                }
+            };
+            let source_secret = secret(
+                source_password_file,
+                &format!("source ({})", detail.summary.source),
+            )?;
+            let destination_secret = secret(
+                destination_password_file,
+                &format!("destination ({})", detail.summary.destination),
+            )?;
+            match client
+                .call(&Request::Delta {
+                    job,
+                    source_secret,
+                    destination_secret,
+                })
+                .await?
+            {
+                Response::Done { status } => print_status(status, json),
+                other => bail!("unexpected reply: {other:?}"),
+            }
+        }
+        Command::Events { job } => match client.call(&Request::Events { job, after: 0 }).await? {
+            Response::Events { events } => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&events)?);
+                } else {
+                    for e in &events {
+                        print_event(e);
+                    }
+                }
+            }
+            other => bail!("unexpected reply: {other:?}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn act(client: &mut Client, job: String, action: Action, json: bool) -> anyhow::Result<()> {
+    match client.call(&Request::Act { job, action }).await? {
+        Response::Done { status } => {
+            if action == Action::Delete {
+                if json {
+                    println!("{}", serde_json::json!({ "deleted": true }));
+                } else {
+                    println!("Deleted");
+                }
+            } else {
+                print_status(status, json);
+            }
+            Ok(())
+        }
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+fn print_status(status: JobStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "status": status }));
+    } else {
+        println!("{status}");
+    }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Confirmation needed: pass --yes when not running in a terminal");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))?;
+    Ok(Secret::new(text.lines().next().unwrap_or("").to_owned()))
+}
+
+fn prompt(what: &str) -> anyhow::Result<Secret> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "the password for the {what} is needed: give it in a password file (never on the command line)"
+        );
+    }
+    let p = rpassword::prompt_password(format!("Password for the {what}: "))?;
+    Ok(Secret::new(p))
+}
+
+/// Reads a job file; `password_file`s are read here, as the user running migratectl, and
+/// replaced by the secret, which travels to the daemon over the socket only.
+fn load_spec(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read job file {}", path.display()))?;
+    let mut spec: JobSpec =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("job file {}: {e}", path.display()))?;
+    for (side, e) in [
+        ("source", &mut spec.source),
+        ("destination", &mut spec.destination),
+    ] {
+        if let Some(file) = e.password_file.take() {
+            if e.password.is_some() {
+                bail!(
+                    "job file {}: [{side}]: give password_file or password, not both",
+                    path.display()
+                );
+            }
+            e.password =
+                Some(read_secret_file(&file).with_context(|| {
+                    format!("job file {}: [{side}] password_file", path.display())
+                })?);
+        } else if e.password.is_none() {
+            e.password = Some(prompt(&format!("{side} ({}@{})", e.user, e.host))?);
+        }
+    }
+    Ok(spec)
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1_000_000_000 => format!("{:.2} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let frac = if total == 0 {
+        0.0
+    } else {
+        (done as f64 / total as f64).min(1.0)
+    };
+    let filled = (frac * width as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        frac * 100.0
+    )
+}
+
+fn status_label(s: &JobSummary) -> String {
+    s.status
+        .map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+}
+
+fn print_list(jobs: &[JobSummary]) {
+    println!(
+        "{:<14} {:<20} {:<24} {:>22} {:>8}",
+        "ID", "NAME", "STATUS", "MESSAGES", "FAILED"
+    );
+    for j in jobs {
+        println!(
+            "{:<14} {:<20} {:<24} {:>22} {:>8}",
+            j.id,
+            j.name,
+            status_label(j),
+            format!("{}/{}", j.items_done, j.items_total),
+            j.failed
+        );
+    }
+    println!("\n{} jobs", jobs.len());
+}
+
+fn print_detail(d: &JobDetail) {
+    let s = &d.summary;
+    println!("job          {} ({})", s.id, s.name);
+    println!("status       {}", status_label(s));
+    println!("source       {}", s.source);
+    println!("destination  {}", s.destination);
+    println!(
+        "progress     {}  {} / {} messages  {} / {}",
+        bar(s.items_done, s.items_total, 30),
+        s.items_done,
+        s.items_total,
+        human_bytes(s.bytes_done),
+        human_bytes(s.bytes_total)
+    );
+    if let Some(f) = &s.current_folder {
+        println!("folder       {f}");
+    }
+    if let Some(e) = &s.error {
+        println!("error        {e}");
+    }
+    if !d.folders.is_empty() {
+        println!(
+            "\n{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            "SOURCE FOLDER", "DESTINATION", "MESSAGES", "COPIED", "BEFORE", "EXCLUDED", "FAILED"
+        );
+        for f in &d.folders {
+            println!(
+                "{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}{}",
+                f.source,
+                f.destination,
+                f.messages,
+                f.copied,
+                f.already_copied,
+                f.excluded,
+                f.failed,
+                f.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for i in &d.excluded {
+        println!(
+            "excluded  {} UID {} {} Message-ID {}: {}",
+            i.folder,
+            i.uid,
+            human_bytes(i.size),
+            i.message_id.as_deref().unwrap_or("none"),
+            i.reason
+        );
+    }
+    for i in &d.failed {
+        println!(
+            "failed    {} UID {} {} Message-ID {}: {}",
+            i.folder,
+            i.uid,
+            human_bytes(i.size),
+            i.message_id.as_deref().unwrap_or("none"),
+            i.reason
+        );
+    }
+    if !d.events.is_empty() {
+        println!();
+        for e in &d.events {
+            print_event(e);
+        }
+    }
+}
+
+fn print_event(e: &EventRow) {
+    println!("#{:<5} {:<8} {}", e.seq, e.level, e.message);
+}
+
+/// Follows a job until it finishes: a progress line (redrawn in a terminal) and the events as
+/// they come. Exit code 0 when it completes, 1 when it fails.
+async fn follow_job(client: Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut sub = client.subscribe(Some(id.to_owned())).await?;
+    let tty = std::io::stdout().is_terminal() && !json;
+    loop {
+        let Response::Update { job, events } = sub.next().await? else {
+            continue;
+        };
+        if json {
+            println!("{}", serde_json::json!({ "job": job, "events": events }));
+        } else {
+            for e in &events {
+                if tty {
+                    print!("\r\x1b[2K");
+                }
+                print_event(e);
+            }
+            let line = format!(
+                "{:<22} {} {}/{} messages {} / {}{}",
+                status_label(&job),
+                bar(job.items_done, job.items_total, 24),
+                job.items_done,
+                job.items_total,
+                human_bytes(job.bytes_done),
+                human_bytes(job.bytes_total),
+                job.current_folder
+                    .as_deref()
+                    .map(|f| format!("  {f}"))
+                    .unwrap_or_default()
+            );
+            if tty {
+                print!("\r\x1b[2K{line}");
+                std::io::stdout().flush()?;
+            } else {
+                println!("{line}");
+            }
+        }
+        if let Some(status) = job.status
+            && (status.is_finished() || status == JobStatus::WaitingForCredentials)
+        {
+            if tty {
+                println!();
+            }
+            return Ok(match status {
+                JobStatus::Completed => ExitCode::SUCCESS,
+                JobStatus::Failed => ExitCode::from(1),
+                _ => ExitCode::SUCCESS,
+            });
+        }
+    }
+}

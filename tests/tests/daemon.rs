@@ -1,0 +1,473 @@
+//! The daemon end to end over its Unix socket: jobs created with migratectl, followed, paused,
+//! resumed, cancelled and deleted; the daemon killed with SIGKILL mid-copy and stopped with
+//! SIGTERM, each time resuming by itself; secrets absent from the store; an unprivileged client
+//! refused; a wrong store key refused without touching the store.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Pair, pair};
+use migrated_core::JobStatus;
+use migrated_ipc::{Client, JobSummary, Request, Response};
+use testbed::CorpusSpec;
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A daemon instance with its own state directory and socket.
+struct Daemon {
+    state: PathBuf,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new(p: &Pair) -> Self {
+        let state = p.store_dir.with_extension("daemon");
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        Self {
+            socket: state.join("run/migrated.sock"),
+            state,
+            child: None,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(binary("migrated"));
+        c.arg("--state-dir")
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("MIGRATED_LOG", "info");
+        c
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("migrated starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Client::connect(&self.socket).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not listen within 20 s:\n{}",
+                self.log()
+            );
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon exited: {status}\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and how long the daemon took to exit.
+    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let t = Instant::now();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return (s, t.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop within 30 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(binary("migratectl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    async fn summary(&self, id: &str) -> JobSummary {
+        let mut c = Client::connect(&self.socket).await.expect("connects");
+        match c
+            .call(&Request::Status { job: id.into() })
+            .await
+            .expect("status")
+        {
+            Response::Job { job } => job.summary,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn wait_until(
+        &self,
+        id: &str,
+        what: &str,
+        f: impl Fn(&JobSummary) -> bool,
+    ) -> JobSummary {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let s = self.summary(id).await;
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// A job file for the pair, with passwords in files beside it.
+fn job_file(p: &Pair, dir: &Path, name: &str, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let pass = |n: &str, d: &testbed::Dovecot| {
+        let f = dir.join(n);
+        std::fs::write(&f, d.password("alice").unwrap()).unwrap();
+        f
+    };
+    let (s, d) = (pass("src.pass", &p.src), pass("dst.pass", &p.dst));
+    let text = format!(
+        "name = \"{name}\"\n[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"alice\"\npassword_file = \"{}\"\n\
+         [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"alice\"\npassword_file = \"{}\"\n{extra}",
+        p.src.imap_port(),
+        s.display(),
+        p.dst.imap_port(),
+        d.display()
+    );
+    let f = dir.join(format!("{name}.toml"));
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "migratectl failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_survives_sigkill_and_sigterm_of_the_daemon_and_completes_exactly() {
+    let p = pair(CorpusSpec {
+        seed: 31,
+        messages: 3000,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "alice",
+        "[limits]\nconnections = 2\nbatch_messages = 10\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    assert!(id.starts_with('j'), "{id}");
+    let total = p.corpus.total_messages() as u64;
+
+    // SIGKILL in the middle of the copy.
+    let s = d
+        .wait_until(&id, "a third copied", |s| s.items_done >= total / 3)
+        .await;
+    assert_eq!(s.status, Some(JobStatus::Copying));
+    d.kill();
+    d.start().await;
+    // It resumes by itself; then SIGTERM stops it at a checkpoint within seconds.
+    d.wait_until(&id, "copying again", |s| {
+        s.status == Some(JobStatus::Copying) && s.items_done > 0
+    })
+    .await;
+    let (status, took) = d.terminate();
+    assert!(
+        status.success(),
+        "clean exit after SIGTERM: {status}\n{}",
+        d.log()
+    );
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    d.start().await;
+    let done = d
+        .wait_until(&id, "completion", |s| {
+            s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(
+        done.status,
+        Some(JobStatus::Completed),
+        "{done:?}\n{}",
+        d.log()
+    );
+    p.assert_exact().await;
+
+    // Status over the CLI, as JSON.
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "status", "alice"]))).unwrap();
+    assert_eq!(json["summary"]["status"], "Completed");
+    assert!(json["folders"].as_array().is_some_and(|f| !f.is_empty()));
+
+    // No secret in the store after completion: not in clear, and not in the record either.
+    let password = p.src.password("alice").unwrap().to_owned();
+    for f in files_under(&d.state.join("store")) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes
+                .windows(password.len())
+                .any(|w| w == password.as_bytes()),
+            "{} holds the password",
+            f.display()
+        );
+    }
+
+    // Delete removes the job and its data.
+    let out = stdout(&d.ctl(&["delete", "--yes", "alice"]));
+    assert_eq!(out, "Deleted");
+    let list = stdout(&d.ctl(&["--json", "list"]));
+    assert_eq!(list, "[]");
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    let key = migrated_store::StoreKey::load(None, &d.state.join("store.key")).unwrap();
+    let store = migrated_store::Store::open(&d.state.join("store"), key).unwrap();
+    assert!(store.jobs::<serde_json::Value>().unwrap().is_empty());
+    let folder = store.folder_key(store.job_key(&id), "INBOX");
+    assert!(
+        store.items(folder).unwrap().is_empty(),
+        "the ledger of a deleted job is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_cancel_and_illegal_actions() {
+    let p = pair(CorpusSpec {
+        seed: 32,
+        messages: 4000,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "bob",
+        "[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "copying", |s| {
+        s.status == Some(JobStatus::Copying) && s.items_done > 0
+    })
+    .await;
+
+    // Delete while running is refused with what to do, exit code 4.
+    let out = d.ctl(&["delete", "--yes", &id]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cancel it first"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(stdout(&d.ctl(&["pause", &id])), "Stopping");
+    let stopped = d
+        .wait_until(&id, "stopped", |s| s.status == Some(JobStatus::Stopped))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        d.summary(&id).await.items_done,
+        stopped.items_done,
+        "nothing copied while paused"
+    );
+    assert_eq!(stdout(&d.ctl(&["resume", &id])), "Queued");
+    d.wait_until(&id, "copying again", |s| {
+        s.status == Some(JobStatus::Copying)
+    })
+    .await;
+    assert_eq!(stdout(&d.ctl(&["cancel", "--yes", &id])), "Stopping");
+    d.wait_until(&id, "cancelled", |s| s.status == Some(JobStatus::Cancelled))
+        .await;
+    let report = p.verify().await;
+    assert_eq!(
+        report.extra_count(),
+        0,
+        "no duplicates after pause, resume and cancel: {report}"
+    );
+
+    // A second job copies the rest with the same ledger? No: a job's ledger is its own. The
+    // cancelled job's delta picks up where it stopped, with the passwords given again.
+    let pass = d.state.join("jobs/src.pass");
+    let dpass = d.state.join("jobs/dst.pass");
+    let out = d.ctl(&[
+        "delta",
+        &id,
+        "--source-password-file",
+        pass.to_str().unwrap(),
+        "--destination-password-file",
+        dpass.to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&out), "Queued");
+    let done = d
+        .wait_until(&id, "completion", |s| {
+            s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(done.status, Some(JobStatus::Completed));
+    p.assert_exact().await;
+    let events = stdout(&d.ctl(&["events", &id]));
+    for needle in [
+        "Job created.",
+        "Status: Stopped.",
+        "Status: Cancelled.",
+        "Status: Completed.",
+    ] {
+        assert!(events.contains(needle), "{needle} in\n{events}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_client_is_refused_on_the_socket() {
+    let p = pair(CorpusSpec {
+        seed: 33,
+        messages: 5,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .map(|l| l.split_whitespace().nth(1) == Some("0")),
+        Some(true),
+        "this test switches users and must run as root"
+    );
+    // Let `nobody` reach the socket file, so the refusal comes from the peer-credential check.
+    for dir in [d.state.as_path(), d.socket.parent().unwrap()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new(binary("migratectl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("list")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied: uid 65534"), "{err}");
+    // Root is served.
+    stdout(&d.ctl(&["list"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_store_key_stops_start_up_and_leaves_the_store_untouched() {
+    let p = pair(CorpusSpec {
+        seed: 34,
+        messages: 5,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let job = job_file(&p, &d.state.join("jobs"), "carol", "");
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    d.terminate();
+
+    let key_file = d.state.join("store.key");
+    let original = std::fs::read(&key_file).unwrap();
+    std::fs::write(&key_file, "00".repeat(32)).unwrap();
+    let out = d.command().output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be opened with this key") && err.contains("Nothing was changed"),
+        "{err}"
+    );
+
+    std::fs::write(&key_file, original).unwrap();
+    d.start().await;
+    let s = d.summary(&id).await;
+    assert_eq!(s.status, Some(JobStatus::Completed), "the job is intact");
+}
