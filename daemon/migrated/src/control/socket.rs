@@ -11,12 +11,15 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::daemon::{Msg, Update};
 
 /// Who may use the socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Access {
     /// The daemon's own uid (a user instance serves its user).
     pub own_uid: u32,
     /// The `migrated` group, if it exists.
     pub group: Option<u32>,
+    /// Its members by user name (supplementary membership, from /etc/group: /proc of other
+    /// users is invisible under `ProtectProc=invisible`).
+    pub members: Vec<String>,
 }
 
 impl Access {
@@ -30,34 +33,47 @@ impl Access {
             })
             .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
             .unwrap_or(u32::MAX);
-        let group = std::fs::read_to_string("/etc/group").ok().and_then(|g| {
-            g.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.first() == Some(&"migrated"))
-                    .then(|| f.get(2).and_then(|v| v.parse().ok()))
-                    .flatten()
-            })
-        });
-        Self { own_uid, group }
+        let mut access = Self {
+            own_uid,
+            ..Self::default()
+        };
+        if let Ok(groups) = std::fs::read_to_string("/etc/group") {
+            for line in groups.lines() {
+                let f: Vec<&str> = line.split(':').collect();
+                if f.first() == Some(&"migrated") {
+                    access.group = f.get(2).and_then(|v| v.parse().ok());
+                    access.members = f
+                        .get(3)
+                        .map(|m| {
+                            m.split(',')
+                                .filter(|x| !x.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+            }
+        }
+        access
     }
 
-    fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+    fn allows(&self, uid: u32, gid: u32) -> bool {
         if uid == 0 || uid == self.own_uid {
             return true;
         }
-        let Some(group) = self.group else {
-            return false;
-        };
-        if gid == group {
+        if self.group.is_some_and(|g| g == gid) {
             return true;
         }
-        // Supplementary groups of the peer process.
-        pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Groups:").map(str::to_owned))
+        if self.members.is_empty() {
+            return false;
+        }
+        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid)).then(|| f[0].to_owned())
             })
-            .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(group)))
+        });
+        name.is_some_and(|n| self.members.contains(&n))
     }
 }
 
@@ -89,11 +105,12 @@ pub(crate) async fn serve(
     updates: broadcast::Sender<Update>,
     access: Access,
 ) {
+    let access = std::sync::Arc::new(access);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (tx, updates) = (tx.clone(), updates.clone());
+        let (tx, updates, access) = (tx.clone(), updates.clone(), access.clone());
         tokio::spawn(async move {
             if let Err(e) = connection(stream, tx, updates, access).await {
                 tracing::debug!(error = %e, "Control connection ended.");
@@ -120,10 +137,10 @@ async fn connection(
     mut stream: UnixStream,
     tx: mpsc::UnboundedSender<Msg>,
     updates: broadcast::Sender<Update>,
-    access: Access,
+    access: std::sync::Arc<Access>,
 ) -> anyhow::Result<()> {
     let cred = stream.peer_cred()?;
-    if !access.allows(cred.uid(), cred.gid(), cred.pid()) {
+    if !access.allows(cred.uid(), cred.gid()) {
         tracing::warn!(
             uid = cred.uid(),
             pid = cred.pid(),
