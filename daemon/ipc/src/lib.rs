@@ -6,6 +6,7 @@
 //! daemon answers with its own and refuses a major version it does not speak.
 
 pub mod client;
+pub mod dbus;
 pub mod framing;
 pub mod protocol;
 

@@ -41,6 +41,11 @@ struct DaemonArgs {
     /// Control socket path.
     #[arg(long, env = "MIGRATED_SOCKET")]
     socket: Option<PathBuf>,
+    /// D-Bus: `system`, `session` or `none`. Default: the system bus for the service, the
+    /// session bus for `--user`; a bus that cannot be reached then only costs a warning (the
+    /// socket still serves). Named explicitly, it must work.
+    #[arg(long, env = "MIGRATED_BUS", value_enum)]
+    bus: Option<control::dbus::Bus>,
     /// Jobs running at once.
     #[arg(long, default_value_t = 20)]
     max_jobs: usize,
@@ -124,7 +129,7 @@ fn init_logging(default: &str) {
 }
 
 async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
-    let paths = paths::Paths::resolve(args.user, args.state_dir, args.socket)?;
+    let paths = paths::Paths::resolve(args.user, args.state_dir.clone(), args.socket.clone())?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let key = StoreKey::load(credentials.as_deref(), &paths.key_file)?;
     std::fs::create_dir_all(&paths.store).with_context(|| {
@@ -149,6 +154,19 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         updates.clone(),
         control::socket::Access::current(),
     ));
+    let bus = args.bus.unwrap_or(if args.user {
+        control::dbus::Bus::Session
+    } else {
+        control::dbus::Bus::System
+    });
+    let _bus = match control::dbus::serve(bus, tx.clone(), updates.clone()).await {
+        Ok(conn) => conn,
+        Err(e) if args.bus.is_none() => {
+            tracing::warn!(error = %format!("{e:#}"), "D-Bus is not available; the control socket still serves.");
+            None
+        }
+        Err(e) => return Err(e),
+    };
 
     let signals = tx.clone();
     tokio::spawn(async move {

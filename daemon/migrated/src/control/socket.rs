@@ -6,8 +6,9 @@ use std::path::Path;
 
 use migrated_ipc::{ErrorKind, PROTOCOL_VERSION, Request, Response, read_frame, write_frame};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
+use super::call;
 use crate::daemon::{Msg, Update};
 
 /// Who may use the socket.
@@ -117,20 +118,6 @@ pub(crate) async fn serve(
             }
         });
     }
-}
-
-async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if tx.send(Msg::Request { request, reply }).is_err() {
-        return Response::Error {
-            kind: ErrorKind::Internal,
-            message: "the daemon is shutting down".into(),
-        };
-    }
-    rx.await.unwrap_or(Response::Error {
-        kind: ErrorKind::Internal,
-        message: "the daemon is shutting down".into(),
-    })
 }
 
 async fn connection(

@@ -1,0 +1,81 @@
+//! The D-Bus face of the control API: `org.migrated.Manager1` at `/org/migrated/Manager1`, on
+//! the system bus (system service) or the session bus (user instance).
+//!
+//! | member | signature | what |
+//! |---|---|---|
+//! | `CreateJob(spec)` | `s` → `s` | creates a job from its spec as JSON (the [`migrated_core::JobSpec`] fields, secrets inline); returns the id |
+//! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed |
+//! | `Status(job)` | `s` → `s` | the job in detail as JSON ([`crate::JobDetail`]) |
+//! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)` | `s` → `s` | the status after the action |
+//! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
+//! | `Events(job, after)` | `st` → `a(ttss)` | sequence, unix time, level, message |
+//! | property `JobCount`, `RunningCount` | `u` | jobs in the store, jobs running |
+//! | property `Version` | `s` | the daemon's version |
+//! | signal `Progress` | `ssttttss` | id, status, messages done/total, bytes done/total, current folder, name |
+//! | signal `JobEvent` | `ssts` | id, level, sequence, message |
+//!
+//! Errors are `org.migrated.Error.{NotFound,Conflict,Invalid,Denied,Internal}` with the same
+//! messages as on the socket.
+
+/// Bus name.
+pub const BUS_NAME: &str = "org.migrated.Manager1";
+/// Object path.
+pub const OBJECT_PATH: &str = "/org/migrated/Manager1";
+
+/// Client side of `org.migrated.Manager1`.
+#[zbus::proxy(
+    interface = "org.migrated.Manager1",
+    default_service = "org.migrated.Manager1",
+    default_path = "/org/migrated/Manager1"
+)]
+pub trait Manager {
+    /// Creates a job from its JSON spec; returns the id.
+    fn create_job(&self, spec: &str) -> zbus::Result<String>;
+    /// `(id, name, status, done, total, failed)` of every job.
+    fn list_jobs(&self) -> zbus::Result<Vec<(String, String, String, u64, u64, u64)>>;
+    /// The job in detail, as JSON.
+    fn status(&self, job: &str) -> zbus::Result<String>;
+    /// Pauses a job.
+    fn pause(&self, job: &str) -> zbus::Result<String>;
+    /// Resumes a job.
+    fn resume(&self, job: &str) -> zbus::Result<String>;
+    /// Cancels a job.
+    fn cancel(&self, job: &str) -> zbus::Result<String>;
+    /// Deletes a job and its data.
+    fn delete(&self, job: &str) -> zbus::Result<String>;
+    /// Runs a job again (empty secrets keep the stored ones).
+    fn delta(
+        &self,
+        job: &str,
+        source_secret: &str,
+        destination_secret: &str,
+    ) -> zbus::Result<String>;
+    /// Events after a sequence number.
+    fn events(&self, job: &str, after: u64) -> zbus::Result<Vec<(u64, u64, String, String)>>;
+    /// Jobs in the store (read when asked: no change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn job_count(&self) -> zbus::Result<u32>;
+    /// Jobs running (read when asked: no change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn running_count(&self) -> zbus::Result<u32>;
+    /// Daemon version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
+    /// Progress of a job.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(signal)]
+    fn progress(
+        &self,
+        id: &str,
+        status: &str,
+        items_done: u64,
+        items_total: u64,
+        bytes_done: u64,
+        bytes_total: u64,
+        folder: &str,
+        name: &str,
+    ) -> zbus::Result<()>;
+    /// An event of a job.
+    #[zbus(signal)]
+    fn job_event(&self, id: &str, level: &str, seq: u64, message: &str) -> zbus::Result<()>;
+}

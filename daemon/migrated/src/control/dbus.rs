@@ -1,0 +1,299 @@
+//! The D-Bus transport: `org.migrated.Manager1` (documented in `migrated_ipc::dbus`), a thin
+//! adapter that turns calls into requests for the daemon loop and updates into signals.
+
+use migrated_core::{Action, JobSpec, Secret};
+use migrated_ipc::dbus::{BUS_NAME, OBJECT_PATH};
+use migrated_ipc::{ErrorKind, Request, Response};
+use tokio::sync::{broadcast, mpsc};
+use zbus::object_server::SignalEmitter;
+
+use super::call;
+use crate::daemon::{Msg, Update};
+
+/// Errors as D-Bus names them.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.migrated.Error")]
+pub(crate) enum ControlError {
+    /// A transport failure.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// Bad request.
+    Invalid(String),
+    /// No such job.
+    NotFound(String),
+    /// The job's status does not allow it.
+    Conflict(String),
+    /// Not allowed.
+    Denied(String),
+    /// The daemon failed.
+    Internal(String),
+}
+
+fn failed(kind: ErrorKind, message: String) -> ControlError {
+    match kind {
+        ErrorKind::Invalid => ControlError::Invalid(message),
+        ErrorKind::NotFound => ControlError::NotFound(message),
+        ErrorKind::Conflict => ControlError::Conflict(message),
+        ErrorKind::Denied => ControlError::Denied(message),
+        ErrorKind::Internal => ControlError::Internal(message),
+    }
+}
+
+/// The exported object.
+pub(crate) struct Manager {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Manager {
+    async fn request(&self, request: Request) -> Result<Response, ControlError> {
+        match call(&self.tx, request).await {
+            Response::Error { kind, message } => Err(failed(kind, message)),
+            r => Ok(r),
+        }
+    }
+
+    async fn act(&self, job: String, action: Action) -> Result<String, ControlError> {
+        match self.request(Request::Act { job, action }).await? {
+            Response::Done { status } => Ok(status.to_string()),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn jobs(&self) -> Result<Vec<migrated_ipc::JobSummary>, ControlError> {
+        match self.request(Request::List).await? {
+            Response::Jobs { jobs } => Ok(jobs),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+}
+
+// The Progress signal has one argument per figure, as D-Bus clients expect.
+#[allow(clippy::too_many_arguments)]
+#[zbus::interface(name = "org.migrated.Manager1")]
+impl Manager {
+    /// Creates a job from its JSON spec; returns its id.
+    async fn create_job(&self, spec: &str) -> Result<String, ControlError> {
+        let spec: JobSpec = serde_json::from_str(spec)
+            .map_err(|e| ControlError::Invalid(format!("job spec: {e}")))?;
+        match self
+            .request(Request::Create {
+                spec: Box::new(spec),
+            })
+            .await?
+        {
+            Response::Created { id } => Ok(id),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// `(id, name, status, done, total, failed)` of every job.
+    async fn list_jobs(
+        &self,
+    ) -> Result<Vec<(String, String, String, u64, u64, u64)>, ControlError> {
+        Ok(self
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|j| {
+                let status = j.status.map(|s| s.to_string()).unwrap_or_default();
+                (j.id, j.name, status, j.items_done, j.items_total, j.failed)
+            })
+            .collect())
+    }
+
+    /// The job in detail, as JSON.
+    async fn status(&self, job: String) -> Result<String, ControlError> {
+        match self.request(Request::Status { job }).await? {
+            Response::Job { job } => {
+                serde_json::to_string(&job).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Pauses a job after the batches in flight.
+    async fn pause(&self, job: String) -> Result<String, ControlError> {
+        self.act(job, Action::Pause).await
+    }
+
+    /// Resumes a stopped or failed job.
+    async fn resume(&self, job: String) -> Result<String, ControlError> {
+        self.act(job, Action::Resume).await
+    }
+
+    /// Cancels a job.
+    async fn cancel(&self, job: String) -> Result<String, ControlError> {
+        self.act(job, Action::Cancel).await
+    }
+
+    /// Deletes a job and all its data.
+    async fn delete(&self, job: String) -> Result<String, ControlError> {
+        self.act(job, Action::Delete).await
+    }
+
+    /// Runs a job again; empty secrets keep the stored ones.
+    async fn delta(
+        &self,
+        job: String,
+        source_secret: String,
+        destination_secret: String,
+    ) -> Result<String, ControlError> {
+        let secret = |s: String| (!s.is_empty()).then(|| Secret::new(s));
+        let request = Request::Delta {
+            job,
+            source_secret: secret(source_secret),
+            destination_secret: secret(destination_secret),
+        };
+        match self.request(request).await? {
+            Response::Done { status } => Ok(status.to_string()),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// `(seq, time, level, message)` of the job's events after `after`.
+    async fn events(
+        &self,
+        job: String,
+        after: u64,
+    ) -> Result<Vec<(u64, u64, String, String)>, ControlError> {
+        match self.request(Request::Events { job, after }).await? {
+            Response::Events { events } => Ok(events
+                .into_iter()
+                .map(|e| (e.seq, e.time, e.level, e.message))
+                .collect()),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Jobs in the store (read when asked: no change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn job_count(&self) -> u32 {
+        self.jobs().await.map(|j| j.len() as u32).unwrap_or(0)
+    }
+
+    /// Jobs running (read when asked: no change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn running_count(&self) -> u32 {
+        self.jobs()
+            .await
+            .map(|j| {
+                j.iter()
+                    .filter(|j| j.status.is_some_and(|s| s.is_running()))
+                    .count() as u32
+            })
+            .unwrap_or(0)
+    }
+
+    /// The daemon's version.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").into()
+    }
+
+    /// Progress of a job.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(signal)]
+    async fn progress(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        status: &str,
+        items_done: u64,
+        items_total: u64,
+        bytes_done: u64,
+        bytes_total: u64,
+        folder: &str,
+        name: &str,
+    ) -> zbus::Result<()>;
+
+    /// An event of a job.
+    #[zbus(signal)]
+    async fn job_event(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        level: &str,
+        seq: u64,
+        message: &str,
+    ) -> zbus::Result<()>;
+}
+
+/// Which bus to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Bus {
+    /// The system bus (system service).
+    System,
+    /// The session bus (user instance, tests).
+    Session,
+    /// No D-Bus: the socket only.
+    None,
+}
+
+/// Connects to the bus, owns the name, exports the object and turns updates into signals.
+///
+/// # Errors
+///
+/// When the bus cannot be reached or the name is not ours to own (the policy file).
+pub(crate) async fn serve(
+    bus: Bus,
+    tx: mpsc::UnboundedSender<Msg>,
+    updates: broadcast::Sender<Update>,
+) -> anyhow::Result<Option<zbus::Connection>> {
+    let builder = match bus {
+        Bus::None => return Ok(None),
+        Bus::System => zbus::connection::Builder::system(),
+        Bus::Session => zbus::connection::Builder::session(),
+    };
+    let mut rx = updates.subscribe();
+    let conn = builder
+        .name(BUS_NAME)
+        .serve_at(OBJECT_PATH, Manager { tx })
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "D-Bus ({bus:?} bus): cannot own {BUS_NAME}: {e} (is the policy file installed?)"
+            )
+        })?;
+    let emitter = SignalEmitter::new(&conn, OBJECT_PATH)?.into_owned();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(u) => {
+                    let j = &u.job;
+                    let status = j.status.map(|s| s.to_string()).unwrap_or_default();
+                    let folder = j.current_folder.clone().unwrap_or_default();
+                    let _ = Manager::progress(
+                        &emitter,
+                        &j.id,
+                        &status,
+                        j.items_done,
+                        j.items_total,
+                        j.bytes_done,
+                        j.bytes_total,
+                        &folder,
+                        &j.name,
+                    )
+                    .await;
+                    for e in &u.events {
+                        let _ =
+                            Manager::job_event(&emitter, &j.id, &e.level, e.seq, &e.message).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Some(conn))
+}

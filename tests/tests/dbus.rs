@@ -1,0 +1,194 @@
+//! The daemon on a private D-Bus session bus (a real dbus-daemon): introspectable with busctl,
+//! a job created, followed by its Progress signals, paused and resumed through D-Bus, ending in
+//! an exact copy.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::{endpoint, pair};
+use futures_util::StreamExt;
+use migrated_ipc::dbus::ManagerProxy;
+use testbed::CorpusSpec;
+
+/// A private session bus on a socket of its own.
+struct Bus {
+    child: Child,
+    address: String,
+    dir: std::path::PathBuf,
+}
+
+impl Bus {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("migrated-bus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let address = format!("unix:path={}/bus", dir.display());
+        let child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={address}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon starts (apt-get install dbus-daemon)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("bus").exists() {
+            assert!(Instant::now() < deadline, "dbus-daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            address,
+            dir,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_dbus_with_progress_signals_pause_and_resume() {
+    let p = pair(CorpusSpec {
+        seed: 41,
+        messages: 3000,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let bus = Bus::start();
+    let mut d = Daemon::new(&p);
+    d.env.push(("MIGRATED_BUS".into(), "session".into()));
+    d.env
+        .push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
+    d.start().await;
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let manager = ManagerProxy::new(&conn).await.unwrap();
+    // The name is owned once the daemon is up: the socket answering means READY was reached.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while manager.version().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never owned org.migrated.Manager1:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Introspectable with busctl, as administrators will look at it.
+    let out = Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args([
+            "introspect",
+            "org.migrated.Manager1",
+            "/org/migrated/Manager1",
+            "org.migrated.Manager1",
+        ])
+        .output()
+        .expect("busctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for member in [
+        ".CreateJob",
+        ".ListJobs",
+        ".Status",
+        ".Pause",
+        ".Resume",
+        ".Cancel",
+        ".Delete",
+        ".Delta",
+        ".Progress",
+        ".JobEvent",
+        ".JobCount",
+    ] {
+        assert!(
+            text.contains(member),
+            "{member} missing from:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let src = endpoint(&p.src);
+    let dst = endpoint(&p.dst);
+    let spec = serde_json::json!({
+        "name": "dbus-job",
+        "source": { "host": src.host, "port": src.port, "security": "plain", "user": "alice", "password": src.secret.expose() },
+        "destination": { "host": dst.host, "port": dst.port, "security": "plain", "user": "alice", "password": dst.secret.expose() },
+        "limits": { "connections": 1, "batch_messages": 10 }
+    });
+    let mut progress = manager.receive_progress().await.unwrap();
+    let id = manager
+        .create_job(&spec.to_string())
+        .await
+        .expect("job created over D-Bus");
+    assert_eq!(manager.job_count().await.unwrap(), 1);
+
+    let total = p.corpus.total_messages() as u64;
+    let mut paused = false;
+    let mut copied_before_pause = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let signal = tokio::time::timeout_at(deadline.into(), progress.next())
+            .await
+            .expect("progress keeps coming")
+            .expect("stream open");
+        let args = signal.args().unwrap();
+        assert_eq!(args.id(), &id);
+        let status = args.status().to_string();
+        if !paused && status == "Copying" && *args.items_done() > total / 4 {
+            assert_eq!(manager.pause(&id).await.unwrap(), "Stopping");
+            paused = true;
+        }
+        if status == "Stopped" && copied_before_pause.is_none() {
+            copied_before_pause = Some(*args.items_done());
+            assert_eq!(manager.resume(&id).await.unwrap(), "Queued");
+        }
+        if status == "Completed" {
+            // Progress counts per run: the resumed run copies exactly what the paused one left.
+            let before = copied_before_pause.expect("paused before completing");
+            assert_eq!(
+                *args.items_done(),
+                *args.items_total(),
+                "the last signal carries the run's totals"
+            );
+            assert_eq!(
+                before + *args.items_done(),
+                total,
+                "nothing copied twice, nothing left out"
+            );
+            break;
+        }
+        assert!(
+            !matches!(status.as_str(), "Failed" | "Cancelled"),
+            "{status}\n{}",
+            d.log()
+        );
+    }
+    assert!(paused, "the job was paused through D-Bus");
+    let detail: serde_json::Value =
+        serde_json::from_str(&manager.status(&id).await.unwrap()).unwrap();
+    assert_eq!(detail["summary"]["status"], "Completed");
+    let events = manager.events(&id, 0).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.3.contains("Status: Stopped.")),
+        "{events:?}"
+    );
+    p.assert_exact().await;
+    manager
+        .delete(&id)
+        .await
+        .expect("a completed job can be deleted");
+    assert_eq!(manager.job_count().await.unwrap(), 0);
+    let err = manager.status(&id).await.expect_err("deleted");
+    assert!(
+        err.to_string().contains("org.migrated.Error.NotFound"),
+        "{err}"
+    );
+}
