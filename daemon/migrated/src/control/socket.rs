@@ -145,6 +145,13 @@ async fn connection(
             },
         )
         .await?;
+        // Read the client's hello before closing: a Unix socket closed with unread data makes
+        // the peer's read fail with ECONNRESET, and the client would never see the reason.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            read_frame::<_, Request>(&mut stream),
+        )
+        .await;
         return Ok(());
     }
     match read_frame::<_, Request>(&mut stream).await? {
