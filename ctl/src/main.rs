@@ -39,6 +39,12 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
+    /// Checks a job file's two endpoints (connection, TLS, login, folders) without creating
+    /// anything. Exit code 1 when a side fails.
+    Test {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
     /// Lists jobs.
     List,
     /// Shows a job: status, progress, folders, latest events.
@@ -92,6 +98,13 @@ enum Command {
         /// Job id or name.
         job: String,
     },
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff): `migratectl man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +157,20 @@ fn socket_path(given: Option<PathBuf>) -> PathBuf {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Generated from the CLI definition: no daemon needed.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "migratectl", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let path = socket_path(cli.socket);
     let json = cli.json;
     let mut client = Client::connect(&path).await?;
@@ -166,6 +193,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => bail!("unexpected reply: {other:?}"),
             }
         }
+        Command::Test { job } => {
+            let spec = load_spec(&job)?;
+            match client
+                .call(&Request::Test {
+                    spec: Box::new(spec),
+                })
+                .await?
+            {
+                Response::Tested { checks } => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&checks)?);
+                    } else {
+                        for c in &checks {
+                            println!(
+                                "{:<12} {:<40} {}  {}",
+                                c.side,
+                                c.endpoint,
+                                if c.ok { "OK" } else { "FAILED" },
+                                c.message
+                            );
+                        }
+                    }
+                    if checks.iter().any(|c| !c.ok) {
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                other => bail!("unexpected reply: {other:?}"),
+            }
+        }
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::List => match client.call(&Request::List).await? {
             Response::Jobs { jobs } => {
                 if json {

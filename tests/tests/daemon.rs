@@ -271,3 +271,84 @@ async fn a_wrong_store_key_stops_start_up_and_leaves_the_store_untouched() {
     let s = d.summary(&id).await;
     assert_eq!(s.status, Some(JobStatus::Completed), "the job is intact");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_checks_endpoints_and_finished_jobs_go_after_the_retention_period() {
+    let p = pair(CorpusSpec {
+        seed: 35,
+        messages: 5,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.args = vec!["--retention-days".into(), "0.00002".into()]; // about 1.7 s
+    d.start().await;
+    let dir = d.state.join("jobs");
+    let job = job_file(&p, &dir, "dave", "");
+    let out = stdout(&d.ctl(&["test", job.to_str().unwrap()]));
+    assert!(
+        out.lines().filter(|l| l.contains(" OK ")).count() == 2,
+        "{out}"
+    );
+    assert!(
+        out.contains("MULTIAPPEND") && out.contains("separator"),
+        "{out}"
+    );
+    std::fs::write(dir.join("dst.pass"), "wrong-password").unwrap();
+    let bad = d.ctl(&["test", job.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        text.contains("destination")
+            && text.contains("FAILED")
+            && text.contains("refused the login"),
+        "{text}"
+    );
+    assert_eq!(
+        stdout(&d.ctl(&["--json", "list"])),
+        "[]",
+        "test creates nothing"
+    );
+
+    std::fs::write(dir.join("dst.pass"), p.dst.password("alice").unwrap()).unwrap();
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.signal("HUP"); // a sweep now instead of at the next tick
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stdout(&d.ctl(&["--json", "list"])) != "[]" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired job was not deleted:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.log().contains("retention period is over"), "{}", d.log());
+}
+
+#[test]
+fn migratectl_generates_completions_and_a_man_page() {
+    let out = Command::new(binary("migratectl"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("migratectl") && text.contains("delta"),
+        "{text}"
+    );
+    let out = Command::new(binary("migratectl"))
+        .arg("man")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(".TH migratectl"),
+        "{text}"
+    );
+}

@@ -50,6 +50,12 @@ pub enum Request {
         /// Only events with a higher sequence number.
         after: u64,
     },
+    /// Checks both endpoints of a job spec (connection, TLS, login, folder list) without
+    /// creating anything.
+    Test {
+        /// The job to check.
+        spec: Box<JobSpec>,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -108,6 +114,11 @@ pub enum Response {
     Events {
         /// Oldest first.
         events: Vec<EventRow>,
+    },
+    /// Outcome of [`Request::Test`].
+    Tested {
+        /// One row per side.
+        checks: Vec<CheckRow>,
     },
     /// A job changed (subscriptions).
     Update {
@@ -194,6 +205,19 @@ pub struct ItemRow {
     pub message_id: Option<String>,
     /// Why, in the server's words.
     pub reason: String,
+}
+
+/// One side of an endpoint check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRow {
+    /// `source` or `destination`.
+    pub side: String,
+    /// `user@host:port`.
+    pub endpoint: String,
+    /// Whether connection and login worked.
+    pub ok: bool,
+    /// What was found (folders, capabilities) or what failed, in the server's words.
+    pub message: String,
 }
 
 /// A job's event.

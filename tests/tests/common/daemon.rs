@@ -29,6 +29,7 @@ pub struct Daemon {
     pub state: PathBuf,
     pub socket: PathBuf,
     pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -41,6 +42,7 @@ impl Daemon {
             socket: state.join("run/migrated.sock"),
             state,
             env: Vec::new(),
+            args: Vec::new(),
             child: None,
         }
     }
@@ -56,7 +58,18 @@ impl Daemon {
             c.arg("--bus").arg("none");
         }
         c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.args(&self.args);
         c
+    }
+
+    /// Sends a signal to the running daemon.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
     }
 
     pub async fn start(&mut self) {

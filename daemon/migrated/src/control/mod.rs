@@ -4,7 +4,9 @@
 pub(crate) mod dbus;
 pub(crate) mod socket;
 
-use migrated_ipc::{ErrorKind, Request, Response};
+use migrated_core::JobSpec;
+use migrated_imap::ImapSession;
+use migrated_ipc::{CheckRow, ErrorKind, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::daemon::Msg;
@@ -20,4 +22,69 @@ pub(crate) async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> R
         return down();
     }
     rx.await.unwrap_or_else(|_| down())
+}
+
+/// Checks both endpoints of a spec: connect, TLS, login, list folders. Touches no job.
+pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
+    use crate::job::EndpointSpecExt;
+    let place = format!("job {:?}", spec.name);
+    let mut checks = Vec::new();
+    for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+        let endpoint_label = format!(
+            "{}@{}:{}",
+            e.user,
+            e.host,
+            e.port
+                .map_or_else(|| "default".to_owned(), |p| p.to_string())
+        );
+        let row = match e.endpoint(&place, side) {
+            Err(err) => CheckRow {
+                side: side.into(),
+                endpoint: endpoint_label,
+                ok: false,
+                message: format!("{err:#}"),
+            },
+            Ok(endpoint) => match ImapSession::connect(&endpoint).await {
+                Err(err) => CheckRow {
+                    side: side.into(),
+                    endpoint: endpoint_label,
+                    ok: false,
+                    message: err.to_string(),
+                },
+                Ok(mut session) => {
+                    let message = match session.list().await {
+                        Ok(folders) => {
+                            let (prefix, sep) = session.namespace();
+                            let caps: Vec<&str> = [
+                                "MULTIAPPEND",
+                                "LITERAL+",
+                                "UIDPLUS",
+                                "CONDSTORE",
+                                "SPECIAL-USE",
+                                "COMPRESS=DEFLATE",
+                            ]
+                            .into_iter()
+                            .filter(|c| session.has(c))
+                            .collect();
+                            format!(
+                                "logged in; {} folders, namespace {prefix:?} separator {sep:?}; offers {}",
+                                folders.len(),
+                                caps.join(" ")
+                            )
+                        }
+                        Err(err) => err.to_string(),
+                    };
+                    session.logout().await;
+                    CheckRow {
+                        side: side.into(),
+                        endpoint: endpoint_label,
+                        ok: true,
+                        message,
+                    }
+                }
+            },
+        };
+        checks.push(row);
+    }
+    Response::Tested { checks }
 }

@@ -295,9 +295,9 @@ impl Daemon {
 
     fn handle(&mut self, request: Request) -> Response {
         match request {
-            Request::Hello { .. } | Request::Subscribe { .. } => error(
+            Request::Hello { .. } | Request::Subscribe { .. } | Request::Test { .. } => error(
                 ErrorKind::Invalid,
-                "hello and subscribe are handled by the transport",
+                "hello, subscribe and test are handled by the transport",
             ),
             Request::Create { spec } => self.create(*spec),
             Request::List => {
