@@ -1,9 +1,11 @@
-//! `migratectl`: drives the migrated daemon over its control socket, in the habits of
-//! systemctl.
+//! `migratectl`: drives the migrated daemon over its control socket or D-Bus, in the habits
+//! of systemctl.
 //!
 //! Exit codes: 0 success; 1 failure (for `status --follow`: the job failed); 2 usage error;
 //! 3 no such job; 4 the job's status does not allow it; 5 permission denied; 6 the daemon
 //! cannot be reached.
+
+mod control;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -11,10 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use control::Control;
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
-use migrated_ipc::{
-    Client, ClientError, ErrorKind, EventRow, JobDetail, JobSummary, Request, Response,
-};
+use migrated_ipc::{ClientError, ErrorKind, EventRow, JobDetail, JobSummary};
 
 /// Controls the migrated daemon.
 #[derive(Debug, Parser)]
@@ -24,6 +25,10 @@ struct Cli {
     /// when it exists, else $XDG_RUNTIME_DIR/migrated/migrated.sock (a user instance).
     #[arg(long, global = true, env = "MIGRATED_SOCKET")]
     socket: Option<PathBuf>,
+    /// Talk D-Bus instead of the socket: `system` (the system service) or `session` (a user
+    /// instance).
+    #[arg(long, global = true, env = "MIGRATECTL_BUS", value_enum)]
+    bus: Option<control::Bus>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -173,71 +178,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let path = socket_path(cli.socket);
     let json = cli.json;
-    let mut client = Client::connect(&path).await?;
+    let mut ctl = Control::connect(&path, cli.bus).await?;
     match cli.command {
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Create { job } => {
-            let spec = load_spec(&job)?;
-            match client
-                .call(&Request::Create {
-                    spec: Box::new(spec),
-                })
-                .await?
-            {
-                Response::Created { id } => {
-                    if json {
-                        println!("{}", serde_json::json!({ "id": id }));
-                    } else {
-                        println!("{id}");
-                    }
-                }
-                other => bail!("unexpected reply: {other:?}"),
+            let id = ctl.create(load_spec(&job)?).await?;
+            if json {
+                println!("{}", serde_json::json!({ "id": id }));
+            } else {
+                println!("{id}");
             }
         }
         Command::Test { job } => {
-            let spec = load_spec(&job)?;
-            match client
-                .call(&Request::Test {
-                    spec: Box::new(spec),
-                })
-                .await?
-            {
-                Response::Tested { checks } => {
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&checks)?);
-                    } else {
-                        for c in &checks {
-                            println!(
-                                "{:<12} {:<40} {}  {}",
-                                c.side,
-                                c.endpoint,
-                                if c.ok { "OK" } else { "FAILED" },
-                                c.message
-                            );
-                        }
-                    }
-                    if checks.iter().any(|c| !c.ok) {
-                        return Ok(ExitCode::from(1));
-                    }
+            let checks = ctl.test(load_spec(&job)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                for c in &checks {
+                    println!(
+                        "{:<12} {:<40} {}  {}",
+                        c.side,
+                        c.endpoint,
+                        if c.ok { "OK" } else { "FAILED" },
+                        c.message
+                    );
                 }
-                other => bail!("unexpected reply: {other:?}"),
+            }
+            if checks.iter().any(|c| !c.ok) {
+                return Ok(ExitCode::from(1));
             }
         }
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
-        Command::List => match client.call(&Request::List).await? {
-            Response::Jobs { jobs } => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&jobs)?);
-                } else {
-                    print_list(&jobs);
-                }
+        Command::List => {
+            let jobs = ctl.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print_list(&jobs);
             }
-            other => bail!("unexpected reply: {other:?}"),
-        },
+        }
         Command::Status { job, follow } => {
-            let detail = match client.call(&Request::Status { job: job.clone() }).await? {
-                Response::Job { job } => *job,
-                other => bail!("unexpected reply: {other:?}"),
-            };
+            let detail = ctl.status(&job).await?;
             if !follow {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&detail)?);
@@ -246,15 +226,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            return follow_job(Client::connect(&path).await?, &detail.summary.id, json).await;
+            if !json {
+                print_detail(&detail);
+                println!();
+            }
+            if detail.summary.status.is_some_and(|s| s.is_finished()) {
+                return Ok(exit_for(detail.summary.status));
+            }
+            let updates = ctl.follow(&path, &detail.summary.id).await?;
+            return follow_job(updates, json).await;
         }
-        Command::Pause { job } => act(&mut client, job, Action::Pause, json).await?,
-        Command::Resume { job } => act(&mut client, job, Action::Resume, json).await?,
+        Command::Pause { job } => print_status(ctl.act(&job, Action::Pause).await?, json),
+        Command::Resume { job } => print_status(ctl.act(&job, Action::Resume).await?, json),
         Command::Cancel { job, yes } => {
             if !yes && !confirm(&format!("Cancel job {job}?"))? {
                 return Ok(ExitCode::from(1));
             }
-            act(&mut client, job, Action::Cancel, json).await?;
+            print_status(ctl.act(&job, Action::Cancel).await?, json);
         }
         Command::Delete { job, yes } => {
             if !yes
@@ -264,17 +252,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 return Ok(ExitCode::from(1));
             }
-            act(&mut client, job, Action::Delete, json).await?;
+            ctl.act(&job, Action::Delete).await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": true }));
+            } else {
+                println!("Deleted");
+            }
         }
         Command::Delta {
             job,
             source_password_file,
             destination_password_file,
         } => {
-            let detail = match client.call(&Request::Status { job: job.clone() }).await? {
-                Response::Job { job } => *job,
-                other => bail!("unexpected reply: {other:?}"),
-            };
+            let detail = ctl.status(&job).await?;
             let needs = detail.summary.status.is_some_and(|s| {
                 matches!(
                     s,
@@ -291,57 +281,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => Ok(None),
                 }
             };
-            let source_secret = secret(
+            let source = secret(
                 source_password_file,
                 &format!("source ({})", detail.summary.source),
             )?;
-            let destination_secret = secret(
+            let destination = secret(
                 destination_password_file,
                 &format!("destination ({})", detail.summary.destination),
             )?;
-            match client
-                .call(&Request::Delta {
-                    job,
-                    source_secret,
-                    destination_secret,
-                })
-                .await?
-            {
-                Response::Done { status } => print_status(status, json),
-                other => bail!("unexpected reply: {other:?}"),
-            }
+            print_status(ctl.delta(&job, source, destination).await?, json);
         }
-        Command::Events { job } => match client.call(&Request::Events { job, after: 0 }).await? {
-            Response::Events { events } => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&events)?);
-                } else {
-                    for e in &events {
-                        print_event(e);
-                    }
+        Command::Events { job } => {
+            let events = ctl.events(&job).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in &events {
+                    print_event(e);
                 }
             }
-            other => bail!("unexpected reply: {other:?}"),
-        },
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn act(client: &mut Client, job: String, action: Action, json: bool) -> anyhow::Result<()> {
-    match client.call(&Request::Act { job, action }).await? {
-        Response::Done { status } => {
-            if action == Action::Delete {
-                if json {
-                    println!("{}", serde_json::json!({ "deleted": true }));
-                } else {
-                    println!("Deleted");
-                }
-            } else {
-                print_status(status, json);
-            }
-            Ok(())
-        }
-        other => bail!("unexpected reply: {other:?}"),
+fn exit_for(status: Option<JobStatus>) -> ExitCode {
+    match status {
+        Some(JobStatus::Failed) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -532,13 +499,10 @@ fn print_event(e: &EventRow) {
 
 /// Follows a job until it finishes: a progress line (redrawn in a terminal) and the events as
 /// they come. Exit code 0 when it completes, 1 when it fails.
-async fn follow_job(client: Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let mut sub = client.subscribe(Some(id.to_owned())).await?;
+async fn follow_job(mut updates: control::Updates, json: bool) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !json;
     loop {
-        let Response::Update { job, events } = sub.next().await? else {
-            continue;
-        };
+        let (job, events) = updates.next().await?;
         if json {
             println!("{}", serde_json::json!({ "job": job, "events": events }));
         } else {
@@ -564,7 +528,7 @@ async fn follow_job(client: Client, id: &str, json: bool) -> anyhow::Result<Exit
             if tty {
                 print!("\r\x1b[2K{line}");
                 std::io::stdout().flush()?;
-            } else {
+            } else if events.is_empty() {
                 println!("{line}");
             }
         }
@@ -574,11 +538,7 @@ async fn follow_job(client: Client, id: &str, json: bool) -> anyhow::Result<Exit
             if tty {
                 println!();
             }
-            return Ok(match status {
-                JobStatus::Completed => ExitCode::SUCCESS,
-                JobStatus::Failed => ExitCode::from(1),
-                _ => ExitCode::SUCCESS,
-            });
+            return Ok(exit_for(Some(status)));
         }
     }
 }

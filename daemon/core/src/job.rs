@@ -105,6 +105,11 @@ impl JobStatus {
         }
     }
 
+    /// The status named by its label (as D-Bus carries it).
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.label() == label)
+    }
+
     /// Whether the daemon may move a job from `self` to `next` on its own (engine progress,
     /// end of a run, restart).
     pub fn can_become(self, next: Self) -> bool {

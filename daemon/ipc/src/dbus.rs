@@ -4,6 +4,7 @@
 //! | member | signature | what |
 //! |---|---|---|
 //! | `CreateJob(spec)` | `s` → `s` | creates a job from its spec as JSON (the [`migrated_core::JobSpec`] fields, secrets inline); returns the id |
+//! | `TestJob(spec)` | `s` → `s` | checks both endpoints (connect, TLS, login, folders); the checks as JSON |
 //! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed |
 //! | `Status(job)` | `s` → `s` | the job in detail as JSON ([`crate::JobDetail`]) |
 //! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)` | `s` → `s` | the status after the action |
@@ -31,6 +32,8 @@ pub const OBJECT_PATH: &str = "/org/migrated/Manager1";
 pub trait Manager {
     /// Creates a job from its JSON spec; returns the id.
     fn create_job(&self, spec: &str) -> zbus::Result<String>;
+    /// Checks both endpoints of a JSON spec; the checks as JSON ([`crate::CheckRow`]s).
+    fn test_job(&self, spec: &str) -> zbus::Result<String>;
     /// `(id, name, status, done, total, failed)` of every job.
     fn list_jobs(&self) -> zbus::Result<Vec<(String, String, String, u64, u64, u64)>>;
     /// The job in detail, as JSON.

@@ -94,6 +94,20 @@ impl Manager {
         }
     }
 
+    /// Checks both endpoints of a JSON spec without creating anything; the checks as JSON.
+    async fn test_job(&self, spec: &str) -> Result<String, ControlError> {
+        let spec: JobSpec = serde_json::from_str(spec)
+            .map_err(|e| ControlError::Invalid(format!("job spec: {e}")))?;
+        match super::test_endpoints(&spec).await {
+            Response::Tested { checks } => {
+                serde_json::to_string(&checks).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// `(id, name, status, done, total, failed)` of every job.
     async fn list_jobs(
         &self,
