@@ -165,6 +165,7 @@ impl Control {
                     Action::Resume => p.resume(job).await,
                     Action::Cancel => p.cancel(job).await,
                     Action::Delete => p.delete(job).await,
+                    Action::Reset => p.reset(job).await,
                     Action::Delta => p.delta(job, "", "").await,
                 }
                 .map_err(bus_error)?;

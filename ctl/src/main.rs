@@ -86,6 +86,15 @@ enum Command {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Forgets what a job copied (its ledger): the next run copies everything again, as after
+    /// the destination mailbox was emptied. The job stays stopped until `resume`.
+    Reset {
+        /// Job id or name.
+        job: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Runs a job again, copying what is new or changed. Asks for the passwords when they were
     /// erased at completion.
     Delta {
@@ -258,6 +267,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("Deleted");
             }
+        }
+        Command::Reset { job, yes } => {
+            let question = format!(
+                "Reset job {job}? The next run copies everything again (duplicates unless the destination was emptied)."
+            );
+            if !yes && !confirm(&question)? {
+                return Ok(ExitCode::from(1));
+            }
+            print_status(ctl.act(&job, Action::Reset).await?, json);
         }
         Command::Delta {
             job,

@@ -352,3 +352,113 @@ fn migratectl_generates_completions_and_a_man_page() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_tells_systemd_ready_status_watchdog_and_stopping() {
+    let p = pair(CorpusSpec {
+        seed: 36,
+        messages: 5,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    let path = d.state.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    d.env
+        .push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+    d.env.push(("WATCHDOG_USEC".into(), "1000000".into()));
+    d.start().await;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(seen.contains("READY=1")
+        && seen.contains("STATUS=0 jobs")
+        && seen.contains("WATCHDOG=1"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "systemd was not told: {seen}"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    }
+    d.terminate();
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_forgets_the_ledger_and_statuses_include_authenticating() {
+    let p = pair(CorpusSpec {
+        seed: 37,
+        messages: 40,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let dir = d.state.join("jobs");
+    let job = job_file(&p, &dir, "erin", "");
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    let events = stdout(&d.ctl(&["events", &id]));
+    let order = [
+        "Status: Connecting.",
+        "Status: Authenticating.",
+        "Status: Scanning folders.",
+        "Status: Copying.",
+        "Status: Completed.",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|n| events.find(n).unwrap_or_else(|| panic!("{n} in\n{events}")))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "statuses in lifecycle order:\n{events}"
+    );
+
+    // Reset while running is refused; after completion the ledger is forgotten.
+    assert_eq!(stdout(&d.ctl(&["reset", "--yes", &id])), "Stopped");
+    let src = dir.join("src.pass");
+    let dst = dir.join("dst.pass");
+    let out = d.ctl(&[
+        "delta",
+        &id,
+        "--source-password-file",
+        src.to_str().unwrap(),
+        "--destination-password-file",
+        dst.to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&out), "Queued");
+    let s = d
+        .wait_until(&id, "the second run", |s| {
+            s.status == Some(JobStatus::Completed)
+        })
+        .await;
+    assert_eq!(
+        s.items_done,
+        p.corpus.total_messages() as u64,
+        "everything copied again after the reset"
+    );
+    let report = p.verify().await;
+    assert_eq!(
+        report.extra_count(),
+        p.corpus.total_messages(),
+        "one extra copy of each message: {report}"
+    );
+}

@@ -173,6 +173,11 @@ impl JobStatus {
                 }
                 s => Ok(s),
             },
+            Action::Reset => match self {
+                s if s.is_running() => refuse("pause or cancel it first, then reset it"),
+                Queued | WaitingForCredentials => refuse("pause it first, then reset it"),
+                _ => Ok(Stopped),
+            },
             Action::Delta => match self {
                 Completed | CompletedWithErrors | Stopped | Failed | Cancelled => Ok(Queued),
                 s if s.is_running() => {
@@ -203,6 +208,9 @@ pub enum Action {
     Delete,
     /// Run again, copying what is new or changed.
     Delta,
+    /// Forget what was copied (the ledger): the next run copies everything again, as when the
+    /// destination mailbox was emptied. The job stays stopped until resumed.
+    Reset,
 }
 
 /// An action the job's status does not allow.
@@ -263,6 +271,17 @@ mod tests {
             Ok(JobStatus::Queued)
         );
         assert!(JobStatus::Copying.apply(Action::Delta).is_err());
+        assert_eq!(
+            JobStatus::Completed.apply(Action::Reset),
+            Ok(JobStatus::Stopped)
+        );
+        assert!(
+            JobStatus::Copying
+                .apply(Action::Reset)
+                .unwrap_err()
+                .to_string()
+                .contains("pause or cancel it first")
+        );
     }
 
     #[test]

@@ -31,6 +31,20 @@ pub trait SourceConnector: Send + Sync {
     ///
     /// Temporary for network trouble, permanent for refused credentials, with the server's words.
     fn connect(&self) -> impl Future<Output = Result<Self::Session, SourceError>> + Send;
+
+    /// As [`SourceConnector::connect`], calling `on_login` when the connection is up and the
+    /// login begins. Sources that cannot tell the two apart need not override it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceConnector::connect`].
+    fn connect_observed(
+        &self,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> impl Future<Output = Result<Self::Session, SourceError>> + Send {
+        drop(on_login);
+        self.connect()
+    }
 }
 
 /// One session with a source.

@@ -6,8 +6,10 @@ use std::time::Duration;
 /// The phases users of migration tools know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Opening connections and logging in.
+    /// Opening connections.
     Connecting,
+    /// Connected to the source; logging in.
+    Authenticating,
     /// Listing folders and messages, resolving interrupted APPENDs.
     ScanningFolders,
     /// Creating missing destination folders and subscriptions.

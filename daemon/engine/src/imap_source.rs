@@ -34,6 +34,16 @@ impl SourceConnector for ImapSource {
             .map(ImapSourceSession)
             .map_err(source_error)
     }
+
+    async fn connect_observed(
+        &self,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> Result<ImapSourceSession, SourceError> {
+        ImapSession::connect_observed(&self.endpoint, on_login)
+            .await
+            .map(ImapSourceSession)
+            .map_err(source_error)
+    }
 }
 
 impl SourceSession for ImapSourceSession {

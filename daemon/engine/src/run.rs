@@ -166,7 +166,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let emit = |e| (sh.observer)(e);
 
         emit(Event::Phase(Phase::Connecting));
-        let mut src = self.connect_source().await?;
+        let observer = sh.observer.clone();
+        let mut src = self
+            .connect_source(Some(Box::new(move || {
+                observer(Event::Phase(Phase::Authenticating))
+            })))
+            .await?;
         let mut dst = self.connect_destination().await?;
 
         emit(Event::Phase(Phase::ScanningFolders));
@@ -250,7 +255,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
             pass += 1;
             if pass > 1 {
                 emit(Event::Phase(Phase::ScanningFolders));
-                src = self.connect_source().await?;
+                src = self.connect_source(None).await?;
                 dst = self.connect_destination().await?;
             }
             let mut work = Vec::new();
@@ -375,12 +380,25 @@ enum Appended {
 }
 
 impl<C: SourceConnector + 'static> Engine<C> {
-    async fn connect_source(&self) -> Result<C::Session, EngineError> {
+    /// Connects to the source with retries; `on_login` (first connection of a run) reports the
+    /// Authenticating phase.
+    async fn connect_source(
+        &self,
+        on_login: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Result<C::Session, EngineError> {
         let sh = &self.shared;
         let mut delay = sh.config.initial_backoff;
         let mut attempt = 1;
+        let on_login = on_login.map(Arc::new);
         loop {
-            match sh.source.connect().await {
+            let connected = match &on_login {
+                Some(f) => {
+                    let f = f.clone();
+                    sh.source.connect_observed(Box::new(move || f())).await
+                }
+                None => sh.source.connect().await,
+            };
+            match connected {
                 Ok(s) => return Ok(s),
                 Err(e) if e.kind == ErrorKind::Temporary && attempt < sh.config.max_passes => {
                     (sh.observer)(Event::Retrying {

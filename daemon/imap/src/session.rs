@@ -162,6 +162,20 @@ impl ImapSession {
     /// [`ImapError::Connect`]/[`ImapError::Timeout`] (temporary), [`ImapError::Tls`],
     /// [`ImapError::NoStartTls`] or [`ImapError::Auth`] (permanent).
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, ImapError> {
+        Self::connect_observed(endpoint, || {}).await
+    }
+
+    /// As [`ImapSession::connect`], calling `on_login` when the connection is up (TLS done,
+    /// greeting read) and the login begins, so a caller can tell network trouble from
+    /// authentication.
+    ///
+    /// # Errors
+    ///
+    /// As [`ImapSession::connect`].
+    pub async fn connect_observed(
+        endpoint: &Endpoint,
+        on_login: impl FnOnce() + Send,
+    ) -> Result<Self, ImapError> {
         let server = endpoint.server();
         let t = endpoint.timeout;
         let timeout_err = |what: &str| ImapError::Timeout {
@@ -240,6 +254,7 @@ impl ImapSession {
             }
         }
 
+        on_login();
         let user = endpoint.user.as_str();
         let secret = endpoint.secret.expose();
         let login = async {

@@ -7,7 +7,7 @@
 //! | `TestJob(spec)` | `s` → `s` | checks both endpoints (connect, TLS, login, folders); the checks as JSON |
 //! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed |
 //! | `Status(job)` | `s` → `s` | the job in detail as JSON ([`crate::JobDetail`]) |
-//! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)` | `s` → `s` | the status after the action |
+//! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)`, `Reset(job)` | `s` → `s` | the status after the action |
 //! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
 //! | `Events(job, after)` | `st` → `a(ttss)` | sequence, unix time, level, message |
 //! | property `JobCount`, `RunningCount` | `u` | jobs in the store, jobs running |
@@ -46,6 +46,8 @@ pub trait Manager {
     fn cancel(&self, job: &str) -> zbus::Result<String>;
     /// Deletes a job and its data.
     fn delete(&self, job: &str) -> zbus::Result<String>;
+    /// Forgets what a job copied.
+    fn reset(&self, job: &str) -> zbus::Result<String>;
     /// Runs a job again (empty secrets keep the stored ones).
     fn delta(
         &self,

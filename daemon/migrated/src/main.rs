@@ -334,6 +334,7 @@ fn progress_printer(quiet: bool) -> migrated_engine::Observer {
 fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Connecting => "Connecting",
+        Phase::Authenticating => "Authenticating",
         Phase::ScanningFolders => "Scanning folders",
         Phase::CreatingFolders => "Creating folders",
         Phase::Copying => "Copying",

@@ -617,14 +617,30 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_job_data(id, true)
+    }
+
+    /// Forgets what a job copied (folder states, ledger, intents) and keeps its record and
+    /// events: the next run copies everything again.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn reset_job(&self, id: &str) -> Result<(), StoreError> {
+        self.remove_job_data(id, false)
+    }
+
+    fn remove_job_data(&self, id: &str, record_too: bool) -> Result<(), StoreError> {
         let job = self.job_key(id);
         let mut batch = self.inner.db.batch();
-        batch.remove(&self.inner.jobs, id.as_bytes());
-        for guard in self.inner.events.prefix([id.as_bytes(), &[0]].concat()) {
-            batch.remove(
-                &self.inner.events,
-                guard.key().map_err(self.err("reading events"))?,
-            );
+        if record_too {
+            batch.remove(&self.inner.jobs, id.as_bytes());
+            for guard in self.inner.events.prefix([id.as_bytes(), &[0]].concat()) {
+                batch.remove(
+                    &self.inner.events,
+                    guard.key().map_err(self.err("reading events"))?,
+                );
+            }
         }
         for guard in self.inner.folders.prefix(job.0) {
             let k = guard.key().map_err(self.err("reading folders"))?;
@@ -644,7 +660,7 @@ impl Store {
             }
             batch.remove(&self.inner.folders, k);
         }
-        batch.commit().map_err(self.err("deleting a job"))?;
+        batch.commit().map_err(self.err("deleting a job's data"))?;
         self.inner
             .db
             .persist(PersistMode::SyncAll)

@@ -155,6 +155,11 @@ impl Manager {
         self.act(job, Action::Delete).await
     }
 
+    /// Forgets what a job copied; it stays stopped until resumed.
+    async fn reset(&self, job: String) -> Result<String, ControlError> {
+        self.act(job, Action::Reset).await
+    }
+
     /// Runs a job again; empty secrets keep the stored ones.
     async fn delta(
         &self,

@@ -450,6 +450,24 @@ impl Daemon {
                 tracing::info!(job_id = %id, job = %name, "Job deleted with all its data.");
                 return Response::Done { status };
             }
+            Action::Reset => {
+                let store = self.store.clone();
+                if let Err(e) = tokio::task::block_in_place(|| store.reset_job(id)) {
+                    return error(
+                        ErrorKind::Internal,
+                        format!("the job could not be reset: {e}"),
+                    );
+                }
+                if let Some(e) = self.jobs.get_mut(id) {
+                    e.record.finished = None;
+                    e.record.run = RunReport::default();
+                }
+                self.event(
+                    id,
+                    "warning",
+                    "Reset: the ledger is cleared; the next run copies everything again.".into(),
+                );
+            }
             Action::Cancel if next == JobStatus::Stopping => {
                 if let Some(e) = self.jobs.get_mut(id) {
                     e.record.cancel_requested = true;
@@ -587,6 +605,7 @@ impl Daemon {
             Event::Phase(phase) => {
                 let status = match phase {
                     Phase::Connecting => JobStatus::Connecting,
+                    Phase::Authenticating => JobStatus::Authenticating,
                     Phase::ScanningFolders => JobStatus::ScanningFolders,
                     Phase::CreatingFolders => JobStatus::CreatingFolders,
                     Phase::Copying => JobStatus::Copying,
