@@ -445,8 +445,13 @@ fn print_detail(d: &JobDetail) {
     let s = &d.summary;
     println!("job          {} ({})", s.id, s.name);
     println!("status       {}", status_label(s));
-    println!("source       {}", s.source);
-    println!("destination  {}", s.destination);
+    let state = |c: &Option<String>| c.as_deref().map(|c| format!("  ({c})")).unwrap_or_default();
+    println!("source       {}{}", s.source, state(&s.source_connection));
+    println!(
+        "destination  {}{}",
+        s.destination,
+        state(&s.destination_connection)
+    );
     println!(
         "progress     {}  {} / {} messages  {} / {}",
         bar(s.items_done, s.items_total, 30),

@@ -20,6 +20,40 @@ pub enum Phase {
     Finalizing,
 }
 
+/// Which side of the migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Where mail comes from.
+    Source,
+    /// Where mail goes.
+    Destination,
+}
+
+/// The state of a side's connection, as users of migration tools see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Opening the connection (TCP, TLS).
+    Connecting,
+    /// Connected; logging in.
+    Authenticating,
+    /// Logged in.
+    Authenticated,
+    /// It failed, in the server's words.
+    Failed(String),
+}
+
+impl Connection {
+    /// The label shown to users.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Connecting => "Connecting".into(),
+            Self::Authenticating => "Authenticating".into(),
+            Self::Authenticated => "Authenticated".into(),
+            Self::Failed(reason) => format!("Failed: {reason}"),
+        }
+    }
+}
+
 /// A message over the size limit, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExcludedItem {
@@ -80,6 +114,8 @@ pub struct FolderReport {
 pub enum Event {
     /// A new phase began.
     Phase(Phase),
+    /// A side's connection changed state (the run's first connections).
+    Connection(Side, Connection),
     /// Totals are known (after scanning): items and bytes this run will copy.
     Totals {
         /// Messages to copy.

@@ -14,6 +14,8 @@ mod run;
 
 pub use config::CopyConfig;
 pub use error::EngineError;
-pub use events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+pub use events::{
+    Connection, Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Side, Summary,
+};
 pub use imap_source::{ImapSource, ImapSourceSession};
 pub use run::Engine;

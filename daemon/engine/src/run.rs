@@ -16,7 +16,9 @@ use migrated_store::{FolderKey, FolderState, Intent, ItemRecord, JobKey, Store};
 
 use crate::config::CopyConfig;
 use crate::error::EngineError;
-use crate::events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+use crate::events::{
+    Connection, Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Side, Summary,
+};
 use crate::recovery::{rekey_destination, rekey_source, resolve_intents, store_call};
 
 /// Runs copy jobs. Cheap to clone; one engine can run one job at a time per `run` call.
@@ -167,12 +169,48 @@ impl<C: SourceConnector + 'static> Engine<C> {
 
         emit(Event::Phase(Phase::Connecting));
         let observer = sh.observer.clone();
-        let mut src = self
+        emit(Event::Connection(Side::Source, Connection::Connecting));
+        let src = self
             .connect_source(Some(Box::new(move || {
-                observer(Event::Phase(Phase::Authenticating))
+                observer(Event::Phase(Phase::Authenticating));
+                observer(Event::Connection(Side::Source, Connection::Authenticating));
             })))
-            .await?;
-        let mut dst = self.connect_destination().await?;
+            .await;
+        let mut src = match src {
+            Ok(s) => s,
+            Err(e) => {
+                emit(Event::Connection(
+                    Side::Source,
+                    Connection::Failed(e.to_string()),
+                ));
+                return Err(e);
+            }
+        };
+        emit(Event::Connection(Side::Source, Connection::Authenticated));
+        emit(Event::Connection(Side::Destination, Connection::Connecting));
+        let observer = sh.observer.clone();
+        let dst = self
+            .connect_destination(Some(Box::new(move || {
+                observer(Event::Connection(
+                    Side::Destination,
+                    Connection::Authenticating,
+                ));
+            })))
+            .await;
+        let mut dst = match dst {
+            Ok(d) => d,
+            Err(e) => {
+                emit(Event::Connection(
+                    Side::Destination,
+                    Connection::Failed(e.to_string()),
+                ));
+                return Err(e);
+            }
+        };
+        emit(Event::Connection(
+            Side::Destination,
+            Connection::Authenticated,
+        ));
 
         emit(Event::Phase(Phase::ScanningFolders));
         let source_folders = src.list_folders().await?;
@@ -256,7 +294,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
             if pass > 1 {
                 emit(Event::Phase(Phase::ScanningFolders));
                 src = self.connect_source(None).await?;
-                dst = self.connect_destination().await?;
+                dst = self.connect_destination(None).await?;
             }
             let mut work = Vec::new();
             let mut queue = VecDeque::new();
@@ -414,12 +452,20 @@ impl<C: SourceConnector + 'static> Engine<C> {
         }
     }
 
-    async fn connect_destination(&self) -> Result<ImapSession, EngineError> {
+    /// Connects to the destination with retries; `on_login` reports when login begins.
+    async fn connect_destination(
+        &self,
+        on_login: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Result<ImapSession, EngineError> {
         let sh = &self.shared;
         let mut delay = sh.config.initial_backoff;
         let mut attempt = 1;
         loop {
-            match ImapSession::connect(&sh.destination).await {
+            let connected = match &on_login {
+                Some(f) => ImapSession::connect_observed(&sh.destination, f).await,
+                None => ImapSession::connect(&sh.destination).await,
+            };
+            match connected {
                 Ok(s) => return Ok(s),
                 Err(e) if e.is_temporary() && attempt < sh.config.max_passes => {
                     (sh.observer)(Event::Retrying {

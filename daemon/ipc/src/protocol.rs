@@ -169,6 +169,13 @@ pub struct JobSummary {
     pub excluded: u64,
     /// Failed messages in the last run.
     pub failed: u64,
+    /// The source connection: Connecting, Authenticating, Authenticated or Failed with the
+    /// server's words.
+    #[serde(default)]
+    pub source_connection: Option<String>,
+    /// The destination connection, likewise.
+    #[serde(default)]
+    pub destination_connection: Option<String>,
 }
 
 /// One folder's statistics.

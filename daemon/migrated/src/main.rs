@@ -326,7 +326,7 @@ fn progress_printer(quiet: bool) -> migrated_engine::Observer {
             Event::Retrying { error, delay } => {
                 eprintln!("  retrying in {:.1} s: {error}", delay.as_secs_f64())
             }
-            Event::FolderDone(_) => {}
+            Event::FolderDone(_) | Event::Connection(..) => {}
         }
     })
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
-use migrated_engine::{Engine, EngineError, Event, ImapSource, Phase, Summary};
+use migrated_engine::{Connection, Engine, EngineError, Event, ImapSource, Phase, Side, Summary};
 use migrated_ipc::{ErrorKind, EventRow, FolderRow, ItemRow, JobSummary, Request, Response};
 use migrated_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -616,6 +616,26 @@ impl Daemon {
                     self.set_status(id, status);
                 }
                 return;
+            }
+            Event::Connection(side, state) => {
+                let (label, slot) = match side {
+                    Side::Source => ("Source", &mut entry.record.run.source_connection),
+                    Side::Destination => {
+                        ("Destination", &mut entry.record.run.destination_connection)
+                    }
+                };
+                *slot = Some(state.label());
+                match state {
+                    Connection::Authenticated => {
+                        self.event(id, "info", format!("{label} connection: logged in."));
+                        return;
+                    }
+                    Connection::Failed(reason) => {
+                        self.event(id, "error", format!("{label} connection failed: {reason}"));
+                        return;
+                    }
+                    _ => {}
+                }
             }
             Event::Totals { items, bytes, .. } => {
                 entry.record.run.items_total = entry.record.run.items_done + items;

@@ -32,7 +32,10 @@ pub(crate) struct JobRecord {
 
 /// Figures of the current or last run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct RunReport {
+    pub source_connection: Option<String>,
+    pub destination_connection: Option<String>,
     pub items_total: u64,
     pub items_done: u64,
     pub bytes_total: u64,
@@ -70,6 +73,8 @@ impl JobRecord {
             updated: self.updated,
             error: self.error.clone(),
             excluded: self.run.excluded.len() as u64,
+            source_connection: self.run.source_connection.clone(),
+            destination_connection: self.run.destination_connection.clone(),
             failed: self.run.failed.len() as u64,
         }
     }
