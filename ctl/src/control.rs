@@ -212,6 +212,16 @@ impl Control {
         }
     }
 
+    /// Batch requests travel on the socket only (not yet on D-Bus).
+    pub(crate) async fn batch(&mut self, request: Request) -> anyhow::Result<Response> {
+        match self {
+            Self::Bus(_) => anyhow::bail!(
+                "batches are served on the control socket only for now: leave out --bus"
+            ),
+            Self::Socket(c) => Ok(c.call(&request).await?),
+        }
+    }
+
     pub(crate) async fn events(&mut self, job: &str) -> anyhow::Result<Vec<EventRow>> {
         match self {
             Self::Bus(p) => Ok(p

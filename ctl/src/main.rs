@@ -112,6 +112,10 @@ enum Command {
         /// Job id or name.
         job: String,
     },
+    /// Many mailboxes at once: a CSV file (EmailAddress,UserName,Password as Exchange Online,
+    /// optionally DestinationUserName,DestinationPassword) and a template with the endpoints.
+    #[command(subcommand)]
+    Batch(BatchCommand),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -119,6 +123,61 @@ enum Command {
     },
     /// Prints the manual page (roff): `migratectl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchCommand {
+    /// Creates a batch: one job per CSV row. Every problem of the file is reported at once and
+    /// nothing is stored then.
+    Create {
+        /// Batch name.
+        name: String,
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// A job file without users: endpoints, folders, limits; `password_file` in
+        /// [destination] is the admin/proxy secret used where a row has no DestinationPassword.
+        #[arg(long)]
+        template: PathBuf,
+    },
+    /// Lists batches with their counts.
+    List,
+    /// Shows a batch's mailboxes.
+    Status {
+        /// Batch name.
+        name: String,
+    },
+    /// Pauses every job of a batch.
+    Pause {
+        /// Batch name.
+        name: String,
+    },
+    /// Resumes every job of a batch.
+    Resume {
+        /// Batch name.
+        name: String,
+    },
+    /// Runs every job of a batch again (delta).
+    Delta {
+        /// Batch name.
+        name: String,
+    },
+    /// Cancels every job of a batch.
+    Cancel {
+        /// Batch name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Deletes every job of a batch and their data.
+    Delete {
+        /// Batch name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -309,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             print_status(ctl.delta(&job, source, destination).await?, json);
         }
+        Command::Batch(b) => return batch(&mut ctl, b, json).await,
         Command::Events { job } => {
             let events = ctl.events(&job).await?;
             if json {
@@ -321,6 +381,115 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn batch(ctl: &mut Control, command: BatchCommand, json: bool) -> anyhow::Result<ExitCode> {
+    use migrated_ipc::{Request, Response};
+    let act = |name: String, action: Action| Request::ActBatch { name, action };
+    let request = match command {
+        BatchCommand::Create {
+            name,
+            csv,
+            template,
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
+            let template = load_template(&template)?;
+            Request::CreateBatch {
+                name,
+                template: Box::new(template),
+                csv: text,
+            }
+        }
+        BatchCommand::List => Request::ListBatches,
+        BatchCommand::Status { name } => Request::BatchStatus { name },
+        BatchCommand::Pause { name } => act(name, Action::Pause),
+        BatchCommand::Resume { name } => act(name, Action::Resume),
+        BatchCommand::Delta { name } => act(name, Action::Delta),
+        BatchCommand::Cancel { name, yes } => {
+            if !yes && !confirm(&format!("Cancel every job of batch {name}?"))? {
+                return Ok(ExitCode::from(1));
+            }
+            act(name, Action::Cancel)
+        }
+        BatchCommand::Delete { name, yes } => {
+            if !yes && !confirm(&format!("Delete every job of batch {name} and their data?"))? {
+                return Ok(ExitCode::from(1));
+            }
+            act(name, Action::Delete)
+        }
+    };
+    match ctl.batch(request).await? {
+        Response::Created { id } => {
+            if json {
+                println!("{}", serde_json::json!({ "batch": id }));
+            } else {
+                println!("{id}");
+            }
+        }
+        Response::Batches { batches } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&batches)?);
+            } else {
+                println!(
+                    "{:<20} {:>6} {:>22} {:>8}  STATUSES",
+                    "BATCH", "JOBS", "MESSAGES", "FAILED"
+                );
+                for b in &batches {
+                    let statuses: Vec<String> =
+                        b.statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                    println!(
+                        "{:<20} {:>6} {:>22} {:>8}  {}",
+                        b.name,
+                        b.jobs,
+                        format!("{}/{}", b.items_done, b.items_total),
+                        b.failed,
+                        statuses.join(", ")
+                    );
+                }
+            }
+        }
+        Response::BatchJobs { batch, jobs } => {
+            if json {
+                println!("{}", serde_json::json!({ "batch": batch, "jobs": jobs }));
+            } else {
+                print_list(&jobs);
+            }
+        }
+        Response::BatchDone { results } => {
+            let refused = results.iter().filter(|(_, r)| r.is_err()).count();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for (job, r) in &results {
+                    match r {
+                        Ok(s) => println!("{job:<40} {s}"),
+                        Err(e) => println!("{job:<40} refused: {e}"),
+                    }
+                }
+            }
+            if refused > 0 {
+                return Ok(ExitCode::from(4));
+            }
+        }
+        other => bail!("unexpected reply: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A batch template: a job file without users; the destination's `password_file` (the
+/// admin/proxy secret) is read here.
+fn load_template(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read template {}", path.display()))?;
+    let mut spec: JobSpec =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("template {}: {e}", path.display()))?;
+    for e in [&mut spec.source, &mut spec.destination] {
+        if let Some(file) = e.password_file.take() {
+            e.password = Some(read_secret_file(&file)?);
+        }
+    }
+    Ok(spec)
 }
 
 fn exit_for(status: Option<JobStatus>) -> ExitCode {

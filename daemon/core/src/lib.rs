@@ -1,6 +1,7 @@
 //! Domain of migrated: folders, messages, the folder mapping, the pure copy planner, error kinds
 //! and the source trait. Nothing here does I/O, so all of it is unit-tested without a network.
 
+pub mod batch;
 pub mod error;
 pub mod folder;
 pub mod job;

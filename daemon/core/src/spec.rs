@@ -45,7 +45,7 @@ pub struct JobSpec {
     /// The job's name, unique among jobs (`id` is accepted too). The one-shot `migrate`
     /// command keeps its ledger under it; the daemon keeps it in the encrypted record and uses
     /// a generated id in keys, since a name is often an address.
-    #[serde(alias = "id")]
+    #[serde(alias = "id", default)]
     pub name: String,
     /// Where mail comes from.
     pub source: EndpointSpec,
@@ -78,7 +78,8 @@ pub struct EndpointSpec {
     /// `login` (default), `plain` (AUTHENTICATE PLAIN) or `xoauth2` (the secret is a token).
     #[serde(default = "default_auth")]
     pub auth: String,
-    /// Login name.
+    /// Login name (in a batch template, left out: each CSV row gives it).
+    #[serde(default)]
     pub user: String,
     /// File holding the password or token (first line). Preferred: keeps the secret out of
     /// the job file.

@@ -13,6 +13,6 @@ pub mod protocol;
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
 pub use protocol::{
-    CheckRow, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail, JobSummary, PROTOCOL_VERSION,
-    Request, Response,
+    BatchSummary, CheckRow, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail, JobSummary,
+    PROTOCOL_VERSION, Request, Response,
 };

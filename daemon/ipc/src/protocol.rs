@@ -56,6 +56,30 @@ pub enum Request {
         /// The job to check.
         spec: Box<JobSpec>,
     },
+    /// Creates a batch: one job per CSV row, from a template (endpoints, folders, limits).
+    CreateBatch {
+        /// Unique batch name.
+        name: String,
+        /// Endpoints, folders and limits shared by every mailbox; the destination secret, if
+        /// any, is the admin/proxy secret used where a row has no DestinationPassword.
+        template: Box<JobSpec>,
+        /// The CSV text.
+        csv: String,
+    },
+    /// Every batch with its counts.
+    ListBatches,
+    /// The mailboxes (jobs) of a batch.
+    BatchStatus {
+        /// Batch name.
+        name: String,
+    },
+    /// Applies an action to every job of a batch.
+    ActBatch {
+        /// Batch name.
+        name: String,
+        /// What to do.
+        action: Action,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -119,6 +143,23 @@ pub enum Response {
     Tested {
         /// One row per side.
         checks: Vec<CheckRow>,
+    },
+    /// Every batch.
+    Batches {
+        /// Name and counts.
+        batches: Vec<BatchSummary>,
+    },
+    /// A batch's jobs.
+    BatchJobs {
+        /// The batch.
+        batch: BatchSummary,
+        /// Its jobs.
+        jobs: Vec<JobSummary>,
+    },
+    /// Outcome of an action on a batch, per job.
+    BatchDone {
+        /// `(job name, status after, or why it was refused)`.
+        results: Vec<(String, Result<JobStatus, String>)>,
     },
     /// A job changed (subscriptions).
     Update {
@@ -212,6 +253,23 @@ pub struct ItemRow {
     pub message_id: Option<String>,
     /// Why, in the server's words.
     pub reason: String,
+}
+
+/// A batch at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// Name.
+    pub name: String,
+    /// Mailboxes.
+    pub jobs: u64,
+    /// Jobs per status label.
+    pub statuses: Vec<(String, u64)>,
+    /// Messages copied (last runs).
+    pub items_done: u64,
+    /// Messages to copy (last runs).
+    pub items_total: u64,
+    /// Messages refused.
+    pub failed: u64,
 }
 
 /// One side of an endpoint check.

@@ -299,7 +299,60 @@ impl Daemon {
                 ErrorKind::Invalid,
                 "hello, subscribe and test are handled by the transport",
             ),
-            Request::Create { spec } => self.create(*spec),
+            Request::Create { spec } => self.create(*spec, None),
+            Request::CreateBatch {
+                name,
+                template,
+                csv,
+            } => self.create_batch(name, *template, &csv),
+            Request::ListBatches => Response::Batches {
+                batches: self.batches(),
+            },
+            Request::BatchStatus { name } => {
+                match self.batches().into_iter().find(|b| b.name == name) {
+                    None => error(
+                        ErrorKind::NotFound,
+                        format!("no batch named {name:?} (migratectl batch list shows them)"),
+                    ),
+                    Some(batch) => {
+                        let mut jobs: Vec<JobSummary> = self
+                            .jobs
+                            .values()
+                            .filter(|e| e.record.batch.as_deref() == Some(name.as_str()))
+                            .map(|e| e.record.summary())
+                            .collect();
+                        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+                        Response::BatchJobs { batch, jobs }
+                    }
+                }
+            }
+            Request::ActBatch { name, action } => {
+                let mut ids: Vec<(String, String)> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.record.batch.as_deref() == Some(name.as_str()))
+                    .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+                    .collect();
+                if ids.is_empty() {
+                    return error(
+                        ErrorKind::NotFound,
+                        format!("no batch named {name:?} (migratectl batch list shows them)"),
+                    );
+                }
+                ids.sort();
+                let results = ids
+                    .into_iter()
+                    .map(|(job, id)| {
+                        let r = match self.act(&id, action) {
+                            Response::Done { status } => Ok(status),
+                            Response::Error { message, .. } => Err(message),
+                            other => Err(format!("{other:?}")),
+                        };
+                        (job, r)
+                    })
+                    .collect();
+                Response::BatchDone { results }
+            }
             Request::List => {
                 let mut jobs: Vec<JobSummary> =
                     self.jobs.values().map(|e| e.record.summary()).collect();
@@ -356,10 +409,119 @@ impl Daemon {
         }
     }
 
-    fn create(&mut self, spec: JobSpec) -> Response {
+    /// Every batch with its counts, by name.
+    fn batches(&self) -> Vec<migrated_ipc::BatchSummary> {
+        let mut by_name: std::collections::BTreeMap<String, migrated_ipc::BatchSummary> =
+            Default::default();
+        for e in self.jobs.values() {
+            let Some(name) = &e.record.batch else {
+                continue;
+            };
+            let b = by_name
+                .entry(name.clone())
+                .or_insert_with(|| migrated_ipc::BatchSummary {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+            b.jobs += 1;
+            b.items_done += e.record.run.items_done;
+            b.items_total += e.record.run.items_total;
+            b.failed += e.record.run.failed.len() as u64;
+            let label = e.record.status.label().to_owned();
+            match b.statuses.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => b.statuses.push((label, 1)),
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Creates one job per CSV row. Everything is validated first; a problem anywhere stores
+    /// nothing and every problem is reported at once.
+    fn create_batch(&mut self, name: String, template: JobSpec, csv: &str) -> Response {
+        use migrated_core::batch::{BatchProblem, parse_batch};
+        let mut problems = Vec::new();
+        if name.trim().is_empty() || name.contains('/') {
+            return error(ErrorKind::Invalid, "a batch needs a name without '/'");
+        }
+        if self
+            .jobs
+            .values()
+            .any(|e| e.record.batch.as_deref() == Some(name.as_str()))
+        {
+            problems.push(BatchProblem::Exists(name.clone()));
+        }
+        let rows = match parse_batch(csv) {
+            Ok(rows) => rows,
+            Err(p) => {
+                problems.extend(p);
+                Vec::new()
+            }
+        };
+        let mut specs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut spec = template.clone();
+            spec.name = format!("{name}/{}", row.email);
+            spec.source.user = row.source_user.clone();
+            spec.source.password = Some(row.source_password.clone());
+            spec.source.password_file = None;
+            spec.destination.user = row
+                .destination_user
+                .clone()
+                .unwrap_or_else(|| row.email.clone());
+            spec.destination.password_file = None;
+            if let Some(p) = &row.destination_password {
+                spec.destination.password = Some(p.clone());
+            } else if spec.destination.password.is_none() {
+                return error(
+                    ErrorKind::Invalid,
+                    format!(
+                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination (admin) password",
+                        row.row
+                    ),
+                );
+            }
+            if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
+                problems.push(BatchProblem::Exists(spec.name.clone()));
+            }
+            specs.push(spec);
+        }
+        if !problems.is_empty() {
+            let message = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            return error(ErrorKind::Invalid, message);
+        }
+        // Validate the template once (patterns, endpoints) before storing anything.
+        if let Some(first) = specs.first()
+            && let Err(e) = first.copy_config(&format!("batch {name:?}"))
+        {
+            return error(ErrorKind::Invalid, format!("{e:#}"));
+        }
+        let count = specs.len();
+        for spec in specs {
+            if let Response::Error { kind, message } = self.create(spec, Some(name.clone())) {
+                return Response::Error { kind, message };
+            }
+        }
+        tracing::info!(batch = %name, mailboxes = count, "Batch created.");
+        Response::Created { id: name }
+    }
+
+    fn create(&mut self, spec: JobSpec, batch: Option<String>) -> Response {
         let place = format!("job {:?}", spec.name);
         if spec.name.trim().is_empty() {
             return error(ErrorKind::Invalid, "the job needs a name (field `name`)");
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            if e.user.trim().is_empty() {
+                return error(
+                    ErrorKind::Invalid,
+                    format!("{place}: [{side}] user is missing"),
+                );
+            }
         }
         if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
             return error(
@@ -409,6 +571,7 @@ impl Daemon {
             cancel_requested: false,
             run: RunReport::default(),
             next_event: 1,
+            batch,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(

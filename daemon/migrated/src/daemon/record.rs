@@ -28,6 +28,9 @@ pub(crate) struct JobRecord {
     pub run: RunReport,
     /// Next event sequence number.
     pub next_event: u64,
+    /// The batch this job belongs to, if any.
+    #[serde(default)]
+    pub batch: Option<String>,
 }
 
 /// Figures of the current or last run.
