@@ -119,27 +119,30 @@ impl Control {
         }
     }
 
-    pub(crate) async fn list(&mut self) -> anyhow::Result<Vec<JobSummary>> {
+    /// Jobs, and drop-in files with errors (the socket reports them; D-Bus does not yet).
+    pub(crate) async fn list(&mut self) -> anyhow::Result<(Vec<JobSummary>, Vec<String>)> {
         match self {
-            Self::Bus(p) => p
-                .list_jobs()
-                .await
-                .map_err(bus_error)?
-                .into_iter()
-                .map(|(id, name, status, items_done, items_total, failed)| {
-                    Ok(JobSummary {
-                        id,
-                        name,
-                        status: Some(status_of(&status)?),
-                        items_done,
-                        items_total,
-                        failed,
-                        ..JobSummary::default()
+            Self::Bus(p) => Ok((
+                p.list_jobs()
+                    .await
+                    .map_err(bus_error)?
+                    .into_iter()
+                    .map(|(id, name, status, items_done, items_total, failed)| {
+                        Ok(JobSummary {
+                            id,
+                            name,
+                            status: Some(status_of(&status)?),
+                            items_done,
+                            items_total,
+                            failed,
+                            ..JobSummary::default()
+                        })
                     })
-                })
-                .collect(),
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                Vec::new(),
+            )),
             Self::Socket(_) => match self.call(Request::List).await? {
-                Response::Jobs { jobs } => Ok(jobs),
+                Response::Jobs { jobs, problems } => Ok((jobs, problems)),
                 r => Err(unexpected(r)),
             },
         }

@@ -277,11 +277,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::List => {
-            let jobs = ctl.list().await?;
+            let (jobs, problems) = ctl.list().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                if problems.is_empty() {
+                    println!("{}", serde_json::to_string_pretty(&jobs)?);
+                } else {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "jobs": jobs, "job_file_errors": problems })
+                    );
+                }
             } else {
                 print_list(&jobs);
+                if !problems.is_empty() {
+                    println!("\nJob files with errors (nothing was changed for them):");
+                    for p in &problems {
+                        println!("  {p}");
+                    }
+                }
             }
         }
         Command::Status { job, follow } => {

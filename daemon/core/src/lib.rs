@@ -18,4 +18,4 @@ pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
 pub use message::{Flags, MessageMeta};
 pub use planner::{FolderSteps, LedgerEntry, PlanOptions};
 pub use source::{FolderStatus, SourceConnector, SourceSession};
-pub use spec::{EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, RenameSpec, Secret};
+pub use spec::{EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, OnRemove, RenameSpec, Secret};

@@ -57,6 +57,21 @@ pub struct JobSpec {
     /// Sizes and parallelism.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Drop-in files only: what removing the file does to its job. `keep` (default): nothing,
+    /// the job goes on; `cancel`: the job is cancelled.
+    #[serde(default)]
+    pub on_remove: OnRemove,
+}
+
+/// What removing a drop-in job file does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemove {
+    /// The job goes on.
+    #[default]
+    Keep,
+    /// The job is cancelled.
+    Cancel,
 }
 
 /// One IMAP account.

@@ -123,6 +123,9 @@ pub enum Response {
     Jobs {
         /// Summaries, oldest first.
         jobs: Vec<JobSummary>,
+        /// Drop-in files with errors, each naming file, line and field.
+        #[serde(default)]
+        problems: Vec<String>,
     },
     /// One job.
     Job {

@@ -4,6 +4,7 @@
 
 mod control;
 mod daemon;
+mod dropin;
 mod job;
 mod paths;
 
@@ -46,6 +47,10 @@ struct DaemonArgs {
     /// socket still serves). Named explicitly, it must work.
     #[arg(long, env = "MIGRATED_BUS", value_enum)]
     bus: Option<control::dbus::Bus>,
+    /// Drop-in job files directory. Default: $CONFIGURATION_DIRECTORY/jobs.d or
+    /// /etc/migrated/jobs.d; $XDG_CONFIG_HOME/migrated/jobs.d for --user.
+    #[arg(long, env = "MIGRATED_JOBS_DIR")]
+    jobs_dir: Option<PathBuf>,
     /// Jobs running at once.
     #[arg(long, default_value_t = 20)]
     max_jobs: usize,
@@ -129,7 +134,12 @@ fn init_logging(default: &str) {
 }
 
 async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
-    let paths = paths::Paths::resolve(args.user, args.state_dir.clone(), args.socket.clone())?;
+    let paths = paths::Paths::resolve(
+        args.user,
+        args.state_dir.clone(),
+        args.socket.clone(),
+        args.jobs_dir.clone(),
+    )?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let key = StoreKey::load(credentials.as_deref(), &paths.key_file)?;
     std::fs::create_dir_all(&paths.store).with_context(|| {
@@ -145,7 +155,12 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let settings = daemon::Settings {
         max_jobs: args.max_jobs.max(1),
         retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
+        jobs_dir: Some(paths.jobs_dir.clone()).filter(|d| d.is_dir()),
     };
+    if settings.jobs_dir.is_none() {
+        tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
+    }
+    let settings_jobs_dir = settings.jobs_dir.clone();
     let state = daemon::Daemon::load(store, settings, tx.clone(), updates.clone())?;
     let listener = control::socket::bind(&paths.socket)?;
     tokio::spawn(control::socket::serve(
@@ -182,7 +197,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             let msg = tokio::select! {
                 _ = term.recv() => daemon::Msg::Shutdown,
                 _ = int.recv() => daemon::Msg::Shutdown,
-                _ = hup.recv() => daemon::Msg::Tick,
+                _ = hup.recv() => daemon::Msg::Rescan,
             };
             if signals.send(msg).is_err() {
                 return;
@@ -207,6 +222,16 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         }
     });
 
+    let _watcher = match &settings_jobs_dir {
+        Some(dir) => match dropin::watch(dir, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "The drop-in directory cannot be watched; SIGHUP rescans it.");
+                None
+            }
+        },
+        None => None,
+    };
     state.notify_status();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(store = %paths.store.display(), socket = %paths.socket.display(), "Ready.");

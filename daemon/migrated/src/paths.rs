@@ -11,6 +11,8 @@ pub(crate) struct Paths {
     pub key_file: PathBuf,
     /// The control socket.
     pub socket: PathBuf,
+    /// Drop-in job files.
+    pub jobs_dir: PathBuf,
 }
 
 impl Paths {
@@ -22,6 +24,7 @@ impl Paths {
         user: bool,
         state_dir: Option<PathBuf>,
         socket: Option<PathBuf>,
+        jobs_dir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let env = |k: &str| {
             std::env::var_os(k)
@@ -49,10 +52,21 @@ impl Paths {
                 .map(|d| d.join("migrated.sock"))
                 .unwrap_or_else(|| PathBuf::from("/run/migrated/migrated.sock")),
         };
+        let jobs_dir = match jobs_dir {
+            Some(d) => d,
+            None if user => env("XDG_CONFIG_HOME")
+                .or_else(|| env("HOME").map(|h| h.join(".config")))
+                .map(|d| d.join("migrated/jobs.d"))
+                .unwrap_or_else(|| PathBuf::from("jobs.d")),
+            None => env("CONFIGURATION_DIRECTORY")
+                .map(|d| d.join("jobs.d"))
+                .unwrap_or_else(|| PathBuf::from("/etc/migrated/jobs.d")),
+        };
         Ok(Self {
             store: state.join("store"),
             key_file: state.join("store.key"),
             socket,
+            jobs_dir,
         })
     }
 }

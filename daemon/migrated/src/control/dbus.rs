@@ -67,7 +67,7 @@ impl Manager {
 
     async fn jobs(&self) -> Result<Vec<migrated_ipc::JobSummary>, ControlError> {
         match self.request(Request::List).await? {
-            Response::Jobs { jobs } => Ok(jobs),
+            Response::Jobs { jobs, .. } => Ok(jobs),
             other => Err(ControlError::Internal(format!(
                 "unexpected reply {other:?}"
             ))),

@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub max_jobs: usize,
     /// How long finished jobs are kept.
     pub retention: Duration,
+    /// The drop-in directory, if any.
+    pub jobs_dir: Option<std::path::PathBuf>,
 }
 
 /// Everything the loop reacts to.
@@ -45,6 +47,8 @@ pub(crate) enum Msg {
     Shutdown,
     /// Retention sweep and status line.
     Tick,
+    /// The drop-in directory changed (or SIGHUP): rescan it.
+    Rescan,
 }
 
 /// An update published to subscribers.
@@ -70,6 +74,8 @@ pub(crate) struct Daemon {
     tx: mpsc::UnboundedSender<Msg>,
     updates: broadcast::Sender<Update>,
     shutting_down: bool,
+    /// Drop-in files with errors: `(file, message)`, shown by `list` and logged once.
+    dropin_problems: Vec<(String, String)>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -110,6 +116,7 @@ impl Daemon {
             tx,
             updates,
             shutting_down: false,
+            dropin_problems: Vec::new(),
         };
         for (id, was) in resumed {
             // Running when the daemon stopped (SIGTERM or SIGKILL): queued again; the ledger
@@ -130,6 +137,7 @@ impl Daemon {
     /// Runs the loop until shutdown completes.
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.sweep();
+        self.rescan();
         self.schedule();
         while let Some(msg) = rx.recv().await {
             match msg {
@@ -168,6 +176,10 @@ impl Daemon {
                 Msg::Tick => {
                     self.sweep();
                     self.notify_status();
+                }
+                Msg::Rescan => {
+                    self.rescan();
+                    self.schedule();
                 }
             }
         }
@@ -357,7 +369,12 @@ impl Daemon {
                 let mut jobs: Vec<JobSummary> =
                     self.jobs.values().map(|e| e.record.summary()).collect();
                 jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
-                Response::Jobs { jobs }
+                let problems = self
+                    .dropin_problems
+                    .iter()
+                    .map(|(_, m)| m.clone())
+                    .collect();
+                Response::Jobs { jobs, problems }
             }
             Request::Status { job } => match self.find(&job) {
                 Err(r) => r,
@@ -572,6 +589,7 @@ impl Daemon {
             run: RunReport::default(),
             next_event: 1,
             batch,
+            dropin: None,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(
@@ -933,6 +951,114 @@ impl Daemon {
         } else {
             self.set_status(id, status);
         }
+    }
+
+    /// Diffs the drop-in directory against the jobs made from it: new files become jobs,
+    /// changed files update their job's settings for its next run, removed files stop nothing
+    /// unless the file said `on_remove = "cancel"`. A file with an error changes nothing and is
+    /// reported (once per change) in the journal and in `migratectl list`.
+    fn rescan(&mut self) {
+        let Some(dir) = self.settings.jobs_dir.clone() else {
+            return;
+        };
+        let found = crate::dropin::scan(&dir);
+        let mut problems = Vec::new();
+        for d in &found {
+            match &d.spec {
+                Err(message) => {
+                    if !self
+                        .dropin_problems
+                        .iter()
+                        .any(|(f, m)| f == &d.file && m == message)
+                    {
+                        tracing::error!(file = %d.file, "{message}");
+                    }
+                    problems.push((d.file.clone(), message.clone()));
+                }
+                Ok(spec) => {
+                    let owner = self
+                        .jobs
+                        .iter()
+                        .find(|(_, e)| e.record.dropin.as_ref().is_some_and(|(f, _)| f == &d.file))
+                        .map(|(id, e)| (id.clone(), e.record.dropin.clone()));
+                    match owner {
+                        None => match self.create(spec.clone(), None) {
+                            Response::Created { id } => {
+                                if let Some(e) = self.jobs.get_mut(&id) {
+                                    e.record.dropin = Some((d.file.clone(), d.hash.clone()));
+                                }
+                                self.persist(&id);
+                                self.event(
+                                    &id,
+                                    "info",
+                                    format!("Created from the job file {}.", d.file),
+                                );
+                            }
+                            Response::Error { message, .. } => {
+                                let message =
+                                    format!("job file {}: {message}", dir.join(&d.file).display());
+                                if !self
+                                    .dropin_problems
+                                    .iter()
+                                    .any(|(f, m)| f == &d.file && m == &message)
+                                {
+                                    tracing::error!(file = %d.file, "{message}");
+                                }
+                                problems.push((d.file.clone(), message));
+                            }
+                            _ => {}
+                        },
+                        Some((id, Some((_, hash)))) if hash != d.hash => {
+                            if let Some(e) = self.jobs.get_mut(&id) {
+                                let keep_name = e.record.spec.name.clone();
+                                e.record.spec = spec.clone();
+                                e.record.spec.name = keep_name;
+                                e.record.dropin = Some((d.file.clone(), d.hash.clone()));
+                            }
+                            self.persist(&id);
+                            self.event(&id, "info", format!("Job file {} changed: the new settings apply from the next run.", d.file));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        let present: std::collections::HashSet<&str> =
+            found.iter().map(|d| d.file.as_str()).collect();
+        let removed: Vec<(String, String, migrated_core::OnRemove)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, e)| {
+                let (file, _) = e.record.dropin.as_ref()?;
+                (!present.contains(file.as_str()))
+                    .then(|| (id.clone(), file.clone(), e.record.spec.on_remove))
+            })
+            .collect();
+        for (id, file, on_remove) in removed {
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.record.dropin = None;
+            }
+            self.persist(&id);
+            let status = self.jobs[&id].record.status;
+            if on_remove == migrated_core::OnRemove::Cancel && status.apply(Action::Cancel).is_ok()
+            {
+                self.act(&id, Action::Cancel);
+                self.event(
+                    &id,
+                    "info",
+                    format!("Job file {file} removed: the job is cancelled, as the file asked."),
+                );
+            } else {
+                self.event(
+                    &id,
+                    "info",
+                    format!(
+                        "Job file {file} removed: the job goes on (migratectl delete removes it)."
+                    ),
+                );
+            }
+        }
+        self.dropin_problems = problems;
     }
 
     /// Deletes jobs whose retention period is over.

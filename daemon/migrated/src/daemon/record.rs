@@ -31,6 +31,9 @@ pub(crate) struct JobRecord {
     /// The batch this job belongs to, if any.
     #[serde(default)]
     pub batch: Option<String>,
+    /// The drop-in file this job comes from: `(file name, content fingerprint)`.
+    #[serde(default)]
+    pub dropin: Option<(String, String)>,
 }
 
 /// Figures of the current or last run.
