@@ -215,7 +215,7 @@ impl Control {
         }
     }
 
-    /// Batch requests travel on the socket only (not yet on D-Bus).
+    /// Batch, priority and limit requests travel on the socket only (not yet on D-Bus).
     pub(crate) async fn batch(&mut self, request: Request) -> anyhow::Result<Response> {
         match self {
             Self::Bus(_) => anyhow::bail!(

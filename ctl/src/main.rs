@@ -112,6 +112,19 @@ enum Command {
         /// Job id or name.
         job: String,
     },
+    /// Changes a job's priority: lower numbers start first (default 100).
+    Priority {
+        /// Job id or name.
+        job: String,
+        /// The new priority.
+        priority: u32,
+    },
+    /// Shows, and with --max-jobs changes, how many jobs run at once.
+    Limits {
+        /// New global limit.
+        #[arg(long)]
+        max_jobs: Option<usize>,
+    },
     /// Many mailboxes at once: a CSV file (EmailAddress,UserName,Password as Exchange Online,
     /// optionally DestinationUserName,DestinationPassword) and a template with the endpoints.
     #[command(subcommand)]
@@ -382,6 +395,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_status(ctl.delta(&job, source, destination).await?, json);
         }
         Command::Batch(b) => return batch(&mut ctl, b, json).await,
+        Command::Priority { job, priority } => {
+            match ctl
+                .batch(migrated_ipc::Request::SetPriority { job, priority })
+                .await?
+            {
+                migrated_ipc::Response::Done { status } => print_status(status, json),
+                other => bail!("unexpected reply: {other:?}"),
+            }
+        }
+        Command::Limits { max_jobs } => match ctl
+            .batch(migrated_ipc::Request::Limits { max_jobs })
+            .await?
+        {
+            migrated_ipc::Response::Limits { max_jobs, running } => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "max_jobs": max_jobs, "running": running })
+                    );
+                } else {
+                    println!("max jobs  {max_jobs}\nrunning   {running}");
+                }
+            }
+            other => bail!("unexpected reply: {other:?}"),
+        },
         Command::Events { job } => {
             let events = ctl.events(&job).await?;
             if json {

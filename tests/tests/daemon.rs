@@ -462,3 +462,74 @@ async fn reset_forgets_the_ledger_and_statuses_include_authenticating() {
         "one extra copy of each message: {report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_start_by_priority_and_the_limit_changes_at_run_time() {
+    let p = pair(CorpusSpec {
+        seed: 38,
+        messages: 1500,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.args = vec!["--max-jobs".into(), "1".into()];
+    d.start().await;
+    let dir = d.state.join("jobs");
+    // A long job holds the only slot while the others queue.
+    let first = job_file(
+        &p,
+        &dir,
+        "first",
+        "[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let first_id = stdout(&d.ctl(&["create", first.to_str().unwrap()]));
+    for (name, priority) in [("low", 30), ("high", 10), ("middle", 20)] {
+        let f = job_file(&p, &dir, name, "[folders]\ninclude = [\"^Spam$\"]\n");
+        // Top-level keys go before the first table.
+        let text = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(&f, format!("priority = {priority}\n{text}")).unwrap();
+        stdout(&d.ctl(&["create", f.to_str().unwrap()]));
+    }
+    // Changed while waiting: "low" jumps ahead.
+    assert_eq!(stdout(&d.ctl(&["priority", "low", "5"])), "Queued");
+    assert!(
+        stdout(&d.ctl(&["list"])).contains("Queued"),
+        "the others wait for the slot"
+    );
+    assert!(stdout(&d.ctl(&["limits"])).contains("max jobs  1"));
+    d.wait_until(&first_id, "the long job", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
+        if list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "Completed")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not finish: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = d.log();
+    let order: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Job started."))
+        .filter_map(|l| {
+            l.split("job=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .collect();
+    assert_eq!(order, ["first", "low", "high", "middle"], "{log}");
+    assert!(stdout(&d.ctl(&["limits", "--max-jobs", "4"])).contains("max jobs  4"));
+}

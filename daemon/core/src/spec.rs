@@ -57,10 +57,17 @@ pub struct JobSpec {
     /// Sizes and parallelism.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Lower numbers start first (default 100); changeable while the job waits or runs.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
     /// Drop-in files only: what removing the file does to its job. `keep` (default): nothing,
     /// the job goes on; `cancel`: the job is cancelled.
     #[serde(default)]
     pub on_remove: OnRemove,
+}
+
+const fn default_priority() -> u32 {
+    100
 }
 
 /// What removing a drop-in job file does.

@@ -56,6 +56,18 @@ pub enum Request {
         /// The job to check.
         spec: Box<JobSpec>,
     },
+    /// Changes a job's priority (lower starts first).
+    SetPriority {
+        /// Id or name.
+        job: String,
+        /// New priority.
+        priority: u32,
+    },
+    /// Reads, and with a value changes, how many jobs run at once.
+    Limits {
+        /// New global limit.
+        max_jobs: Option<usize>,
+    },
     /// Creates a batch: one job per CSV row, from a template (endpoints, folders, limits).
     CreateBatch {
         /// Unique batch name.
@@ -147,6 +159,13 @@ pub enum Response {
         /// One row per side.
         checks: Vec<CheckRow>,
     },
+    /// The limits now.
+    Limits {
+        /// Jobs that may run at once.
+        max_jobs: usize,
+        /// Jobs running.
+        running: usize,
+    },
     /// Every batch.
     Batches {
         /// Name and counts.
@@ -189,6 +208,9 @@ pub struct JobSummary {
     pub name: String,
     /// Status.
     pub status: Option<JobStatus>,
+    /// Priority (lower starts first).
+    #[serde(default)]
+    pub priority: u32,
     /// `user@host:port` of the source.
     pub source: String,
     /// `user@host:port` of the destination.

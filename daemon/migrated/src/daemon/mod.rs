@@ -320,6 +320,35 @@ impl Daemon {
             Request::ListBatches => Response::Batches {
                 batches: self.batches(),
             },
+            Request::SetPriority { job, priority } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => {
+                    if let Some(e) = self.jobs.get_mut(&id) {
+                        e.record.spec.priority = priority;
+                    }
+                    self.persist(&id);
+                    self.event(&id, "info", format!("Priority set to {priority}."));
+                    Response::Done {
+                        status: self.jobs[&id].record.status,
+                    }
+                }
+            },
+            Request::Limits { max_jobs } => {
+                if let Some(n) = max_jobs {
+                    if n == 0 {
+                        return error(
+                            ErrorKind::Invalid,
+                            "max_jobs must be at least 1 (pause jobs to stop them)",
+                        );
+                    }
+                    self.settings.max_jobs = n;
+                    tracing::info!(max_jobs = n, "Global job limit changed.");
+                }
+                Response::Limits {
+                    max_jobs: self.settings.max_jobs,
+                    running: self.running(),
+                }
+            }
             Request::BatchStatus { name } => {
                 match self.batches().into_iter().find(|b| b.name == name) {
                     None => error(
@@ -712,14 +741,15 @@ impl Daemon {
         if self.shutting_down {
             return;
         }
-        let mut queued: Vec<(u64, String)> = self
+        // Lower priority numbers first, then the oldest.
+        let mut queued: Vec<(u32, u64, String)> = self
             .jobs
             .iter()
             .filter(|(_, e)| e.record.status == JobStatus::Queued && e.stop.is_none())
-            .map(|(id, e)| (e.record.created, id.clone()))
+            .map(|(id, e)| (e.record.spec.priority, e.record.created, id.clone()))
             .collect();
         queued.sort();
-        for (_, id) in queued {
+        for (_, _, id) in queued {
             if self.running() >= self.settings.max_jobs {
                 break;
             }
@@ -768,6 +798,7 @@ impl Daemon {
             entry.record.error = None;
             entry.record.run = RunReport::default();
         }
+        tracing::info!(job_id = %id, job = %record.spec.name, priority = record.spec.priority, "Job started.");
         self.set_status(id, JobStatus::Connecting);
         let tx = self.tx.clone();
         let job = id.to_owned();

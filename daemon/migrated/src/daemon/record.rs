@@ -68,6 +68,7 @@ impl JobRecord {
             id: self.id.clone(),
             name: self.spec.name.clone(),
             status: Some(self.status),
+            priority: self.spec.priority,
             source: side(&self.spec.source),
             destination: side(&self.spec.destination),
             items_total: self.run.items_total,
