@@ -197,7 +197,13 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             let msg = tokio::select! {
                 _ = term.recv() => daemon::Msg::Shutdown,
                 _ = int.recv() => daemon::Msg::Shutdown,
-                _ = hup.recv() => daemon::Msg::Rescan,
+                _ = hup.recv() => {
+                    // SIGHUP: rescan the drop-in directory, and sweep expired jobs now.
+                    if signals.send(daemon::Msg::Tick).is_err() {
+                        return;
+                    }
+                    daemon::Msg::Rescan
+                }
             };
             if signals.send(msg).is_err() {
                 return;
