@@ -423,3 +423,47 @@ async fn messages_refused_by_the_destination_are_recorded_with_the_servers_words
     assert_eq!(report.missing_count(), summary.failed.len(), "{report}");
     assert_eq!(report.extra_count(), 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_limit_holds_within_ten_percent() {
+    let p = pair(CorpusSpec {
+        seed: 20,
+        messages: 400,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let limit = 2_000_000u64; // 2 MB/s
+    let mut config = p.config();
+    config
+        .bandwidth
+        .push(Arc::new(migrated_engine::RateLimit::new(limit)));
+    let recorder = Arc::new(Recorder::default());
+    let started = Arc::new(std::sync::Mutex::new(None));
+    let s2 = started.clone();
+    let inner = recorder.observer();
+    let observer: migrated_engine::Observer = Arc::new(move |e| {
+        if matches!(e, Event::Phase(migrated_engine::Phase::Copying)) {
+            s2.lock().unwrap().get_or_insert(std::time::Instant::now());
+        }
+        inner(e);
+    });
+    let summary = p.engine(config, observer).run().await.expect("run");
+    let copying = started
+        .lock()
+        .unwrap()
+        .expect("a copy phase")
+        .elapsed()
+        .as_secs_f64();
+    let rate = summary.bytes as f64 / copying;
+    assert!(
+        summary.bytes > 8_000_000,
+        "enough bytes to measure: {}",
+        summary.bytes
+    );
+    assert!(
+        (0.9..=1.1).contains(&(rate / limit as f64)),
+        "{rate:.0} B/s against a limit of {limit} B/s"
+    );
+    p.assert_exact().await;
+}

@@ -158,6 +158,9 @@ pub struct LimitsSpec {
     /// Bytes per batch (default 8 MiB).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: u64,
+    /// Bandwidth limit of this job, megabytes (10^6 bytes) per second; none by default.
+    #[serde(default)]
+    pub max_mbps: Option<f64>,
 }
 
 impl Default for LimitsSpec {
@@ -167,6 +170,7 @@ impl Default for LimitsSpec {
             connections: default_connections(),
             batch_messages: default_batch(),
             batch_bytes: default_batch_bytes(),
+            max_mbps: None,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Settings of one copy run.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::throttle::RateLimit;
 
 use migrated_core::MappingRules;
 
@@ -29,6 +32,8 @@ pub struct CopyConfig {
     pub initial_backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
+    /// Bandwidth limits the copy obeys: the job's own and the daemon's global one.
+    pub bandwidth: Vec<Arc<RateLimit>>,
 }
 
 impl CopyConfig {
@@ -46,6 +51,7 @@ impl CopyConfig {
             max_passes: 5,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
+            bandwidth: Vec::new(),
         }
     }
 }

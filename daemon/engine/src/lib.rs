@@ -11,6 +11,7 @@ mod events;
 mod imap_source;
 mod recovery;
 mod run;
+mod throttle;
 
 pub use config::CopyConfig;
 pub use error::EngineError;
@@ -19,3 +20,4 @@ pub use events::{
 };
 pub use imap_source::{ImapSource, ImapSourceSession};
 pub use run::Engine;
+pub use throttle::RateLimit;

@@ -839,6 +839,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let (s2, key) = (sh.store.clone(), w.key);
         let seq = store_call(move || s2.begin_intent(key, &intent)).await?;
 
+        let batch_bytes: u64 = present.iter().map(|(_, b, _)| b.len() as u64).sum();
+        for limit in &sh.config.bandwidth {
+            limit.take(batch_bytes).await;
+        }
         let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
         let mut records = Vec::new();
         let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);

@@ -49,6 +49,17 @@ impl JobSpecExt for JobSpec {
         c.batch_messages = self.limits.batch_messages.clamp(1, 1000);
         c.batch_bytes = self.limits.batch_bytes.max(1024 * 1024);
         c.subscriptions = self.folders.subscriptions;
+        if let Some(mbps) = self.limits.max_mbps {
+            if !(mbps > 0.0 && mbps.is_finite()) {
+                anyhow::bail!(
+                    "{place}: [limits] max_mbps: {mbps} is not a positive number of megabytes per second"
+                );
+            }
+            c.bandwidth
+                .push(std::sync::Arc::new(migrated_engine::RateLimit::new(
+                    (mbps * 1e6) as u64,
+                )));
+        }
         Ok(c)
     }
 }

@@ -51,6 +51,9 @@ struct DaemonArgs {
     /// /etc/migrated/jobs.d; $XDG_CONFIG_HOME/migrated/jobs.d for --user.
     #[arg(long, env = "MIGRATED_JOBS_DIR")]
     jobs_dir: Option<PathBuf>,
+    /// Bandwidth limit shared by all jobs, megabytes (10^6 bytes) per second.
+    #[arg(long)]
+    max_mbps: Option<f64>,
     /// Jobs running at once.
     #[arg(long, default_value_t = 20)]
     max_jobs: usize,
@@ -156,6 +159,10 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         max_jobs: args.max_jobs.max(1),
         retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
         jobs_dir: Some(paths.jobs_dir.clone()).filter(|d| d.is_dir()),
+        bandwidth: args
+            .max_mbps
+            .filter(|m| *m > 0.0 && m.is_finite())
+            .map(|m| std::sync::Arc::new(migrated_engine::RateLimit::new((m * 1e6) as u64))),
     };
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");

@@ -27,6 +27,8 @@ pub(crate) struct Settings {
     pub retention: Duration,
     /// The drop-in directory, if any.
     pub jobs_dir: Option<std::path::PathBuf>,
+    /// The bandwidth limit all jobs share, if any.
+    pub bandwidth: Option<Arc<migrated_engine::RateLimit>>,
 }
 
 /// Everything the loop reacts to.
@@ -764,6 +766,7 @@ impl Daemon {
             let mut config = record.spec.copy_config(&place)?;
             // The ledger is kept under the generated id: names can be addresses.
             config.job_id = record.id.clone();
+            config.bandwidth.extend(self.settings.bandwidth.clone());
             let source = record.spec.source.endpoint(&place, "source")?;
             let destination = record.spec.destination.endpoint(&place, "destination")?;
             Ok((config, source, destination))

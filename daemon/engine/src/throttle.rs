@@ -1,0 +1,71 @@
+//! Bandwidth limits: a token bucket per limit. A job has its own and may share the daemon's
+//! global one; workers take tokens for the bytes of each batch before sending it, so the
+//! rate holds whatever the number of connections.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A bytes-per-second limit.
+pub struct RateLimit {
+    bytes_per_second: f64,
+    /// Tokens available (may go negative: a message larger than the bucket waits longer) and
+    /// when they were last counted. Waiting happens under the lock, so waiters queue in order.
+    state: tokio::sync::Mutex<(f64, Instant)>,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RateLimit({} B/s)", self.bytes_per_second)
+    }
+}
+
+impl RateLimit {
+    /// A limit of `bytes_per_second` (at least 1 KB/s). The bucket starts empty and holds at
+    /// most one second's worth, so a transfer never starts with a burst above the limit.
+    pub fn new(bytes_per_second: u64) -> Self {
+        Self {
+            bytes_per_second: bytes_per_second.max(1000) as f64,
+            state: tokio::sync::Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    /// The limit, bytes per second.
+    pub fn bytes_per_second(&self) -> u64 {
+        self.bytes_per_second as u64
+    }
+
+    /// Waits until `bytes` may be sent.
+    pub async fn take(&self, bytes: u64) {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.bytes_per_second)
+            .min(self.bytes_per_second);
+        let left = tokens - bytes as f64;
+        if left >= 0.0 {
+            *state = (left, now);
+            return;
+        }
+        let wait = Duration::from_secs_f64(-left / self.bytes_per_second);
+        tokio::time::sleep(wait).await;
+        *state = (0.0, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_holds_over_many_takes() {
+        let limit = RateLimit::new(1_000_000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..50 {
+            limit.take(200_000).await;
+        }
+        // 10 MB at 1 MB/s from an empty bucket: 10 s.
+        let took = start.elapsed().as_secs_f64();
+        assert!((9.9..=10.1).contains(&took), "{took}");
+    }
+}
