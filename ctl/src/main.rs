@@ -124,6 +124,9 @@ enum Command {
         /// New global limit.
         #[arg(long)]
         max_jobs: Option<usize>,
+        /// New per-host connection limit (0: none).
+        #[arg(long)]
+        max_connections_per_host: Option<usize>,
     },
     /// Many mailboxes at once: a CSV file (EmailAddress,UserName,Password as Exchange Online,
     /// optionally DestinationUserName,DestinationPassword) and a template with the endpoints.
@@ -404,18 +407,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => bail!("unexpected reply: {other:?}"),
             }
         }
-        Command::Limits { max_jobs } => match ctl
-            .batch(migrated_ipc::Request::Limits { max_jobs })
+        Command::Limits {
+            max_jobs,
+            max_connections_per_host,
+        } => match ctl
+            .batch(migrated_ipc::Request::Limits {
+                max_jobs,
+                max_connections_per_host,
+            })
             .await?
         {
-            migrated_ipc::Response::Limits { max_jobs, running } => {
+            migrated_ipc::Response::Limits {
+                max_jobs,
+                max_connections_per_host,
+                running,
+            } => {
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({ "max_jobs": max_jobs, "running": running })
+                        serde_json::json!({
+                            "max_jobs": max_jobs,
+                            "max_connections_per_host": max_connections_per_host,
+                            "running": running
+                        })
                     );
                 } else {
-                    println!("max jobs  {max_jobs}\nrunning   {running}");
+                    println!(
+                        "max jobs  {max_jobs}\nper host  {max_connections_per_host} connections (0: no limit)\nrunning   {running}"
+                    );
                 }
             }
             other => bail!("unexpected reply: {other:?}"),

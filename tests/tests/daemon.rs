@@ -533,3 +533,71 @@ async fn queued_jobs_start_by_priority_and_the_limit_changes_at_run_time() {
     assert_eq!(order, ["first", "low", "high", "middle"], "{log}");
     assert!(stdout(&d.ctl(&["limits", "--max-jobs", "4"])).contains("max jobs  4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_host_connection_limit_is_never_exceeded() {
+    let p = pair(CorpusSpec {
+        seed: 39,
+        messages: 600,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    // Each job opens 2 workers + 1 control connection to each server, both on 127.0.0.1:
+    // 6 connections to the host, so at most 2 jobs fit in 12.
+    d.args = vec!["--max-connections-per-host".into(), "12".into()];
+    d.start().await;
+    let dir = d.state.join("jobs");
+    let mut ids = Vec::new();
+    for name in ["h1", "h2", "h3", "h4"] {
+        let f = job_file(
+            &p,
+            &dir,
+            name,
+            "[limits]\nconnections = 2\nbatch_messages = 5\n",
+        );
+        ids.push(stdout(&d.ctl(&["create", f.to_str().unwrap()])));
+    }
+    let connections = |dovecot: &testbed::Dovecot| {
+        dovecot
+            .doveadm(&["who", "-1"])
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    };
+    let (mut most_src, mut most_dst) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        most_src = most_src.max(connections(&p.src));
+        most_dst = most_dst.max(connections(&p.dst));
+        let list: serde_json::Value =
+            serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
+        if list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "Completed")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not finish: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Source and destination share 127.0.0.1 here, so the limit covers both servers together.
+    assert!(
+        most_src + most_dst <= 12,
+        "at most 12 connections to the host: saw {most_src} + {most_dst}"
+    );
+    assert!(
+        most_src > 3,
+        "two jobs ran in parallel within the limit (saw {most_src} on the source)"
+    );
+    let limits = stdout(&d.ctl(&["limits", "--max-connections-per-host", "24"]));
+    assert!(limits.contains("per host  24 connections"), "{limits}");
+}

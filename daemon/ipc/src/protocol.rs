@@ -67,6 +67,9 @@ pub enum Request {
     Limits {
         /// New global limit.
         max_jobs: Option<usize>,
+        /// New per-host connection limit (0: none).
+        #[serde(default)]
+        max_connections_per_host: Option<usize>,
     },
     /// Creates a batch: one job per CSV row, from a template (endpoints, folders, limits).
     CreateBatch {
@@ -163,6 +166,8 @@ pub enum Response {
     Limits {
         /// Jobs that may run at once.
         max_jobs: usize,
+        /// Connections at most to one host (0: none).
+        max_connections_per_host: usize,
         /// Jobs running.
         running: usize,
     },

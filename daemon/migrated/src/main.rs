@@ -54,6 +54,9 @@ struct DaemonArgs {
     /// Bandwidth limit shared by all jobs, megabytes (10^6 bytes) per second.
     #[arg(long)]
     max_mbps: Option<f64>,
+    /// Connections at most to one host over all running jobs (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_host: usize,
     /// Jobs running at once.
     #[arg(long, default_value_t = 20)]
     max_jobs: usize,
@@ -163,6 +166,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             .max_mbps
             .filter(|m| *m > 0.0 && m.is_finite())
             .map(|m| std::sync::Arc::new(migrated_engine::RateLimit::new((m * 1e6) as u64))),
+        max_connections_per_host: args.max_connections_per_host,
     };
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");

@@ -29,6 +29,9 @@ pub(crate) struct Settings {
     pub jobs_dir: Option<std::path::PathBuf>,
     /// The bandwidth limit all jobs share, if any.
     pub bandwidth: Option<Arc<migrated_engine::RateLimit>>,
+    /// Connections at most to one host (source or destination) over all running jobs; 0 for
+    /// no limit. A job uses its `connections` plus one control connection per side.
+    pub max_connections_per_host: usize,
 }
 
 /// Everything the loop reacts to.
@@ -335,7 +338,17 @@ impl Daemon {
                     }
                 }
             },
-            Request::Limits { max_jobs } => {
+            Request::Limits {
+                max_jobs,
+                max_connections_per_host,
+            } => {
+                if let Some(n) = max_connections_per_host {
+                    self.settings.max_connections_per_host = n;
+                    tracing::info!(
+                        max_connections_per_host = n,
+                        "Per-host connection limit changed."
+                    );
+                }
                 if let Some(n) = max_jobs {
                     if n == 0 {
                         return error(
@@ -348,6 +361,7 @@ impl Daemon {
                 }
                 Response::Limits {
                     max_jobs: self.settings.max_jobs,
+                    max_connections_per_host: self.settings.max_connections_per_host,
                     running: self.running(),
                 }
             }
@@ -755,8 +769,53 @@ impl Daemon {
             if self.running() >= self.settings.max_jobs {
                 break;
             }
+            if !self.host_has_room(&id) {
+                continue;
+            }
             self.start(&id);
         }
+    }
+
+    /// Connections a job opens to each of its hosts: its workers plus the control connection.
+    fn connections_of(&self, spec: &JobSpec) -> usize {
+        let limit = self.settings.max_connections_per_host;
+        let workers = spec.limits.connections.max(1);
+        let workers = if limit > 1 {
+            workers.min(limit - 1)
+        } else {
+            workers.min(1)
+        };
+        workers + 1
+    }
+
+    /// Connections a job opens to `host`: per side on that host (source and destination may
+    /// be the same host).
+    fn connections_to(&self, spec: &JobSpec, host: &str) -> usize {
+        let sides =
+            usize::from(spec.source.host == host) + usize::from(spec.destination.host == host);
+        sides * self.connections_of(spec)
+    }
+
+    /// Whether starting the job keeps every host within the per-host connection limit. A job
+    /// that alone exceeds it still starts when its hosts are idle (its workers were already
+    /// capped to fit).
+    fn host_has_room(&self, id: &str) -> bool {
+        let limit = self.settings.max_connections_per_host;
+        if limit == 0 {
+            return true;
+        }
+        let spec = &self.jobs[id].record.spec;
+        [&spec.source.host, &spec.destination.host]
+            .iter()
+            .all(|host| {
+                let used: usize = self
+                    .jobs
+                    .values()
+                    .filter(|e| e.stop.is_some())
+                    .map(|e| self.connections_to(&e.record.spec, host))
+                    .sum();
+                used == 0 || used + self.connections_to(spec, host) <= limit
+            })
     }
 
     fn start(&mut self, id: &str) {
@@ -766,6 +825,7 @@ impl Daemon {
             let mut config = record.spec.copy_config(&place)?;
             // The ledger is kept under the generated id: names can be addresses.
             config.job_id = record.id.clone();
+            config.connections = self.connections_of(&record.spec) - 1;
             config.bandwidth.extend(self.settings.bandwidth.clone());
             let source = record.spec.source.endpoint(&place, "source")?;
             let destination = record.spec.destination.endpoint(&place, "destination")?;
