@@ -702,6 +702,9 @@ fn print_detail(d: &JobDetail) {
     if let Some(f) = &s.current_folder {
         println!("folder       {f}");
     }
+    if let Some(t) = s.throttled_until {
+        println!("throttled    by the server until {} UTC", clock(t));
+    }
     if let Some(e) = &s.error {
         println!("error        {e}");
     }
@@ -755,6 +758,12 @@ fn print_detail(d: &JobDetail) {
     }
 }
 
+/// `HH:MM:SS` of a unix time (UTC).
+fn clock(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+}
+
 fn print_event(e: &EventRow) {
     println!("#{:<5} {:<8} {}", e.seq, e.level, e.message);
 }
@@ -774,8 +783,12 @@ async fn follow_job(mut updates: control::Updates, json: bool) -> anyhow::Result
                 }
                 print_event(e);
             }
+            let throttled = job
+                .throttled_until
+                .map(|t| format!(" (throttled until {} UTC)", clock(t)))
+                .unwrap_or_default();
             let line = format!(
-                "{:<22} {} {}/{} messages {} / {}{}",
+                "{:<22} {} {}/{} messages {} / {}{}{throttled}",
                 status_label(&job),
                 bar(job.items_done, job.items_total, 24),
                 job.items_done,

@@ -5,6 +5,7 @@
 mod b64;
 pub mod corpus;
 pub mod dovecot;
+pub mod fault;
 pub mod imap;
 pub mod mutf7;
 pub mod verify;

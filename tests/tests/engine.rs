@@ -467,3 +467,60 @@ async fn a_bandwidth_limit_holds_within_ten_percent() {
     );
     p.assert_exact().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_throttles_makes_the_job_wait_then_finish() {
+    let p = pair(small_corpus(21)).await;
+    // The first three APPENDs get Office 365's answer.
+    let reply = "NO [THROTTLED] Request is throttled. Suggested Backoff Time: 1200 milliseconds";
+    let proxy = testbed::fault::AppendFaultProxy::start(p.dst.imap_port(), 3, reply)
+        .await
+        .unwrap();
+    let mut destination = endpoint(&p.dst);
+    destination.port = proxy.port();
+    let recorder = Arc::new(Recorder::default());
+    let engine = migrated_engine::Engine::new(
+        ImapSource::new(endpoint(&p.src)),
+        destination,
+        p.store(),
+        p.config(),
+        recorder.observer(),
+    );
+    let started = std::time::Instant::now();
+    let summary = engine
+        .run()
+        .await
+        .expect("the job finishes despite the throttling");
+    drop(engine);
+    assert_eq!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        summary.failed.is_empty(),
+        "throttled messages are not failures: {:?}",
+        summary.failed
+    );
+    let throttles: Vec<std::time::Duration> = recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Throttled { delay, reason } => {
+                assert!(reason.contains("THROTTLED"), "{reason}");
+                Some(*delay)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!throttles.is_empty(), "the throttling was reported");
+    assert!(
+        throttles
+            .iter()
+            .all(|d| *d == std::time::Duration::from_millis(1200)),
+        "the server's suggested backoff is obeyed: {throttles:?}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1200),
+        "the job waited"
+    );
+    p.assert_exact().await;
+}

@@ -140,6 +140,14 @@ pub enum Event {
     Excluded(ExcludedItem),
     /// A message was refused.
     Failed(FailedItem),
+    /// The server asked to slow down (`NO [THROTTLED]`, "Suggested Backoff Time", overload):
+    /// the worker waits `delay` before its next batch.
+    Throttled {
+        /// How long, as the server suggested when it did.
+        delay: Duration,
+        /// The server's words.
+        reason: String,
+    },
     /// A temporary error; the run retries.
     Retrying {
         /// The error.

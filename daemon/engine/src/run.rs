@@ -751,14 +751,36 @@ impl<C: SourceConnector + 'static> Engine<C> {
                         tracing::warn!(job = %sh.config.job_id, worker = id, folder = %w.plan.source, error = %message, "Temporary error; the batch is left for the next pass.");
                     }
                     if let Ok(mut v) = errors.lock() {
-                        v.push(message);
+                        v.push(message.clone());
                     }
                     // Sessions may be broken: reconnect for the next batch, after a pause that
-                    // grows while failures repeat.
+                    // grows while failures repeat, or as long as the server asked.
                     src = None;
                     dst = None;
                     open = None;
                     consecutive_failures += 1;
+                    if let Some(hint) = server_backoff(&message) {
+                        let delay = hint.unwrap_or(
+                            sh.config.initial_backoff
+                                * 2u32.saturating_pow(consecutive_failures.min(6) - 1),
+                        );
+                        let delay = delay.min(
+                            sh.config
+                                .max_backoff
+                                .max(std::time::Duration::from_secs(300)),
+                        );
+                        (sh.observer)(Event::Throttled {
+                            delay,
+                            reason: message.clone(),
+                        });
+                        if self.backoff(delay).await.is_err() {
+                            return Ok(());
+                        }
+                        if w.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            self.finish_folder(w).await?;
+                        }
+                        continue;
+                    }
                     let delay = sh.config.initial_backoff
                         * 2u32.saturating_pow(consecutive_failures.min(6) - 1);
                     if self
@@ -953,4 +975,57 @@ async fn append_all(
         }
     }
     (outcomes, None)
+}
+
+/// Whether a server's reply asks to slow down, and for how long if it says: Office 365's
+/// "Suggested Backoff Time: N milliseconds", `NO [THROTTLED]`, `[UNAVAILABLE]`, a BYE for
+/// overload.
+fn server_backoff(message: &str) -> Option<Option<std::time::Duration>> {
+    let upper = message.to_ascii_uppercase();
+    let throttled = [
+        "THROTTLED",
+        "SUGGESTED BACKOFF TIME",
+        "[UNAVAILABLE]",
+        "TOO MANY",
+    ]
+    .iter()
+    .any(|w| upper.contains(w));
+    if !throttled {
+        return None;
+    }
+    let hint = upper.find("SUGGESTED BACKOFF TIME").and_then(|i| {
+        let rest = upper[i..].split_once(':')?.1.trim_start();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let n: u64 = digits.parse().ok()?;
+        let unit = rest[digits.len()..].trim_start();
+        Some(if unit.starts_with("MILLI") || unit.starts_with("MS") {
+            std::time::Duration::from_millis(n)
+        } else {
+            std::time::Duration::from_secs(n)
+        })
+    });
+    Some(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn server_backoff_hints_are_read() {
+        let o365 = "NO [THROTTLED] Request is throttled. Suggested Backoff Time: 1500 milliseconds";
+        assert_eq!(
+            super::server_backoff(o365),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            super::server_backoff("NO [UNAVAILABLE] try later"),
+            Some(None)
+        );
+        assert_eq!(
+            super::server_backoff("Suggested Backoff Time: 3 seconds"),
+            Some(Some(Duration::from_secs(3)))
+        );
+        assert_eq!(super::server_backoff("NO [OVERQUOTA] full"), None);
+    }
 }

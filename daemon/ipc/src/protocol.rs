@@ -247,6 +247,9 @@ pub struct JobSummary {
     /// The destination connection, likewise.
     #[serde(default)]
     pub destination_connection: Option<String>,
+    /// Throttled by a server until this unix time.
+    #[serde(default)]
+    pub throttled_until: Option<u64>,
 }
 
 /// One folder's statistics.

@@ -365,6 +365,12 @@ fn progress_printer(quiet: bool) -> migrated_engine::Observer {
                 i.reason
             ),
             Event::Failed(i) => eprintln!("  failed: {} UID {}: {}", i.folder, i.uid, i.reason),
+            Event::Throttled { delay, reason } => {
+                eprintln!(
+                    "  throttled by the server for {:.1} s: {reason}",
+                    delay.as_secs_f64()
+                )
+            }
             Event::Retrying { error, delay } => {
                 eprintln!("  retrying in {:.1} s: {error}", delay.as_secs_f64())
             }

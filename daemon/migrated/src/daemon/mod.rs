@@ -974,6 +974,17 @@ impl Daemon {
                 self.event(id, "warning", msg);
                 return;
             }
+            Event::Throttled { delay, reason } => {
+                let until = now() + delay.as_secs().max(1);
+                entry.record.run.throttled_until = Some(until);
+                let msg = format!(
+                    "Throttled by the server: waiting {:.1} s (until {} UTC), then going on. The server said: {reason}",
+                    delay.as_secs_f64(),
+                    clock(until)
+                );
+                self.event(id, "warning", msg);
+                return;
+            }
         }
         if publish {
             entry.last_publish = std::time::Instant::now();
@@ -1187,6 +1198,12 @@ impl Daemon {
             }
         }
     }
+}
+
+/// `HH:MM:SS` of a unix time (UTC).
+fn clock(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
 }
 
 fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {

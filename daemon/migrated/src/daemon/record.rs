@@ -41,6 +41,8 @@ pub(crate) struct JobRecord {
 #[serde(default)]
 pub(crate) struct RunReport {
     pub source_connection: Option<String>,
+    /// Unix time until which the server asked us to wait.
+    pub throttled_until: Option<u64>,
     pub destination_connection: Option<String>,
     pub items_total: u64,
     pub items_done: u64,
@@ -82,6 +84,7 @@ impl JobRecord {
             excluded: self.run.excluded.len() as u64,
             source_connection: self.run.source_connection.clone(),
             destination_connection: self.run.destination_connection.clone(),
+            throttled_until: self.run.throttled_until,
             failed: self.run.failed.len() as u64,
         }
     }
