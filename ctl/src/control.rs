@@ -192,8 +192,12 @@ impl Control {
         job: &str,
         source: Option<Secret>,
         destination: Option<Secret>,
+        final_run: bool,
     ) -> anyhow::Result<JobStatus> {
         match self {
+            Self::Bus(_) if final_run => anyhow::bail!(
+                "a final delta is requested on the control socket only for now: leave out --bus"
+            ),
             Self::Bus(p) => {
                 let s = source.as_ref().map_or("", Secret::expose);
                 let d = destination.as_ref().map_or("", Secret::expose);
@@ -205,6 +209,7 @@ impl Control {
                         job: job.into(),
                         source_secret: source,
                         destination_secret: destination,
+                        final_run,
                     })
                     .await?
                 {

@@ -106,6 +106,9 @@ enum Command {
         /// Read the destination password from this file.
         #[arg(long)]
         destination_password_file: Option<PathBuf>,
+        /// The final delta (cutover): no recurring delta after it, credentials erased at its end.
+        #[arg(long = "final")]
+        final_run: bool,
     },
     /// Shows a job's events.
     Events {
@@ -369,17 +372,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             source_password_file,
             destination_password_file,
+            final_run,
         } => {
             let detail = ctl.status(&job).await?;
-            let needs = detail.summary.status.is_some_and(|s| {
-                matches!(
-                    s,
-                    JobStatus::Completed
-                        | JobStatus::CompletedWithErrors
-                        | JobStatus::Cancelled
-                        | JobStatus::WaitingForCredentials
-                )
-            });
+            let needs = !detail.summary.credentials;
             let secret = |file: Option<PathBuf>, what: &str| -> anyhow::Result<Option<Secret>> {
                 match file {
                     Some(f) => Ok(Some(read_secret_file(&f)?)),
@@ -395,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 destination_password_file,
                 &format!("destination ({})", detail.summary.destination),
             )?;
-            print_status(ctl.delta(&job, source, destination).await?, json);
+            print_status(ctl.delta(&job, source, destination, final_run).await?, json);
         }
         Command::Batch(b) => return batch(&mut ctl, b, json).await,
         Command::Priority { job, priority } => {

@@ -601,3 +601,104 @@ async fn the_per_host_connection_limit_is_never_exceeded() {
     let limits = stdout(&d.ctl(&["limits", "--max-connections-per-host", "24"]));
     assert!(limits.contains("per host  24 connections"), "{limits}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_windows_pause_and_resume_and_deltas_recur_until_the_final_one() {
+    const MONDAY: u64 = 1_704_067_200; // 2024-01-01 00:00 UTC
+    let p = pair(CorpusSpec {
+        seed: 40,
+        messages: 1500,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    let clock = d.state.join("clock");
+    let set = |t: u64| std::fs::write(&clock, t.to_string()).unwrap();
+    set(MONDAY + 10 * 3600);
+    d.env
+        .push(("MIGRATED_TEST_CLOCK".into(), clock.display().to_string()));
+    d.env.push(("MIGRATED_TICK_MS".into(), "100".into()));
+    d.start().await;
+    let dir = d.state.join("jobs");
+    let schedule = "[limits]\nconnections = 1\nbatch_messages = 5\n\
+                    [schedule]\ndelta_every_hours = 1\nwindows = [{ days = [\"Mon\"], from = \"09:00\", to = \"11:00\" }]\n";
+    let job = job_file(&p, &dir, "nightly", schedule);
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "copying in the window", |s| {
+        s.status == Some(JobStatus::Copying) && s.items_done > 0
+    })
+    .await;
+
+    // The window ends: the job pauses at a checkpoint and waits in the queue.
+    set(MONDAY + 11 * 3600 + 1800);
+    let paused = d
+        .wait_until(&id, "paused by the window", |s| {
+            s.status == Some(JobStatus::Queued)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = d.summary(&id).await;
+    assert_eq!(
+        (still.status, still.items_done),
+        (Some(JobStatus::Queued), paused.items_done),
+        "nothing runs outside the window"
+    );
+    let events = stdout(&d.ctl(&["events", &id]));
+    assert!(
+        events.contains("Paused: its schedule window ended; it resumes at 09:00:00 UTC."),
+        "{events}"
+    );
+
+    // Next Monday's window: it resumes and completes.
+    set(MONDAY + 7 * 86_400 + 9 * 3600 + 1800);
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    p.assert_exact().await;
+
+    // An hour later, still in the window: the recurring delta copies the new message.
+    let acct = p.src.account("alice").unwrap();
+    testbed::append_message(
+        &acct,
+        "INBOX",
+        &testbed::synthetic_message(77, 4000),
+        &[],
+        1_600_000_000,
+    )
+    .await
+    .unwrap();
+    set(MONDAY + 7 * 86_400 + 10 * 3600 + 2700);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stdout(&d.ctl(&["events", &id])).contains("Recurring delta") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recurring delta:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = d
+        .wait_until(&id, "the delta", |s| s.status == Some(JobStatus::Completed))
+        .await;
+    assert_eq!(s.items_done, 1, "the delta copied the new message only");
+    p.assert_exact().await;
+
+    // The final delta ends the recurrence and erases the credentials.
+    assert_eq!(stdout(&d.ctl(&["delta", "--final", &id])), "Queued");
+    d.wait_until(&id, "the final delta", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    set(MONDAY + 14 * 86_400 + 10 * 3600);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = stdout(&d.ctl(&["events", &id]));
+    assert_eq!(events.matches("Recurring delta").count(), 1, "{events}");
+    assert!(events.contains("Final delta requested"), "{events}");
+    let again = d.ctl(&["delta", &id]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("password"),
+        "credentials erased after the final delta"
+    );
+}

@@ -8,6 +8,7 @@ pub mod job;
 pub mod mapping;
 pub mod message;
 pub mod planner;
+pub mod schedule;
 pub mod source;
 pub mod spec;
 

@@ -57,6 +57,9 @@ pub struct JobSpec {
     /// Sizes and parallelism.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// When the job may run and whether deltas repeat.
+    #[serde(default)]
+    pub schedule: crate::schedule::ScheduleSpec,
     /// Lower numbers start first (default 100); changeable while the job waits or runs.
     #[serde(default = "default_priority")]
     pub priority: u32,

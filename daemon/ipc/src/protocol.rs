@@ -42,6 +42,9 @@ pub enum Request {
         source_secret: Option<Secret>,
         /// New destination secret, if any.
         destination_secret: Option<Secret>,
+        /// The final delta (cutover): no recurring delta after it.
+        #[serde(default)]
+        final_run: bool,
     },
     /// A job's events after a sequence number.
     Events {
@@ -250,6 +253,9 @@ pub struct JobSummary {
     /// Throttled by a server until this unix time.
     #[serde(default)]
     pub throttled_until: Option<u64>,
+    /// The store holds the job's credentials (erased at completion unless deltas recur).
+    #[serde(default)]
+    pub credentials: bool,
 }
 
 /// One folder's statistics.

@@ -169,6 +169,7 @@ impl Manager {
     ) -> Result<String, ControlError> {
         let secret = |s: String| (!s.is_empty()).then(|| Secret::new(s));
         let request = Request::Delta {
+            final_run: false,
             job,
             source_secret: secret(source_secret),
             destination_secret: secret(destination_secret),

@@ -69,6 +69,10 @@ struct Entry {
     stop: Option<Arc<AtomicBool>>,
     /// Last progress update published (progress is published at most 4 times a second).
     last_publish: std::time::Instant,
+    /// The run was stopped because its schedule window ended: it goes back to the queue.
+    window_stop: bool,
+    /// "Waiting for its window" was said (once per wait).
+    window_noted: bool,
 }
 
 /// The daemon's state.
@@ -111,6 +115,8 @@ impl Daemon {
                     record,
                     stop: None,
                     last_publish: std::time::Instant::now(),
+                    window_stop: false,
+                    window_noted: false,
                 },
             );
         }
@@ -180,6 +186,8 @@ impl Daemon {
                 }
                 Msg::Tick => {
                     self.sweep();
+                    self.apply_schedules();
+                    self.schedule();
                     self.notify_status();
                 }
                 Msg::Rescan => {
@@ -296,7 +304,9 @@ impl Daemon {
             JobStatus::Completed | JobStatus::CompletedWithErrors | JobStatus::Cancelled
         ) {
             entry.record.finished = Some(now());
-            entry.record.erase_credentials();
+            if status == JobStatus::Cancelled || entry.record.erase_at_completion() {
+                entry.record.erase_credentials();
+            }
         }
         self.persist(id);
         self.event(
@@ -450,9 +460,10 @@ impl Daemon {
                 job,
                 source_secret,
                 destination_secret,
+                final_run,
             } => match self.find(&job) {
                 Err(r) => r,
-                Ok(id) => self.delta(&id, source_secret, destination_secret),
+                Ok(id) => self.delta(&id, source_secret, destination_secret, final_run),
             },
         }
     }
@@ -598,6 +609,9 @@ impl Daemon {
         if let Err(e) = spec.copy_config(&place) {
             return error(ErrorKind::Invalid, format!("{e:#}"));
         }
+        if let Err(e) = spec.schedule.validate() {
+            return error(ErrorKind::Invalid, format!("{place}: {e}"));
+        }
         for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
             if e.password_file.is_some() {
                 return error(
@@ -635,6 +649,7 @@ impl Daemon {
             next_event: 1,
             batch,
             dropin: None,
+            final_delta: false,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(
@@ -643,6 +658,8 @@ impl Daemon {
                 record,
                 stop: None,
                 last_publish: std::time::Instant::now(),
+                window_stop: false,
+                window_noted: false,
             },
         );
         self.persist(&id);
@@ -718,7 +735,13 @@ impl Daemon {
         }
     }
 
-    fn delta(&mut self, id: &str, source: Option<Secret>, destination: Option<Secret>) -> Response {
+    fn delta(
+        &mut self,
+        id: &str,
+        source: Option<Secret>,
+        destination: Option<Secret>,
+        final_run: bool,
+    ) -> Response {
         let status = self.jobs[id].record.status;
         let next = if status == JobStatus::WaitingForCredentials {
             JobStatus::Queued
@@ -737,6 +760,10 @@ impl Daemon {
             }
             e.record.cancel_requested = false;
             e.record.finished = None;
+            e.record.final_delta = final_run;
+        }
+        if final_run {
+            self.event(id, "info", "Final delta requested: no recurring delta after it; credentials are erased when it completes.".into());
         }
         self.persist(id);
         self.set_status(id, next);
@@ -772,7 +799,82 @@ impl Daemon {
             if !self.host_has_room(&id) {
                 continue;
             }
+            let schedule = &self.jobs[&id].record.spec.schedule;
+            if !schedule.allows(now()) {
+                let opening = schedule.next_opening(now());
+                if let Some(e) = self.jobs.get_mut(&id)
+                    && !e.window_noted
+                {
+                    e.window_noted = true;
+                    let when = opening.map_or_else(
+                        || "no window in the next 8 days".to_owned(),
+                        |t| format!("at {} UTC", clock(t)),
+                    );
+                    self.event(
+                        &id,
+                        "info",
+                        format!("Waiting for its schedule window: it opens {when}."),
+                    );
+                }
+                continue;
+            }
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.window_noted = false;
+            }
             self.start(&id);
+        }
+    }
+
+    /// On every tick: stop runs whose schedule window ended (they go back to the queue), and
+    /// queue the recurring deltas that are due.
+    fn apply_schedules(&mut self) {
+        let t = now();
+        let ending: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| {
+                e.stop.is_some() && !e.window_stop && !e.record.spec.schedule.allows(t)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ending {
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.window_stop = true;
+            }
+            self.stop_run(&id);
+            self.event(
+                &id,
+                "info",
+                "Its schedule window ended: pausing at the next checkpoint.".into(),
+            );
+        }
+        let due: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| {
+                let r = &e.record;
+                matches!(
+                    r.status,
+                    JobStatus::Completed | JobStatus::CompletedWithErrors
+                ) && !r.final_delta
+                    && r.has_credentials()
+                    && match (r.spec.schedule.delta_every_hours, r.finished) {
+                        (Some(h), Some(f)) => f + (h * 3600.0) as u64 <= t,
+                        _ => false,
+                    }
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.event(
+                &id,
+                "info",
+                "Recurring delta: copying what is new since the last run.".into(),
+            );
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.record.finished = None;
+            }
+            self.set_status(&id, JobStatus::Queued);
         }
     }
 
@@ -1001,6 +1103,7 @@ impl Daemon {
         };
         entry.stop = None;
         let cancel = entry.record.cancel_requested;
+        let window_stop = std::mem::take(&mut entry.window_stop);
         let status = match result {
             Ok(summary) => {
                 let run = &mut entry.record.run;
@@ -1031,6 +1134,7 @@ impl Daemon {
             }
             Err(EngineError::Stopped) if cancel => JobStatus::Cancelled,
             Err(EngineError::Stopped) if self.shutting_down => JobStatus::Queued,
+            Err(EngineError::Stopped) if window_stop => JobStatus::Queued,
             Err(EngineError::Stopped) => JobStatus::Stopped,
             Err(e) => {
                 let message = format!("{e}");
@@ -1048,11 +1152,19 @@ impl Daemon {
                 entry.record.updated = now();
             }
             self.persist(id);
-            self.event(
-                id,
-                "info",
-                "Run stopped for shutdown; it resumes when the daemon starts.".into(),
-            );
+            let message = if window_stop {
+                let opening = self.jobs[id].record.spec.schedule.next_opening(now());
+                format!(
+                    "Paused: its schedule window ended; it resumes {}.",
+                    opening.map_or_else(
+                        || "when a window opens".to_owned(),
+                        |t| format!("at {} UTC", clock(t))
+                    )
+                )
+            } else {
+                "Run stopped for shutdown; it resumes when the daemon starts.".to_owned()
+            };
+            self.event(id, "info", message);
         } else {
             self.set_status(id, status);
         }

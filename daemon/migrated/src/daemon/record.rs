@@ -34,6 +34,10 @@ pub(crate) struct JobRecord {
     /// The drop-in file this job comes from: `(file name, content fingerprint)`.
     #[serde(default)]
     pub dropin: Option<(String, String)>,
+    /// The run in progress or last run was the final delta: no more recurring deltas, and the
+    /// credentials are erased at its completion.
+    #[serde(default)]
+    pub final_delta: bool,
 }
 
 /// Figures of the current or last run.
@@ -55,8 +59,16 @@ pub(crate) struct RunReport {
     pub duration_secs: f64,
 }
 
-/// Seconds since the epoch.
+/// Seconds since the epoch. The test suite may set `MIGRATED_TEST_CLOCK` to a file holding the
+/// time to use, so schedule windows and recurring deltas are tested without waiting for hours.
 pub(crate) fn now() -> u64 {
+    if let Some(path) = std::env::var_os("MIGRATED_TEST_CLOCK")
+        && let Some(t) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    {
+        return t;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -85,6 +97,7 @@ impl JobRecord {
             source_connection: self.run.source_connection.clone(),
             destination_connection: self.run.destination_connection.clone(),
             throttled_until: self.run.throttled_until,
+            credentials: self.has_credentials(),
             failed: self.run.failed.len() as u64,
         }
     }
@@ -106,6 +119,12 @@ impl JobRecord {
         self.spec.source.password_file = None;
         self.spec.destination.password = None;
         self.spec.destination.password_file = None;
+    }
+
+    /// Whether completion erases the credentials: always, unless recurring deltas still need
+    /// them (until the final delta).
+    pub(crate) fn erase_at_completion(&self) -> bool {
+        self.spec.schedule.delta_every_hours.is_none() || self.final_delta
     }
 
     pub(crate) fn has_credentials(&self) -> bool {
