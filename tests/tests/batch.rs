@@ -1,4 +1,4 @@
-//! CSV batches against two real Dovecots with a dozen users each: every CSV error reported at
+//! CSV batches against two real Dovecots with fifty users each: every CSV error reported at
 //! once with nothing stored, a batch in the Exchange format migrated exactly under a global
 //! concurrency limit counted on the Dovecot side, and batch-wide actions.
 
@@ -12,7 +12,7 @@ use testbed::{
     CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use, german_special_use,
 };
 
-const USERS: usize = 12;
+const USERS: usize = 50;
 
 fn users(prefix: &str, suffix: &str, password: &dyn Fn(usize) -> String) -> Vec<(String, String)> {
     (1..=USERS)
