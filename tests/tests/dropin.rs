@@ -108,3 +108,54 @@ async fn drop_in_files_create_update_and_leave_jobs() {
         "the error went to the journal/log too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_batch_file_with_a_csv_beside_it_becomes_a_batch() {
+    let p = pair(CorpusSpec {
+        seed: 52,
+        messages: 40,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    let dir = d.state.join("jobs.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    d.args = vec!["--jobs-dir".into(), dir.display().to_string()];
+    d.start().await;
+    std::fs::write(
+        dir.join("staff.csv"),
+        format!(
+            "EmailAddress,UserName,Password,DestinationUserName,DestinationPassword\nalice@example.org,alice,{},alice,{}\n",
+            p.src.password("alice").unwrap(),
+            p.dst.password("alice").unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("staff.toml"),
+        format!(
+            "batch = \"staff.csv\"\n[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\
+             [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n",
+            p.src.imap_port(),
+            p.dst.imap_port()
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&stdout(&d.ctl(&["--json", "batch", "list"]))).unwrap();
+        if list[0]["name"] == "staff" && list[0]["statuses"][0][0] == "Completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch did not complete: {list}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.assert_exact().await;
+    assert!(stdout(&d.ctl(&["batch", "status", "staff"])).contains("staff/alice@example.org"));
+}

@@ -21,8 +21,10 @@ pub(crate) struct DropIn {
     pub file: String,
     /// Hash of its bytes: a changed hash is a changed file.
     pub hash: String,
-    /// The job, or what is wrong, naming the file, line and field.
+    /// The job (or batch), or what is wrong, naming the file, line and field.
     pub spec: Result<JobSpec, String>,
+    /// A batch file (`batch = "staff.csv"`): the CSV text; the spec is then the template.
+    pub batch_csv: Option<String>,
 }
 
 /// Whether a name is a job file rather than an editor's temporary or backup file.
@@ -55,10 +57,20 @@ pub(crate) fn scan(dir: &Path) -> Vec<DropIn> {
             let file = path.file_name()?.to_str()?.to_owned();
             let bytes = std::fs::read(&path).ok()?;
             let hash = fingerprint(&bytes);
+            let (spec, batch_csv) = match parse(&path, &bytes) {
+                Ok((spec, csv)) => (Ok(spec), csv),
+                Err(e) => (Err(e), None),
+            };
+            let hash = match &batch_csv {
+                // A batch file changes when its CSV does.
+                Some(csv) => format!("{hash}-{}", fingerprint(csv.as_bytes())),
+                None => hash,
+            };
             Some(DropIn {
-                spec: parse(&path, &bytes),
+                spec,
                 file,
                 hash,
+                batch_csv,
             })
         })
         .collect()
@@ -74,10 +86,35 @@ fn fingerprint(bytes: &[u8]) -> String {
     format!("{h:016x}-{}", bytes.len())
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<JobSpec, String> {
+/// A job file, or a batch file: a template with `batch = "file.csv"` naming a CSV beside it.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(JobSpec, Option<String>), String> {
     let place = format!("job file {}", path.display());
     let text = std::str::from_utf8(bytes).map_err(|e| format!("{place}: not UTF-8 text: {e}"))?;
-    let mut spec: JobSpec = toml::from_str(text).map_err(|e| format!("{place}: {e}"))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| format!("{place}: {e}"))?;
+    let batch_csv =
+        match table.remove("batch") {
+            None => None,
+            Some(toml::Value::String(csv)) => {
+                let csv_path = dir.join(&csv);
+                Some(std::fs::read_to_string(&csv_path).map_err(|e| {
+                    format!("{place}: batch: cannot read {}: {e}", csv_path.display())
+                })?)
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{place}: batch: expected the name of a CSV file, found {other}"
+                ));
+            }
+        };
+    // A job file is parsed from its text, so errors keep their line numbers.
+    let mut spec: JobSpec = if batch_csv.is_some() {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| format!("{place}: {e}"))?
+    } else {
+        toml::from_str(text).map_err(|e| format!("{place}: {e}"))?
+    };
     if spec.name.trim().is_empty() {
         spec.name = path
             .file_stem()
@@ -85,7 +122,6 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<JobSpec, String> {
             .unwrap_or("job")
             .to_owned();
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
     for (side, e) in [
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
@@ -111,7 +147,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<JobSpec, String> {
             e.password = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
         }
     }
-    Ok(spec)
+    Ok((spec, batch_csv))
 }
 
 /// Watches the directory; every burst of changes becomes one [`Msg::Rescan`] after 300 ms.

@@ -1192,6 +1192,46 @@ impl Daemon {
                     }
                     problems.push((d.file.clone(), message.clone()));
                 }
+                Ok(spec) if d.batch_csv.is_some() => {
+                    let known = self
+                        .jobs
+                        .values()
+                        .any(|e| e.record.dropin.as_ref().is_some_and(|(f, _)| f == &d.file));
+                    if known {
+                        continue;
+                    }
+                    let csv = d.batch_csv.clone().unwrap_or_default();
+                    match self.create_batch(spec.name.clone(), spec.clone(), &csv) {
+                        Response::Created { id: batch } => {
+                            let members: Vec<String> = self
+                                .jobs
+                                .iter()
+                                .filter(|(_, e)| e.record.batch.as_deref() == Some(batch.as_str()))
+                                .map(|(id, _)| id.clone())
+                                .collect();
+                            for id in members {
+                                if let Some(e) = self.jobs.get_mut(&id) {
+                                    e.record.dropin = Some((d.file.clone(), d.hash.clone()));
+                                }
+                                self.persist(&id);
+                            }
+                            tracing::info!(file = %d.file, batch = %batch, "Batch created from a drop-in file.");
+                        }
+                        Response::Error { message, .. } => {
+                            let message =
+                                format!("job file {}: {message}", dir.join(&d.file).display());
+                            if !self
+                                .dropin_problems
+                                .iter()
+                                .any(|(f, m)| f == &d.file && m == &message)
+                            {
+                                tracing::error!(file = %d.file, "{message}");
+                            }
+                            problems.push((d.file.clone(), message));
+                        }
+                        _ => {}
+                    }
+                }
                 Ok(spec) => {
                     let owner = self
                         .jobs
