@@ -220,14 +220,69 @@ impl Control {
         }
     }
 
-    /// Batch, priority and limit requests travel on the socket only (not yet on D-Bus).
+    /// Batch, priority and limit requests, over either transport.
     pub(crate) async fn batch(&mut self, request: Request) -> anyhow::Result<Response> {
-        match self {
-            Self::Bus(_) => anyhow::bail!(
-                "batches are served on the control socket only for now: leave out --bus"
-            ),
-            Self::Socket(c) => Ok(c.call(&request).await?),
-        }
+        let p = match self {
+            Self::Socket(c) => return Ok(c.call(&request).await?),
+            Self::Bus(p) => p,
+        };
+        let internal = |e: serde_json::Error| anyhow::anyhow!("D-Bus reply: {e}");
+        Ok(match request {
+            Request::SetPriority { job, priority } => Response::Done {
+                status: status_of(&p.set_priority(&job, priority).await.map_err(bus_error)?)?,
+            },
+            Request::Limits {
+                max_jobs,
+                max_connections_per_host,
+            } => {
+                let v = |o: Option<usize>| o.map_or(-1, |n| n as i64);
+                let (max_jobs, per_host, running) = p
+                    .set_limits(v(max_jobs), v(max_connections_per_host))
+                    .await
+                    .map_err(bus_error)?;
+                Response::Limits {
+                    max_jobs: max_jobs as usize,
+                    max_connections_per_host: per_host as usize,
+                    running: running as usize,
+                }
+            }
+            Request::CreateBatch {
+                name,
+                template,
+                csv,
+            } => Response::Created {
+                id: p
+                    .create_batch(&name, &serde_json::to_string(&template)?, &csv)
+                    .await
+                    .map_err(bus_error)?,
+            },
+            Request::ListBatches => Response::Batches {
+                batches: serde_json::from_str(&p.list_batches().await.map_err(bus_error)?)
+                    .map_err(internal)?,
+            },
+            Request::BatchStatus { name } => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&p.batch_status(&name).await.map_err(bus_error)?)
+                        .map_err(internal)?;
+                Response::BatchJobs {
+                    batch: serde_json::from_value(v["batch"].clone()).map_err(internal)?,
+                    jobs: serde_json::from_value(v["jobs"].clone()).map_err(internal)?,
+                }
+            }
+            Request::ActBatch { name, action } => {
+                let action = serde_json::to_value(action)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                Response::BatchDone {
+                    results: serde_json::from_str(
+                        &p.batch_action(&name, &action).await.map_err(bus_error)?,
+                    )
+                    .map_err(internal)?,
+                }
+            }
+            other => anyhow::bail!("{other:?} is not a batch, priority or limits request"),
+        })
     }
 
     pub(crate) async fn events(&mut self, job: &str) -> anyhow::Result<Vec<EventRow>> {

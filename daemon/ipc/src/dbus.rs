@@ -10,6 +10,12 @@
 //! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)`, `Reset(job)` | `s` → `s` | the status after the action |
 //! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
 //! | `Events(job, after)` | `st` → `a(ttss)` | sequence, unix time, level, message |
+//! | `SetPriority(job, priority)` | `su` → `s` | the job's status |
+//! | `SetLimits(max_jobs, max_connections_per_host)` | `xx` → `(uuu)` | -1 keeps a value; max jobs, per host, running |
+//! | `CreateBatch(name, template, csv)` | `sss` → `s` | template as a JSON job spec; every CSV problem in the error |
+//! | `ListBatches()` | → `s` | JSON list of batch summaries |
+//! | `BatchStatus(name)` | `s` → `s` | JSON: the batch and its jobs |
+//! | `BatchAction(name, action)` | `ss` → `s` | Pause, Resume, Cancel, Delete, Delta or Reset on every job; JSON results |
 //! | property `JobCount`, `RunningCount` | `u` | jobs in the store, jobs running |
 //! | property `Version` | `s` | the daemon's version |
 //! | signal `Progress` | `ssttttss` | id, status, messages done/total, bytes done/total, current folder, name |
@@ -57,6 +63,22 @@ pub trait Manager {
     ) -> zbus::Result<String>;
     /// Events after a sequence number.
     fn events(&self, job: &str, after: u64) -> zbus::Result<Vec<(u64, u64, String, String)>>;
+    /// Changes a job's priority.
+    fn set_priority(&self, job: &str, priority: u32) -> zbus::Result<String>;
+    /// Reads and changes the limits (-1 keeps a value).
+    fn set_limits(
+        &self,
+        max_jobs: i64,
+        max_connections_per_host: i64,
+    ) -> zbus::Result<(u32, u32, u32)>;
+    /// Creates a batch.
+    fn create_batch(&self, name: &str, template: &str, csv: &str) -> zbus::Result<String>;
+    /// Every batch, JSON.
+    fn list_batches(&self) -> zbus::Result<String>;
+    /// A batch and its jobs, JSON.
+    fn batch_status(&self, name: &str) -> zbus::Result<String>;
+    /// An action on every job of a batch; the results, JSON.
+    fn batch_action(&self, name: &str, action: &str) -> zbus::Result<String>;
     /// Jobs in the store (read when asked: no change signal).
     #[zbus(property(emits_changed_signal = "false"))]
     fn job_count(&self) -> zbus::Result<u32>;

@@ -182,6 +182,112 @@ impl Manager {
         }
     }
 
+    /// Changes a job's priority; returns its status.
+    async fn set_priority(&self, job: String, priority: u32) -> Result<String, ControlError> {
+        match self.request(Request::SetPriority { job, priority }).await? {
+            Response::Done { status } => Ok(status.to_string()),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads and changes the limits (-1 keeps a value): `(max jobs, per host, running)`.
+    async fn set_limits(
+        &self,
+        max_jobs: i64,
+        max_connections_per_host: i64,
+    ) -> Result<(u32, u32, u32), ControlError> {
+        let keep = |v: i64| usize::try_from(v).ok();
+        match self
+            .request(Request::Limits {
+                max_jobs: keep(max_jobs),
+                max_connections_per_host: keep(max_connections_per_host),
+            })
+            .await?
+        {
+            Response::Limits {
+                max_jobs,
+                max_connections_per_host,
+                running,
+            } => Ok((
+                max_jobs as u32,
+                max_connections_per_host as u32,
+                running as u32,
+            )),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Creates a batch from a JSON template and the CSV text; returns its name.
+    async fn create_batch(
+        &self,
+        name: String,
+        template: &str,
+        csv: String,
+    ) -> Result<String, ControlError> {
+        let template: JobSpec = serde_json::from_str(template)
+            .map_err(|e| ControlError::Invalid(format!("template: {e}")))?;
+        match self
+            .request(Request::CreateBatch {
+                name,
+                template: Box::new(template),
+                csv,
+            })
+            .await?
+        {
+            Response::Created { id } => Ok(id),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Every batch, as JSON.
+    async fn list_batches(&self) -> Result<String, ControlError> {
+        match self.request(Request::ListBatches).await? {
+            Response::Batches { batches } => {
+                serde_json::to_string(&batches).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// A batch and its jobs, as JSON.
+    async fn batch_status(&self, name: String) -> Result<String, ControlError> {
+        match self.request(Request::BatchStatus { name }).await? {
+            Response::BatchJobs { batch, jobs } => {
+                serde_json::to_string(&serde_json::json!({ "batch": batch, "jobs": jobs }))
+                    .map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Applies `Pause`, `Resume`, `Cancel`, `Delete`, `Delta` or `Reset` to every job of a batch.
+    async fn batch_action(&self, name: String, action: String) -> Result<String, ControlError> {
+        let action: Action = serde_json::from_value(serde_json::Value::String(action.clone()))
+            .map_err(|_| {
+                ControlError::Invalid(format!(
+                    "{action:?} is not one of Pause, Resume, Cancel, Delete, Delta, Reset"
+                ))
+            })?;
+        match self.request(Request::ActBatch { name, action }).await? {
+            Response::BatchDone { results } => {
+                serde_json::to_string(&results).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// `(seq, time, level, message)` of the job's events after `after`.
     async fn events(
         &self,
