@@ -1027,5 +1027,11 @@ mod tests {
             Some(Some(Duration::from_secs(3)))
         );
         assert_eq!(super::server_backoff("NO [OVERQUOTA] full"), None);
+        let bye = "127.0.0.1:143 closed the connection during APPEND: BYE Server overloaded, try again later";
+        assert_eq!(super::server_backoff(bye), Some(None));
+        assert_eq!(
+            super::server_backoff("closed the connection during FETCH: BYE Disconnected by admin"),
+            None
+        );
     }
 }
