@@ -987,6 +987,8 @@ fn server_backoff(message: &str) -> Option<Option<std::time::Duration>> {
         "SUGGESTED BACKOFF TIME",
         "[UNAVAILABLE]",
         "TOO MANY",
+        "OVERLOAD",
+        "TRY AGAIN LATER",
     ]
     .iter()
     .any(|w| upper.contains(w));
