@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use control::Control;
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
+use migrated_ipc::text::clock;
 use migrated_ipc::{ClientError, ErrorKind, EventRow, JobDetail, JobSummary};
 
 /// Controls the migrated daemon.
@@ -705,26 +706,7 @@ fn print_detail(d: &JobDetail) {
         println!("error        {e}");
     }
     if !d.folders.is_empty() {
-        println!(
-            "\n{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}",
-            "SOURCE FOLDER", "DESTINATION", "MESSAGES", "COPIED", "BEFORE", "EXCLUDED", "FAILED"
-        );
-        for f in &d.folders {
-            println!(
-                "{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}{}",
-                f.source,
-                f.destination,
-                f.messages,
-                f.copied,
-                f.already_copied,
-                f.excluded,
-                f.failed,
-                f.error
-                    .as_deref()
-                    .map(|e| format!("  {e}"))
-                    .unwrap_or_default()
-            );
-        }
+        print!("\n{}", migrated_ipc::text::folder_table(&d.folders));
     }
     for i in &d.excluded {
         println!(
@@ -752,12 +734,6 @@ fn print_detail(d: &JobDetail) {
             print_event(e);
         }
     }
-}
-
-/// `HH:MM:SS` of a unix time (UTC).
-fn clock(unix: u64) -> String {
-    let s = unix % 86_400;
-    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
 }
 
 fn print_event(e: &EventRow) {

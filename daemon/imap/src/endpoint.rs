@@ -1,30 +1,9 @@
 //! Where and how to connect: host, port, TLS mode, certificate checks, authentication.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A password or OAuth token. Its `Debug` never shows the value, so it cannot leak into logs.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use migrated_core::Secret;
 
 /// Transport security.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

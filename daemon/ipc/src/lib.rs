@@ -9,6 +9,7 @@ pub mod client;
 pub mod dbus;
 pub mod framing;
 pub mod protocol;
+pub mod text;
 
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};

@@ -98,7 +98,7 @@ impl EndpointSpecExt for EndpointSpec {
                 })?;
                 Secret::new(text.lines().next().unwrap_or("").to_owned())
             }
-            (None, Some(p)) => Secret::new(p.expose().to_owned()),
+            (None, Some(p)) => p.clone(),
             (Some(_), Some(_)) => bail!(
                 "{}: give password_file or password, not both",
                 place("password")

@@ -397,26 +397,8 @@ fn phase_name(p: Phase) -> &'static str {
 }
 
 fn print_summary(s: &Summary) {
-    println!(
-        "{:<40} {:<40} {:>8} {:>8} {:>8} {:>8} {:>6}",
-        "source folder", "destination", "messages", "copied", "before", "excluded", "failed"
-    );
-    for f in &s.per_folder {
-        println!(
-            "{:<40} {:<40} {:>8} {:>8} {:>8} {:>8} {:>6}{}",
-            f.source,
-            f.destination,
-            f.messages,
-            f.copied,
-            f.already_copied,
-            f.excluded,
-            f.failed,
-            f.error
-                .as_deref()
-                .map(|e| format!("  error: {e}"))
-                .unwrap_or_default()
-        );
-    }
+    let rows: Vec<_> = s.per_folder.iter().map(daemon::folder_row).collect();
+    print!("{}", migrated_ipc::text::folder_table(&rows));
     for (name, reason) in &s.skipped_folders {
         println!("skipped {name}: {reason}");
     }

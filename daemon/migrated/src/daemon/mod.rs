@@ -16,6 +16,7 @@ use migrated_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::job::{EndpointSpecExt, JobSpecExt};
+use migrated_ipc::text::clock;
 pub(crate) use record::{JobRecord, RunReport, now};
 
 /// Settings of the daemon.
@@ -1183,14 +1184,7 @@ impl Daemon {
         for d in &found {
             match &d.spec {
                 Err(message) => {
-                    if !self
-                        .dropin_problems
-                        .iter()
-                        .any(|(f, m)| f == &d.file && m == message)
-                    {
-                        tracing::error!(file = %d.file, "{message}");
-                    }
-                    problems.push((d.file.clone(), message.clone()));
+                    self.note_problem(&mut problems, &d.file, message.clone());
                 }
                 Ok(spec) if d.batch_csv.is_some() => {
                     let known = self
@@ -1220,14 +1214,7 @@ impl Daemon {
                         Response::Error { message, .. } => {
                             let message =
                                 format!("job file {}: {message}", dir.join(&d.file).display());
-                            if !self
-                                .dropin_problems
-                                .iter()
-                                .any(|(f, m)| f == &d.file && m == &message)
-                            {
-                                tracing::error!(file = %d.file, "{message}");
-                            }
-                            problems.push((d.file.clone(), message));
+                            self.note_problem(&mut problems, &d.file, message);
                         }
                         _ => {}
                     }
@@ -1254,14 +1241,7 @@ impl Daemon {
                             Response::Error { message, .. } => {
                                 let message =
                                     format!("job file {}: {message}", dir.join(&d.file).display());
-                                if !self
-                                    .dropin_problems
-                                    .iter()
-                                    .any(|(f, m)| f == &d.file && m == &message)
-                                {
-                                    tracing::error!(file = %d.file, "{message}");
-                                }
-                                problems.push((d.file.clone(), message));
+                                self.note_problem(&mut problems, &d.file, message);
                             }
                             _ => {}
                         },
@@ -1318,6 +1298,18 @@ impl Daemon {
         self.dropin_problems = problems;
     }
 
+    /// Records a drop-in file's problem; logs it unless it was already known (once per change).
+    fn note_problem(&self, problems: &mut Vec<(String, String)>, file: &str, message: String) {
+        if !self
+            .dropin_problems
+            .iter()
+            .any(|(f, m)| f == file && *m == message)
+        {
+            tracing::error!(file = %file, "{message}");
+        }
+        problems.push((file.to_owned(), message));
+    }
+
     /// Deletes jobs whose retention period is over.
     fn sweep(&mut self) {
         let limit = self.settings.retention.as_secs();
@@ -1352,13 +1344,8 @@ impl Daemon {
     }
 }
 
-/// `HH:MM:SS` of a unix time (UTC).
-fn clock(unix: u64) -> String {
-    let s = unix % 86_400;
-    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
-}
-
-fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
+/// A folder report as the control API carries it.
+pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
     FolderRow {
         source: f.source.clone(),
         destination: f.destination.clone(),
