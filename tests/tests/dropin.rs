@@ -159,3 +159,64 @@ async fn a_drop_in_batch_file_with_a_csv_beside_it_becomes_a_batch() {
     p.assert_exact().await;
     assert!(stdout(&d.ctl(&["batch", "status", "staff"])).contains("staff/alice@example.org"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_drop_in_job_is_not_made_again_from_the_same_file() {
+    let p = pair(CorpusSpec {
+        seed: 53,
+        messages: 20,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    let dir = d.state.join("jobs.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    d.args = vec!["--jobs-dir".into(), dir.display().to_string()];
+    d.start().await;
+    let text = format!(
+        "name = \"carol\"\n[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"alice\"\npassword = \"{}\"\n\
+         [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"alice\"\npassword = \"{}\"\n",
+        p.src.imap_port(),
+        p.src.password("alice").unwrap(),
+        p.dst.imap_port(),
+        p.dst.password("alice").unwrap()
+    );
+    std::fs::write(dir.join("carol.toml"), &text).unwrap();
+    wait_jobs(&d, 1);
+    assert_eq!(stdout(&d.ctl(&["delete", "--yes", "carol"])), "Deleted");
+    // A rescan, and a restart, do not bring it back: that would copy everything again.
+    d.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(stdout(&d.ctl(&["--json", "list"])), "[]");
+    d.terminate();
+    d.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stdout(&d.ctl(&["--json", "list"])),
+        "[]",
+        "remembered across restarts"
+    );
+    p.assert_exact().await;
+    // An edited file is a new request.
+    std::fs::write(dir.join("carol.toml"), format!("{text}# edited\n")).unwrap();
+    wait_jobs(&d, 1);
+}
+
+/// Waits until the daemon has exactly `n` jobs, all completed.
+fn wait_jobs(d: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
+        let jobs = list.as_array().cloned().unwrap_or_default();
+        if jobs.len() == n && jobs.iter().all(|j| j["status"] == "Completed") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} completed jobs: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

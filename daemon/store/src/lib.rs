@@ -148,6 +148,7 @@ pub struct Store {
 struct Inner {
     path: String,
     db: Database,
+    meta: Keyspace,
     jobs: Keyspace,
     events: Keyspace,
     folders: Keyspace,
@@ -235,6 +236,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path: p,
                 db,
+                meta,
                 jobs,
                 events,
                 folders,
@@ -665,6 +667,55 @@ impl Store {
             .db
             .persist(PersistMode::SyncAll)
             .map_err(self.err("persisting a deletion"))
+    }
+
+    /// Saves a daemon-wide setting (sealed, durable), e.g. the drop-in files already consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_setting<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        let key = format!("setting/{name}");
+        let plain = rmp_serde::to_vec_named(value).map_err(|e| self.corrupt("setting", e))?;
+        let sealed = self.inner.key.seal("meta", key.as_bytes(), &plain);
+        self.inner
+            .meta
+            .insert(key.as_bytes(), sealed)
+            .map_err(self.err("writing a setting"))?;
+        self.inner
+            .db
+            .persist(PersistMode::SyncData)
+            .map_err(self.err("persisting a setting"))
+    }
+
+    /// Reads a daemon-wide setting.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn setting<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let key = format!("setting/{name}");
+        match self
+            .inner
+            .meta
+            .get(key.as_bytes())
+            .map_err(self.err("reading a setting"))?
+        {
+            None => Ok(None),
+            Some(v) => {
+                let plain = self
+                    .inner
+                    .key
+                    .open("meta", key.as_bytes(), &v)
+                    .map_err(|e| self.corrupt("setting", e))?;
+                rmp_serde::from_slice(&plain)
+                    .map(Some)
+                    .map_err(|e| self.corrupt("setting", e))
+            }
+        }
     }
 
     /// Forces everything written so far to disk (before a clean shutdown).

@@ -86,6 +86,10 @@ pub(crate) struct Daemon {
     shutting_down: bool,
     /// Drop-in files with errors: `(file, message)`, shown by `list` and logged once.
     dropin_problems: Vec<(String, String)>,
+    /// `(file, fingerprint)` of drop-in files whose jobs were deleted (by `delete` or at the
+    /// end of the retention period): the same file is not turned into a job again, which
+    /// would copy everything a second time. An edited file (new fingerprint) is a new job.
+    dropin_consumed: Vec<(String, String)>,
 }
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -129,7 +133,9 @@ impl Daemon {
             updates,
             shutting_down: false,
             dropin_problems: Vec::new(),
+            dropin_consumed: Vec::new(),
         };
+        daemon.dropin_consumed = daemon.store.setting("dropin-consumed")?.unwrap_or_default();
         for (id, was) in resumed {
             // Running when the daemon stopped (SIGTERM or SIGKILL): queued again; the ledger
             // says what is already copied.
@@ -686,11 +692,11 @@ impl Daemon {
                         format!("the job could not be deleted: {e}"),
                     );
                 }
-                let name = self
-                    .jobs
-                    .remove(id)
-                    .map(|e| e.record.spec.name)
-                    .unwrap_or_default();
+                let removed = self.jobs.remove(id);
+                if let Some(e) = &removed {
+                    self.consume_dropin(&e.record);
+                }
+                let name = removed.map(|e| e.record.spec.name).unwrap_or_default();
                 tracing::info!(job_id = %id, job = %name, "Job deleted with all its data.");
                 return Response::Done { status };
             }
@@ -1191,7 +1197,11 @@ impl Daemon {
                         .jobs
                         .values()
                         .any(|e| e.record.dropin.as_ref().is_some_and(|(f, _)| f == &d.file));
-                    if known {
+                    if known
+                        || self
+                            .dropin_consumed
+                            .contains(&(d.file.clone(), d.hash.clone()))
+                    {
                         continue;
                     }
                     let csv = d.batch_csv.clone().unwrap_or_default();
@@ -1225,7 +1235,11 @@ impl Daemon {
                         .iter()
                         .find(|(_, e)| e.record.dropin.as_ref().is_some_and(|(f, _)| f == &d.file))
                         .map(|(id, e)| (id.clone(), e.record.dropin.clone()));
+                    let consumed = self
+                        .dropin_consumed
+                        .contains(&(d.file.clone(), d.hash.clone()));
                     match owner {
+                        None if consumed => {}
                         None => match self.create(spec.clone(), None) {
                             Response::Created { id } => {
                                 if let Some(e) = self.jobs.get_mut(&id) {
@@ -1298,6 +1312,22 @@ impl Daemon {
         self.dropin_problems = problems;
     }
 
+    /// Remembers that a deleted job came from a drop-in file, so the file does not make it
+    /// again.
+    fn consume_dropin(&mut self, record: &JobRecord) {
+        let Some(d) = &record.dropin else { return };
+        if !self.dropin_consumed.contains(d) {
+            self.dropin_consumed.push(d.clone());
+            let store = self.store.clone();
+            let consumed = self.dropin_consumed.clone();
+            if let Err(e) =
+                tokio::task::block_in_place(|| store.put_setting("dropin-consumed", &consumed))
+            {
+                tracing::error!(error = %e, "The list of consumed drop-in files could not be saved.");
+            }
+        }
+    }
+
     /// Records a drop-in file's problem; logs it unless it was already known (once per change).
     fn note_problem(&self, problems: &mut Vec<(String, String)>, file: &str, message: String) {
         if !self
@@ -1329,11 +1359,11 @@ impl Daemon {
             let store = self.store.clone();
             match tokio::task::block_in_place(|| store.delete_job(&id)) {
                 Ok(()) => {
-                    let name = self
-                        .jobs
-                        .remove(&id)
-                        .map(|e| e.record.spec.name)
-                        .unwrap_or_default();
+                    let removed = self.jobs.remove(&id);
+                    if let Some(e) = &removed {
+                        self.consume_dropin(&e.record);
+                    }
+                    let name = removed.map(|e| e.record.spec.name).unwrap_or_default();
                     tracing::info!(job_id = %id, job = %name, "Job deleted: its retention period is over.");
                 }
                 Err(e) => {
