@@ -132,6 +132,18 @@ enum Command {
         #[arg(long)]
         max_connections_per_host: Option<usize>,
     },
+    /// A report of one job, one batch, or every job: per-folder statistics and every excluded
+    /// or refused message with the reason, as a table, JSON or CSV.
+    Report {
+        /// Job id or name (all jobs when left out).
+        job: Option<String>,
+        /// Every job of this batch.
+        #[arg(long, conflicts_with = "job")]
+        batch: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
     /// Many mailboxes at once: a CSV file (EmailAddress,UserName,Password as Exchange Online,
     /// optionally DestinationUserName,DestinationPassword) and a template with the endpoints.
     #[command(subcommand)]
@@ -143,6 +155,17 @@ enum Command {
     },
     /// Prints the manual page (roff): `migratectl man | man -l -`.
     Man,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    /// Readable tables.
+    Table,
+    /// One JSON document.
+    Json,
+    /// One CSV table (RFC 4180): a row per folder and per excluded or refused message.
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -395,6 +418,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_status(ctl.delta(&job, source, destination, final_run).await?, json);
         }
         Command::Batch(b) => return batch(&mut ctl, b, json).await,
+        Command::Report { job, batch, format } => {
+            let ids: Vec<String> = match (job, batch) {
+                (Some(job), _) => vec![job],
+                (None, Some(name)) => match ctl
+                    .batch(migrated_ipc::Request::BatchStatus { name })
+                    .await?
+                {
+                    migrated_ipc::Response::BatchJobs { jobs, .. } => {
+                        jobs.into_iter().map(|j| j.id).collect()
+                    }
+                    other => bail!("unexpected reply: {other:?}"),
+                },
+                (None, None) => ctl.list().await?.0.into_iter().map(|j| j.id).collect(),
+            };
+            let mut details = Vec::with_capacity(ids.len());
+            for id in ids {
+                details.push(ctl.status(&id).await?);
+            }
+            match format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&details)?),
+                ReportFormat::Table => {
+                    for d in &details {
+                        print_detail(d);
+                        println!();
+                    }
+                }
+                ReportFormat::Csv => write_csv_report(&details)?,
+            }
+        }
         Command::Priority { job, priority } => {
             match ctl
                 .batch(migrated_ipc::Request::SetPriority { job, priority })
@@ -542,6 +594,71 @@ async fn batch(ctl: &mut Control, command: BatchCommand, json: bool) -> anyhow::
         other => bail!("unexpected reply: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CSV report: one row per folder and per excluded or refused message.
+fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout());
+    w.write_record([
+        "record",
+        "job",
+        "status",
+        "folder",
+        "destination",
+        "messages",
+        "copied",
+        "already_copied",
+        "excluded",
+        "failed",
+        "uid",
+        "size",
+        "message_id",
+        "reason",
+    ])?;
+    for d in details {
+        let s = &d.summary;
+        let status = status_label(s);
+        for f in &d.folders {
+            w.write_record([
+                "folder",
+                &s.name,
+                &status,
+                &f.source,
+                &f.destination,
+                &f.messages.to_string(),
+                &f.copied.to_string(),
+                &f.already_copied.to_string(),
+                &f.excluded.to_string(),
+                &f.failed.to_string(),
+                "",
+                "",
+                "",
+                f.error.as_deref().unwrap_or(""),
+            ])?;
+        }
+        for (kind, items) in [("excluded", &d.excluded), ("failed", &d.failed)] {
+            for i in items {
+                w.write_record([
+                    kind,
+                    &s.name,
+                    &status,
+                    &i.folder,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    &i.uid.to_string(),
+                    &i.size.to_string(),
+                    i.message_id.as_deref().unwrap_or(""),
+                    &i.reason,
+                ])?;
+            }
+        }
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// A batch template: a job file without users; the destination's `password_file` (the

@@ -702,3 +702,70 @@ async fn schedule_windows_pause_and_resume_and_deltas_recur_until_the_final_one(
         "credentials erased after the final delta"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_report_lists_folders_and_excluded_messages() {
+    let p = pair(CorpusSpec {
+        seed: 42,
+        messages: 300,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "rita",
+        "[limits]\nmax_message_size = 100000\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let done = d
+        .wait_until(&id, "completion", |s| {
+            s.status == Some(JobStatus::Completed)
+        })
+        .await;
+    assert!(done.excluded > 0, "the corpus has messages over 100 kB");
+
+    let csv_text = stdout(&d.ctl(&["report", "--format", "csv"]));
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .expect("a standard CSV reader reads the report");
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let excluded: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "excluded")
+        .collect();
+    assert_eq!(excluded.len() as u64, done.excluded);
+    for r in &excluded {
+        assert!(r[col("uid")].parse::<u32>().unwrap() > 0);
+        assert!(r[col("size")].parse::<u64>().unwrap() > 100_000);
+        assert!(r[col("reason")].contains("larger than"), "{r:?}");
+        assert_eq!(&r[col("job")], "rita");
+    }
+    let detail: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "status", &id]))).unwrap();
+    let folders = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "folder")
+        .count();
+    assert_eq!(folders, detail["folders"].as_array().unwrap().len());
+    let copied: u64 = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "folder")
+        .map(|r| r[col("copied")].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        copied, done.items_done,
+        "the report's counts add up to what was copied"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["report", "rita", "--format", "json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert!(stdout(&d.ctl(&["report", "rita"])).contains("SOURCE FOLDER"));
+}
