@@ -276,6 +276,43 @@ impl Store {
         out
     }
 
+    /// Encodes (MessagePack), seals and writes one value; the caller decides on durability.
+    fn put_sealed<T: Serialize>(
+        &self,
+        keyspace: &Keyspace,
+        name: &'static str,
+        key: &[u8],
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let plain = rmp_serde::to_vec_named(value).map_err(|e| self.corrupt(what, e))?;
+        let sealed = self.inner.key.seal(name, key, &plain);
+        keyspace.insert(key, sealed).map_err(self.err("writing"))
+    }
+
+    /// Reads, opens and decodes one sealed value.
+    fn get_sealed<T: serde::de::DeserializeOwned>(
+        &self,
+        keyspace: &Keyspace,
+        name: &'static str,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match keyspace.get(key).map_err(self.err("reading"))? {
+            None => Ok(None),
+            Some(v) => {
+                let plain = self
+                    .inner
+                    .key
+                    .open(name, key, &v)
+                    .map_err(|e| self.corrupt(what, e))?;
+                rmp_serde::from_slice(&plain)
+                    .map(Some)
+                    .map_err(|e| self.corrupt(what, e))
+            }
+        }
+    }
+
     /// The key of a job.
     pub fn job_key(&self, job_id: &str) -> JobKey {
         JobKey(self.keyed(&[b"job", job_id.as_bytes()]))
@@ -297,22 +334,7 @@ impl Store {
         folder: FolderKey,
     ) -> Result<Option<FolderState>, StoreError> {
         let key = [job.0, folder.0].concat();
-        match self
-            .inner
-            .folders
-            .get(&key)
-            .map_err(self.err("reading a folder state"))?
-        {
-            None => Ok(None),
-            Some(v) => {
-                let plain = (self.inner.key)
-                    .open("folders", &key, &v)
-                    .map_err(|e| self.corrupt("folder state", e))?;
-                rmp_serde::from_slice(&plain)
-                    .map(Some)
-                    .map_err(|e| self.corrupt("folder state", e))
-            }
-        }
+        self.get_sealed(&self.inner.folders, "folders", &key, "folder state")
     }
 
     /// Saves the state of a folder durably (it is a checkpoint a power cut must not lose).
@@ -327,12 +349,7 @@ impl Store {
         state: &FolderState,
     ) -> Result<(), StoreError> {
         let key = [job.0, folder.0].concat();
-        let plain = rmp_serde::to_vec(state).map_err(|e| self.corrupt("folder state", e))?;
-        let value = self.inner.key.seal("folders", &key, &plain);
-        self.inner
-            .folders
-            .insert(key, value)
-            .map_err(self.err("writing a folder state"))?;
+        self.put_sealed(&self.inner.folders, "folders", &key, state, "folder state")?;
         self.inner
             .db
             .persist(PersistMode::SyncData)
@@ -503,12 +520,7 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn put_job<T: Serialize>(&self, id: &str, record: &T) -> Result<(), StoreError> {
-        let plain = rmp_serde::to_vec_named(record).map_err(|e| self.corrupt("job", e))?;
-        let value = self.inner.key.seal("jobs", id.as_bytes(), &plain);
-        self.inner
-            .jobs
-            .insert(id.as_bytes(), value)
-            .map_err(self.err("writing a job"))?;
+        self.put_sealed(&self.inner.jobs, "jobs", id.as_bytes(), record, "job")?;
         self.inner
             .db
             .persist(PersistMode::SyncData)
@@ -521,24 +533,7 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn job<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
-        match self
-            .inner
-            .jobs
-            .get(id.as_bytes())
-            .map_err(self.err("reading a job"))?
-        {
-            None => Ok(None),
-            Some(v) => {
-                let plain = self
-                    .inner
-                    .key
-                    .open("jobs", id.as_bytes(), &v)
-                    .map_err(|e| self.corrupt("job", e))?;
-                rmp_serde::from_slice(&plain)
-                    .map(Some)
-                    .map_err(|e| self.corrupt("job", e))
-            }
-        }
+        self.get_sealed(&self.inner.jobs, "jobs", id.as_bytes(), "job")
     }
 
     /// Every job record, by id.
@@ -572,13 +567,14 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn put_event<T: Serialize>(&self, id: &str, seq: u64, event: &T) -> Result<(), StoreError> {
-        let key = Self::event_key(id, seq);
-        let plain = rmp_serde::to_vec_named(event).map_err(|e| self.corrupt("event", e))?;
-        let value = self.inner.key.seal("events", &key, &plain);
-        self.inner
-            .events
-            .insert(key, value)
-            .map_err(self.err("writing an event"))
+        // Buffered durability: losing the last events in a power cut loses no mail.
+        self.put_sealed(
+            &self.inner.events,
+            "events",
+            &Self::event_key(id, seq),
+            event,
+            "event",
+        )
     }
 
     /// A job's events, oldest first, with their sequence numbers.
@@ -676,12 +672,7 @@ impl Store {
     /// [`StoreError`].
     pub fn put_setting<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
         let key = format!("setting/{name}");
-        let plain = rmp_serde::to_vec_named(value).map_err(|e| self.corrupt("setting", e))?;
-        let sealed = self.inner.key.seal("meta", key.as_bytes(), &plain);
-        self.inner
-            .meta
-            .insert(key.as_bytes(), sealed)
-            .map_err(self.err("writing a setting"))?;
+        self.put_sealed(&self.inner.meta, "meta", key.as_bytes(), value, "setting")?;
         self.inner
             .db
             .persist(PersistMode::SyncData)
@@ -698,24 +689,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         let key = format!("setting/{name}");
-        match self
-            .inner
-            .meta
-            .get(key.as_bytes())
-            .map_err(self.err("reading a setting"))?
-        {
-            None => Ok(None),
-            Some(v) => {
-                let plain = self
-                    .inner
-                    .key
-                    .open("meta", key.as_bytes(), &v)
-                    .map_err(|e| self.corrupt("setting", e))?;
-                rmp_serde::from_slice(&plain)
-                    .map(Some)
-                    .map_err(|e| self.corrupt("setting", e))
-            }
-        }
+        self.get_sealed(&self.inner.meta, "meta", key.as_bytes(), "setting")
     }
 
     /// Forces everything written so far to disk (before a clean shutdown).
