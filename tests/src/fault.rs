@@ -100,7 +100,13 @@ async fn session(
         let is_append = words
             .next()
             .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"));
-        let refuse = is_append && counter.load(Ordering::SeqCst) < refuse_first;
+        // Claimed atomically: several connections APPEND at once.
+        let refuse = is_append
+            && counter
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < refuse_first).then_some(n + 1)
+                })
+                .is_ok();
         // Forward (or swallow) the command with its literals.
         let mut current = line.clone();
         loop {
@@ -119,7 +125,6 @@ async fn session(
             reader.read_until(b'\n', &mut current).await?;
         }
         if refuse {
-            counter.fetch_add(1, Ordering::SeqCst);
             let answer = format!("{} {reply}\r\n", String::from_utf8_lossy(&tag));
             client_write
                 .lock()
