@@ -504,14 +504,8 @@ async fn queued_jobs_start_by_priority_and_the_limit_changes_at_run_time() {
     .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let list: serde_json::Value =
-            serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
-        if list
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|j| j["status"] == "Completed")
-        {
+        let (done, list) = d.all_completed();
+        if done {
             break;
         }
         assert!(
@@ -573,14 +567,8 @@ async fn the_per_host_connection_limit_is_never_exceeded() {
     loop {
         most_src = most_src.max(connections(&p.src));
         most_dst = most_dst.max(connections(&p.dst));
-        let list: serde_json::Value =
-            serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
-        if list
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|j| j["status"] == "Completed")
-        {
+        let (done, list) = d.all_completed();
+        if done {
             break;
         }
         assert!(

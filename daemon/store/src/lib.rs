@@ -709,7 +709,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
+    pub(super) fn temp_dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("migrated-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
@@ -807,7 +807,7 @@ mod tests {
         hay.windows(needle.len()).any(|w| w == needle)
     }
 
-    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    pub(super) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
@@ -840,13 +840,8 @@ mod tests {
 
 #[cfg(test)]
 mod job_tests {
+    use super::tests::{temp_dir, walk};
     use super::*;
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("migrated-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
 
     #[test]
     fn a_wrong_key_is_refused_and_changes_nothing() {
@@ -918,18 +913,5 @@ mod job_tests {
         assert_eq!(store.job::<String>("j2").unwrap().as_deref(), Some("other"));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p))
-            } else {
-                out.push(p)
-            }
-        }
-        out
     }
 }

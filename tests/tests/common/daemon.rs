@@ -62,6 +62,16 @@ impl Daemon {
         c
     }
 
+    /// Whether every job is Completed, with the job list as JSON.
+    pub fn all_completed(&self) -> (bool, serde_json::Value) {
+        let list: serde_json::Value =
+            serde_json::from_str(&stdout(&self.ctl(&["--json", "list"]))).unwrap();
+        let done = list
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().all(|j| j["status"] == "Completed"));
+        (done, list)
+    }
+
     /// Sends a signal to the running daemon.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id();
