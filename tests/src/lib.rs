@@ -8,6 +8,7 @@ pub mod dovecot;
 pub mod fault;
 pub mod imap;
 pub mod mutf7;
+pub mod plugins;
 pub mod verify;
 
 pub use corpus::{
@@ -18,4 +19,5 @@ pub use dovecot::{
     Dovecot, DovecotOptions, Layout, english_special_use, ensure_installed, german_special_use,
 };
 pub use imap::{Account, FolderInfo, MessageRecord, Session, Tls, login};
+pub use plugins::plugins_dir;
 pub use verify::{FolderDiff, VerifyReport, verify};

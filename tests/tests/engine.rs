@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{Recorder, WITHOUT_CONDSTORE, endpoint, pair, pair_with, small_corpus};
 use migrated_core::{ErrorKind, MappingRules};
-use migrated_engine::{EngineError, Event, ImapSource};
+use migrated_engine::{EngineError, Event};
 use testbed::CorpusSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +324,7 @@ async fn a_wrong_password_is_a_clear_permanent_error() {
     let mut source = endpoint(&p.src);
     source.secret = migrated_imap::Secret::new("not-the-password-Xy7");
     let engine = migrated_engine::Engine::new(
-        ImapSource::new(source),
+        testbed::plugins::imap_source(&source),
         endpoint(&p.dst),
         p.store(),
         p.config(),
@@ -480,7 +480,7 @@ async fn a_server_that_throttles_makes_the_job_wait_then_finish() {
     destination.port = proxy.port();
     let recorder = Arc::new(Recorder::default());
     let engine = migrated_engine::Engine::new(
-        ImapSource::new(endpoint(&p.src)),
+        testbed::plugins::imap_source(&endpoint(&p.src)),
         destination,
         p.store(),
         p.config(),

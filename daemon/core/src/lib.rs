@@ -1,6 +1,7 @@
 //! Domain of migrated: folders, messages, the folder mapping, the pure copy planner, error kinds
 //! and the source trait. Nothing here does I/O, so all of it is unit-tested without a network.
 
+pub mod account;
 pub mod batch;
 pub mod error;
 pub mod folder;
@@ -12,6 +13,7 @@ pub mod schedule;
 pub mod source;
 pub mod spec;
 
+pub use account::{Account, SettingValue};
 pub use error::{ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};

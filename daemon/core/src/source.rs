@@ -1,5 +1,5 @@
-//! The source trait: what the engine needs from any mail source. The IMAP source implements it
-//! now; the plugin ABI (a later issue) puts the same calls behind a C table.
+//! The source trait: what the engine needs from any mail source. Plugins implement it behind the
+//! C table of `migrated-plugin-api`; the daemon's adapter implements it by calling that table.
 
 use std::future::Future;
 
@@ -8,7 +8,7 @@ use crate::folder::{FolderInfo, Namespace};
 use crate::message::MessageMeta;
 
 /// The state of a folder that tells whether anything changed since the last run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FolderStatus {
     /// UIDVALIDITY: when it changes, every UID the ledger holds for the folder is void.
     pub uid_validity: u32,
@@ -81,6 +81,23 @@ pub trait SourceSession: Send {
         min_uid: u32,
         changed_since: Option<u64>,
     ) -> impl Future<Output = Result<Vec<MessageMeta>, SourceError>> + Send;
+
+    /// One page of [`SourceSession::list_messages`]: at most about `limit` messages with UID >=
+    /// `min_uid`, and the UID to continue from, `None` after the last page. Sources that can
+    /// bound a listing (IMAP by UID ranges) override it; the default lists everything at once.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceSession::list_messages`].
+    fn list_messages_page(
+        &mut self,
+        min_uid: u32,
+        changed_since: Option<u64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<(Vec<MessageMeta>, Option<u32>), SourceError>> + Send {
+        let _ = limit;
+        async move { Ok((self.list_messages(min_uid, changed_since).await?, None)) }
+    }
 
     /// Fetches the full bytes of the given messages of the open folder, in the order asked.
     /// A message that vanished (expunged meanwhile) is `None`.

@@ -114,6 +114,20 @@ pub struct EndpointSpec {
     /// Seconds to wait for any network reply (default 60).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Source only: the plugin that reads it (`imap`, the default, or `gmail`; `migratectl
+    /// plugins` lists those installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Source only: the plugin's own settings (`migratectl plugins` lists what each accepts).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, crate::SettingValue>,
+}
+
+impl EndpointSpec {
+    /// The plugin a source endpoint names, `imap` when it names none.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin.as_deref().unwrap_or("imap")
+    }
 }
 
 /// Folder selection and renaming; patterns are regular expressions on the source path with

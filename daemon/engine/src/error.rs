@@ -40,12 +40,3 @@ impl EngineError {
         }
     }
 }
-
-/// Converts an IMAP error of the source side into a source error.
-pub(crate) fn source_error(e: ImapError) -> SourceError {
-    if e.is_temporary() {
-        SourceError::temporary(e.to_string())
-    } else {
-        SourceError::permanent(e.to_string())
-    }
-}

@@ -8,7 +8,6 @@
 mod config;
 mod error;
 mod events;
-mod imap_source;
 mod recovery;
 mod run;
 mod throttle;
@@ -18,6 +17,5 @@ pub use error::EngineError;
 pub use events::{
     Connection, Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Side, Summary,
 };
-pub use imap_source::{ImapSource, ImapSourceSession};
 pub use run::Engine;
 pub use throttle::RateLimit;

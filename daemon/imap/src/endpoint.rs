@@ -70,3 +70,101 @@ impl Endpoint {
         }
     }
 }
+
+impl Security {
+    /// Parses a job's `security` value.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "tls" => Some(Self::Tls),
+            "starttls" => Some(Self::StartTls),
+            "plain" => Some(Self::Plain),
+            _ => None,
+        }
+    }
+
+    /// The job's word for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::StartTls => "starttls",
+            Self::Plain => "plain",
+        }
+    }
+}
+
+impl AuthMethod {
+    /// Parses a job's `auth` value.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "login" => Some(Self::Login),
+            "plain" => Some(Self::Plain),
+            "xoauth2" => Some(Self::XOAuth2),
+            _ => None,
+        }
+    }
+
+    /// The job's word for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Plain => "plain",
+            Self::XOAuth2 => "xoauth2",
+        }
+    }
+}
+
+impl TryFrom<migrated_core::Account> for Endpoint {
+    type Error = String;
+
+    /// The endpoint of an account as the daemon sends it to a source plugin.
+    fn try_from(a: migrated_core::Account) -> Result<Self, String> {
+        let security = Security::parse(&a.security).ok_or_else(|| {
+            format!(
+                "security {:?} is not one of \"tls\", \"starttls\", \"plain\"",
+                a.security
+            )
+        })?;
+        let auth = AuthMethod::parse(&a.auth).ok_or_else(|| {
+            format!(
+                "auth {:?} is not one of \"login\", \"plain\", \"xoauth2\"",
+                a.auth
+            )
+        })?;
+        let cert_check = match (a.ca_file, a.danger_accept_invalid_certs) {
+            (_, true) => CertCheck::DangerAcceptAnyCertificate,
+            (Some(ca), false) => CertCheck::CaFile(ca.into()),
+            (None, false) => CertCheck::System,
+        };
+        Ok(Self {
+            host: a.host,
+            port: a.port,
+            security,
+            cert_check,
+            auth,
+            user: a.user,
+            secret: a.secret,
+            timeout: Duration::from_secs(a.timeout_secs.max(1)),
+        })
+    }
+}
+
+impl From<&Endpoint> for migrated_core::Account {
+    /// The account a source plugin receives for this endpoint (no settings).
+    fn from(e: &Endpoint) -> Self {
+        Self {
+            host: e.host.clone(),
+            port: e.port,
+            security: e.security.as_str().to_owned(),
+            ca_file: match &e.cert_check {
+                CertCheck::CaFile(p) => Some(p.to_string_lossy().into_owned()),
+                _ => None,
+            },
+            danger_accept_invalid_certs: e.cert_check == CertCheck::DangerAcceptAnyCertificate,
+            auth: e.auth.as_str().to_owned(),
+            user: e.user.clone(),
+            secret: e.secret.clone(),
+            timeout_secs: e.timeout.as_secs(),
+            settings: Default::default(),
+        }
+    }
+}

@@ -668,6 +668,22 @@ impl ImapSession {
         min_uid: u32,
         changed_since: Option<u64>,
     ) -> Result<Vec<FetchedMeta>, ImapError> {
+        self.fetch_meta_range(min_uid, None, changed_since).await
+    }
+
+    /// As [`ImapSession::fetch_meta`], for the UIDs `min_uid..=max_uid` only (to list a large
+    /// folder in pages).
+    ///
+    /// # Errors
+    ///
+    /// As for [`ImapSession::fetch_meta`].
+    pub async fn fetch_meta_range(
+        &mut self,
+        min_uid: u32,
+        max_uid: Option<u32>,
+        changed_since: Option<u64>,
+    ) -> Result<Vec<FetchedMeta>, ImapError> {
+        let upper = max_uid.map_or_else(|| "*".to_owned(), |m| m.max(min_uid.max(1)).to_string());
         let condstore = self.has("CONDSTORE");
         let modseq = if condstore { " MODSEQ" } else { "" };
         let changed = match changed_since {
@@ -675,7 +691,7 @@ impl ImapSession {
             _ => String::new(),
         };
         let command = format!(
-            "UID FETCH {}:* (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]){changed}",
+            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]){changed}",
             min_uid.max(1)
         );
         let server = self.server.clone();
@@ -717,7 +733,7 @@ impl ImapSession {
                     });
                 }
                 // `n:*` returns the last message even when its UID is below n.
-                if m.uid >= min_uid {
+                if m.uid >= min_uid && max_uid.is_none_or(|max| m.uid <= max) {
                     out.push(m);
                 }
             }

@@ -2,13 +2,17 @@
 //! unknown fields are refused, and errors name the file, line and field.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use migrated_core::Account;
 use migrated_core::MappingRules;
 use migrated_core::{EndpointSpec, JobSpec};
 use migrated_engine::CopyConfig;
 use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
+use migrated_plugin_api::host::{Plugin, PluginSource, Plugins};
+use migrated_plugin_api::wire::Kind;
 
 /// Loading and converting job specs.
 pub(crate) trait JobSpecExt: Sized {
@@ -64,6 +68,41 @@ impl JobSpecExt for JobSpec {
     }
 }
 
+/// The plugin a job's source names, with the job's settings checked against those it accepts.
+pub(crate) fn source_plugin<'p>(
+    source: &EndpointSpec,
+    plugins: &'p Plugins,
+    place: &str,
+) -> anyhow::Result<&'p Arc<Plugin>> {
+    let name = source.plugin_name();
+    let Some(plugin) = plugins.get(name) else {
+        bail!(
+            "{place}: [source] plugin: no plugin {name:?} is installed (loaded: {}); `migratectl plugins` lists them",
+            plugins.names()
+        );
+    };
+    if !plugin.info().kinds.contains(&Kind::Mail) {
+        bail!("{place}: [source] plugin: {name:?} does not read mail");
+    }
+    plugin
+        .check_settings(&source.settings)
+        .map_err(|e| anyhow::anyhow!("{place}: [source.settings] {e}"))?;
+    Ok(plugin)
+}
+
+/// The source of a job: its plugin, given the account with the secret read from its file.
+pub(crate) fn plugin_source(
+    spec: &JobSpec,
+    plugins: &Plugins,
+    place: &str,
+) -> anyhow::Result<PluginSource> {
+    let endpoint = spec.source.endpoint(place, "source")?;
+    let plugin = source_plugin(&spec.source, plugins, place)?;
+    let mut account = Account::from(&endpoint);
+    account.settings = spec.source.settings.clone();
+    Ok(PluginSource::new(plugin.clone(), account))
+}
+
 /// Converting an endpoint spec.
 pub(crate) trait EndpointSpecExt {
     fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint>;
@@ -73,24 +112,26 @@ impl EndpointSpecExt for EndpointSpec {
     /// The IMAP endpoint, with the secret read from its file.
     fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint> {
         let place = |field: &str| format!("{place}: [{section}] {field}");
-        let security = match self.security.as_str() {
-            "tls" => Security::Tls,
-            "starttls" => Security::StartTls,
-            "plain" => Security::Plain,
-            other => bail!(
-                "{}: {other:?} is not one of \"tls\", \"starttls\", \"plain\"",
-                place("security")
-            ),
-        };
-        let auth = match self.auth.as_str() {
-            "login" => AuthMethod::Login,
-            "plain" => AuthMethod::Plain,
-            "xoauth2" => AuthMethod::XOAuth2,
-            other => bail!(
-                "{}: {other:?} is not one of \"login\", \"plain\", \"xoauth2\"",
-                place("auth")
-            ),
-        };
+        if section == "destination" && (self.plugin.is_some() || !self.settings.is_empty()) {
+            bail!(
+                "{}: only the source is read by a plugin; remove plugin and settings from [destination]",
+                place("plugin")
+            );
+        }
+        let security = Security::parse(&self.security).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: {:?} is not one of \"tls\", \"starttls\", \"plain\"",
+                place("security"),
+                self.security
+            )
+        })?;
+        let auth = AuthMethod::parse(&self.auth).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: {:?} is not one of \"login\", \"plain\", \"xoauth2\"",
+                place("auth"),
+                self.auth
+            )
+        })?;
         let secret = match (&self.password_file, &self.password) {
             (Some(file), None) => {
                 let text = std::fs::read_to_string(file).with_context(|| {

@@ -17,8 +17,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use migrated_engine::{Engine, Event, ImapSource, Phase, Summary};
+use migrated_engine::{Engine, Event, Phase, Summary};
 use migrated_store::{Store, StoreKey};
+
+/// Where the package installs the source plugins.
+const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/migrated/plugins";
 
 /// Migrates mailboxes between IMAP servers.
 #[derive(Debug, Parser)]
@@ -51,6 +54,9 @@ struct DaemonArgs {
     /// /etc/migrated/jobs.d; $XDG_CONFIG_HOME/migrated/jobs.d for --user.
     #[arg(long, env = "MIGRATED_JOBS_DIR")]
     jobs_dir: Option<PathBuf>,
+    /// Source plugins directory: every `*.so` in it is loaded at start.
+    #[arg(long, global = true, env = "MIGRATED_PLUGINS_DIR", default_value = DEFAULT_PLUGINS_DIR)]
+    plugins_dir: PathBuf,
     /// Bandwidth limit shared by all jobs, megabytes (10^6 bytes) per second.
     #[arg(long)]
     max_mbps: Option<f64>,
@@ -158,6 +164,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path, key)).await??;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (updates, _) = tokio::sync::broadcast::channel(1024);
+    let plugins = std::sync::Arc::new(load_plugins(&args.plugins_dir));
     let settings = daemon::Settings {
         max_jobs: args.max_jobs.max(1),
         retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
@@ -167,6 +174,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             .filter(|m| *m > 0.0 && m.is_finite())
             .map(|m| std::sync::Arc::new(migrated_engine::RateLimit::new((m * 1e6) as u64))),
         max_connections_per_host: args.max_connections_per_host,
+        plugins,
     };
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
@@ -263,6 +271,29 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Loads the source plugins, saying in the log what was loaded and what was skipped and why.
+fn load_plugins(dir: &std::path::Path) -> migrated_plugin_api::host::Plugins {
+    match migrated_plugin_api::host::Plugins::load_dir(dir) {
+        Ok(plugins) => {
+            for p in &plugins.loaded {
+                let info = p.info();
+                tracing::info!(plugin = %info.name, version = %info.version, abi = %p.abi(), path = %p.path().display(), "Plugin loaded.");
+            }
+            for r in &plugins.rejected {
+                tracing::warn!(path = %r.path.display(), reason = %r.reason, "Plugin skipped.");
+            }
+            if plugins.loaded.is_empty() {
+                tracing::error!(dir = %dir.display(), "No source plugin loaded: no job can run until one is installed there and the daemon restarted.");
+            }
+            plugins
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "No source plugin loaded: no job can run.");
+            migrated_plugin_api::host::Plugins::default()
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let Some(command) = cli.command else {
         return serve(cli.daemon).await;
@@ -277,7 +308,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let file = migrated_core::JobSpec::load(&job)?;
             let place = format!("job file {}", job.display());
             let config = file.copy_config(&place)?;
-            let source = file.source.endpoint(&place, "source")?;
+            let plugins = load_plugins(&cli.daemon.plugins_dir);
+            let source = job::plugin_source(&file, &plugins, &place)?;
             let destination = file.destination.endpoint(&place, "destination")?;
             std::fs::create_dir_all(&store)
                 .with_context(|| format!("cannot create store directory {}", store.display()))?;
@@ -290,13 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let key = StoreKey::load(credentials.as_deref(), &key_file)?;
             let store = tokio::task::spawn_blocking(move || Store::open(&store, key)).await??;
             let observer = progress_printer(quiet);
-            let engine = Engine::new(
-                ImapSource::new(source),
-                destination,
-                store,
-                config,
-                observer,
-            );
+            let engine = Engine::new(source, destination, store, config, observer);
             let summary = engine.run().await?;
             print_summary(&summary);
             Ok(

@@ -159,7 +159,8 @@ fn main() -> anyhow::Result<()> {
     let store = work.join("store");
     let migrated = |quiet: bool| {
         let mut c = Command::new(&bin);
-        c.arg("migrate")
+        c.env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
+            .arg("migrate")
             .arg("--job")
             .arg(&job)
             .arg("--store")

@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
     println!("\n$ migrated migrate --job {}\n", job.display());
     let run = |label: &str| -> anyhow::Result<()> {
         let status = Command::new(&bin)
+            .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
             .arg("migrate")
             .arg("--job")
             .arg(&job)

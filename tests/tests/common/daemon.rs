@@ -53,6 +53,7 @@ impl Daemon {
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.socket)
+            .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
             .env("MIGRATED_LOG", "info");
         if !self.env.iter().any(|(k, _)| k == "MIGRATED_BUS") {
             c.arg("--bus").arg("none");

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use migrated_engine::{CopyConfig, Engine, Event, ImapSource, Observer};
+use migrated_engine::{CopyConfig, Engine, Event, Observer};
 use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
+use migrated_plugin_api::host::PluginSource;
 use migrated_store::Store;
 use testbed::{
     Corpus, CorpusSpec, Dovecot, DovecotOptions, Layout, VerifyReport, english_special_use,
@@ -120,9 +121,9 @@ impl Pair {
         .expect("store opens")
     }
 
-    pub fn engine(&self, config: CopyConfig, observer: Observer) -> Engine<ImapSource> {
+    pub fn engine(&self, config: CopyConfig, observer: Observer) -> Engine<PluginSource> {
         Engine::new(
-            ImapSource::new(endpoint(&self.src)),
+            testbed::plugins::imap_source(&endpoint(&self.src)),
             endpoint(&self.dst),
             self.store(),
             config,
@@ -130,7 +131,7 @@ impl Pair {
         )
     }
 
-    pub fn quiet_engine(&self, config: CopyConfig) -> Engine<ImapSource> {
+    pub fn quiet_engine(&self, config: CopyConfig) -> Engine<PluginSource> {
         self.engine(config, Arc::new(|_| {}))
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
-use migrated_engine::{Connection, Engine, EngineError, Event, ImapSource, Phase, Side, Summary};
+use migrated_engine::{Connection, Engine, EngineError, Event, Phase, Side, Summary};
 use migrated_ipc::{ErrorKind, EventRow, FolderRow, ItemRow, JobSummary, Request, Response};
 use migrated_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     /// Connections at most to one host (source or destination) over all running jobs; 0 for
     /// no limit. A job uses its `connections` plus one control connection per side.
     pub max_connections_per_host: usize,
+    /// The source plugins loaded at start.
+    pub plugins: Arc<migrated_plugin_api::host::Plugins>,
 }
 
 /// Everything the loop reacts to.
@@ -634,6 +636,9 @@ impl Daemon {
                 return error(ErrorKind::Invalid, format!("{err:#}"));
             }
         }
+        if let Err(err) = crate::job::source_plugin(&spec.source, &self.settings.plugins, &place) {
+            return error(ErrorKind::Invalid, format!("{err:#}"));
+        }
         let mut bytes = [0u8; 6];
         if getrandom::fill(&mut bytes).is_err() {
             return error(ErrorKind::Internal, "no randomness for a job id");
@@ -936,7 +941,7 @@ impl Daemon {
             config.job_id = record.id.clone();
             config.connections = self.connections_of(&record.spec) - 1;
             config.bandwidth.extend(self.settings.bandwidth.clone());
-            let source = record.spec.source.endpoint(&place, "source")?;
+            let source = crate::job::plugin_source(&record.spec, &self.settings.plugins, &place)?;
             let destination = record.spec.destination.endpoint(&place, "destination")?;
             Ok((config, source, destination))
         })();
@@ -958,13 +963,7 @@ impl Daemon {
                 event,
             });
         });
-        let engine = Engine::new(
-            ImapSource::new(source),
-            destination,
-            self.store.clone(),
-            config,
-            observer,
-        );
+        let engine = Engine::new(source, destination, self.store.clone(), config, observer);
         if let Some(entry) = self.jobs.get_mut(id) {
             entry.stop = Some(engine.stop_handle());
             entry.record.error = None;

@@ -1,0 +1,47 @@
+//! The account a source connects to, as the daemon resolved it from a job (the secret read
+//! from its credential file). It crosses the plugin ABI as it is, so its serde shape is frozen.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// The account a source plugin connects to. The daemon zeroes the request buffer after the call; the plugin's copy is
+/// a [`Secret`], zeroed when dropped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `tls`, `starttls` or `plain`.
+    pub security: String,
+    /// PEM file of the CA to trust instead of the system's roots.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (lab use only).
+    pub danger_accept_invalid_certs: bool,
+    /// `login`, `plain` or `xoauth2`.
+    pub auth: String,
+    /// Login name.
+    pub user: String,
+    /// Password or token.
+    pub secret: Secret,
+    /// Limit on every network call, in seconds.
+    pub timeout_secs: u64,
+    /// The job's `[source.settings]`, already checked against [`Info::settings`].
+    #[serde(default)]
+    pub settings: BTreeMap<String, SettingValue>,
+}
+
+/// A setting's value as the job gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number.
+    Int(i64),
+    /// Text.
+    Text(String),
+}

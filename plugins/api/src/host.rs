@@ -1,0 +1,493 @@
+//! The daemon's side: loads plugins from a directory, calls them, and adapts a mail plugin to
+//! the engine's [`SourceConnector`].
+
+use std::ffi::c_void;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use migrated_core::{
+    FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError, SourceSession,
+};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use crate::wire::{self, Account, Info, Note, Reply, Request, WireError};
+use crate::{AbiVersion, STATUS_ERROR, STATUS_NOTE, STATUS_OK, TableV1};
+
+/// A loaded plugin. The library stays loaded for the life of the process.
+#[derive(Debug)]
+pub struct Plugin {
+    path: PathBuf,
+    abi: AbiVersion,
+    info: Info,
+    table: &'static TableV1,
+}
+
+/// A file in the plugin directory that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The file.
+    pub path: PathBuf,
+    /// Why, in words an administrator can act on.
+    pub reason: String,
+}
+
+/// What a plugin directory held.
+#[derive(Debug, Default)]
+pub struct Plugins {
+    /// Loaded plugins, by name.
+    pub loaded: Vec<Arc<Plugin>>,
+    /// Files that were skipped.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Plugins {
+    /// Loads every `*.so` of `dir` (not recursing). A broken, foreign or unsafe file is
+    /// recorded in [`Plugins::rejected`] and skipped; a second plugin of a name already loaded
+    /// is skipped too.
+    ///
+    /// # Errors
+    ///
+    /// Only when the directory cannot be read.
+    pub fn load_dir(dir: &Path) -> Result<Self, String> {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| format!("plugin directory {}: {e}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "so"))
+            .collect();
+        paths.sort();
+        let mut out = Self::default();
+        for path in paths {
+            match Plugin::load(&path) {
+                Ok(p) => {
+                    if let Some(first) = out.get(&p.info.name) {
+                        out.rejected.push(Rejected {
+                            reason: format!(
+                                "a plugin named {:?} is already loaded from {}",
+                                p.info.name,
+                                first.path.display()
+                            ),
+                            path,
+                        });
+                    } else {
+                        out.loaded.push(Arc::new(p));
+                    }
+                }
+                Err(reason) => out.rejected.push(Rejected { path, reason }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The plugin of this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.loaded.iter().find(|p| p.info.name == name)
+    }
+
+    /// The names loaded, for error messages.
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.loaded.iter().map(|p| p.info.name.as_str()).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+impl Plugin {
+    /// Loads one library: refuses files others can write to, libraries without the ABI's
+    /// symbols, and plugins of another major version (naming both versions).
+    ///
+    /// # Errors
+    ///
+    /// Why it was refused.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {:o}): anyone who can write it runs code in \
+                 the daemon; run chmod go-w on it",
+                meta.mode() & 0o7777
+            ));
+        }
+        // SAFETY: loading a library runs its initialisers. The plugin directory is the
+        // administrator's (root-owned in the package); a file writable by others was refused
+        // above. The library is never unloaded (leaked below), so the `'static` references
+        // taken from it stay valid.
+        #[allow(unsafe_code)]
+        let library = unsafe { libloading::Library::new(path) }
+            .map_err(|e| format!("not a loadable library: {e}"))?;
+        let library: &'static libloading::Library = Box::leak(Box::new(library));
+        // SAFETY: the symbol, when present, is an `AbiVersion` static: two u32 whose shape never
+        // changes between ABI versions.
+        #[allow(unsafe_code)]
+        let abi = unsafe {
+            library
+                .get::<*const AbiVersion>(crate::VERSION_SYMBOL)
+                .map(|s| **s)
+        }
+        .map_err(|_| {
+            "not a migrated plugin (it exports no migrated_plugin_abi symbol)".to_owned()
+        })?;
+        if abi.major != crate::ABI_MAJOR {
+            return Err(format!(
+                "built for plugin ABI {abi}, but this daemon speaks ABI {}; install the plugin's \
+                 build for migrated {}",
+                AbiVersion::CURRENT,
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        // SAFETY: a library announcing ABI major 1 exports `migrated_plugin_v1` as a `TableV1`
+        // static; it lives as long as the (never unloaded) library.
+        #[allow(unsafe_code)]
+        let table: &'static TableV1 = unsafe {
+            library
+                .get::<*const TableV1>(crate::TABLE_SYMBOL)
+                .map(|s| &**s)
+        }
+        .map_err(|_| format!("announces ABI {abi} but exports no migrated_plugin_v1 table"))?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Vec<u8>)>();
+        let ctx = Box::into_raw(Box::new(tx)).cast::<c_void>();
+        // SAFETY: `completion` matches `Completion` and owns `ctx` after a final status.
+        #[allow(unsafe_code)]
+        unsafe {
+            (table.info)(ctx, completion)
+        };
+        let info = match rx.try_recv() {
+            Ok((STATUS_OK, bytes)) => wire::decode::<Info>(&bytes, "plugin description")?,
+            Ok((_, bytes)) => {
+                let e: WireError = wire::decode(&bytes, "error")?;
+                return Err(format!("cannot describe itself: {}", e.message));
+            }
+            Err(_) => return Err("did not answer the description request".to_owned()),
+        };
+        if info.name.is_empty()
+            || !info
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "calls itself {:?}: a plugin name is letters, digits, - and _",
+                info.name
+            ));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            abi,
+            info,
+            table,
+        })
+    }
+
+    /// Where it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ABI version it was built for.
+    pub fn abi(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Its description.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// Checks a job's settings against those the plugin accepts.
+    ///
+    /// # Errors
+    ///
+    /// Every problem, one per line, naming the setting and what it takes.
+    pub fn check_settings(
+        &self,
+        settings: &std::collections::BTreeMap<String, wire::SettingValue>,
+    ) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, value) in settings {
+            match self.info.settings.iter().find(|s| &s.name == name) {
+                Some(s) => {
+                    if let Err(e) = s.check(value) {
+                        problems.push(e);
+                    }
+                }
+                None => {
+                    let known: Vec<&str> =
+                        self.info.settings.iter().map(|s| s.name.as_str()).collect();
+                    problems.push(format!(
+                        "plugin {:?} has no setting {name:?} (it accepts: {})",
+                        self.info.name,
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// Sends a request and waits for the final reply, handing notes to `on_note`.
+    ///
+    /// # Errors
+    ///
+    /// The plugin's error, or a permanent one if it broke the protocol.
+    pub async fn call(
+        &self,
+        request: &Request,
+        mut on_note: impl FnMut(Note) + Send,
+    ) -> Result<Reply, WireError> {
+        let broken = |message: String| WireError {
+            temporary: false,
+            message: format!("plugin {}: {message}", self.info.name),
+        };
+        // The request may hold a password: zeroed when dropped.
+        let bytes = Zeroizing::new(wire::encode(request).map_err(broken)?);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Vec<u8>)>();
+        {
+            let ctx = Box::into_raw(Box::new(tx)).cast::<c_void>();
+            // SAFETY: the request lives during the call (the plugin copies what it needs before
+            // returning); `completion` owns `ctx` after the final status.
+            #[allow(unsafe_code)]
+            unsafe {
+                (self.table.call)(bytes.as_ptr(), bytes.len(), ctx, completion);
+            }
+        }
+        drop(bytes);
+        loop {
+            match rx.recv().await {
+                Some((STATUS_NOTE, payload)) => {
+                    if let Ok(note) = wire::decode::<Note>(&payload, "note") {
+                        on_note(note);
+                    }
+                }
+                Some((STATUS_OK, payload)) => {
+                    return wire::decode::<Reply>(&payload, "reply").map_err(broken);
+                }
+                Some((STATUS_ERROR, payload)) => {
+                    let e = wire::decode::<WireError>(&payload, "error reply").map_err(broken)?;
+                    return Err(e);
+                }
+                Some((status, _)) => return Err(broken(format!("unknown status {status}"))),
+                None => return Err(broken("dropped the request without answering".to_owned())),
+            }
+        }
+    }
+}
+
+type Sender = mpsc::UnboundedSender<(u32, Vec<u8>)>;
+
+/// The host's [`crate::Completion`]: copies the payload into the request's channel; frees the
+/// channel's sender on a final status.
+#[allow(unsafe_code)]
+unsafe extern "C" fn completion(ctx: *mut c_void, status: u32, data: *const u8, len: usize) {
+    let payload = if data.is_null() || len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the ABI guarantees `len` readable bytes during this call.
+        unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
+    };
+    if status == STATUS_NOTE {
+        // SAFETY: `ctx` is the sender boxed in `Plugin::call`, alive until the final status.
+        let tx = unsafe { &*ctx.cast::<Sender>() };
+        let _ = tx.send((status, payload));
+    } else {
+        // SAFETY: as above; this is the final status, so the box is reclaimed exactly once.
+        let tx = unsafe { Box::from_raw(ctx.cast::<Sender>()) };
+        let _ = tx.send((status, payload));
+    }
+}
+
+/// A mail source plugin as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    plugin: Arc<Plugin>,
+    account: Arc<Account>,
+}
+
+impl PluginSource {
+    /// A source for this account through this plugin.
+    pub fn new(plugin: Arc<Plugin>, account: Account) -> Self {
+        Self {
+            plugin,
+            account: Arc::new(account),
+        }
+    }
+}
+
+/// One session of a [`PluginSource`]; closed in the plugin when dropped.
+#[derive(Debug)]
+pub struct PluginSession {
+    plugin: Arc<Plugin>,
+    id: u64,
+    namespace: Namespace,
+}
+
+/// How many messages one listing page asks for.
+const PAGE: u32 = 5_000;
+
+impl PluginSource {
+    async fn open(
+        &self,
+        on_login: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<PluginSession, SourceError> {
+        let mut on_login = on_login;
+        let request = Request::Connect {
+            account: (*self.account).clone(),
+        };
+        let reply = self
+            .plugin
+            .call(&request, |note| match note {
+                Note::Authenticating => {
+                    if let Some(f) = on_login.take() {
+                        f();
+                    }
+                }
+            })
+            .await?;
+        match reply {
+            Reply::Connected { session, namespace } => Ok(PluginSession {
+                plugin: self.plugin.clone(),
+                id: session,
+                namespace,
+            }),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+}
+
+fn unexpected(plugin: &Plugin, reply: &Reply) -> SourceError {
+    let kind = match reply {
+        Reply::Connected { .. } => "Connected",
+        Reply::Folders(_) => "Folders",
+        Reply::Opened(_) => "Opened",
+        Reply::Messages { .. } => "Messages",
+        Reply::Bodies(_) => "Bodies",
+        Reply::Closed => "Closed",
+    };
+    SourceError::permanent(format!(
+        "plugin {} answered with the wrong reply ({kind})",
+        plugin.info.name
+    ))
+}
+
+impl SourceConnector for PluginSource {
+    type Session = PluginSession;
+
+    async fn connect(&self) -> Result<PluginSession, SourceError> {
+        self.open(None).await
+    }
+
+    async fn connect_observed(
+        &self,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> Result<PluginSession, SourceError> {
+        self.open(Some(on_login)).await
+    }
+}
+
+impl PluginSession {
+    async fn call(&self, request: Request) -> Result<Reply, SourceError> {
+        Ok(self.plugin.call(&request, |_| {}).await?)
+    }
+}
+
+impl SourceSession for PluginSession {
+    fn namespace(&self) -> Namespace {
+        self.namespace.clone()
+    }
+
+    async fn list_folders(&mut self) -> Result<Vec<FolderInfo>, SourceError> {
+        match self.call(Request::ListFolders { session: self.id }).await? {
+            Reply::Folders(f) => Ok(f),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+
+    async fn open_folder(&mut self, folder: &str) -> Result<FolderStatus, SourceError> {
+        let request = Request::OpenFolder {
+            session: self.id,
+            folder: folder.to_owned(),
+        };
+        match self.call(request).await? {
+            Reply::Opened(s) => Ok(s),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+
+    async fn list_messages(
+        &mut self,
+        min_uid: u32,
+        changed_since: Option<u64>,
+    ) -> Result<Vec<MessageMeta>, SourceError> {
+        let mut all = Vec::new();
+        let mut cursor = min_uid;
+        loop {
+            let (mut items, next) = self.list_messages_page(cursor, changed_since, PAGE).await?;
+            all.append(&mut items);
+            match next {
+                Some(n) if n > cursor => cursor = n,
+                Some(_) => {
+                    return Err(SourceError::permanent(format!(
+                        "plugin {}: listing cursor did not advance past UID {cursor}",
+                        self.plugin.info.name
+                    )));
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn list_messages_page(
+        &mut self,
+        min_uid: u32,
+        changed_since: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<MessageMeta>, Option<u32>), SourceError> {
+        let request = Request::ListMessages {
+            session: self.id,
+            cursor: min_uid,
+            changed_since,
+            limit,
+        };
+        match self.call(request).await? {
+            Reply::Messages { items, next } => Ok((items, next)),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+
+    async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
+        let request = Request::FetchBodies {
+            session: self.id,
+            uids: uids.to_vec(),
+        };
+        match self.call(request).await? {
+            Reply::Bodies(b) => Ok(b.into_iter().map(|b| b.map(|b| b.into_vec())).collect()),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+}
+
+impl Drop for PluginSession {
+    fn drop(&mut self) {
+        // Fire and forget: the plugin closes the connection; nobody waits for the reply.
+        let plugin = self.plugin.clone();
+        let id = self.id;
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = plugin.call(&Request::Close { session: id }, |_| {}).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! What crosses the boundary, as MessagePack with fields by name. Part of the ABI: changing a
+//! type here other than by adding an optional field or a variant bumps [`crate::ABI_MAJOR`].
+//! The folder and message types are those of `migrated-core`, whose serde shape is frozen for
+//! the same reason.
+
+pub use migrated_core::{Account, SettingValue};
+use migrated_core::{ErrorKind, FolderInfo, FolderStatus, MessageMeta, Namespace, SourceError};
+use serde::{Deserialize, Serialize};
+
+/// What a plugin says about itself (`migratectl plugins` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// The name jobs use to pick it (`source.plugin = "gmail"`).
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// One line for administrators.
+    pub description: String,
+    /// What it migrates.
+    pub kinds: Vec<Kind>,
+    /// The job settings it accepts under `[source.settings]`.
+    #[serde(default)]
+    pub settings: Vec<SettingInfo>,
+}
+
+/// What a plugin migrates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Mail folders and messages.
+    Mail,
+    /// Address books and contacts.
+    Contacts,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mail => "mail",
+            Self::Contacts => "contacts",
+        })
+    }
+}
+
+/// One job setting a plugin accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingInfo {
+    /// Its name in `[source.settings]`.
+    pub name: String,
+    /// `bool`, `text`, or one of a list of words.
+    pub kind: SettingKind,
+    /// The value when the job says nothing, as text.
+    pub default: String,
+    /// What it does.
+    pub help: String,
+}
+
+/// The type of a setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingKind {
+    /// `true` or `false`.
+    Bool,
+    /// Any text.
+    Text,
+    /// One of these words.
+    Choice(Vec<String>),
+}
+
+impl std::fmt::Display for SettingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool => f.write_str("true|false"),
+            Self::Text => f.write_str("text"),
+            Self::Choice(words) => f.write_str(&words.join("|")),
+        }
+    }
+}
+
+impl SettingInfo {
+    /// Checks a value against this setting; the error says what is accepted.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting and the values it accepts.
+    pub fn check(&self, value: &SettingValue) -> Result<(), String> {
+        let ok = match (&self.kind, value) {
+            (SettingKind::Bool, SettingValue::Bool(_)) => true,
+            (SettingKind::Text, SettingValue::Text(_)) => true,
+            (SettingKind::Choice(words), SettingValue::Text(t)) => words.iter().any(|w| w == t),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "setting {:?} takes {} (default {}): {}",
+                self.name, self.kind, self.default, self.help
+            ))
+        }
+    }
+}
+
+/// A request from the daemon. Sessions are numbers the plugin hands out in
+/// [`Reply::Connected`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Connect and log in. Notes: [`Note::Authenticating`] once the connection is up.
+    Connect {
+        /// Where and as whom.
+        account: Account,
+    },
+    /// Every folder with its role and subscription.
+    ListFolders {
+        /// The session.
+        session: u64,
+    },
+    /// Open a folder read-only.
+    OpenFolder {
+        /// The session.
+        session: u64,
+        /// Full name as listed.
+        folder: String,
+    },
+    /// One page of the open folder's messages. The host stores `cursor` (a UID) in its ledger,
+    /// so a listing can resume.
+    ListMessages {
+        /// The session.
+        session: u64,
+        /// First UID wanted.
+        cursor: u32,
+        /// Only messages whose MODSEQ is higher (CONDSTORE), if given.
+        changed_since: Option<u64>,
+        /// About how many messages the host wants at most.
+        limit: u32,
+    },
+    /// Full bytes of these messages of the open folder, in this order.
+    FetchBodies {
+        /// The session.
+        session: u64,
+        /// UIDs.
+        uids: Vec<u32>,
+    },
+    /// Log out and forget the session.
+    Close {
+        /// The session.
+        session: u64,
+    },
+}
+
+/// The plugin's reply to a [`Request`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Request::Connect`].
+    Connected {
+        /// The session's number.
+        session: u64,
+        /// The personal namespace.
+        namespace: Namespace,
+    },
+    /// To [`Request::ListFolders`].
+    Folders(Vec<FolderInfo>),
+    /// To [`Request::OpenFolder`].
+    Opened(FolderStatus),
+    /// To [`Request::ListMessages`].
+    Messages {
+        /// This page.
+        items: Vec<MessageMeta>,
+        /// Where the next page starts; `None` after the last.
+        next: Option<u32>,
+    },
+    /// To [`Request::FetchBodies`]: `None` for a message that vanished.
+    Bodies(Vec<Option<serde_bytes::ByteBuf>>),
+    /// To [`Request::Close`].
+    Closed,
+}
+
+/// Progress within a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Note {
+    /// The connection is up; logging in.
+    Authenticating,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Whether retrying later can help (network trouble, `NO [UNAVAILABLE]`).
+    pub temporary: bool,
+    /// What went wrong, with the server's words.
+    pub message: String,
+}
+
+impl From<SourceError> for WireError {
+    fn from(e: SourceError) -> Self {
+        Self {
+            temporary: e.kind == ErrorKind::Temporary,
+            message: e.message,
+        }
+    }
+}
+
+impl From<WireError> for SourceError {
+    fn from(e: WireError) -> Self {
+        if e.temporary {
+            Self::temporary(e.message)
+        } else {
+            Self::permanent(e.message)
+        }
+    }
+}
+
+/// Encodes a value as the ABI does.
+///
+/// # Errors
+///
+/// Only if a type cannot be represented, which is a bug.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec_named(value).map_err(|e| format!("cannot encode MessagePack: {e}"))
+}
+
+/// Decodes a value as the ABI does.
+///
+/// # Errors
+///
+/// A message naming what was expected.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| format!("malformed {what} (MessagePack): {e}"))
+}
