@@ -256,6 +256,15 @@ impl Control {
                     .await
                     .map_err(bus_error)?,
             },
+            Request::Plugins => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&p.plugins().await.map_err(bus_error)?)
+                        .map_err(internal)?;
+                Response::Plugins {
+                    plugins: serde_json::from_value(v["plugins"].clone()).map_err(internal)?,
+                    rejected: serde_json::from_value(v["rejected"].clone()).map_err(internal)?,
+                }
+            }
             Request::ListBatches => Response::Batches {
                 batches: serde_json::from_str(&p.list_batches().await.map_err(bus_error)?)
                     .map_err(internal)?,

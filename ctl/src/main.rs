@@ -123,6 +123,9 @@ enum Command {
         /// The new priority.
         priority: u32,
     },
+    /// Lists the source plugins the daemon loaded (name, version, ABI, kinds, the job settings
+    /// each accepts) and the files of its plugin directory it skipped, with the reason.
+    Plugins,
     /// Shows, and with --max-jobs changes, how many jobs run at once.
     Limits {
         /// New global limit.
@@ -484,6 +487,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!(
                         "max jobs  {max_jobs}\nper host  {max_connections_per_host} connections (0: no limit)\nrunning   {running}"
                     );
+                }
+            }
+            other => bail!("unexpected reply: {other:?}"),
+        },
+        Command::Plugins => match ctl.batch(migrated_ipc::Request::Plugins).await? {
+            migrated_ipc::Response::Plugins { plugins, rejected } => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &serde_json::json!({ "plugins": plugins, "rejected": rejected })
+                        )?
+                    );
+                } else {
+                    print_plugins(&plugins, &rejected);
+                }
+                if plugins.is_empty() {
+                    return Ok(ExitCode::from(1));
                 }
             }
             other => bail!("unexpected reply: {other:?}"),
@@ -904,5 +925,36 @@ async fn follow_job(mut updates: control::Updates, json: bool) -> anyhow::Result
             }
             return Ok(exit_for(Some(status)));
         }
+    }
+}
+
+/// The plugin table: one line per plugin, its settings under it, then the skipped files.
+fn print_plugins(plugins: &[migrated_ipc::PluginRow], rejected: &[migrated_ipc::RejectedPlugin]) {
+    println!(
+        "{:<12} {:<9} {:<5} {:<14} DESCRIPTION",
+        "PLUGIN", "VERSION", "ABI", "KINDS"
+    );
+    for p in plugins {
+        println!(
+            "{:<12} {:<9} {:<5} {:<14} {}",
+            p.name,
+            p.version,
+            p.abi,
+            p.kinds.join(","),
+            p.description
+        );
+        for s in &p.settings {
+            println!(
+                "    setting {} = {} (default {}): {}",
+                s.name, s.kind, s.default, s.help
+            );
+        }
+        println!("    from {}", p.path);
+    }
+    if plugins.is_empty() {
+        println!("(no plugin loaded: no job can run)");
+    }
+    for r in rejected {
+        println!("skipped {}: {}", r.path, r.reason);
     }
 }

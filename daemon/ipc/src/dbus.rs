@@ -14,6 +14,7 @@
 //! | `SetLimits(max_jobs, max_connections_per_host)` | `xx` → `(uuu)` | -1 keeps a value; max jobs, per host, running |
 //! | `CreateBatch(name, template, csv)` | `sss` → `s` | template as a JSON job spec; every CSV problem in the error |
 //! | `ListBatches()` | → `s` | JSON list of batch summaries |
+//! | `Plugins()` | → `s` | JSON: `plugins` loaded (name, version, ABI, kinds, settings) and `rejected` files with the reason |
 //! | `BatchStatus(name)` | `s` → `s` | JSON: the batch and its jobs |
 //! | `BatchAction(name, action)` | `ss` → `s` | Pause, Resume, Cancel, Delete, Delta or Reset on every job; JSON results |
 //! | property `JobCount`, `RunningCount` | `u` | jobs in the store, jobs running |
@@ -75,6 +76,8 @@ pub trait Manager {
     fn create_batch(&self, name: &str, template: &str, csv: &str) -> zbus::Result<String>;
     /// Every batch, JSON.
     fn list_batches(&self) -> zbus::Result<String>;
+    /// The plugins loaded and the files skipped, JSON.
+    fn plugins(&self) -> zbus::Result<String>;
     /// A batch and its jobs, JSON.
     fn batch_status(&self, name: &str) -> zbus::Result<String>;
     /// An action on every job of a batch; the results, JSON.

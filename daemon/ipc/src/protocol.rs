@@ -86,6 +86,8 @@ pub enum Request {
     },
     /// Every batch with its counts.
     ListBatches,
+    /// The source plugins loaded and those skipped.
+    Plugins,
     /// The mailboxes (jobs) of a batch.
     BatchStatus {
         /// Batch name.
@@ -173,6 +175,13 @@ pub enum Response {
         max_connections_per_host: usize,
         /// Jobs running.
         running: usize,
+    },
+    /// The plugins loaded, and the files in the plugin directory that were skipped.
+    Plugins {
+        /// Loaded, by name.
+        plugins: Vec<PluginRow>,
+        /// Skipped, with the reason.
+        rejected: Vec<RejectedPlugin>,
     },
     /// Every batch.
     Batches {
@@ -352,4 +361,45 @@ pub struct JobDetail {
     pub duration_secs: f64,
     /// The latest events.
     pub events: Vec<EventRow>,
+}
+
+/// A loaded source plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRow {
+    /// The name jobs give as `source.plugin`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The plugin ABI it was built for (`major.minor`).
+    pub abi: String,
+    /// `mail`, `contacts`.
+    pub kinds: Vec<String>,
+    /// One line about it.
+    pub description: String,
+    /// The file it was loaded from.
+    pub path: String,
+    /// The job settings it accepts under `[source.settings]`.
+    pub settings: Vec<PluginSetting>,
+}
+
+/// A setting a plugin accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSetting {
+    /// Its name.
+    pub name: String,
+    /// What it takes (`true|false`, `text`, `a|b|c`).
+    pub kind: String,
+    /// Its default.
+    pub default: String,
+    /// What it does.
+    pub help: String,
+}
+
+/// A file of the plugin directory that was not loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedPlugin {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub reason: String,
 }

@@ -270,6 +270,19 @@ impl Manager {
         }
     }
 
+    /// The plugins loaded and the files skipped, as JSON.
+    async fn plugins(&self) -> Result<String, ControlError> {
+        match self.request(Request::Plugins).await? {
+            Response::Plugins { plugins, rejected } => serde_json::to_string(
+                &serde_json::json!({ "plugins": plugins, "rejected": rejected }),
+            )
+            .map_err(|e| ControlError::Internal(e.to_string())),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// Applies `Pause`, `Resume`, `Cancel`, `Delete`, `Delta` or `Reset` to every job of a batch.
     async fn batch_action(&self, name: String, action: String) -> Result<String, ControlError> {
         let action: Action = serde_json::from_value(serde_json::Value::String(action.clone()))

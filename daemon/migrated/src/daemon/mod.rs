@@ -341,6 +341,7 @@ impl Daemon {
                 template,
                 csv,
             } => self.create_batch(name, *template, &csv),
+            Request::Plugins => self.plugins(),
             Request::ListBatches => Response::Batches {
                 batches: self.batches(),
             },
@@ -930,6 +931,46 @@ impl Daemon {
                     .sum();
                 used == 0 || used + self.connections_to(spec, host) <= limit
             })
+    }
+
+    /// The plugins loaded and the files skipped.
+    fn plugins(&self) -> Response {
+        let p = &self.settings.plugins;
+        Response::Plugins {
+            plugins: p
+                .loaded
+                .iter()
+                .map(|plugin| {
+                    let info = plugin.info();
+                    migrated_ipc::PluginRow {
+                        name: info.name.clone(),
+                        version: info.version.clone(),
+                        abi: plugin.abi().to_string(),
+                        kinds: info.kinds.iter().map(ToString::to_string).collect(),
+                        description: info.description.clone(),
+                        path: plugin.path().display().to_string(),
+                        settings: info
+                            .settings
+                            .iter()
+                            .map(|s| migrated_ipc::PluginSetting {
+                                name: s.name.clone(),
+                                kind: s.kind.to_string(),
+                                default: s.default.clone(),
+                                help: s.help.clone(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            rejected: p
+                .rejected
+                .iter()
+                .map(|r| migrated_ipc::RejectedPlugin {
+                    path: r.path.display().to_string(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+        }
     }
 
     fn start(&mut self, id: &str) {
