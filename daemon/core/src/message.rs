@@ -104,6 +104,11 @@ pub struct MessageMeta {
     pub message_id: Option<String>,
     /// MODSEQ when the source offers CONDSTORE.
     pub modseq: Option<u64>,
+    /// The same message seen in several folders carries the same key (Gmail's X-GM-MSGID for
+    /// a message with several labels). The engine uploads such a message once and places it
+    /// in the other folders with a server-side `UID COPY` on the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_key: Option<String>,
 }
 
 #[cfg(test)]

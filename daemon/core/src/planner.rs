@@ -138,6 +138,7 @@ mod tests {
             internal_date: "01-Jan-2020 00:00:00 +0000".into(),
             message_id: None,
             modseq: None,
+            content_key: None,
         }
     }
 

@@ -66,6 +66,9 @@ struct FolderWork {
 struct Batch {
     folder: usize,
     messages: Vec<MessageMeta>,
+    /// Messages stored in another folder too (same content key): run after every upload
+    /// batch, placed with `UID COPY` on the destination from where the upload put them.
+    deferred: bool,
 }
 
 impl<C: SourceConnector + 'static> Engine<C> {
@@ -298,6 +301,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
             }
             let mut work = Vec::new();
             let mut queue = VecDeque::new();
+            let mut deferred_queue = VecDeque::new();
+            // Content keys some folder of this pass uploads: other folders copy them after.
+            let mut uploading: HashSet<String> = HashSet::new();
             let (mut total_items, mut total_bytes) = (0u64, 0u64);
             for plan in &mapping.folders {
                 if plan.container_only || folder_errors.contains_key(&plan.source) {
@@ -309,22 +315,26 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     .await?;
                 let (folder_work, messages) = prepared;
                 let index = work.len();
-                let folder_batches: Vec<Vec<MessageMeta>> =
-                    batches(&messages, sh.config.batch_messages, sh.config.batch_bytes)
-                        .into_iter()
-                        .map(<[MessageMeta]>::to_vec)
-                        .collect();
                 total_items += messages.len() as u64;
                 total_bytes += messages.iter().map(|m| u64::from(m.size)).sum::<u64>();
-                folder_work
-                    .pending
-                    .store(folder_batches.len() as u64, Ordering::Relaxed);
-                for b in folder_batches {
-                    queue.push_back(Batch {
-                        folder: index,
-                        messages: b,
-                    });
+                let (upload, later) = self
+                    .split_placed(folder_work.key, messages, &mut uploading)
+                    .await?;
+                let mut pending = 0;
+                for (list, deferred, q) in [
+                    (upload, false, &mut queue),
+                    (later, true, &mut deferred_queue),
+                ] {
+                    for b in batches(&list, sh.config.batch_messages, sh.config.batch_bytes) {
+                        pending += 1;
+                        q.push_back(Batch {
+                            folder: index,
+                            messages: b.to_vec(),
+                            deferred,
+                        });
+                    }
                 }
+                folder_work.pending.store(pending, Ordering::Relaxed);
                 work.push(folder_work);
             }
             emit(Event::Totals {
@@ -340,12 +350,16 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     self.finish_folder(w).await?;
                 }
             }
-            let temporary = if queue.is_empty() {
+            let mut temporary = if queue.is_empty() && deferred_queue.is_empty() {
                 Vec::new()
             } else {
                 emit(Event::Phase(Phase::Copying));
                 self.copy_batches(work.clone(), queue).await?
             };
+            if !deferred_queue.is_empty() {
+                self.stopping()?;
+                temporary.extend(self.copy_batches(work.clone(), deferred_queue).await?);
+            }
             self.stopping()?;
             for w in work.iter() {
                 let mut report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
@@ -807,6 +821,13 @@ impl<C: SourceConnector + 'static> Engine<C> {
         batch: &Batch,
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
+        let mut messages: Vec<&MessageMeta> = batch.messages.iter().collect();
+        if batch.deferred {
+            messages = self.copy_placed(dst, w, messages).await?;
+            if messages.is_empty() {
+                return Ok(());
+            }
+        }
         if src.is_none() {
             *src = Some(sh.source.connect().await?);
             *open = None;
@@ -826,11 +847,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
             }
             *open = Some(batch.folder);
         }
-        let uids: Vec<u32> = batch.messages.iter().map(|m| m.uid).collect();
+        let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
         let bodies = s.fetch_bodies(&uids).await?;
-        let present: Vec<(&MessageMeta, Vec<u8>, [u8; 32])> = batch
-            .messages
-            .iter()
+        let present: Vec<(&MessageMeta, Vec<u8>, [u8; 32])> = messages
+            .into_iter()
             .zip(bodies)
             .filter_map(|(m, b)| {
                 b.map(|b| {
@@ -867,10 +887,14 @@ impl<C: SourceConnector + 'static> Engine<C> {
         }
         let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
         let mut records = Vec::new();
+        let mut placements = Vec::new();
         let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);
         for ((m, _, h), outcome) in present.iter().zip(&outcomes) {
             match outcome {
                 Appended::Stored(uid) => {
+                    if let (Some(k), Some(_)) = (&m.content_key, uid) {
+                        placements.push((k.clone(), m.uid));
+                    }
                     records.push((
                         m.uid,
                         ItemRecord {
@@ -903,8 +927,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
         // With a temporary error the intent stays: the next pass finds on the destination what
         // arrived before the connection broke.
         let done_intent = if temporary.is_none() { Some(seq) } else { None };
-        let s2 = sh.store.clone();
-        store_call(move || s2.commit(key, done_intent, &records)).await?;
+        let (s2, job) = (sh.store.clone(), sh.job);
+        store_call(move || s2.commit_placed(key, done_intent, &records, Some((job, &placements))))
+            .await?;
         if let Ok(mut r) = w.report.lock() {
             r.copied += copied;
             r.failed += failed;
@@ -920,6 +945,161 @@ impl<C: SourceConnector + 'static> Engine<C> {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+}
+
+impl<C: SourceConnector + 'static> Engine<C> {
+    /// Splits a folder's messages into those it uploads and those stored by another folder
+    /// (same content key, as Gmail shows one message under each of its labels): the latter
+    /// are copied on the destination after the uploads.
+    async fn split_placed(
+        &self,
+        folder: FolderKey,
+        messages: Vec<MessageMeta>,
+        uploading: &mut HashSet<String>,
+    ) -> Result<(Vec<MessageMeta>, Vec<MessageMeta>), EngineError> {
+        if messages.iter().all(|m| m.content_key.is_none()) {
+            return Ok((messages, Vec::new()));
+        }
+        let (store, job) = (self.shared.store.clone(), self.shared.job);
+        let keys: Vec<Option<String>> = messages.iter().map(|m| m.content_key.clone()).collect();
+        let placed: Vec<bool> = store_call(move || {
+            keys.iter()
+                .map(|k| match k {
+                    Some(k) => Ok(store.placement(job, k)?.is_some_and(|(f, _)| f != folder)),
+                    None => Ok(false),
+                })
+                .collect::<Result<Vec<bool>, migrated_store::StoreError>>()
+        })
+        .await?;
+        let (mut upload, mut later) = (Vec::new(), Vec::new());
+        for (m, placed) in messages.into_iter().zip(placed) {
+            match &m.content_key {
+                Some(k) if placed || !uploading.insert(k.clone()) => later.push(m),
+                _ => upload.push(m),
+            }
+        }
+        Ok((upload, later))
+    }
+
+    /// Places messages already stored in another destination folder into this one with
+    /// `UID COPY` (nothing is uploaded again), under an intent like an APPEND. Returns the
+    /// messages that must be uploaded after all (no usable earlier copy).
+    async fn copy_placed<'m>(
+        &self,
+        dst: &mut Option<ImapSession>,
+        w: &FolderWork,
+        messages: Vec<&'m MessageMeta>,
+    ) -> Result<Vec<&'m MessageMeta>, EngineError> {
+        let sh = &self.shared;
+        let (store, job) = (sh.store.clone(), sh.job);
+        let keys: Vec<Option<String>> = messages.iter().map(|m| m.content_key.clone()).collect();
+        let own = w.key;
+        // For each message: the destination folder, its UIDVALIDITY, and the ledger entry of
+        // the earlier copy.
+        let found = store_call(move || {
+            let mut out = Vec::new();
+            for k in &keys {
+                let mut hit = None;
+                if let Some(k) = k
+                    && let Some((folder, uid)) = store.placement(job, k)?
+                    && folder != own
+                    && let Some(rec) = store.item(folder, uid)?
+                    && rec.dest_uid != 0
+                    && let Some(state) = store.folder_state(job, folder)?
+                {
+                    hit = Some((state.destination, state.destination_uid_validity, rec));
+                }
+                out.push(hit);
+            }
+            Ok::<_, migrated_store::StoreError>(out)
+        })
+        .await?;
+        let mut upload = Vec::new();
+        let mut groups: HashMap<(String, u32), Vec<(&MessageMeta, ItemRecord)>> = HashMap::new();
+        for (m, hit) in messages.into_iter().zip(found) {
+            match hit {
+                Some((folder, validity, rec)) if folder != w.plan.destination => {
+                    groups.entry((folder, validity)).or_default().push((m, rec));
+                }
+                _ => upload.push(m),
+            }
+        }
+        if groups.is_empty() {
+            return Ok(upload);
+        }
+        if dst.is_none() {
+            *dst = Some(ImapSession::connect(&sh.destination).await?);
+        }
+        let Some(d) = dst.as_mut() else {
+            unreachable!("connected above")
+        };
+        for ((from, validity), group) in groups {
+            let opened = d.open(&from, true).await?;
+            if opened.uid_validity != validity {
+                // The earlier copies were renumbered: upload instead.
+                upload.extend(group.iter().map(|(m, _)| *m));
+                continue;
+            }
+            let target = d.status(&w.plan.destination).await?;
+            let intent = Intent {
+                dest_uid_validity: target.uid_validity,
+                dest_uid_next: target.uid_next,
+                items: group
+                    .iter()
+                    .map(|(m, rec)| (m.uid, rec.flags_fingerprint, rec.hash))
+                    .collect(),
+            };
+            let (s2, key) = (sh.store.clone(), w.key);
+            let seq = store_call(move || s2.begin_intent(key, &intent)).await?;
+            let uids: Vec<u32> = group.iter().map(|(_, rec)| rec.dest_uid).collect();
+            let pairs = d.copy(&uids, &w.plan.destination).await?;
+            let new_uid: HashMap<u32, u32> = pairs.unwrap_or_default().into_iter().collect();
+            let mut records = Vec::with_capacity(group.len());
+            let mut restamp: HashMap<String, Vec<u32>> = HashMap::new();
+            for (m, rec) in &group {
+                let dest_uid = new_uid.get(&rec.dest_uid).copied().unwrap_or(0);
+                records.push((
+                    m.uid,
+                    ItemRecord {
+                        dest_uid,
+                        flags_fingerprint: m.flags.fingerprint(),
+                        hash: rec.hash,
+                    },
+                ));
+                if dest_uid != 0 && m.flags.fingerprint() != rec.flags_fingerprint {
+                    restamp
+                        .entry(m.flags.to_imap_list())
+                        .or_default()
+                        .push(dest_uid);
+                }
+            }
+            if !restamp.is_empty() {
+                // The copy carries the first copy's flags; this folder's message says otherwise.
+                d.open(&w.plan.destination, false).await?;
+                for (flags, uids) in &restamp {
+                    d.store_flags(uids, flags).await?;
+                }
+            }
+            let s2 = sh.store.clone();
+            store_call(move || s2.commit(key, Some(seq), &records)).await?;
+            let (n, bytes) = (
+                group.len() as u64,
+                group.iter().map(|(m, _)| u64::from(m.size)).sum::<u64>(),
+            );
+            if let Ok(mut r) = w.report.lock() {
+                r.copied += n;
+            }
+            let items_done = sh.items_done.fetch_add(n, Ordering::Relaxed) + n;
+            let bytes_done = sh.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            (sh.observer)(Event::Progress {
+                folder: w.plan.source.clone(),
+                items_done,
+                bytes_done,
+            });
+            tracing::debug!(job = %sh.config.job_id, from = %from, to = %w.plan.destination, count = n, "Copied on the destination.");
+        }
+        Ok(upload)
     }
 }
 

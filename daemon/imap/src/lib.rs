@@ -7,6 +7,7 @@
 
 pub mod endpoint;
 pub mod error;
+pub mod raw;
 pub mod session;
 mod stream;
 pub mod tls;
@@ -15,4 +16,4 @@ pub mod utf7;
 
 pub use endpoint::{AuthMethod, CertCheck, Endpoint, Secret, Security};
 pub use error::ImapError;
-pub use session::{AppendItem, FetchedMeta, FolderEntry, ImapSession, MailboxState};
+pub use session::{AppendItem, FetchedMeta, FolderEntry, GmailMeta, ImapSession, MailboxState};

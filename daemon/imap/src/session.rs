@@ -76,6 +76,17 @@ pub struct FetchedMeta {
     pub modseq: Option<u64>,
 }
 
+/// A message of a Gmail folder: its metadata, X-GM-MSGID and X-GM-LABELS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmailMeta {
+    /// UID, size, flags, date, Message-ID.
+    pub meta: FetchedMeta,
+    /// X-GM-MSGID: the message's identity across all labels.
+    pub msgid: u64,
+    /// X-GM-LABELS, decoded from modified UTF-7 (system labels as `\Inbox`).
+    pub labels: Vec<String>,
+}
+
 /// One message to APPEND.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendItem<'a> {
@@ -537,6 +548,10 @@ impl ImapSession {
                         NameAttribute::Junk => entry.special_use = Some("\\Junk".into()),
                         NameAttribute::Sent => entry.special_use = Some("\\Sent".into()),
                         NameAttribute::Trash => entry.special_use = Some("\\Trash".into()),
+                        // Gmail's [Gmail]/Important (not an RFC 6154 role).
+                        NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Important") => {
+                            entry.special_use = Some("\\Important".into());
+                        }
                         NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Subscribed") => {
                             entry.subscribed = true
                         }
@@ -743,6 +758,107 @@ impl ImapSession {
         Ok(out)
     }
 
+    /// Lists the messages `min_uid..=max_uid` of the open folder of a Gmail account with
+    /// X-GM-MSGID and X-GM-LABELS (X-GM-EXT-1). Read on the raw stream: Gmail may send labels
+    /// as literals, which imap-proto cannot parse.
+    ///
+    /// # Errors
+    ///
+    /// As for every command; a reply without UID, X-GM-MSGID or date is a protocol error.
+    pub async fn gmail_meta(
+        &mut self,
+        min_uid: u32,
+        max_uid: Option<u32>,
+    ) -> Result<Vec<GmailMeta>, ImapError> {
+        let upper = max_uid.map_or_else(|| "*".to_owned(), |m| m.max(min_uid.max(1)).to_string());
+        let command = format!(
+            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE X-GM-MSGID X-GM-LABELS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            min_uid.max(1)
+        );
+        let what = "UID FETCH (Gmail listing)";
+        let (t, server) = (self.timeout, self.server.clone());
+        let replies =
+            crate::raw::exchange(self.inner.get_mut(), "GM1", &command, t, &server, what).await?;
+        let bad = |detail: String| ImapError::Protocol {
+            server: server.clone(),
+            command: what.into(),
+            detail,
+        };
+        let mut out = Vec::new();
+        for reply in replies {
+            // `* 12 FETCH (...)`; other untagged replies (EXISTS, FLAGS) are skipped.
+            let mut words = reply.splitn(4, |&b| b == b' ');
+            let (_, _, verb, rest) = (words.next(), words.next(), words.next(), words.next());
+            if !verb.is_some_and(|v| v.eq_ignore_ascii_case(b"FETCH")) {
+                continue;
+            }
+            let values = crate::raw::parse_values(rest.unwrap_or_default()).map_err(bad)?;
+            let Some(crate::raw::Value::List(items)) = values.into_iter().next() else {
+                return Err(bad("a FETCH reply without attributes".into()));
+            };
+            let mut m = GmailMeta {
+                meta: FetchedMeta {
+                    uid: 0,
+                    size: 0,
+                    flags: Vec::new(),
+                    internal_date: String::new(),
+                    message_id: None,
+                    modseq: None,
+                },
+                msgid: 0,
+                labels: Vec::new(),
+            };
+            let mut it = items.into_iter();
+            while let (Some(key), Some(value)) = (it.next(), it.next()) {
+                use crate::raw::Value;
+                let key = key.text().unwrap_or_default().to_ascii_uppercase();
+                match (key.as_str(), value) {
+                    ("UID", v) => m.meta.uid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0),
+                    ("RFC822.SIZE", v) => {
+                        m.meta.size = v.text().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    }
+                    ("X-GM-MSGID", v) => {
+                        m.msgid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0)
+                    }
+                    ("INTERNALDATE", v) => m.meta.internal_date = v.text().unwrap_or_default(),
+                    ("FLAGS", Value::List(flags)) => {
+                        m.meta.flags = flags.iter().filter_map(Value::text).collect();
+                    }
+                    ("X-GM-LABELS", Value::List(labels)) => {
+                        m.labels = labels
+                            .iter()
+                            .filter_map(Value::text)
+                            .map(|l| {
+                                if l.starts_with('\\') {
+                                    l
+                                } else {
+                                    utf7::decode(&l).unwrap_or(l)
+                                }
+                            })
+                            .collect();
+                    }
+                    (k, Value::Str(header)) if k.starts_with("BODY[") => {
+                        m.meta.message_id = parse_message_id(&header);
+                    }
+                    _ => {}
+                }
+            }
+            if m.meta.uid == 0 {
+                continue;
+            }
+            if m.msgid == 0 || m.meta.internal_date.is_empty() {
+                return Err(bad(format!(
+                    "no X-GM-MSGID or INTERNALDATE for UID {} (is this a Gmail account?)",
+                    m.meta.uid
+                )));
+            }
+            if m.meta.uid >= min_uid && max_uid.is_none_or(|max| m.meta.uid <= max) {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     /// Fetches whole messages of the open folder. Checks that every UID asked for came back:
     /// async-imap would end a FETCH stream silently on a tagged NO, so nothing is taken on
     /// trust. A UID not returned (expunged meanwhile) is `None`.
@@ -892,6 +1008,30 @@ impl ImapSession {
         }
     }
 
+    /// Copies messages of the open folder into `target` on the server (`UID COPY`), without
+    /// sending them again. Returns `(UID here, UID in target)` pairs from COPYUID (UIDPLUS), or
+    /// `None` without UIDPLUS.
+    ///
+    /// # Errors
+    ///
+    /// As for every command; a NO (target missing, over quota) with the server's reply.
+    pub async fn copy(
+        &mut self,
+        uids: &[u32],
+        target: &str,
+    ) -> Result<Option<Vec<(u32, u32)>>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let command = format!(
+            "UID COPY {} {}",
+            uidset::format(uids),
+            quote(&utf7::encode(target))
+        );
+        let done = self.execute(&command, "UID COPY", |_| Ok(())).await?;
+        Ok(done.and_then(|d| d.copy_uids))
+    }
+
     /// Sets the flags of messages in the open folder (replacing them).
     ///
     /// # Errors
@@ -960,23 +1100,35 @@ impl ImapSession {
 #[derive(Debug, Default)]
 struct Done {
     append_uids: Option<Vec<u32>>,
+    copy_uids: Option<Vec<(u32, u32)>>,
+}
+
+fn uid_list(set: &[UidSetMember]) -> Vec<u32> {
+    let mut uids = Vec::new();
+    for m in set {
+        match m {
+            UidSetMember::Uid(u) => uids.push(*u),
+            UidSetMember::UidRange(r) => uids.extend(r.clone()),
+        }
+    }
+    uids
 }
 
 impl Done {
     fn from_code(code: Option<&ResponseCode<'_>>) -> Option<Self> {
         match code {
-            Some(ResponseCode::AppendUid(_, set)) => {
-                let mut uids = Vec::new();
-                for m in set {
-                    match m {
-                        UidSetMember::Uid(u) => uids.push(*u),
-                        UidSetMember::UidRange(r) => uids.extend(r.clone()),
-                    }
-                }
+            Some(ResponseCode::CopyUid(_, from, to)) => {
+                let (from, to) = (uid_list(from), uid_list(to));
+                // RFC 4315: both sets list the messages in the same order.
                 Some(Self {
-                    append_uids: Some(uids),
+                    copy_uids: (from.len() == to.len()).then(|| from.into_iter().zip(to).collect()),
+                    ..Self::default()
                 })
             }
+            Some(ResponseCode::AppendUid(_, set)) => Some(Self {
+                append_uids: Some(uid_list(set)),
+                ..Self::default()
+            }),
             _ => Some(Self::default()),
         }
     }

@@ -154,6 +154,7 @@ struct Inner {
     folders: Keyspace,
     items: Keyspace,
     intents: Keyspace,
+    placements: Keyspace,
     key: StoreKey,
     hashing: [u8; 32],
     next_intent: AtomicU64,
@@ -194,6 +195,7 @@ impl Store {
         let folders = ks("folders")?;
         let items = ks("items")?;
         let intents = ks("intents")?;
+        let placements = ks("placements")?;
         const CHECK: &[u8] = b"migrated store v1";
         match meta.get("check").map_err(fj("reading the key check"))? {
             Some(sealed) => match key.open("meta", b"check", &sealed) {
@@ -242,6 +244,7 @@ impl Store {
                 folders,
                 items,
                 intents,
+                placements,
                 key,
                 hashing,
                 next_intent: AtomicU64::new(start + 1),
@@ -377,6 +380,92 @@ impl Store {
         Ok(out)
     }
 
+    /// One copied message of a folder.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn item(&self, folder: FolderKey, uid: u32) -> Result<Option<ItemRecord>, StoreError> {
+        match self
+            .inner
+            .items
+            .get(Self::item_key(folder, uid))
+            .map_err(self.err("reading the ledger"))?
+        {
+            Some(v) => ItemRecord::decode(&v)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("ledger item", "wrong length")),
+            None => Ok(None),
+        }
+    }
+
+    fn placement_key(&self, job: JobKey, content_key: &str) -> Vec<u8> {
+        [
+            &job.0[..],
+            &self.keyed(&[b"content", &job.0, content_key.as_bytes()]),
+        ]
+        .concat()
+    }
+
+    /// Where a message seen in several folders (same content key) was first stored: the
+    /// source folder and UID whose ledger entry holds its destination UID. Keys are keyed
+    /// hashes: no message identifier is stored in clear.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn placement(
+        &self,
+        job: JobKey,
+        content_key: &str,
+    ) -> Result<Option<(FolderKey, u32)>, StoreError> {
+        let v = self
+            .inner
+            .placements
+            .get(self.placement_key(job, content_key))
+            .map_err(self.err("reading placements"))?;
+        Ok(v.and_then(|v| {
+            let folder: [u8; 16] = v.get(..16)?.try_into().ok()?;
+            let uid = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
+            Some((FolderKey(folder), uid))
+        }))
+    }
+
+    /// Records where messages with a content key were stored (see [`Store::placement`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_placements(
+        &self,
+        job: JobKey,
+        folder: FolderKey,
+        placements: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        if placements.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.inner.db.batch();
+        self.add_placements(&mut batch, job, folder, placements);
+        batch.commit().map_err(self.err("recording placements"))
+    }
+
+    fn add_placements(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        job: JobKey,
+        folder: FolderKey,
+        placements: &[(String, u32)],
+    ) {
+        for (content_key, uid) in placements {
+            batch.insert(
+                &self.inner.placements,
+                self.placement_key(job, content_key),
+                [&folder.0[..], &uid.to_be_bytes()].concat(),
+            );
+        }
+    }
+
     fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {
         [&folder.0[..], &uid.to_be_bytes()].concat()
     }
@@ -415,7 +504,26 @@ impl Store {
         intent: Option<u64>,
         items: &[(u32, ItemRecord)],
     ) -> Result<(), StoreError> {
+        self.commit_placed(folder, intent, items, None)
+    }
+
+    /// As [`Store::commit`], recording in the same atomic batch where messages with a content
+    /// key were stored (`job` and `(content key, source UID)` pairs).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn commit_placed(
+        &self,
+        folder: FolderKey,
+        intent: Option<u64>,
+        items: &[(u32, ItemRecord)],
+        placements: Option<(JobKey, &[(String, u32)])>,
+    ) -> Result<(), StoreError> {
         let mut batch = self.inner.db.batch();
+        if let Some((job, placements)) = placements {
+            self.add_placements(&mut batch, job, folder, placements);
+        }
         for (uid, rec) in items {
             batch.insert(
                 &self.inner.items,
@@ -657,6 +765,12 @@ impl Store {
                 }
             }
             batch.remove(&self.inner.folders, k);
+        }
+        for guard in self.inner.placements.prefix(job.0) {
+            batch.remove(
+                &self.inner.placements,
+                guard.key().map_err(self.err("reading placements"))?,
+            );
         }
         batch.commit().map_err(self.err("deleting a job's data"))?;
         self.inner

@@ -56,6 +56,7 @@ fn meta(m: FetchedMeta) -> MessageMeta {
         internal_date: m.internal_date,
         message_id: m.message_id,
         modseq: m.modseq,
+        content_key: None,
     }
 }
 
