@@ -6,6 +6,7 @@ mod b64;
 pub mod corpus;
 pub mod dovecot;
 pub mod fault;
+pub mod gmail;
 pub mod imap;
 pub mod mutf7;
 pub mod plugins;
