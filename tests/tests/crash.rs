@@ -133,6 +133,7 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
     );
 
     let status = Command::new(&bin)
+        .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
         .args(["migrate", "--quiet", "--job"])
         .arg(&job)
         .arg("--store")

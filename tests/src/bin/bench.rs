@@ -68,6 +68,20 @@ fn secret_file(dir: &Path, name: &str, secret: &str) -> anyhow::Result<PathBuf> 
     Ok(p)
 }
 
+/// An account on a test Dovecot, on its plain port (loopback only).
+fn endpoint(d: &Dovecot, user: &str, secret: &str) -> migrated_imap::Endpoint {
+    migrated_imap::Endpoint {
+        host: d.host().to_owned(),
+        port: d.imap_port(),
+        security: migrated_imap::Security::Plain,
+        cert_check: migrated_imap::CertCheck::System,
+        auth: migrated_imap::AuthMethod::Login,
+        user: user.to_owned(),
+        secret: migrated_imap::Secret::new(secret),
+        timeout: Duration::from_secs(60),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let messages: usize = match args.iter().position(|a| a == "--messages") {
@@ -108,6 +122,10 @@ fn main() -> anyhow::Result<()> {
         users: vec![
             ("alice".into(), "alice-secret".into()),
             ("bob".into(), "bob-secret".into()),
+            ("carol".into(), "carol-secret".into()),
+            ("dave".into(), "dave-secret".into()),
+            ("erin".into(), "erin-secret".into()),
+            ("frank".into(), "frank-secret".into()),
         ],
         ..DovecotOptions::default()
     })?;
@@ -251,6 +269,76 @@ fn main() -> anyhow::Result<()> {
         "verification: exact ({} folders, counts, body hashes, flags, keywords, INTERNALDATE)",
         report.folders.len()
     );
+
+    // The cost of the plugin ABI: the same engine in this process, reading the source through
+    // the IMAP source linked in (as before the ABI) and through the plugin loaded from its .so,
+    // alternately, each into an empty account, each verified exact.
+    if !args.iter().any(|a| a == "--skip-abi") {
+        println!("\nplugin ABI: in-process source vs the .so, same engine, alternating runs");
+        let source = endpoint(&src, "alice", "alice-secret");
+        let mut abi_rows = Vec::new();
+        for (user, through_abi) in [
+            ("carol", false),
+            ("dave", true),
+            ("erin", false),
+            ("frank", true),
+        ] {
+            let dest = endpoint(&dst, user, &format!("{user}-secret"));
+            let store_dir = work.join(format!("store-{user}"));
+            let wall = rt.block_on(async {
+                let store = migrated_store::Store::open(
+                    &store_dir,
+                    migrated_store::StoreKey::from_bytes([9; 32]),
+                )?;
+                let config = migrated_engine::CopyConfig::new(user);
+                let quiet: migrated_engine::Observer = std::sync::Arc::new(|_| {});
+                let t = Instant::now();
+                if through_abi {
+                    let s = testbed::plugins::imap_source(&source);
+                    migrated_engine::Engine::new(s, dest, store, config, quiet)
+                        .run()
+                        .await?;
+                } else {
+                    let s = migrated_plugin_imap::ImapSource::new(source.clone());
+                    migrated_engine::Engine::new(s, dest, store, config, quiet)
+                        .run()
+                        .await?;
+                }
+                anyhow::Ok(t.elapsed())
+            })?;
+            let report = rt.block_on(testbed::verify(
+                &src.account("alice")?,
+                &dst.account(user)?,
+                &corpus.mapping_to(&dst),
+            ))?;
+            if !report.is_exact() {
+                bail!("the copy to {user} is NOT exact:\n{report}");
+            }
+            let label = if through_abi {
+                "plugin .so"
+            } else {
+                "in-process"
+            };
+            println!(
+                "{label:<11} {:>8.2} s {:>8.0} messages/s (verified exact)",
+                wall.as_secs_f64(),
+                n / wall.as_secs_f64()
+            );
+            abi_rows.push((through_abi, wall.as_secs_f64()));
+        }
+        let mean = |abi: bool| {
+            let v: Vec<f64> = abi_rows
+                .iter()
+                .filter(|r| r.0 == abi)
+                .map(|r| r.1)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        println!(
+            "through the ABI / in-process throughput: {:.3}",
+            mean(false) / mean(true)
+        );
+    }
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
