@@ -8,7 +8,11 @@ use std::sync::{Arc, OnceLock};
 use migrated_plugin_api::host::{Plugin, PluginSource};
 
 /// The plugins the package ships, by library name.
-pub const SHIPPED: &[&str] = &["migrated_plugin_imap", "migrated_plugin_gmail"];
+pub const SHIPPED: &[&str] = &[
+    "migrated_plugin_imap",
+    "migrated_plugin_gmail",
+    "migrated_plugin_carddav",
+];
 
 /// The cargo target directory of the running test or bench binary (`target/debug`).
 pub fn target_dir() -> PathBuf {

@@ -123,6 +123,7 @@ fn account(settings: &[(&str, SettingValue)]) -> Account {
         user: "nobody".into(),
         secret: Secret::new("not used"),
         timeout_secs: 5,
+        path: None,
         settings: settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))

@@ -29,7 +29,11 @@ pub struct Account {
     pub secret: Secret,
     /// Limit on every network call, in seconds.
     pub timeout_secs: u64,
-    /// The job's `[source.settings]`, already checked against [`Info::settings`].
+    /// A path on the server where discovery starts (CardDAV: the address-book home or a
+    /// principal; default `/`, which tries `/.well-known/carddav`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The job's `[source.settings]`, already checked against the plugin's declared settings.
     #[serde(default)]
     pub settings: BTreeMap<String, SettingValue>,
 }

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod batch;
+pub mod contacts;
 pub mod error;
 pub mod folder;
 pub mod job;
@@ -14,6 +15,9 @@ pub mod source;
 pub mod spec;
 
 pub use account::{Account, SettingValue};
+pub use contacts::{
+    AddressBook, ContactChanges, ContactData, ContactRef, ContactsConnector, ContactsSession,
+};
 pub use error::{ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};

@@ -114,8 +114,12 @@ pub struct EndpointSpec {
     /// Seconds to wait for any network reply (default 60).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
-    /// Source only: the plugin that reads it (`imap`, the default, or `gmail`; `migratectl
-    /// plugins` lists those installed).
+    /// CardDAV only: where discovery starts on the server (an address-book home or a principal);
+    /// by default `/.well-known/carddav`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Source only: the plugin that reads it (`imap`, the default, `gmail`, or `carddav` for a
+    /// contacts job; `migratectl plugins` lists those installed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
     /// Source only: the plugin's own settings (`migratectl plugins` lists what each accepts).

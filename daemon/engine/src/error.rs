@@ -13,6 +13,14 @@ pub enum EngineError {
     /// The destination failed.
     #[error("destination: {0}")]
     Destination(#[from] ImapError),
+    /// The CardDAV destination failed.
+    #[error("destination: {message}")]
+    Contacts {
+        /// Whether a retry can help.
+        kind: ErrorKind,
+        /// What went wrong, with the server's status and words.
+        message: String,
+    },
     /// The job store failed; nothing more is sent until it works again.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -36,7 +44,21 @@ impl EngineError {
             Self::Source(e) => e.kind,
             Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
             Self::Destination(_) => ErrorKind::Permanent,
+            Self::Contacts { kind, .. } => *kind,
             Self::Store(_) | Self::GaveUp { .. } | Self::Stopped => ErrorKind::Temporary,
+        }
+    }
+}
+
+impl From<migrated_carddav::DavError> for EngineError {
+    fn from(e: migrated_carddav::DavError) -> Self {
+        Self::Contacts {
+            kind: if e.is_temporary() {
+                ErrorKind::Temporary
+            } else {
+                ErrorKind::Permanent
+            },
+            message: e.to_string(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! run stopped at any moment (SIGKILL included) resumes without loss and without duplicates.
 
 mod config;
+mod contacts;
 mod error;
 mod events;
 mod recovery;
@@ -13,6 +14,7 @@ mod run;
 mod throttle;
 
 pub use config::CopyConfig;
+pub use contacts::ContactsEngine;
 pub use error::EngineError;
 pub use events::{
     Connection, Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Side, Summary,

@@ -536,6 +536,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
             destination_uid_validity: dest_status.uid_validity,
             source_uid_next: 0,
             highest_modseq: None,
+            sync_token: None,
         };
         if checkpoint_valid && let Some(prev) = &previous {
             state.source_uid_next = prev.source_uid_next;

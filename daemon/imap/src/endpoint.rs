@@ -164,6 +164,7 @@ impl From<&Endpoint> for migrated_core::Account {
             user: e.user.clone(),
             secret: e.secret.clone(),
             timeout_secs: e.timeout.as_secs(),
+            path: None,
             settings: Default::default(),
         }
     }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use migrated_carddav::DavEndpoint;
 use migrated_core::Account;
 use migrated_core::MappingRules;
 use migrated_core::{EndpointSpec, JobSpec};
 use migrated_engine::CopyConfig;
 use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
-use migrated_plugin_api::host::{Plugin, PluginSource, Plugins};
+use migrated_plugin_api::host::{ContactsPluginSource, Plugin, PluginSource, Plugins};
 use migrated_plugin_api::wire::Kind;
 
 /// Loading and converting job specs.
@@ -81,13 +82,64 @@ pub(crate) fn source_plugin<'p>(
             plugins.names()
         );
     };
-    if !plugin.info().kinds.contains(&Kind::Mail) {
-        bail!("{place}: [source] plugin: {name:?} does not read mail");
-    }
     plugin
         .check_settings(&source.settings)
         .map_err(|e| anyhow::anyhow!("{place}: [source.settings] {e}"))?;
     Ok(plugin)
+}
+
+/// What a job's source plugin migrates: mail or contacts.
+pub(crate) fn source_kind(
+    source: &EndpointSpec,
+    plugins: &Plugins,
+    place: &str,
+) -> anyhow::Result<Kind> {
+    let plugin = source_plugin(source, plugins, place)?;
+    plugin.info().kinds.first().copied().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{place}: [source] plugin {:?} migrates nothing",
+            plugin.info().name
+        )
+    })
+}
+
+/// An endpoint as the account a plugin (or the CardDAV sink) receives, the secret read from
+/// its file.
+fn account(e: &EndpointSpec, place: &str, section: &str) -> anyhow::Result<Account> {
+    let mut check = e.clone();
+    check.plugin = None;
+    check.settings.clear();
+    check.path = None;
+    let endpoint = check.endpoint(place, section)?;
+    let mut account = Account::from(&endpoint);
+    account.settings = e.settings.clone();
+    account.path = e.path.clone();
+    // CardDAV over HTTPS defaults to 443, not IMAP's 993.
+    if e.port.is_none() {
+        account.port = if endpoint.security == Security::Plain {
+            80
+        } else {
+            443
+        };
+    }
+    Ok(account)
+}
+
+/// The two sides of a contacts job: the contacts plugin and the CardDAV destination.
+pub(crate) fn contacts_sides(
+    spec: &JobSpec,
+    plugins: &Plugins,
+    place: &str,
+) -> anyhow::Result<(ContactsPluginSource, DavEndpoint)> {
+    let plugin = source_plugin(&spec.source, plugins, place)?;
+    let source = account(&spec.source, place, "source")?;
+    let destination = DavEndpoint::from_account(&account(&spec.destination, place, "destination")?)
+        .map_err(|e| anyhow::anyhow!("{place}: [destination] {e}"))?;
+    DavEndpoint::from_account(&source).map_err(|e| anyhow::anyhow!("{place}: [source] {e}"))?;
+    Ok((
+        ContactsPluginSource::new(plugin.clone(), source),
+        destination,
+    ))
 }
 
 /// The source of a job: its plugin, given the account with the secret read from its file.
@@ -98,6 +150,12 @@ pub(crate) fn plugin_source(
 ) -> anyhow::Result<PluginSource> {
     let endpoint = spec.source.endpoint(place, "source")?;
     let plugin = source_plugin(&spec.source, plugins, place)?;
+    if !plugin.info().kinds.contains(&Kind::Mail) {
+        bail!(
+            "{place}: [source] plugin: {:?} does not read mail",
+            plugin.info().name
+        );
+    }
     let mut account = Account::from(&endpoint);
     account.settings = spec.source.settings.clone();
     Ok(PluginSource::new(plugin.clone(), account))
@@ -112,6 +170,12 @@ impl EndpointSpecExt for EndpointSpec {
     /// The IMAP endpoint, with the secret read from its file.
     fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint> {
         let place = |field: &str| format!("{place}: [{section}] {field}");
+        if self.path.is_some() {
+            bail!(
+                "{}: only CardDAV endpoints (contacts jobs) take a path",
+                place("path")
+            );
+        }
         if section == "destination" && (self.plugin.is_some() || !self.settings.is_empty()) {
             bail!(
                 "{}: only the source is read by a plugin; remove plugin and settings from [destination]",

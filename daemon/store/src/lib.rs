@@ -83,6 +83,9 @@ pub struct FolderState {
     pub source_uid_next: u32,
     /// Source HIGHESTMODSEQ at the start of the last complete pass (CONDSTORE).
     pub highest_modseq: Option<u64>,
+    /// Address books: the source's sync token after the last complete pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
 }
 
 /// One copied message: the ledger entry that prevents a second copy.
@@ -117,6 +120,18 @@ impl ItemRecord {
             hash: bytes[12..].try_into().ok()?,
         })
     }
+}
+
+/// One copied contact: the ledger entry that prevents a second copy (sealed in the store: it
+/// holds hrefs, which can name people).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    /// Where the copy is on the destination.
+    pub dest_href: String,
+    /// The source's ETag when it was copied: a different one means the contact changed.
+    pub source_etag: String,
+    /// The destination's ETag after the PUT, when the server sent one.
+    pub dest_etag: Option<String>,
 }
 
 /// APPENDs about to be sent: enough to find them on the destination if the run stops before
@@ -464,6 +479,56 @@ impl Store {
                 [&folder.0[..], &uid.to_be_bytes()].concat(),
             );
         }
+    }
+
+    fn contact_key(&self, folder: FolderKey, href: &str) -> Vec<u8> {
+        [
+            &folder.0[..],
+            &self.keyed(&[b"contact", &folder.0, href.as_bytes()]),
+        ]
+        .concat()
+    }
+
+    /// The ledger entries of these contacts of an address book (by source href).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn contacts(
+        &self,
+        folder: FolderKey,
+        hrefs: &[String],
+    ) -> Result<HashMap<String, ContactRecord>, StoreError> {
+        let mut out = HashMap::new();
+        for href in hrefs {
+            let key = self.contact_key(folder, href);
+            if let Some(r) = self.get_sealed(&self.inner.items, "items", &key, "contact")? {
+                out.insert(href.clone(), r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records copied contacts (source href, record), in one atomic batch.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_contacts(
+        &self,
+        folder: FolderKey,
+        records: &[(String, ContactRecord)],
+    ) -> Result<(), StoreError> {
+        let mut batch = self.inner.db.batch();
+        for (href, record) in records {
+            let key = self.contact_key(folder, href);
+            let plain = rmp_serde::to_vec_named(record).map_err(|e| self.corrupt("contact", e))?;
+            let sealed = self.inner.key.seal("items", &key, &plain);
+            batch.insert(&self.inner.items, key, sealed);
+        }
+        batch
+            .commit()
+            .map_err(self.err("recording copied contacts"))
     }
 
     fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! The daemon's side: loads plugins from a directory, calls them, and adapts a mail plugin to
-//! the engine's [`SourceConnector`].
+//! the engine's [`SourceConnector`] and a contacts plugin to [`ContactsConnector`].
 
 use std::ffi::c_void;
 use std::os::unix::fs::MetadataExt;
@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use migrated_core::{
-    FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError, SourceSession,
+    AddressBook, ContactChanges, ContactData, ContactsConnector, ContactsSession, FolderInfo,
+    FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError, SourceSession,
 };
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -368,17 +369,10 @@ impl PluginSource {
 }
 
 fn unexpected(plugin: &Plugin, reply: &Reply) -> SourceError {
-    let kind = match reply {
-        Reply::Connected { .. } => "Connected",
-        Reply::Folders(_) => "Folders",
-        Reply::Opened(_) => "Opened",
-        Reply::Messages { .. } => "Messages",
-        Reply::Bodies(_) => "Bodies",
-        Reply::Closed => "Closed",
-    };
     SourceError::permanent(format!(
-        "plugin {} answered with the wrong reply ({kind})",
-        plugin.info.name
+        "plugin {} answered with the wrong reply ({})",
+        plugin.info.name,
+        reply.name()
     ))
 }
 
@@ -488,6 +482,83 @@ impl Drop for PluginSession {
             handle.spawn(async move {
                 let _ = plugin.call(&Request::Close { session: id }, |_| {}).await;
             });
+        }
+    }
+}
+
+/// A contacts source plugin as the contacts engine sees it.
+#[derive(Debug, Clone)]
+pub struct ContactsPluginSource {
+    plugin: Arc<Plugin>,
+    account: Arc<Account>,
+}
+
+impl ContactsPluginSource {
+    /// A source for this account through this plugin.
+    pub fn new(plugin: Arc<Plugin>, account: Account) -> Self {
+        Self {
+            plugin,
+            account: Arc::new(account),
+        }
+    }
+}
+
+/// One session of a [`ContactsPluginSource`]; closed in the plugin when dropped.
+#[derive(Debug)]
+pub struct ContactsPluginSession(PluginSession);
+
+impl ContactsConnector for ContactsPluginSource {
+    type Session = ContactsPluginSession;
+
+    async fn connect(&self) -> Result<ContactsPluginSession, SourceError> {
+        let source = PluginSource {
+            plugin: self.plugin.clone(),
+            account: self.account.clone(),
+        };
+        source.open(None).await.map(ContactsPluginSession)
+    }
+}
+
+impl ContactsSession for ContactsPluginSession {
+    async fn books(&mut self) -> Result<Vec<AddressBook>, SourceError> {
+        let s = &self.0;
+        match s.call(Request::ListBooks { session: s.id }).await? {
+            Reply::Books(b) => Ok(b),
+            other => Err(unexpected(&s.plugin, &other)),
+        }
+    }
+
+    async fn changes(
+        &mut self,
+        book: &str,
+        token: Option<&str>,
+    ) -> Result<ContactChanges, SourceError> {
+        let s = &self.0;
+        let request = Request::ListContacts {
+            session: s.id,
+            book: book.to_owned(),
+            cursor: token.map(str::to_owned),
+        };
+        match s.call(request).await? {
+            Reply::Contacts(c) => Ok(c),
+            other => Err(unexpected(&s.plugin, &other)),
+        }
+    }
+
+    async fn fetch(
+        &mut self,
+        book: &str,
+        hrefs: &[String],
+    ) -> Result<Vec<ContactData>, SourceError> {
+        let s = &self.0;
+        let request = Request::FetchContacts {
+            session: s.id,
+            book: book.to_owned(),
+            hrefs: hrefs.to_vec(),
+        };
+        match s.call(request).await? {
+            Reply::Cards(c) => Ok(c),
+            other => Err(unexpected(&s.plugin, &other)),
         }
     }
 }

@@ -8,7 +8,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use migrated_core::{SourceConnector, SourceError, SourceSession};
+use std::future::Future;
+use std::marker::PhantomData;
+
+use migrated_core::{
+    ContactsConnector, ContactsSession, Namespace, SourceConnector, SourceError, SourceSession,
+};
 
 use crate::wire::{self, Account, Info, Note, Reply, Request, WireError};
 use crate::{Completion, STATUS_ERROR, STATUS_NOTE, STATUS_OK};
@@ -30,30 +35,156 @@ pub trait MailPlugin: 'static {
     fn connector(account: Account) -> Result<Self::Connector, SourceError>;
 }
 
-type Session<P> = <<P as MailPlugin>::Connector as SourceConnector>::Session;
+/// An address-book source plugin.
+pub trait ContactsPlugin: 'static {
+    /// Opens sessions to the account.
+    type Connector: ContactsConnector + 'static;
 
-/// A plugin's state: its runtime and open sessions. [`crate::export_mail_plugin!`] keeps one
-/// in a static.
-pub struct State<P: MailPlugin> {
+    /// Name, version, kinds and settings.
+    fn info() -> Info;
+
+    /// A connector for this account.
+    ///
+    /// # Errors
+    ///
+    /// Permanent, naming the field, for an account the plugin cannot use.
+    fn connector(account: Account) -> Result<Self::Connector, SourceError>;
+}
+
+/// What the export macros need from a plugin: connect, and answer requests on a session.
+pub trait Handler: 'static {
+    /// One open session.
+    type Session: Send + 'static;
+
+    /// Name, version, kinds and settings.
+    fn info() -> Info;
+
+    /// Connects; calls `on_login` once the connection is up.
+    fn connect(
+        account: Account,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> impl Future<Output = Result<(Self::Session, Namespace), SourceError>> + Send;
+
+    /// Answers a request on a session (never `Connect` or `Close`).
+    fn serve(
+        session: &mut Self::Session,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, WireError>> + Send;
+}
+
+/// A [`MailPlugin`] as a [`Handler`].
+#[derive(Debug)]
+pub struct Mail<P>(PhantomData<P>);
+
+/// A [`ContactsPlugin`] as a [`Handler`].
+#[derive(Debug)]
+pub struct Contacts<P>(PhantomData<P>);
+
+fn wrong_kind(name: &str) -> WireError {
+    WireError {
+        temporary: false,
+        message: format!("plugin {name} does not answer this request (wrong kind of plugin)"),
+    }
+}
+
+impl<P: MailPlugin> Handler for Mail<P> {
+    type Session = <P::Connector as SourceConnector>::Session;
+
+    fn info() -> Info {
+        P::info()
+    }
+
+    async fn connect(
+        account: Account,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> Result<(Self::Session, Namespace), SourceError> {
+        let session = P::connector(account)?.connect_observed(on_login).await?;
+        let namespace = session.namespace();
+        Ok((session, namespace))
+    }
+
+    async fn serve(session: &mut Self::Session, request: Request) -> Result<Reply, WireError> {
+        Ok(match request {
+            Request::ListFolders { .. } => Reply::Folders(session.list_folders().await?),
+            Request::OpenFolder { folder, .. } => {
+                Reply::Opened(session.open_folder(&folder).await?)
+            }
+            Request::ListMessages {
+                cursor,
+                changed_since,
+                limit,
+                ..
+            } => {
+                let (items, next) = session
+                    .list_messages_page(cursor, changed_since, limit)
+                    .await?;
+                Reply::Messages { items, next }
+            }
+            Request::FetchBodies { uids, .. } => Reply::Bodies(
+                session
+                    .fetch_bodies(&uids)
+                    .await?
+                    .into_iter()
+                    .map(|b| b.map(serde_bytes::ByteBuf::from))
+                    .collect(),
+            ),
+            _ => return Err(wrong_kind(&P::info().name)),
+        })
+    }
+}
+
+impl<P: ContactsPlugin> Handler for Contacts<P> {
+    type Session = <P::Connector as ContactsConnector>::Session;
+
+    fn info() -> Info {
+        P::info()
+    }
+
+    async fn connect(
+        account: Account,
+        on_login: Box<dyn FnOnce() + Send>,
+    ) -> Result<(Self::Session, Namespace), SourceError> {
+        // HTTP has no separate login step: the first request carries the credentials.
+        on_login();
+        let session = P::connector(account)?.connect().await?;
+        Ok((session, Namespace::default()))
+    }
+
+    async fn serve(session: &mut Self::Session, request: Request) -> Result<Reply, WireError> {
+        Ok(match request {
+            Request::ListBooks { .. } => Reply::Books(session.books().await?),
+            Request::ListContacts { book, cursor, .. } => {
+                Reply::Contacts(session.changes(&book, cursor.as_deref()).await?)
+            }
+            Request::FetchContacts { book, hrefs, .. } => {
+                Reply::Cards(session.fetch(&book, &hrefs).await?)
+            }
+            _ => return Err(wrong_kind(&P::info().name)),
+        })
+    }
+}
+
+/// A plugin's state: its runtime and open sessions. The export macros keep one in a static.
+pub struct State<H: Handler> {
     runtime: tokio::runtime::Runtime,
-    sessions: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Session<P>>>>>,
+    sessions: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<H::Session>>>>,
     next: AtomicU64,
 }
 
-impl<P: MailPlugin> std::fmt::Debug for State<P> {
+impl<H: Handler> std::fmt::Debug for State<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State").finish_non_exhaustive()
     }
 }
 
-impl<P: MailPlugin> State<P> {
+impl<H: Handler> State<H> {
     /// A runtime with two worker threads named after the plugin.
     ///
     /// # Panics
     ///
     /// If the operating system refuses threads; the caller turns that into an error reply.
     pub fn new() -> Self {
-        let name = P::info().name;
+        let name = H::info().name;
         Self {
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -66,84 +197,47 @@ impl<P: MailPlugin> State<P> {
         }
     }
 
-    fn session(&self, id: u64) -> Result<Arc<tokio::sync::Mutex<Session<P>>>, WireError> {
+    fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<tokio::sync::Mutex<H::Session>>>> {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| WireError {
-                temporary: false,
-                message: format!("plugin {}: no session {id}", P::info().name),
-            })
     }
 
     async fn handle(&self, request: Request, reporter: Reporter) -> Result<Reply, WireError> {
         match request {
             Request::Connect { account } => {
-                let connector = P::connector(account)?;
                 let notes = reporter;
-                let session = connector
-                    .connect_observed(Box::new(move || notes.note(Note::Authenticating)))
-                    .await?;
-                let namespace = session.namespace();
+                let (session, namespace) =
+                    H::connect(account, Box::new(move || notes.note(Note::Authenticating))).await?;
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                self.sessions()
                     .insert(id, Arc::new(tokio::sync::Mutex::new(session)));
                 Ok(Reply::Connected {
                     session: id,
                     namespace,
                 })
             }
-            Request::ListFolders { session } => {
-                let s = self.session(session)?;
-                let folders = s.lock().await.list_folders().await?;
-                Ok(Reply::Folders(folders))
-            }
-            Request::OpenFolder { session, folder } => {
-                let s = self.session(session)?;
-                let status = s.lock().await.open_folder(&folder).await?;
-                Ok(Reply::Opened(status))
-            }
-            Request::ListMessages {
-                session,
-                cursor,
-                changed_since,
-                limit,
-            } => {
-                let s = self.session(session)?;
-                let (items, next) = s
-                    .lock()
-                    .await
-                    .list_messages_page(cursor, changed_since, limit)
-                    .await?;
-                Ok(Reply::Messages { items, next })
-            }
-            Request::FetchBodies { session, uids } => {
-                let s = self.session(session)?;
-                let bodies = s.lock().await.fetch_bodies(&uids).await?;
-                Ok(Reply::Bodies(
-                    bodies
-                        .into_iter()
-                        .map(|b| b.map(serde_bytes::ByteBuf::from))
-                        .collect(),
-                ))
-            }
             Request::Close { session } => {
                 // Dropping the session closes its connection.
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&session);
+                self.sessions().remove(&session);
                 Ok(Reply::Closed)
+            }
+            request => {
+                let id = request.session().unwrap_or_default();
+                let session = self.sessions().get(&id).cloned().ok_or_else(|| WireError {
+                    temporary: false,
+                    message: format!("plugin {}: no session {id}", H::info().name),
+                })?;
+                let mut session = session.lock().await;
+                H::serve(&mut session, request).await
             }
         }
     }
 }
 
-impl<P: MailPlugin> Default for State<P> {
+impl<H: Handler> Default for State<H> {
     fn default() -> Self {
         Self::new()
     }
@@ -213,9 +307,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 ///
 /// `done` must be a valid [`Completion`] for `ctx`.
 #[allow(unsafe_code)]
-pub unsafe fn info<P: MailPlugin>(ctx: *mut c_void, done: Completion) {
+pub unsafe fn info<H: Handler>(ctx: *mut c_void, done: Completion) {
     let reporter = Reporter { ctx, done };
-    match std::panic::catch_unwind(P::info) {
+    match std::panic::catch_unwind(H::info) {
         Ok(info) => match wire::encode(&info) {
             Ok(bytes) => reporter.send(STATUS_OK, &bytes),
             Err(message) => reporter.finish(Err(WireError {
@@ -238,8 +332,8 @@ pub unsafe fn info<P: MailPlugin>(ctx: *mut c_void, done: Completion) {
 /// `request`/`len` must be readable for the duration of the call and `done` a valid
 /// [`Completion`] for `ctx`.
 #[allow(unsafe_code)]
-pub unsafe fn call<P: MailPlugin>(
-    state: &'static OnceLock<State<P>>,
+pub unsafe fn call<H: Handler>(
+    state: &'static OnceLock<State<H>>,
     request: *const u8,
     len: usize,
     ctx: *mut c_void,
@@ -265,13 +359,13 @@ pub unsafe fn call<P: MailPlugin>(
                     temporary: false,
                     message: format!(
                         "plugin {} panicked: {}",
-                        P::info().name,
+                        H::info().name,
                         panic_message(&*e.into_panic())
                     ),
                 }),
                 Err(e) => Err(WireError {
                     temporary: true,
-                    message: format!("plugin {}: request cancelled: {e}", P::info().name),
+                    message: format!("plugin {}: request cancelled: {e}", H::info().name),
                 }),
             };
             reporter.finish(result);
@@ -282,11 +376,11 @@ pub unsafe fn call<P: MailPlugin>(
         Ok(Ok(())) => {}
         Ok(Err(message)) => reporter.finish(Err(WireError {
             temporary: false,
-            message: format!("plugin {}: {message}", P::info().name),
+            message: format!("plugin {}: {message}", H::info().name),
         })),
         Err(p) => reporter.finish(Err(WireError {
             temporary: false,
-            message: format!("plugin {} panicked: {}", P::info().name, panic_message(&*p)),
+            message: format!("plugin {} panicked: {}", H::info().name, panic_message(&*p)),
         })),
     }
 }
@@ -299,6 +393,27 @@ pub unsafe fn call<P: MailPlugin>(
 #[macro_export]
 macro_rules! export_mail_plugin {
     ($plugin:ty) => {
+        $crate::__export_handler!($crate::plugin::Mail<$plugin>);
+    };
+}
+
+/// Exports a [`ContactsPlugin`] under the ABI's symbols:
+///
+/// ```ignore
+/// migrated_plugin_api::export_contacts_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_contacts_plugin {
+    ($plugin:ty) => {
+        $crate::__export_handler!($crate::plugin::Contacts<$plugin>);
+    };
+}
+
+/// The symbols, for the export macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_handler {
+    ($handler:ty) => {
         #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         #[doc(hidden)]
@@ -313,7 +428,7 @@ macro_rules! export_mail_plugin {
             call: __migrated_plugin_call,
         };
 
-        static __MIGRATED_PLUGIN_STATE: ::std::sync::OnceLock<$crate::plugin::State<$plugin>> =
+        static __MIGRATED_PLUGIN_STATE: ::std::sync::OnceLock<$crate::plugin::State<$handler>> =
             ::std::sync::OnceLock::new();
 
         #[allow(unsafe_code)]
@@ -322,7 +437,7 @@ macro_rules! export_mail_plugin {
             done: $crate::Completion,
         ) {
             // SAFETY: forwarded as the ABI gives them.
-            unsafe { $crate::plugin::info::<$plugin>(ctx, done) }
+            unsafe { $crate::plugin::info::<$handler>(ctx, done) }
         }
 
         #[allow(unsafe_code)]
@@ -334,7 +449,7 @@ macro_rules! export_mail_plugin {
         ) {
             // SAFETY: forwarded as the ABI gives them.
             unsafe {
-                $crate::plugin::call::<$plugin>(&__MIGRATED_PLUGIN_STATE, request, len, ctx, done)
+                $crate::plugin::call::<$handler>(&__MIGRATED_PLUGIN_STATE, request, len, ctx, done)
             }
         }
     };

@@ -4,7 +4,10 @@
 //! the same reason.
 
 pub use migrated_core::{Account, SettingValue};
-use migrated_core::{ErrorKind, FolderInfo, FolderStatus, MessageMeta, Namespace, SourceError};
+use migrated_core::{
+    AddressBook, ContactChanges, ContactData, ErrorKind, FolderInfo, FolderStatus, MessageMeta,
+    Namespace, SourceError,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a plugin says about itself (`migratectl plugins` shows it).
@@ -141,6 +144,30 @@ pub enum Request {
         /// UIDs.
         uids: Vec<u32>,
     },
+    /// Contacts: every address book.
+    ListBooks {
+        /// The session.
+        session: u64,
+    },
+    /// Contacts: what changed in a book since `cursor` (a sync token the host keeps in its
+    /// ledger), or everything without one.
+    ListContacts {
+        /// The session.
+        session: u64,
+        /// The book's href.
+        book: String,
+        /// The sync token of the last run.
+        cursor: Option<String>,
+    },
+    /// Contacts: the vCards of these contacts.
+    FetchContacts {
+        /// The session.
+        session: u64,
+        /// The book's href.
+        book: String,
+        /// The contacts' hrefs.
+        hrefs: Vec<String>,
+    },
     /// Log out and forget the session.
     Close {
         /// The session.
@@ -171,8 +198,48 @@ pub enum Reply {
     },
     /// To [`Request::FetchBodies`]: `None` for a message that vanished.
     Bodies(Vec<Option<serde_bytes::ByteBuf>>),
+    /// To [`Request::ListBooks`].
+    Books(Vec<AddressBook>),
+    /// To [`Request::ListContacts`].
+    Contacts(ContactChanges),
+    /// To [`Request::FetchContacts`].
+    Cards(Vec<ContactData>),
     /// To [`Request::Close`].
     Closed,
+}
+
+impl Request {
+    /// The session a request is for (`None` for [`Request::Connect`]).
+    pub fn session(&self) -> Option<u64> {
+        match self {
+            Self::Connect { .. } => None,
+            Self::ListFolders { session }
+            | Self::OpenFolder { session, .. }
+            | Self::ListMessages { session, .. }
+            | Self::FetchBodies { session, .. }
+            | Self::ListBooks { session }
+            | Self::ListContacts { session, .. }
+            | Self::FetchContacts { session, .. }
+            | Self::Close { session } => Some(*session),
+        }
+    }
+}
+
+impl Reply {
+    /// The reply's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connected { .. } => "Connected",
+            Self::Folders(_) => "Folders",
+            Self::Opened(_) => "Opened",
+            Self::Messages { .. } => "Messages",
+            Self::Bodies(_) => "Bodies",
+            Self::Books(_) => "Books",
+            Self::Contacts(_) => "Contacts",
+            Self::Cards(_) => "Cards",
+            Self::Closed => "Closed",
+        }
+    }
 }
 
 /// Progress within a request.

@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
-use migrated_engine::{Connection, Engine, EngineError, Event, Phase, Side, Summary};
+use migrated_engine::{
+    Connection, ContactsEngine, Engine, EngineError, Event, Phase, Side, Summary,
+};
 use migrated_ipc::{ErrorKind, EventRow, FolderRow, ItemRow, JobSummary, Request, Response};
+use migrated_plugin_api::wire::Kind;
 use migrated_store::Store;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -35,6 +38,20 @@ pub(crate) struct Settings {
     pub max_connections_per_host: usize,
     /// The source plugins loaded at start.
     pub plugins: Arc<migrated_plugin_api::host::Plugins>,
+}
+
+/// What a job reads and writes.
+enum Sides {
+    /// Mail: a source plugin and an IMAP destination.
+    Mail(
+        migrated_plugin_api::host::PluginSource,
+        migrated_imap::Endpoint,
+    ),
+    /// Contacts: a contacts plugin and a CardDAV destination.
+    Contacts(
+        migrated_plugin_api::host::ContactsPluginSource,
+        migrated_carddav::DavEndpoint,
+    ),
 }
 
 /// Everything the loop reacts to.
@@ -631,13 +648,24 @@ impl Daemon {
                     ),
                 );
             }
-            let mut check = e.clone();
-            check.password = Some(check.password.unwrap_or_else(|| Secret::new("-")));
-            if let Err(err) = check.endpoint(&place, side) {
-                return error(ErrorKind::Invalid, format!("{err:#}"));
-            }
         }
-        if let Err(err) = crate::job::source_plugin(&spec.source, &self.settings.plugins, &place) {
+        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
+            Ok(k) => k,
+            Err(err) => return error(ErrorKind::Invalid, format!("{err:#}")),
+        };
+        let mut check = spec.clone();
+        for e in [&mut check.source, &mut check.destination] {
+            e.password = Some(e.password.take().unwrap_or_else(|| Secret::new("-")));
+        }
+        let checked = match kind {
+            Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)
+                .and_then(|_| check.destination.endpoint(&place, "destination"))
+                .map(|_| ()),
+            Kind::Contacts => {
+                crate::job::contacts_sides(&check, &self.settings.plugins, &place).map(|_| ())
+            }
+        };
+        if let Err(err) = checked {
             return error(ErrorKind::Invalid, format!("{err:#}"));
         }
         let mut bytes = [0u8; 6];
@@ -982,11 +1010,21 @@ impl Daemon {
             config.job_id = record.id.clone();
             config.connections = self.connections_of(&record.spec) - 1;
             config.bandwidth.extend(self.settings.bandwidth.clone());
-            let source = crate::job::plugin_source(&record.spec, &self.settings.plugins, &place)?;
-            let destination = record.spec.destination.endpoint(&place, "destination")?;
-            Ok((config, source, destination))
+            let plugins = &self.settings.plugins;
+            let sides = match crate::job::source_kind(&record.spec.source, plugins, &place)? {
+                Kind::Mail => Sides::Mail(
+                    crate::job::plugin_source(&record.spec, plugins, &place)?,
+                    record.spec.destination.endpoint(&place, "destination")?,
+                ),
+                Kind::Contacts => {
+                    let (source, destination) =
+                        crate::job::contacts_sides(&record.spec, plugins, &place)?;
+                    Sides::Contacts(source, destination)
+                }
+            };
+            Ok((config, sides))
         })();
-        let (config, source, destination) = match built {
+        let (config, sides) = match built {
             Ok(b) => b,
             Err(e) => {
                 if let Some(entry) = self.jobs.get_mut(id) {
@@ -1004,9 +1042,25 @@ impl Daemon {
                 event,
             });
         });
-        let engine = Engine::new(source, destination, self.store.clone(), config, observer);
+        let store = self.store.clone();
+        let (stop, run): (_, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match sides {
+            Sides::Mail(source, destination) => {
+                let engine = Engine::new(source, destination, store, config, observer);
+                (
+                    engine.stop_handle(),
+                    Box::pin(async move { engine.run().await }),
+                )
+            }
+            Sides::Contacts(source, destination) => {
+                let engine = ContactsEngine::new(source, destination, store, config, observer);
+                (
+                    engine.stop_handle(),
+                    Box::pin(async move { engine.run().await }),
+                )
+            }
+        };
         if let Some(entry) = self.jobs.get_mut(id) {
-            entry.stop = Some(engine.stop_handle());
+            entry.stop = Some(stop);
             entry.record.error = None;
             entry.record.run = RunReport::default();
         }
@@ -1015,7 +1069,7 @@ impl Daemon {
         let tx = self.tx.clone();
         let job = id.to_owned();
         tokio::spawn(async move {
-            let result = engine.run().await;
+            let result = run.await;
             let _ = tx.send(Msg::Finished { id: job, result });
         });
     }
