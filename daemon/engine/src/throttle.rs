@@ -10,8 +10,10 @@ use tokio::time::Instant;
 pub struct RateLimit {
     bytes_per_second: f64,
     /// Tokens available (may go negative: a message larger than the bucket waits longer) and
-    /// when they were last counted. Waiting happens under the lock, so waiters queue in order.
-    state: tokio::sync::Mutex<(f64, Instant)>,
+    /// when they were last counted; `None` until the first transfer, so the time a job spends
+    /// connecting and scanning does not fill the bucket. Waiting happens under the lock, so
+    /// waiters queue in order.
+    state: tokio::sync::Mutex<Option<(f64, Instant)>>,
 }
 
 impl std::fmt::Debug for RateLimit {
@@ -21,12 +23,13 @@ impl std::fmt::Debug for RateLimit {
 }
 
 impl RateLimit {
-    /// A limit of `bytes_per_second` (at least 1 KB/s). The bucket starts empty and holds at
-    /// most one second's worth, so a transfer never starts with a burst above the limit.
+    /// A limit of `bytes_per_second` (at least 1 KB/s). The bucket is empty when the first
+    /// transfer asks and holds at most one second's worth, so a transfer never starts with a
+    /// burst above the limit.
     pub fn new(bytes_per_second: u64) -> Self {
         Self {
             bytes_per_second: bytes_per_second.max(1000) as f64,
-            state: tokio::sync::Mutex::new((0.0, Instant::now())),
+            state: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -39,17 +42,17 @@ impl RateLimit {
     pub async fn take(&self, bytes: u64) {
         let mut state = self.state.lock().await;
         let now = Instant::now();
-        let (tokens, last) = *state;
+        let (tokens, last) = state.unwrap_or((0.0, now));
         let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.bytes_per_second)
             .min(self.bytes_per_second);
         let left = tokens - bytes as f64;
         if left >= 0.0 {
-            *state = (left, now);
+            *state = Some((left, now));
             return;
         }
         let wait = Duration::from_secs_f64(-left / self.bytes_per_second);
         tokio::time::sleep(wait).await;
-        *state = (0.0, Instant::now());
+        *state = Some((0.0, Instant::now()));
     }
 }
 
@@ -60,6 +63,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rate_holds_over_many_takes() {
         let limit = RateLimit::new(1_000_000);
+        // Time before the first transfer (connecting, scanning) gives no head start.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let start = tokio::time::Instant::now();
         for _ in 0..50 {
             limit.take(200_000).await;
