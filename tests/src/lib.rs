@@ -10,6 +10,8 @@ pub mod gmail;
 pub mod imap;
 pub mod mutf7;
 pub mod plugins;
+pub mod radicale;
+pub mod vcard;
 pub mod verify;
 
 pub use corpus::{

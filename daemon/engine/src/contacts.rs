@@ -394,8 +394,9 @@ fn write_batch(
 }
 
 /// A contact not in the ledger: PUT under its source file name unless something is there. What
-/// is there is this contact when an earlier run stopped after its PUT (same bytes): recorded,
-/// not copied again. A different contact of that name keeps its place; this one gets another.
+/// is there is this contact when an earlier run stopped after its PUT (same bytes or UID):
+/// recorded, not copied again. A different contact of that name keeps its place; this one gets
+/// another.
 fn put_new(client: &Client, book: &str, card: &ContactData) -> Result<(String, Put), DavError> {
     let name = file_name(&card.href);
     let mut href = format!("{book}{name}");
@@ -403,8 +404,12 @@ fn put_new(client: &Client, book: &str, card: &ContactData) -> Result<(String, P
         match client.put(&href, &card.vcard, true)? {
             Put::Stored(etag) => return Ok((href, Put::Stored(etag))),
             Put::Exists => {
+                // This contact, stored by an earlier run that stopped before recording it:
+                // the same bytes, or (servers re-serialize vCards) the same UID.
                 if let Some(existing) = client.get(&href)?
-                    && existing.data == card.vcard
+                    && (existing.data == card.vcard
+                        || vcard_uid(&card.vcard)
+                            .is_some_and(|u| vcard_uid(&existing.data).as_deref() == Some(&u)))
                 {
                     return Ok((href, Put::Stored(Some(existing.etag))));
                 }
