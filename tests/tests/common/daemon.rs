@@ -35,7 +35,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(p: &Pair) -> Self {
-        let state = p.store_dir.with_extension("daemon");
+        Self::in_dir(p.store_dir.with_extension("daemon"))
+    }
+
+    /// A daemon whose state lives in `state` (removed first), for tests without a Dovecot pair.
+    pub fn in_dir(state: PathBuf) -> Self {
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).unwrap();
         Self {
