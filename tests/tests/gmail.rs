@@ -375,3 +375,88 @@ async fn a_daemon_job_with_labels_as_keywords_copies_each_message_once_from_a_lo
     assert!(contents.get("Trash").is_some_and(|h| !h.is_empty()));
     assert!(contents.get("Sent").is_some_and(|h| !h.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gmails_daily_download_limit_makes_the_job_wait_for_the_next_day_instead_of_failing() {
+    const USER: &str = "limited@example.com";
+    let mut messages = sample_mailbox(40);
+    // Three messages of about 600 KB: more than the 1 MB allowance of this test.
+    let filler: Vec<u8> = std::iter::repeat_n(b"x".repeat(76), 8_000)
+        .flat_map(|l| l.into_iter().chain(*b"\r\n"))
+        .collect();
+    for m in messages.iter_mut().take(3) {
+        m.body.extend_from_slice(&filler);
+    }
+    let gmail = GmailEmulator::start(USER, PASSWORD, messages.clone())
+        .await
+        .unwrap();
+    let dst = destination().await;
+    let store = std::env::temp_dir().join(format!("migrated-gmail-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let mut account = gmail_account(&gmail, &[("daily_download_mb", SettingValue::Int(1))]);
+    account.user = USER.to_owned();
+    let throttles = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = throttles.clone();
+    let mut config = CopyConfig::new("gmail-limit");
+    config.initial_backoff = Duration::from_millis(100);
+    config.max_backoff = Duration::from_secs(1);
+    config.max_passes = 2;
+    let engine = Engine::new(
+        PluginSource::new(gmail_plugin(), account),
+        common::endpoint(&dst),
+        Store::open(&store, StoreKey::from_bytes([8; 32])).unwrap(),
+        config,
+        Arc::new(move |e| {
+            if let migrated_engine::Event::Throttled { delay, reason } = e {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                seen.lock().unwrap().push((delay, reason, at));
+            }
+        }),
+    );
+    let stop = engine.stop_handle();
+    let run = tokio::spawn(async move { engine.run().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while throttles.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no throttle within 60 s"
+        );
+        assert!(!run.is_finished(), "the run ended instead of waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Longer than the job's passes and backoffs allow: it waits, it does not give up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!run.is_finished(), "a throttled job must wait, not fail");
+    let (delay, reason, at) = throttles.lock().unwrap()[0].clone();
+    let to_midnight = 86_400 - at % 86_400;
+    assert!(
+        delay.as_secs() <= to_midnight + 1 && delay.as_secs() + 2 >= to_midnight,
+        "waits until 00:00 UTC ({to_midnight} s): {delay:?}"
+    );
+    assert!(
+        reason.contains("daily IMAP limit is 1 MB") && reason.contains(USER),
+        "{reason}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ended = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("stops promptly when asked")
+        .unwrap();
+    assert!(
+        matches!(ended, Err(migrated_engine::EngineError::Stopped)),
+        "{ended:?}"
+    );
+    let copied: usize = destination_contents(&dst)
+        .await
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert!(
+        copied > 0 && copied < messages.len(),
+        "{copied} copied before the limit"
+    );
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -292,6 +292,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let mut last_error = String::new();
         let mut backoff = sh.config.initial_backoff;
         let mut pass = 0;
+        // Passes that only met servers asking to slow down: they do not count against the
+        // limit, so a long throttle makes the job wait, not fail.
+        let mut throttled_passes = 0;
         loop {
             pass += 1;
             if pass > 1 {
@@ -378,7 +381,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 break;
             }
             last_error = temporary.last().cloned().unwrap_or_default();
-            if pass >= sh.config.max_passes {
+            if temporary.iter().all(|e| server_backoff(e).is_some()) {
+                throttled_passes += 1;
+            }
+            if pass - throttled_passes >= sh.config.max_passes {
                 return Err(EngineError::GaveUp {
                     passes: pass,
                     last: last_error,
@@ -775,15 +781,18 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     open = None;
                     consecutive_failures += 1;
                     if let Some(hint) = server_backoff(&message) {
-                        let delay = hint.unwrap_or(
-                            sh.config.initial_backoff
-                                * 2u32.saturating_pow(consecutive_failures.min(6) - 1),
-                        );
-                        let delay = delay.min(
-                            sh.config
-                                .max_backoff
-                                .max(std::time::Duration::from_secs(300)),
-                        );
+                        // The server's own figure is obeyed (Gmail's daily limits last hours),
+                        // up to a day; without one, the pause grows to five minutes.
+                        let delay = match hint {
+                            Some(d) => d.min(std::time::Duration::from_secs(86_400)),
+                            None => (sh.config.initial_backoff
+                                * 2u32.saturating_pow(consecutive_failures.min(6) - 1))
+                            .min(
+                                sh.config
+                                    .max_backoff
+                                    .max(std::time::Duration::from_secs(300)),
+                            ),
+                        };
                         (sh.observer)(Event::Throttled {
                             delay,
                             reason: message.clone(),

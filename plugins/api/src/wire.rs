@@ -66,6 +66,8 @@ pub enum SettingKind {
     Bool,
     /// Any text.
     Text,
+    /// A whole number, zero or more.
+    Number,
     /// One of these words.
     Choice(Vec<String>),
 }
@@ -75,6 +77,7 @@ impl std::fmt::Display for SettingKind {
         match self {
             Self::Bool => f.write_str("true|false"),
             Self::Text => f.write_str("text"),
+            Self::Number => f.write_str("number"),
             Self::Choice(words) => f.write_str(&words.join("|")),
         }
     }
@@ -90,6 +93,7 @@ impl SettingInfo {
         let ok = match (&self.kind, value) {
             (SettingKind::Bool, SettingValue::Bool(_)) => true,
             (SettingKind::Text, SettingValue::Text(_)) => true,
+            (SettingKind::Number, SettingValue::Int(n)) => *n >= 0,
             (SettingKind::Choice(words), SettingValue::Text(t)) => words.iter().any(|w| w == t),
             _ => false,
         };

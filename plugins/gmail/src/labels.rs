@@ -13,6 +13,8 @@ pub struct Policy {
     pub important: bool,
     /// Folder for mail with no label.
     pub archive: String,
+    /// Gmail's daily IMAP download limit, bytes.
+    pub daily_download: u64,
 }
 
 impl Default for Policy {
@@ -21,6 +23,7 @@ impl Default for Policy {
             folders: true,
             important: false,
             archive: "Archive".to_owned(),
+            daily_download: 2_500_000_000,
         }
     }
 }
@@ -50,6 +53,9 @@ impl Policy {
                 ("labels", SettingValue::Text(t)) if t == "folders" => p.folders = true,
                 ("labels", SettingValue::Text(t)) if t == "keywords" => p.folders = false,
                 ("important", SettingValue::Bool(b)) => p.important = *b,
+                ("daily_download_mb", SettingValue::Int(mb)) if *mb >= 0 => {
+                    p.daily_download = u64::try_from(*mb).unwrap_or(0).saturating_mul(1_000_000);
+                }
                 ("archive_folder", SettingValue::Text(t)) if !t.trim().is_empty() => {
                     p.archive = t.trim().to_owned();
                 }
@@ -184,6 +190,7 @@ mod tests {
             folders: false,
             important: true,
             archive: "Old".into(),
+            ..Policy::default()
         };
         let l = labels(&["\\Inbox", "\\Sent", "My Label", "日本", "\\Important"]);
         assert_eq!(p.folders_of(&l, NAMES), ["INBOX"]);

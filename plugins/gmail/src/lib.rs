@@ -65,6 +65,15 @@ impl MailPlugin for GmailPlugin {
                     ),
                 },
                 SettingInfo {
+                    name: text("daily_download_mb"),
+                    kind: SettingKind::Number,
+                    default: text("2500"),
+                    help: text(
+                        "Gmail's IMAP download limit per account and day (MB): past it the job \
+                         waits, shown as Throttled, until the next day (UTC) instead of failing",
+                    ),
+                },
+                SettingInfo {
                     name: text("archive_folder"),
                     kind: SettingKind::Text,
                     default: text("Archive"),

@@ -40,6 +40,7 @@ impl GmailSource {
         }
         Ok(GmailSession {
             imap,
+            user: self.endpoint.user.clone(),
             policy: self.policy.clone(),
             layout: None,
             all: None,
@@ -93,6 +94,8 @@ enum Opened {
 #[derive(Debug)]
 pub struct GmailSession {
     imap: ImapSession,
+    /// The account, for its daily download allowance.
+    user: String,
     policy: Policy,
     layout: Option<Layout>,
     /// All Mail, listed once per session.
@@ -195,6 +198,59 @@ impl GmailSession {
             content_key: self.policy.folders.then(|| format!("gm:{}", m.msgid)),
         }
     }
+}
+
+/// Bytes downloaded per account and UTC day, over every session of this process. Gmail allows
+/// 2,500 MB of IMAP downloads per account and day; past that it locks IMAP access for hours.
+static DOWNLOADED: std::sync::Mutex<Option<HashMap<String, (u64, u64)>>> =
+    std::sync::Mutex::new(None);
+
+fn utc_day_and_rest() -> (u64, u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (now / 86_400, 86_400 - now % 86_400)
+}
+
+/// Refuses to download more today once the account's daily limit is used: a temporary error
+/// in Gmail's and Office 365's words, which the engine waits out (the job shows Throttled
+/// until 00:00 UTC) instead of failing.
+fn daily_allowance(user: &str, limit: u64) -> Result<(), SourceError> {
+    let (day, rest) = utc_day_and_rest();
+    let guard = DOWNLOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let used = guard
+        .as_ref()
+        .and_then(|m| m.get(user))
+        .filter(|(d, _)| *d == day)
+        .map_or(0, |(_, b)| *b);
+    if used >= limit {
+        return Err(SourceError::temporary(format!(
+            "NO [THROTTLED] {user} has downloaded {:.0} MB today, Gmail's daily IMAP limit is {:.0} MB; \
+             the job continues at 00:00 UTC. Suggested Backoff Time: {} seconds",
+            used as f64 / 1e6,
+            limit as f64 / 1e6,
+            rest
+        )));
+    }
+    Ok(())
+}
+
+fn count_download(user: &str, bytes: u64) {
+    let (day, _) = utc_day_and_rest();
+    let mut guard = DOWNLOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let entry = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(user.to_owned())
+        .or_insert((day, 0));
+    if entry.0 != day {
+        *entry = (day, 0);
+    }
+    entry.1 += bytes;
 }
 
 fn names(layout: &Layout) -> Names<'_> {
@@ -343,6 +399,11 @@ impl SourceSession for GmailSession {
     }
 
     async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
-        self.imap.fetch_bodies(uids).await.map_err(source_error)
+        let user = self.user.clone();
+        daily_allowance(&user, self.policy.daily_download)?;
+        let bodies = self.imap.fetch_bodies(uids).await.map_err(source_error)?;
+        let bytes: u64 = bodies.iter().flatten().map(|b| b.len() as u64).sum();
+        count_download(&user, bytes);
+        Ok(bodies)
     }
 }
