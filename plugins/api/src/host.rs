@@ -153,10 +153,10 @@ impl Plugin {
         .map_err(|_| format!("announces ABI {abi} but exports no migrated_plugin_v1 table"))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Vec<u8>)>();
         let ctx = Box::into_raw(Box::new(tx)).cast::<c_void>();
-        // SAFETY: `completion` matches `Completion` and owns `ctx` after a final status.
+        // SAFETY: `copy_completion` matches `Completion` and owns `ctx` after a final status.
         #[allow(unsafe_code)]
         unsafe {
-            (table.info)(ctx, completion)
+            (table.info)(ctx, copy_completion)
         };
         let info = match rx.try_recv() {
             Ok((STATUS_OK, bytes)) => wire::decode::<Info>(&bytes, "plugin description")?,
@@ -255,44 +255,78 @@ impl Plugin {
         };
         // The request may hold a password: zeroed when dropped.
         let bytes = Zeroizing::new(wire::encode(request).map_err(broken)?);
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Vec<u8>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
         {
             let ctx = Box::into_raw(Box::new(tx)).cast::<c_void>();
             // SAFETY: the request lives during the call (the plugin copies what it needs before
-            // returning); `completion` owns `ctx` after the final status.
+            // returning); `call_completion` owns `ctx` after the final status.
             #[allow(unsafe_code)]
             unsafe {
-                (self.table.call)(bytes.as_ptr(), bytes.len(), ctx, completion);
+                (self.table.call)(bytes.as_ptr(), bytes.len(), ctx, call_completion);
             }
         }
         drop(bytes);
         loop {
             match rx.recv().await {
-                Some((STATUS_NOTE, payload)) => {
-                    if let Ok(note) = wire::decode::<Note>(&payload, "note") {
-                        on_note(note);
-                    }
-                }
-                Some((STATUS_OK, payload)) => {
-                    return wire::decode::<Reply>(&payload, "reply").map_err(broken);
-                }
-                Some((STATUS_ERROR, payload)) => {
-                    let e = wire::decode::<WireError>(&payload, "error reply").map_err(broken)?;
-                    return Err(e);
-                }
-                Some((status, _)) => return Err(broken(format!("unknown status {status}"))),
+                Some(Delivery::Note(note)) => on_note(note),
+                Some(Delivery::Final(Ok(reply))) => return Ok(reply),
+                Some(Delivery::Final(Err(e))) => return Err(e),
+                Some(Delivery::Broken(message)) => return Err(broken(message)),
                 None => return Err(broken("dropped the request without answering".to_owned())),
             }
         }
     }
 }
 
+/// What a call's completion hands to the waiting request, decoded in the callback so the
+/// payload (message bodies) is never copied whole before decoding.
+enum Delivery {
+    Note(Note),
+    Final(Result<Reply, WireError>),
+    Broken(String),
+}
+
+type CallSender = mpsc::UnboundedSender<Delivery>;
+
+/// The host's [`crate::Completion`] for calls: decodes the payload straight from the plugin's
+/// buffer; frees the channel's sender on a final status.
+#[allow(unsafe_code)]
+unsafe extern "C" fn call_completion(ctx: *mut c_void, status: u32, data: *const u8, len: usize) {
+    let payload: &[u8] = if data.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: the ABI guarantees `len` readable bytes during this call.
+        unsafe { std::slice::from_raw_parts(data, len) }
+    };
+    // A panic must not unwind into the plugin's C frame.
+    let delivery = std::panic::catch_unwind(|| match status {
+        STATUS_NOTE => {
+            wire::decode::<Note>(payload, "note").map_or_else(Delivery::Broken, Delivery::Note)
+        }
+        STATUS_OK => wire::decode::<Reply>(payload, "reply")
+            .map_or_else(Delivery::Broken, |r| Delivery::Final(Ok(r))),
+        STATUS_ERROR => wire::decode::<WireError>(payload, "error reply")
+            .map_or_else(Delivery::Broken, |e| Delivery::Final(Err(e))),
+        other => Delivery::Broken(format!("unknown status {other}")),
+    })
+    .unwrap_or_else(|_| Delivery::Broken("reply could not be decoded".to_owned()));
+    if status == STATUS_NOTE {
+        // SAFETY: `ctx` is the sender boxed in `Plugin::call`, alive until the final status.
+        let tx = unsafe { &*ctx.cast::<CallSender>() };
+        let _ = tx.send(delivery);
+    } else {
+        // SAFETY: as above; this is the final status, so the box is reclaimed exactly once.
+        let tx = unsafe { Box::from_raw(ctx.cast::<CallSender>()) };
+        let _ = tx.send(delivery);
+    }
+}
+
 type Sender = mpsc::UnboundedSender<(u32, Vec<u8>)>;
 
-/// The host's [`crate::Completion`]: copies the payload into the request's channel; frees the
-/// channel's sender on a final status.
+/// The host's [`crate::Completion`] for the description: copies the (small) payload into the
+/// channel; frees the channel's sender on a final status.
 #[allow(unsafe_code)]
-unsafe extern "C" fn completion(ctx: *mut c_void, status: u32, data: *const u8, len: usize) {
+unsafe extern "C" fn copy_completion(ctx: *mut c_void, status: u32, data: *const u8, len: usize) {
     let payload = if data.is_null() || len == 0 {
         Vec::new()
     } else {

@@ -279,6 +279,9 @@ impl Reporter {
             Ok(reply) => wire::encode(reply).map(|b| (STATUS_OK, b)),
             Err(e) => wire::encode(e).map(|b| (STATUS_ERROR, b)),
         };
+        // Message bodies are in the encoded copy now: free the originals before the host
+        // decodes its own, so a batch is held twice at most, not three times.
+        drop(result);
         match encoded {
             Ok((status, bytes)) => self.send(status, &bytes),
             Err(message) => {
