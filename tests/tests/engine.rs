@@ -524,3 +524,70 @@ async fn a_server_that_throttles_makes_the_job_wait_then_finish() {
     );
     p.assert_exact().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_upload_allowance_makes_the_job_wait_for_the_next_day_instead_of_failing() {
+    let p = pair(CorpusSpec {
+        seed: 44,
+        messages: 300,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut config = p.config();
+    config.daily_upload = Some(1_000_000);
+    config.max_passes = 2;
+    config.connections = 1;
+    let throttles = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = throttles.clone();
+    let engine = p.engine(
+        config,
+        Arc::new(move |e| {
+            if let Event::Throttled { delay, reason } = e {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                seen.lock().unwrap().push((delay, reason, at));
+            }
+        }),
+    );
+    let stop = engine.stop_handle();
+    let run = tokio::spawn(async move { engine.run().await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while throttles.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no throttle within 60 s"
+        );
+        assert!(!run.is_finished(), "the run ended instead of waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Longer than two passes with their backoffs: a throttled job waits, it does not give up.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!run.is_finished(), "a throttled job must wait, not fail");
+    let (delay, reason, at) = throttles.lock().unwrap()[0].clone();
+    let to_midnight = 86_400 - at % 86_400;
+    assert!(
+        delay.as_secs() <= to_midnight + 1 && delay.as_secs() + 2 >= to_midnight,
+        "waits until 00:00 UTC ({to_midnight} s): {delay:?}"
+    );
+    assert!(
+        reason.contains("daily upload allowance is 1 MB"),
+        "{reason}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("stops promptly when asked")
+        .unwrap();
+    assert!(matches!(ended, Err(EngineError::Stopped)), "{ended:?}");
+    let report = p.verify().await;
+    let total = p.corpus.total_messages();
+    let missing = report.missing_count();
+    assert!(
+        missing > 0 && missing < total,
+        "part of the mailbox before the allowance ran out: {missing} of {total} missing"
+    );
+    assert_eq!(report.extra_count(), 0, "{report}");
+}

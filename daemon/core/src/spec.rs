@@ -182,6 +182,11 @@ pub struct LimitsSpec {
     /// Bandwidth limit of this job, megabytes (10^6 bytes) per second; none by default.
     #[serde(default)]
     pub max_mbps: Option<f64>,
+    /// Megabytes the destination account may receive per day (UTC), over all jobs writing to
+    /// it; past that the job waits, shown as Throttled, until the next day. Default: none, or
+    /// 500 when the destination is Gmail (X-GM-EXT-1), Gmail's own limit for IMAP uploads.
+    #[serde(default)]
+    pub daily_upload_mb: Option<u64>,
 }
 
 impl Default for LimitsSpec {
@@ -192,6 +197,7 @@ impl Default for LimitsSpec {
             batch_messages: default_batch(),
             batch_bytes: default_batch_bytes(),
             max_mbps: None,
+            daily_upload_mb: None,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct CopyConfig {
     pub max_backoff: Duration,
     /// Bandwidth limits the copy obeys: the job's own and the daemon's global one.
     pub bandwidth: Vec<Arc<RateLimit>>,
+    /// Bytes the destination account may receive per UTC day; `None`: no limit, unless the
+    /// destination is Gmail (500 MB).
+    pub daily_upload: Option<u64>,
 }
 
 impl CopyConfig {
@@ -52,6 +55,7 @@ impl CopyConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             bandwidth: Vec::new(),
+            daily_upload: None,
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum EngineError {
         /// What went wrong, with the server's status and words.
         message: String,
     },
+    /// A daily allowance is used up; the run waits for the next day.
+    #[error("{0}")]
+    Throttled(String),
     /// The job store failed; nothing more is sent until it works again.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -45,7 +48,9 @@ impl EngineError {
             Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
             Self::Destination(_) => ErrorKind::Permanent,
             Self::Contacts { kind, .. } => *kind,
-            Self::Store(_) | Self::GaveUp { .. } | Self::Stopped => ErrorKind::Temporary,
+            Self::Store(_) | Self::GaveUp { .. } | Self::Stopped | Self::Throttled(_) => {
+                ErrorKind::Temporary
+            }
         }
     }
 }

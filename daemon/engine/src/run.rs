@@ -879,6 +879,17 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let Some(d) = dst.as_mut() else {
             unreachable!("connected above")
         };
+        // A daily allowance on the destination account (Gmail: 500 MB): checked before
+        // anything is announced or sent.
+        let account = format!("{}@{}", sh.destination.user, sh.destination.server());
+        let daily = sh.config.daily_upload.or_else(|| {
+            d.has("X-GM-EXT-1")
+                .then_some(crate::throttle::GMAIL_DAILY_UPLOAD)
+        });
+        if let Some(limit) = daily {
+            crate::throttle::daily_upload_allowance(&account, limit)
+                .map_err(EngineError::Throttled)?;
+        }
         let dest_status = d.status(&w.plan.destination).await?;
         let intent = Intent {
             dest_uid_validity: dest_status.uid_validity,
@@ -895,7 +906,17 @@ impl<C: SourceConnector + 'static> Engine<C> {
         for limit in &sh.config.bandwidth {
             limit.take(batch_bytes).await;
         }
+
         let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
+        if daily.is_some() {
+            let sent: u64 = present
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Appended::Stored(_)))
+                .map(|((_, b, _), _)| b.len() as u64)
+                .sum();
+            crate::throttle::count_upload(&account, sent);
+        }
         let mut records = Vec::new();
         let mut placements = Vec::new();
         let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);

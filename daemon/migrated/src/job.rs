@@ -54,6 +54,10 @@ impl JobSpecExt for JobSpec {
         c.batch_messages = self.limits.batch_messages.clamp(1, 1000);
         c.batch_bytes = self.limits.batch_bytes.max(1024 * 1024);
         c.subscriptions = self.folders.subscriptions;
+        c.daily_upload = self
+            .limits
+            .daily_upload_mb
+            .map(|mb| mb.saturating_mul(1_000_000));
         if let Some(mbps) = self.limits.max_mbps {
             if !(mbps > 0.0 && mbps.is_finite()) {
                 anyhow::bail!(
