@@ -677,6 +677,48 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
                 ])?;
             }
         }
+        // The verification: a row per folder (source count in `messages`, destination count in
+        // `copied`), then a row per message missing on the destination.
+        for v in &d.verification {
+            let reason = format!(
+                "source {} messages, {} bytes; destination {} messages, {} bytes",
+                v.source_messages, v.source_bytes, v.destination_messages, v.destination_bytes
+            );
+            w.write_record([
+                "verified",
+                &s.name,
+                &status,
+                &v.source,
+                &v.destination,
+                &v.source_messages.to_string(),
+                &v.destination_messages.to_string(),
+                "",
+                "",
+                &v.missing.len().to_string(),
+                "",
+                &v.source_bytes.to_string(),
+                "",
+                &reason,
+            ])?;
+            for i in &v.missing {
+                w.write_record([
+                    "missing",
+                    &s.name,
+                    &status,
+                    &i.folder,
+                    &v.destination,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    &i.uid.to_string(),
+                    &i.size.to_string(),
+                    i.message_id.as_deref().unwrap_or(""),
+                    &i.reason,
+                ])?;
+            }
+        }
     }
     w.flush()?;
     Ok(())
@@ -845,6 +887,43 @@ fn print_detail(d: &JobDetail) {
     }
     if !d.folders.is_empty() {
         print!("\n{}", migrated_ipc::text::folder_table(&d.folders));
+    }
+    if !d.verification.is_empty() {
+        let missing: usize = d.verification.iter().map(|v| v.missing.len()).sum();
+        println!(
+            "\nverification {} ({}): {}",
+            d.verified_at.map(clock).unwrap_or_default(),
+            if missing == 0 { "exact" } else { "incomplete" },
+            if missing == 0 {
+                "every source message is on the destination".to_owned()
+            } else {
+                format!("{missing} messages missing on the destination")
+            }
+        );
+        println!(
+            "  {:<28} {:>9} {:>10} {:>9} {:>10}  DESTINATION",
+            "FOLDER", "SOURCE", "BYTES", "DEST", "BYTES"
+        );
+        for v in &d.verification {
+            println!(
+                "  {:<28} {:>9} {:>10} {:>9} {:>10}  {}",
+                v.source,
+                v.source_messages,
+                human_bytes(v.source_bytes),
+                v.destination_messages,
+                human_bytes(v.destination_bytes),
+                v.destination
+            );
+            for i in &v.missing {
+                println!(
+                    "  missing   UID {} {} Message-ID {}: {}",
+                    i.uid,
+                    human_bytes(i.size),
+                    i.message_id.as_deref().unwrap_or("none"),
+                    i.reason
+                );
+            }
+        }
     }
     for i in &d.excluded {
         println!(

@@ -756,4 +756,93 @@ async fn the_csv_report_lists_folders_and_excluded_messages() {
         serde_json::from_str(&stdout(&d.ctl(&["report", "rita", "--format", "json"]))).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert!(stdout(&d.ctl(&["report", "rita"])).contains("SOURCE FOLDER"));
+
+    // The verification after the run: every folder compared on both sides, the excluded
+    // messages named as missing with the reason.
+    let verified: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "verified")
+        .collect();
+    assert_eq!(verified.len(), folders, "one verification row per folder");
+    let count = |r: &csv::StringRecord, c: &str| r[col(c)].parse::<u64>().unwrap();
+    let source_total: u64 = verified.iter().map(|r| count(r, "messages")).sum();
+    let dest_total: u64 = verified.iter().map(|r| count(r, "copied")).sum();
+    assert_eq!(source_total as usize, p.corpus.total_messages());
+    assert_eq!(dest_total, done.items_done);
+    let missing: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "missing")
+        .collect();
+    assert_eq!(missing.len() as u64, done.excluded);
+    assert!(
+        missing
+            .iter()
+            .all(|r| r[col("reason")].contains("excluded"))
+    );
+    let table = stdout(&d.ctl(&["report", "rita"]));
+    assert!(
+        table.contains("verification") && table.contains("incomplete"),
+        "{table}"
+    );
+
+    // A message deleted on the destination is found by the next run that changes something.
+    let mut dst = testbed::login(&p.dst.account("alice").unwrap())
+        .await
+        .unwrap();
+    let victim = dst.folder_messages("INBOX").await.unwrap()[0].clone();
+    dst.expunge_uid("INBOX", victim.uid).await.unwrap();
+    testbed::append_message(
+        &p.src.account("alice").unwrap(),
+        "INBOX",
+        b"From: a@example.com\r\nSubject: late\r\nMessage-ID: <late@x>\r\n\r\nlate\r\n",
+        &[],
+        1_700_000_000,
+    )
+    .await
+    .unwrap();
+    let jobs = d.state.join("jobs");
+    let out = d.ctl(&[
+        "delta",
+        &id,
+        "--source-password-file",
+        jobs.join("src.pass").to_str().unwrap(),
+        "--destination-password-file",
+        jobs.join("dst.pass").to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&out), "Queued");
+    d.wait_until(&id, "the delta", |s| {
+        s.status.is_some_and(JobStatus::is_finished)
+    })
+    .await;
+    let detail: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "status", &id]))).unwrap();
+    let inbox = detail["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["destination"] == "INBOX")
+        .expect("INBOX verified")
+        .clone();
+    let gone: Vec<&serde_json::Value> = inbox["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no longer on the destination")
+        })
+        .collect();
+    assert_eq!(gone.len(), 1, "{inbox}");
+    assert_eq!(
+        gone[0]["message_id"].as_str(),
+        victim.message_id.as_deref(),
+        "the deleted message is named"
+    );
+    let events = stdout(&d.ctl(&["events", &id]));
+    assert!(
+        events.contains("messages are not on the destination"),
+        "{events}"
+    );
 }

@@ -84,6 +84,38 @@ pub struct FailedItem {
     pub reason: String,
 }
 
+/// A message the verification did not find on the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingItem {
+    /// Source UID.
+    pub uid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Message-ID, if any.
+    pub message_id: Option<String>,
+    /// Why it is not there, as far as the ledger knows.
+    pub reason: String,
+}
+
+/// One folder compared on both sides after a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyRow {
+    /// Source name.
+    pub source: String,
+    /// Destination name.
+    pub destination: String,
+    /// Messages in the source folder.
+    pub source_messages: u64,
+    /// Their bytes (RFC822.SIZE).
+    pub source_bytes: u64,
+    /// Messages in the destination folder.
+    pub destination_messages: u64,
+    /// Their bytes.
+    pub destination_bytes: u64,
+    /// Source messages not on the destination.
+    pub missing: Vec<MissingItem>,
+}
+
 /// Per-folder outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderReport {
@@ -183,6 +215,9 @@ pub struct Summary {
     pub skipped_folders: Vec<(String, String)>,
     /// Wall time.
     pub duration: Duration,
+    /// Both sides compared folder by folder after a run that changed something; `None` when
+    /// nothing changed (the last verification stands).
+    pub verification: Option<Vec<VerifyRow>>,
 }
 
 impl Summary {

@@ -17,7 +17,8 @@ pub use config::CopyConfig;
 pub use contacts::ContactsEngine;
 pub use error::EngineError;
 pub use events::{
-    Connection, Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Side, Summary,
+    Connection, Event, ExcludedItem, FailedItem, FolderReport, MissingItem, Observer, Phase, Side,
+    Summary, VerifyRow,
 };
 pub use run::Engine;
 pub use throttle::RateLimit;

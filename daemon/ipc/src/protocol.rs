@@ -303,6 +303,25 @@ pub struct ItemRow {
     pub reason: String,
 }
 
+/// One folder compared on both sides after a run (the verification report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRow {
+    /// Source folder.
+    pub source: String,
+    /// Destination folder.
+    pub destination: String,
+    /// Messages in the source folder.
+    pub source_messages: u64,
+    /// Their bytes.
+    pub source_bytes: u64,
+    /// Messages in the destination folder.
+    pub destination_messages: u64,
+    /// Their bytes.
+    pub destination_bytes: u64,
+    /// Source messages not on the destination, with why.
+    pub missing: Vec<ItemRow>,
+}
+
 /// A batch at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchSummary {
@@ -361,6 +380,12 @@ pub struct JobDetail {
     pub duration_secs: f64,
     /// The latest events.
     pub events: Vec<EventRow>,
+    /// Both sides compared folder by folder after the last run that changed something.
+    #[serde(default)]
+    pub verification: Vec<VerifyRow>,
+    /// When that verification ran (unix time).
+    #[serde(default)]
+    pub verified_at: Option<u64>,
 }
 
 /// A loaded source plugin.

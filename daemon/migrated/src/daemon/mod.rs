@@ -1062,7 +1062,10 @@ impl Daemon {
         if let Some(entry) = self.jobs.get_mut(id) {
             entry.stop = Some(stop);
             entry.record.error = None;
-            entry.record.run = RunReport::default();
+            // A new run's figures; the last verification stays until a run replaces it.
+            let run = std::mem::take(&mut entry.record.run);
+            entry.record.run.verification = run.verification;
+            entry.record.run.verified_at = run.verified_at;
         }
         tracing::info!(job_id = %id, job = %record.spec.name, priority = record.spec.priority, "Job started.");
         self.set_status(id, JobStatus::Connecting);
@@ -1227,6 +1230,9 @@ impl Daemon {
                     summary.duration.as_secs_f64()
                 );
                 self.event(id, "info", message);
+                if let Some(rows) = &summary.verification {
+                    self.verified(id, rows);
+                }
                 if errors {
                     JobStatus::CompletedWithErrors
                 } else {
@@ -1469,6 +1475,64 @@ impl Daemon {
 }
 
 /// A folder report as the control API carries it.
+impl Daemon {
+    /// Keeps a run's verification and says in the events (and journal) what it found.
+    fn verified(&mut self, id: &str, rows: &[migrated_engine::VerifyRow]) {
+        let rows: Vec<migrated_ipc::VerifyRow> = rows
+            .iter()
+            .map(|r| migrated_ipc::VerifyRow {
+                source: r.source.clone(),
+                destination: r.destination.clone(),
+                source_messages: r.source_messages,
+                source_bytes: r.source_bytes,
+                destination_messages: r.destination_messages,
+                destination_bytes: r.destination_bytes,
+                missing: r
+                    .missing
+                    .iter()
+                    .map(|m| {
+                        item_row(
+                            r.source.clone(),
+                            m.uid,
+                            m.size,
+                            m.message_id.clone(),
+                            m.reason.clone(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        let missing: usize = rows.iter().map(|r| r.missing.len()).sum();
+        let (level, message) = if missing == 0 {
+            (
+                "info",
+                format!(
+                    "Verified: all {} folders are on the destination with every message.",
+                    rows.len()
+                ),
+            )
+        } else {
+            let folders: Vec<String> = rows
+                .iter()
+                .filter(|r| !r.missing.is_empty())
+                .map(|r| format!("{} ({})", r.source, r.missing.len()))
+                .collect();
+            (
+                "warning",
+                format!(
+                    "Verified: {missing} messages are not on the destination, in {}. `migratectl report` lists each with the reason.",
+                    folders.join(", ")
+                ),
+            )
+        };
+        if let Some(entry) = self.jobs.get_mut(id) {
+            entry.record.run.verification = rows;
+            entry.record.run.verified_at = Some(now());
+        }
+        self.event(id, level, message);
+    }
+}
+
 pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
     FolderRow {
         source: f.source.clone(),

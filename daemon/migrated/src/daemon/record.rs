@@ -57,6 +57,9 @@ pub(crate) struct RunReport {
     pub excluded: Vec<ItemRow>,
     pub failed: Vec<ItemRow>,
     pub duration_secs: f64,
+    /// The last verification (kept over runs that changed nothing).
+    pub verification: Vec<migrated_ipc::VerifyRow>,
+    pub verified_at: Option<u64>,
 }
 
 /// Seconds since the epoch. The test suite may set `MIGRATED_TEST_CLOCK` to a file holding the
@@ -110,6 +113,8 @@ impl JobRecord {
             failed: self.run.failed.clone(),
             duration_secs: self.run.duration_secs,
             events,
+            verification: self.run.verification.clone(),
+            verified_at: self.run.verified_at,
         }
     }
 
