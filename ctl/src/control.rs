@@ -228,6 +228,16 @@ impl Control {
         };
         let internal = |e: serde_json::Error| anyhow::anyhow!("D-Bus reply: {e}");
         Ok(match request {
+            Request::SetTags { job, add, remove } => {
+                let add: Vec<&str> = add.iter().map(String::as_str).collect();
+                let remove: Vec<&str> = remove.iter().map(String::as_str).collect();
+                p.set_tags(&job, &add, &remove).await.map_err(bus_error)?;
+                Response::Job {
+                    job: Box::new(serde_json::from_str(
+                        &p.status(&job).await.map_err(bus_error)?,
+                    )?),
+                }
+            }
             Request::SetPriority { job, priority } => Response::Done {
                 status: status_of(&p.set_priority(&job, priority).await.map_err(bus_error)?)?,
             },

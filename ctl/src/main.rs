@@ -51,8 +51,29 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
-    /// Lists jobs.
-    List,
+    /// Lists jobs, with filters and an order.
+    List {
+        /// Only jobs with this tag (repeat: jobs with any of them).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Only jobs in this status (`Copying`, `Failed`, ...; repeat for several).
+        #[arg(long)]
+        status: Vec<String>,
+        /// Order: name, status, priority, tag or created (default).
+        #[arg(long, value_enum, default_value_t = ListOrder::Created)]
+        sort: ListOrder,
+    },
+    /// Adds tags to a job, or with --remove takes them off.
+    Tag {
+        /// Job id or name.
+        job: String,
+        /// The tags.
+        #[arg(required = true)]
+        tags: Vec<String>,
+        /// Remove these tags instead.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Shows a job: status, progress, folders, latest events.
     Status {
         /// Job id or name.
@@ -161,6 +182,21 @@ enum Command {
 }
 
 /// Report formats.
+/// How `list` orders jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListOrder {
+    /// Oldest first.
+    Created,
+    /// By name.
+    Name,
+    /// Lowest priority number (starts first) first.
+    Priority,
+    /// By status.
+    Status,
+    /// By first tag; untagged last.
+    Tag,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ReportFormat {
     /// Readable tables.
@@ -322,8 +358,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::List => {
-            let (jobs, problems) = ctl.list().await?;
+        Command::List { tag, status, sort } => {
+            let (mut jobs, problems) = ctl.list().await?;
+            jobs.retain(|j| tag.is_empty() || j.tags.iter().any(|t| tag.contains(t)));
+            jobs.retain(|j| {
+                status.is_empty()
+                    || j.status.is_some_and(|s| {
+                        status.iter().any(|w| {
+                            w.eq_ignore_ascii_case(&format!("{s:?}"))
+                                || w.eq_ignore_ascii_case(&s.to_string())
+                        })
+                    })
+            });
+            match sort {
+                ListOrder::Created => jobs.sort_by_key(|j| j.created),
+                ListOrder::Name => jobs.sort_by(|a, b| a.name.cmp(&b.name)),
+                ListOrder::Priority => jobs.sort_by_key(|j| (j.priority, j.created)),
+                ListOrder::Status => {
+                    jobs.sort_by_key(|j| (j.status.map(|s| s.to_string()), j.created))
+                }
+                ListOrder::Tag => jobs.sort_by(|a, b| {
+                    (a.tags.is_empty(), a.tags.first(), &a.name).cmp(&(
+                        b.tags.first().is_none(),
+                        b.tags.first(),
+                        &b.name,
+                    ))
+                }),
+            }
             if json {
                 if problems.is_empty() {
                     println!("{}", serde_json::to_string_pretty(&jobs)?);
@@ -448,6 +509,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
                 ReportFormat::Csv => write_csv_report(&details)?,
+            }
+        }
+        Command::Tag { job, tags, remove } => {
+            let (add, remove) = if remove {
+                (Vec::new(), tags)
+            } else {
+                (tags, Vec::new())
+            };
+            match ctl
+                .batch(migrated_ipc::Request::SetTags { job, add, remove })
+                .await?
+            {
+                migrated_ipc::Response::Job { job } => {
+                    if json {
+                        println!("{}", serde_json::json!({ "tags": job.summary.tags }));
+                    } else {
+                        println!("{}", job.summary.tags.join(" "));
+                    }
+                }
+                other => bail!("unexpected reply: {other:?}"),
             }
         }
         Command::Priority { job, priority } => {
@@ -841,17 +922,19 @@ fn status_label(s: &JobSummary) -> String {
 
 fn print_list(jobs: &[JobSummary]) {
     println!(
-        "{:<14} {:<20} {:<24} {:>22} {:>8}",
-        "ID", "NAME", "STATUS", "MESSAGES", "FAILED"
+        "{:<14} {:<20} {:<24} {:>22} {:>8} {:>4}  TAGS",
+        "ID", "NAME", "STATUS", "MESSAGES", "FAILED", "PRIO"
     );
     for j in jobs {
         println!(
-            "{:<14} {:<20} {:<24} {:>22} {:>8}",
+            "{:<14} {:<20} {:<24} {:>22} {:>8} {:>4}  {}",
             j.id,
             j.name,
             status_label(j),
             format!("{}/{}", j.items_done, j.items_total),
-            j.failed
+            j.failed,
+            j.priority,
+            j.tags.join(" ")
         );
     }
     println!("\n{} jobs", jobs.len());

@@ -846,3 +846,84 @@ async fn the_csv_report_lists_folders_and_excluded_messages() {
         "{events}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_filter_and_sort_the_job_list() {
+    let p = pair(CorpusSpec {
+        seed: 61,
+        messages: 5,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let jobs = d.state.join("jobs");
+    let tagged = |name: &str, tags: &str| {
+        let f = job_file(&p, &jobs, name, "");
+        let text = std::fs::read_to_string(&f).unwrap().replacen(
+            "[source]\n",
+            &format!("tags = {tags}\n[source]\n"),
+            1,
+        );
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let bad = tagged("bad", "[\"no spaces please\"]");
+    let out = d.ctl(&["create", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("tags: tag \"no spaces please\""),
+        "{err}"
+    );
+    for (name, tags) in [
+        ("erin", "[]"),
+        ("carol", "[\"vip\", \"wave-1\"]"),
+        ("dave", "[]"),
+    ] {
+        stdout(&d.ctl(&["create", tagged(name, tags).to_str().unwrap()]));
+    }
+    stdout(&d.ctl(&["priority", "dave", "5"]));
+    assert_eq!(stdout(&d.ctl(&["tag", "dave", "vip"])), "vip");
+    assert_eq!(
+        stdout(&d.ctl(&["tag", "carol", "wave-1", "--remove"])),
+        "vip"
+    );
+    let out = d.ctl(&["tag", "erin", "a,b"]);
+    assert!(!out.status.success());
+
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "list"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&d.ctl(&all))).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&["--tag", "vip", "--sort", "name"]),
+        ["carol", "dave"]
+    );
+    assert_eq!(names(&["--sort", "name"]), ["carol", "dave", "erin"]);
+    assert_eq!(names(&["--sort", "priority"])[0], "dave");
+    assert_eq!(names(&["--sort", "tag"]).last().unwrap(), "erin");
+    let table = stdout(&d.ctl(&["list", "--tag", "vip"]));
+    assert!(table.contains("TAGS") && table.contains("vip"), "{table}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (done, list) = d.all_completed();
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not complete: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(names(&["--status", "completed"]).len(), 3);
+    assert!(names(&["--status", "failed"]).is_empty());
+}

@@ -63,6 +63,10 @@ pub struct JobSpec {
     /// Lower numbers start first (default 100); changeable while the job waits or runs.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// Labels for finding jobs (`migratectl list --tag vip`): letters, digits, `-`, `_`, `.`,
+    /// `:`, at most 32 characters each; changeable with `migratectl tag`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Drop-in files only: what removing the file does to its job. `keep` (default): nothing,
     /// the job goes on; `cancel`: the job is cancelled.
     #[serde(default)]
@@ -71,6 +75,26 @@ pub struct JobSpec {
 
 const fn default_priority() -> u32 {
     100
+}
+
+/// Checks a tag; the error names it and says what a tag may hold.
+///
+/// # Errors
+///
+/// A message naming the tag.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let ok = !tag.is_empty()
+        && tag.chars().count() <= 32
+        && tag
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag {tag:?}: a tag is 1 to 32 letters, digits, '-', '_', '.' or ':'"
+        ))
+    }
 }
 
 /// What removing a drop-in job file does.

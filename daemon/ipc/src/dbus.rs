@@ -11,6 +11,7 @@
 //! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
 //! | `Events(job, after)` | `st` → `a(ttss)` | sequence, unix time, level, message |
 //! | `SetPriority(job, priority)` | `su` → `s` | the job's status |
+//! | `SetTags(job, add, remove)` | `sasas` → `as` | the job's tags after the change |
 //! | `SetLimits(max_jobs, max_connections_per_host)` | `xx` → `(uuu)` | -1 keeps a value; max jobs, per host, running |
 //! | `CreateBatch(name, template, csv)` | `sss` → `s` | template as a JSON job spec; every CSV problem in the error |
 //! | `ListBatches()` | → `s` | JSON list of batch summaries |
@@ -66,6 +67,8 @@ pub trait Manager {
     fn events(&self, job: &str, after: u64) -> zbus::Result<Vec<(u64, u64, String, String)>>;
     /// Changes a job's priority.
     fn set_priority(&self, job: &str, priority: u32) -> zbus::Result<String>;
+    /// Adds and removes a job's tags; returns them.
+    fn set_tags(&self, job: &str, add: &[&str], remove: &[&str]) -> zbus::Result<Vec<String>>;
     /// Reads and changes the limits (-1 keeps a value).
     fn set_limits(
         &self,

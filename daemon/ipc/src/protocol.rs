@@ -66,6 +66,15 @@ pub enum Request {
         /// New priority.
         priority: u32,
     },
+    /// Adds and removes tags of a job; replies with the job's summary.
+    SetTags {
+        /// Id or name.
+        job: String,
+        /// Tags to add.
+        add: Vec<String>,
+        /// Tags to remove.
+        remove: Vec<String>,
+    },
     /// Reads, and with a value changes, how many jobs run at once.
     Limits {
         /// New global limit.
@@ -228,6 +237,9 @@ pub struct JobSummary {
     /// Priority (lower starts first).
     #[serde(default)]
     pub priority: u32,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// `user@host:port` of the source.
     pub source: String,
     /// `user@host:port` of the destination.

@@ -192,6 +192,21 @@ impl Manager {
         }
     }
 
+    /// Adds and removes a job's tags; returns them.
+    async fn set_tags(
+        &self,
+        job: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Vec<String>, ControlError> {
+        match self.request(Request::SetTags { job, add, remove }).await? {
+            Response::Job { job } => Ok(job.summary.tags),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     /// Reads and changes the limits (-1 keeps a value): `(max jobs, per host, running)`.
     async fn set_limits(
         &self,

@@ -375,6 +375,33 @@ impl Daemon {
                     }
                 }
             },
+            Request::SetTags { job, add, remove } => match self.find(&job) {
+                Err(r) => r,
+                Ok(id) => {
+                    if let Some(bad) = add
+                        .iter()
+                        .find_map(|t| migrated_core::spec::check_tag(t).err())
+                    {
+                        return error(ErrorKind::Invalid, bad);
+                    }
+                    if let Some(e) = self.jobs.get_mut(&id) {
+                        let tags = &mut e.record.spec.tags;
+                        tags.retain(|t| !remove.contains(t));
+                        for t in add {
+                            if !tags.contains(&t) {
+                                tags.push(t);
+                            }
+                        }
+                        tags.sort();
+                    }
+                    self.persist(&id);
+                    let tags = self.jobs[&id].record.spec.tags.join(", ");
+                    self.event(&id, "info", format!("Tags: {tags}."));
+                    Response::Job {
+                        job: Box::new(self.jobs[&id].record.detail(Vec::new())),
+                    }
+                }
+            },
             Request::Limits {
                 max_jobs,
                 max_connections_per_host,
@@ -638,6 +665,13 @@ impl Daemon {
         }
         if let Err(e) = spec.schedule.validate() {
             return error(ErrorKind::Invalid, format!("{place}: {e}"));
+        }
+        if let Some(bad) = spec
+            .tags
+            .iter()
+            .find_map(|t| migrated_core::spec::check_tag(t).err())
+        {
+            return error(ErrorKind::Invalid, format!("{place}: tags: {bad}"));
         }
         for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
             if e.password_file.is_some() {

@@ -86,6 +86,7 @@ impl JobRecord {
             name: self.spec.name.clone(),
             status: Some(self.status),
             priority: self.spec.priority,
+            tags: self.spec.tags.clone(),
             source: side(&self.spec.source),
             destination: side(&self.spec.destination),
             items_total: self.run.items_total,
