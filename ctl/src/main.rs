@@ -379,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 ListOrder::Tag => jobs.sort_by(|a, b| {
                     (a.tags.is_empty(), a.tags.first(), &a.name).cmp(&(
-                        b.tags.first().is_none(),
+                        b.tags.is_empty(),
                         b.tags.first(),
                         &b.name,
                     ))
