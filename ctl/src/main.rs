@@ -716,6 +716,7 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
         "size",
         "message_id",
         "reason",
+        "subject",
     ])?;
     for d in details {
         let s = &d.summary;
@@ -736,6 +737,7 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
                 "",
                 "",
                 f.error.as_deref().unwrap_or(""),
+                "",
             ])?;
         }
         for (kind, items) in [("excluded", &d.excluded), ("failed", &d.failed)] {
@@ -755,6 +757,7 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
                     &i.size.to_string(),
                     i.message_id.as_deref().unwrap_or(""),
                     &i.reason,
+                    i.subject.as_deref().unwrap_or(""),
                 ])?;
             }
         }
@@ -780,6 +783,7 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
                 &v.source_bytes.to_string(),
                 "",
                 &reason,
+                "",
             ])?;
             for i in &v.missing {
                 w.write_record([
@@ -797,6 +801,7 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
                     &i.size.to_string(),
                     i.message_id.as_deref().unwrap_or(""),
                     &i.reason,
+                    i.subject.as_deref().unwrap_or(""),
                 ])?;
             }
         }
@@ -1010,21 +1015,29 @@ fn print_detail(d: &JobDetail) {
     }
     for i in &d.excluded {
         println!(
-            "excluded  {} UID {} {} Message-ID {}: {}",
+            "excluded  {} UID {} {} Message-ID {}{}: {}",
             i.folder,
             i.uid,
             human_bytes(i.size),
             i.message_id.as_deref().unwrap_or("none"),
+            i.subject
+                .as_deref()
+                .map(|s| format!(" Subject {s:?}"))
+                .unwrap_or_default(),
             i.reason
         );
     }
     for i in &d.failed {
         println!(
-            "failed    {} UID {} {} Message-ID {}: {}",
+            "failed    {} UID {} {} Message-ID {}{}: {}",
             i.folder,
             i.uid,
             human_bytes(i.size),
             i.message_id.as_deref().unwrap_or("none"),
+            i.subject
+                .as_deref()
+                .map(|s| format!(" Subject {s:?}"))
+                .unwrap_or_default(),
             i.reason
         );
     }

@@ -102,6 +102,9 @@ pub struct MessageMeta {
     pub internal_date: String,
     /// The Message-ID header's value, if the message has one.
     pub message_id: Option<String>,
+    /// The Subject, decoded, for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// MODSEQ when the source offers CONDSTORE.
     pub modseq: Option<u64>,
     /// The same message seen in several folders carries the same key (Gmail's X-GM-MSGID for

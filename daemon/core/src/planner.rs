@@ -137,6 +137,7 @@ mod tests {
             flags: Flags::new(flags),
             internal_date: "01-Jan-2020 00:00:00 +0000".into(),
             message_id: None,
+            subject: None,
             modseq: None,
             content_key: None,
         }

@@ -60,10 +60,15 @@ async fn dav<T: Send + 'static>(
 
 /// The UID of a vCard, for reports.
 fn vcard_uid(vcard: &[u8]) -> Option<String> {
+    vcard_property(vcard, "UID")
+}
+
+/// A property's value (its first line), for reports: the UID, the full name (FN).
+fn vcard_property(vcard: &[u8], property: &str) -> Option<String> {
     String::from_utf8_lossy(vcard).lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
         let name = name.split(';').next()?;
-        name.eq_ignore_ascii_case("UID")
+        name.eq_ignore_ascii_case(property)
             .then(|| value.trim().to_owned())
     })
 }
@@ -292,13 +297,21 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
                 done += n;
                 bytes += outcome.bytes;
                 report.copied += n;
-                for (href, uid, size, reason) in outcome.refused {
+                for Refused {
+                    href,
+                    uid,
+                    name,
+                    size,
+                    reason,
+                } in outcome.refused
+                {
                     report.failed += 1;
                     let item = FailedItem {
                         folder: book.name.clone(),
                         uid: 0,
                         size,
                         message_id: uid.or(Some(href)),
+                        subject: name,
                         reason,
                     };
                     tracing::warn!(job = %self.config.job_id, book = %item.folder, contact = ?item.message_id, reason = %item.reason, "Contact refused by the destination.");
@@ -337,12 +350,21 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
     }
 }
 
+/// A contact the destination refused.
+struct Refused {
+    href: String,
+    uid: Option<String>,
+    name: Option<String>,
+    size: u64,
+    /// The server's status and words.
+    reason: String,
+}
+
 /// What writing a batch came to.
 struct Outcome {
     records: Vec<(String, ContactRecord)>,
     bytes: u64,
-    /// `(source href, UID, size, the server's words)`.
-    refused: Vec<(String, Option<String>, u64, String)>,
+    refused: Vec<Refused>,
     temporary: Option<DavError>,
 }
 
@@ -385,9 +407,13 @@ fn write_batch(
                 out.temporary = Some(e);
                 break;
             }
-            Err(e) => out
-                .refused
-                .push((card.href, vcard_uid(&card.vcard), size, e.to_string())),
+            Err(e) => out.refused.push(Refused {
+                uid: vcard_uid(&card.vcard),
+                name: vcard_property(&card.vcard, "FN"),
+                href: card.href,
+                size,
+                reason: e.to_string(),
+            }),
         }
     }
     out

@@ -65,6 +65,8 @@ pub struct ExcludedItem {
     pub size: u64,
     /// Message-ID, if any.
     pub message_id: Option<String>,
+    /// Subject, if any.
+    pub subject: Option<String>,
     /// Why it was excluded.
     pub reason: String,
 }
@@ -80,6 +82,8 @@ pub struct FailedItem {
     pub size: u64,
     /// Message-ID, if any.
     pub message_id: Option<String>,
+    /// Subject, if any.
+    pub subject: Option<String>,
     /// The server's words.
     pub reason: String,
 }
@@ -93,6 +97,8 @@ pub struct MissingItem {
     pub size: u64,
     /// Message-ID, if any.
     pub message_id: Option<String>,
+    /// Subject, if any.
+    pub subject: Option<String>,
     /// Why it is not there, as far as the ledger knows.
     pub reason: String,
 }

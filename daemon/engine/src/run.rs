@@ -646,6 +646,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     uid: m.uid,
                     size: u64::from(m.size),
                     message_id: m.message_id.clone(),
+                    subject: m.subject.clone(),
                     reason: format!(
                         "larger than the limit of {} bytes",
                         sh.config.max_message_size
@@ -962,6 +963,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                         uid: m.uid,
                         size: u64::from(m.size),
                         message_id: m.message_id.clone(),
+                        subject: m.subject.clone(),
                         reason: reason.clone(),
                     };
                     tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, reason = %item.reason, "Message refused by the destination.");
@@ -1069,6 +1071,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     uid: m.uid,
                     size: u64::from(m.size),
                     message_id: m.message_id.clone(),
+                    subject: m.subject.clone(),
                     reason,
                 });
             }

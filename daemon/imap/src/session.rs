@@ -72,6 +72,8 @@ pub struct FetchedMeta {
     pub internal_date: String,
     /// Message-ID header value, unfolded and trimmed.
     pub message_id: Option<String>,
+    /// Subject, decoded (RFC 2047) for reports.
+    pub subject: Option<String>,
     /// MODSEQ, with CONDSTORE.
     pub modseq: Option<u64>,
 }
@@ -144,6 +146,14 @@ fn reply_text(code: Option<&ResponseCode<'_>>, info: Option<&str>) -> String {
 }
 
 /// Unfolds and trims the Message-ID from a `HEADER.FIELDS (MESSAGE-ID)` section.
+/// The Subject of a header block, RFC 2047 words decoded (mail-parser), for reports.
+fn parse_subject(header: &[u8]) -> Option<String> {
+    mail_parser::MessageParser::new()
+        .parse_headers(header)
+        .and_then(|m| m.subject().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+}
+
 fn parse_message_id(header: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(header);
     let mut value: Option<String> = None;
@@ -706,7 +716,7 @@ impl ImapSession {
             _ => String::new(),
         };
         let command = format!(
-            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]){changed}",
+            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]){changed}",
             min_uid.max(1)
         );
         let server = self.server.clone();
@@ -719,6 +729,7 @@ impl ImapSession {
                     flags: Vec::new(),
                     internal_date: String::new(),
                     message_id: None,
+                    subject: None,
                     modseq: None,
                 };
                 for a in attrs {
@@ -731,7 +742,8 @@ impl ImapSession {
                         AttributeValue::InternalDate(d) => m.internal_date = d.to_string(),
                         AttributeValue::ModSeq(s) => m.modseq = Some(*s),
                         AttributeValue::BodySection { data: Some(d), .. } => {
-                            m.message_id = parse_message_id(d)
+                            m.message_id = parse_message_id(d);
+                            m.subject = parse_subject(d);
                         }
                         _ => {}
                     }
@@ -772,7 +784,7 @@ impl ImapSession {
     ) -> Result<Vec<GmailMeta>, ImapError> {
         let upper = max_uid.map_or_else(|| "*".to_owned(), |m| m.max(min_uid.max(1)).to_string());
         let command = format!(
-            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE X-GM-MSGID X-GM-LABELS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE X-GM-MSGID X-GM-LABELS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)])",
             min_uid.max(1)
         );
         let what = "UID FETCH (Gmail listing)";
@@ -803,6 +815,7 @@ impl ImapSession {
                     flags: Vec::new(),
                     internal_date: String::new(),
                     message_id: None,
+                    subject: None,
                     modseq: None,
                 },
                 msgid: 0,
@@ -839,6 +852,7 @@ impl ImapSession {
                     }
                     (k, Value::Str(header)) if k.starts_with("BODY[") => {
                         m.meta.message_id = parse_message_id(&header);
+                        m.meta.subject = parse_subject(&header);
                     }
                     _ => {}
                 }
@@ -1197,6 +1211,20 @@ fn parse_quoted(s: &str) -> Option<(String, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_are_decoded_for_reports() {
+        let header = b"Message-ID: <a@b>\r\nSubject: =?UTF-8?B?w5xiZXJ3ZWlzdW5n?= =?ISO-8859-1?Q?f=FCr_M=E4rz?=\r\n\r\n";
+        assert_eq!(
+            parse_subject(header).as_deref(),
+            Some("Überweisungfür März")
+        );
+        assert_eq!(
+            parse_subject(b"Subject: plain\r\n\r\n").as_deref(),
+            Some("plain")
+        );
+        assert_eq!(parse_subject(b"Message-ID: <x@y>\r\n\r\n"), None);
+    }
 
     #[test]
     fn message_id_is_unfolded_and_trimmed() {

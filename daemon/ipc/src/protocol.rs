@@ -311,6 +311,9 @@ pub struct ItemRow {
     pub size: u64,
     /// Message-ID.
     pub message_id: Option<String>,
+    /// Subject (decoded), or a contact's full name.
+    #[serde(default)]
+    pub subject: Option<String>,
     /// Why, in the server's words.
     pub reason: String,
 }

@@ -193,6 +193,7 @@ impl GmailSession {
             flags: Flags::new(&flags),
             internal_date: m.meta.internal_date.clone(),
             message_id: m.meta.message_id.clone(),
+            subject: m.meta.subject.clone(),
             modseq: None,
             // With one folder per label, the same message is in several folders: one upload.
             content_key: self.policy.folders.then(|| format!("gm:{}", m.msgid)),

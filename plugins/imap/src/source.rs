@@ -55,6 +55,7 @@ fn meta(m: FetchedMeta) -> MessageMeta {
         flags: Flags::new(&m.flags),
         internal_date: m.internal_date,
         message_id: m.message_id,
+        subject: m.subject,
         modseq: m.modseq,
         content_key: None,
     }

@@ -1181,28 +1181,40 @@ impl Daemon {
             }
             Event::Excluded(i) => {
                 let msg = format!(
-                    "Excluded {} UID {} ({} bytes): {}.",
-                    i.folder, i.uid, i.size, i.reason
-                );
-                entry.record.run.excluded.push(item_row(
+                    "Excluded {} UID {}{} ({} bytes): {}.",
                     i.folder,
                     i.uid,
+                    titled(i.subject.as_deref()),
                     i.size,
-                    i.message_id,
-                    i.reason,
-                ));
+                    i.reason
+                );
+                entry.record.run.excluded.push(ItemRow {
+                    folder: i.folder,
+                    uid: i.uid,
+                    size: i.size,
+                    message_id: i.message_id,
+                    subject: i.subject,
+                    reason: i.reason,
+                });
                 self.event(id, "warning", msg);
                 return;
             }
             Event::Failed(i) => {
-                let msg = format!("Refused {} UID {}: {}.", i.folder, i.uid, i.reason);
-                entry.record.run.failed.push(item_row(
+                let msg = format!(
+                    "Refused {} UID {}{}: {}.",
                     i.folder,
                     i.uid,
-                    i.size,
-                    i.message_id,
-                    i.reason,
-                ));
+                    titled(i.subject.as_deref()),
+                    i.reason
+                );
+                entry.record.run.failed.push(ItemRow {
+                    folder: i.folder,
+                    uid: i.uid,
+                    size: i.size,
+                    message_id: i.message_id,
+                    subject: i.subject,
+                    reason: i.reason,
+                });
                 self.event(id, "warning", msg);
                 return;
             }
@@ -1524,14 +1536,13 @@ impl Daemon {
                 missing: r
                     .missing
                     .iter()
-                    .map(|m| {
-                        item_row(
-                            r.source.clone(),
-                            m.uid,
-                            m.size,
-                            m.message_id.clone(),
-                            m.reason.clone(),
-                        )
+                    .map(|m| ItemRow {
+                        folder: r.source.clone(),
+                        uid: m.uid,
+                        size: m.size,
+                        message_id: m.message_id.clone(),
+                        subject: m.subject.clone(),
+                        reason: m.reason.clone(),
                     })
                     .collect(),
             })
@@ -1580,18 +1591,7 @@ pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
     }
 }
 
-fn item_row(
-    folder: String,
-    uid: u32,
-    size: u64,
-    message_id: Option<String>,
-    reason: String,
-) -> ItemRow {
-    ItemRow {
-        folder,
-        uid,
-        size,
-        message_id,
-        reason,
-    }
+/// ` ("Subject")` for messages, or nothing.
+fn titled(subject: Option<&str>) -> String {
+    subject.map(|s| format!(" ({s:?})")).unwrap_or_default()
 }
