@@ -67,6 +67,11 @@ pub struct JobSpec {
     /// `:`, at most 32 characters each; changeable with `migratectl tag`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Addresses that get the completion report by e-mail: the batch's report when the job
+    /// belongs to a batch (once, when its last mailbox finishes), else the job's. Needs the
+    /// daemon's `--smtp-server`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
     /// Drop-in files only: what removing the file does to its job. `keep` (default): nothing,
     /// the job goes on; `cancel`: the job is cancelled.
     #[serde(default)]

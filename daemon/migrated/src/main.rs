@@ -6,6 +6,7 @@ mod control;
 mod daemon;
 mod dropin;
 mod job;
+mod notify;
 mod paths;
 
 use job::{EndpointSpecExt, JobSpecExt};
@@ -54,6 +55,22 @@ struct DaemonArgs {
     /// /etc/migrated/jobs.d; $XDG_CONFIG_HOME/migrated/jobs.d for --user.
     #[arg(long, env = "MIGRATED_JOBS_DIR")]
     jobs_dir: Option<PathBuf>,
+    /// SMTP server for completion reports (`host[:port]`); jobs name the recipients (`notify`).
+    #[arg(long, env = "MIGRATED_SMTP_SERVER")]
+    smtp_server: Option<String>,
+    /// How to reach it.
+    #[arg(long, value_enum, default_value_t = notify::SmtpSecurity::Starttls)]
+    smtp_security: notify::SmtpSecurity,
+    /// SMTP login, if the server wants one; the password is read from --smtp-password-file or
+    /// $CREDENTIALS_DIRECTORY/smtp-password.
+    #[arg(long)]
+    smtp_user: Option<String>,
+    /// File holding the SMTP password (first line).
+    #[arg(long)]
+    smtp_password_file: Option<PathBuf>,
+    /// Sender address of the reports.
+    #[arg(long, default_value = "migrated@localhost")]
+    smtp_from: String,
     /// Source plugins directory: every `*.so` in it is loaded at start.
     #[arg(long, global = true, env = "MIGRATED_PLUGINS_DIR", default_value = DEFAULT_PLUGINS_DIR)]
     plugins_dir: PathBuf,
@@ -165,6 +182,36 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (updates, _) = tokio::sync::broadcast::channel(1024);
     let plugins = std::sync::Arc::new(load_plugins(&args.plugins_dir));
+    let smtp = match &args.smtp_server {
+        None => None,
+        Some(server) => {
+            let (host, port) = notify::Smtp::parse_server(server, args.smtp_security);
+            let file = args.smtp_password_file.clone().or_else(|| {
+                std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(|d| PathBuf::from(d).join("smtp-password"))
+                    .filter(|p| p.exists())
+            });
+            let password = match file {
+                Some(f) => Some(migrated_core::Secret::new(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--smtp-password-file {}", f.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                )),
+                None => None,
+            };
+            Some(std::sync::Arc::new(notify::Smtp {
+                host,
+                port,
+                security: args.smtp_security,
+                user: args.smtp_user.clone(),
+                password,
+                from: args.smtp_from.clone(),
+            }))
+        }
+    };
     let settings = daemon::Settings {
         max_jobs: args.max_jobs.max(1),
         retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
@@ -175,6 +222,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             .map(|m| std::sync::Arc::new(migrated_engine::RateLimit::new((m * 1e6) as u64))),
         max_connections_per_host: args.max_connections_per_host,
         plugins,
+        smtp,
     };
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");

@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub max_connections_per_host: usize,
     /// The source plugins loaded at start.
     pub plugins: Arc<migrated_plugin_api::host::Plugins>,
+    /// Where completion reports are mailed from, if configured.
+    pub smtp: Option<Arc<crate::notify::Smtp>>,
 }
 
 /// What a job reads and writes.
@@ -74,6 +76,12 @@ pub(crate) enum Msg {
     Tick,
     /// The drop-in directory changed (or SIGHUP): rescan it.
     Rescan,
+    /// Something a background task wants in a job's events (an e-mail sent or not).
+    Notice {
+        id: String,
+        level: &'static str,
+        message: String,
+    },
 }
 
 /// An update published to subscribers.
@@ -184,6 +192,7 @@ impl Daemon {
                     self.schedule();
                 }
                 Msg::Engine { id, event } => self.on_engine(&id, event),
+                Msg::Notice { id, level, message } => self.event(&id, level, message),
                 Msg::Finished { id, result } => {
                     self.on_finished(&id, result);
                     if self.shutting_down && self.running() == 0 {
@@ -672,6 +681,14 @@ impl Daemon {
             .find_map(|t| migrated_core::spec::check_tag(t).err())
         {
             return error(ErrorKind::Invalid, format!("{place}: tags: {bad}"));
+        }
+        if let Some(bad) = spec.notify.iter().find(|a| {
+            a.contains(char::is_whitespace) || a.split('@').filter(|p| !p.is_empty()).count() != 2
+        }) {
+            return error(
+                ErrorKind::Invalid,
+                format!("{place}: notify: {bad:?} is not an e-mail address"),
+            );
         }
         for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
             if e.password_file.is_some() {
@@ -1320,7 +1337,127 @@ impl Daemon {
             self.event(id, "info", message);
         } else {
             self.set_status(id, status);
+            if status.is_finished() {
+                self.notify_finished(id);
+            }
         }
+    }
+
+    /// Good news for a batch: when its last mailbox finishes, an event on every job of it and,
+    /// when its jobs name addresses (`notify`), the batch's report by e-mail; a job outside a
+    /// batch mails its own report.
+    fn notify_finished(&mut self, id: &str) {
+        let record = &self.jobs[id].record;
+        let in_batch = record.batch.is_some();
+        let (subject_name, members): (String, Vec<String>) = match &record.batch {
+            Some(batch) => {
+                let members: Vec<String> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.record.batch.as_ref() == Some(batch))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if members
+                    .iter()
+                    .any(|m| !self.jobs[m].record.status.is_finished())
+                {
+                    return;
+                }
+                (format!("batch {batch}"), members)
+            }
+            None => (format!("job {}", record.spec.name), vec![id.to_owned()]),
+        };
+        let mut jobs: Vec<JobSummary> = members
+            .iter()
+            .map(|m| self.jobs[m].record.summary())
+            .collect();
+        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+        let count = |s: JobStatus| jobs.iter().filter(|j| j.status == Some(s)).count();
+        let (ok, partly, failed, cancelled) = (
+            count(JobStatus::Completed),
+            count(JobStatus::CompletedWithErrors),
+            count(JobStatus::Failed),
+            count(JobStatus::Cancelled),
+        );
+        let subject = format!(
+            "migrated: {subject_name} finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled"
+        );
+        if in_batch {
+            let level = if failed + partly > 0 {
+                "warning"
+            } else {
+                "info"
+            };
+            let what = if failed + partly > 0 {
+                " `migratectl report --batch` lists every refused message and error with what to do."
+            } else {
+                ""
+            };
+            for m in &members {
+                self.event(m, level, format!("Batch finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled.{what}"));
+            }
+        }
+        let mut to: Vec<String> = members
+            .iter()
+            .flat_map(|m| self.jobs[m].record.spec.notify.clone())
+            .collect();
+        to.sort();
+        to.dedup();
+        if to.is_empty() {
+            return;
+        }
+        let Some(smtp) = self.settings.smtp.clone() else {
+            self.event(
+                id,
+                "warning",
+                format!(
+                    "No report e-mailed to {}: the daemon has no --smtp-server.",
+                    to.join(", ")
+                ),
+            );
+            return;
+        };
+        let mut body = format!("{subject}\n\n");
+        body.push_str(&format!(
+            "{:<28} {:<22} {:>20} {:>8}  ERROR\n",
+            "MAILBOX", "STATUS", "MESSAGES", "FAILED"
+        ));
+        for j in &jobs {
+            body.push_str(&format!(
+                "{:<28} {:<22} {:>20} {:>8}  {}\n",
+                j.name,
+                j.status.map(|s| s.label()).unwrap_or(""),
+                format!("{}/{}", j.items_done, j.items_total),
+                j.failed,
+                j.error.as_deref().unwrap_or("")
+            ));
+        }
+        body.push_str(
+            "\nEvery refused or excluded message, with the server's words: migratectl report",
+        );
+        match &self.jobs[id].record.batch {
+            Some(batch) => body.push_str(&format!(" --batch {batch}\n")),
+            None => body.push_str(&format!(" {}\n", self.jobs[id].record.spec.name)),
+        }
+        let tx = self.tx.clone();
+        let job = id.to_owned();
+        tokio::spawn(async move {
+            let list = to.join(", ");
+            let (level, message) = match smtp.send(to, subject, body).await {
+                Ok(()) => ("info", format!("Report e-mailed to {list}.")),
+                Err(e) => (
+                    "warning",
+                    format!(
+                        "The report could not be e-mailed to {list}: {e}. Check --smtp-server and the SMTP credentials; `migratectl report` shows the same report."
+                    ),
+                ),
+            };
+            let _ = tx.send(Msg::Notice {
+                id: job,
+                level,
+                message,
+            });
+        });
     }
 
     /// Diffs the drop-in directory against the jobs made from it: new files become jobs,
