@@ -220,3 +220,49 @@ async fn a_finished_batch_says_so_and_its_report_arrives_by_e_mail() {
         "{events}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_an_alert_that_says_what_to_do() {
+    let p = common::pair(CorpusSpec {
+        seed: 9,
+        messages: 3,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let jobs = d.state.join("jobs");
+    let job = common::daemon::job_file(&p, &jobs, "wrong", "");
+    // The source password file says something else than the server knows.
+    std::fs::write(jobs.join("src.pass"), "not-the-password").unwrap();
+    let text = std::fs::read_to_string(&job).unwrap();
+    assert!(text.contains("src.pass"), "{text}");
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let s = d
+        .wait_until(&id, "the job to fail", |s| {
+            s.status == Some(JobStatus::Failed)
+        })
+        .await;
+    assert!(
+        s.source_connection
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Failed"),
+        "{s:?}"
+    );
+    let events = stdout(&d.ctl(&["events", &id]));
+    let alert = events
+        .lines()
+        .find(|l| l.contains("Run failed"))
+        .unwrap_or_else(|| panic!("no alert:\n{events}"));
+    assert!(
+        alert.contains("What to do: the source refused the login")
+            && alert.contains("migratectl delta wrong --source-password-file FILE"),
+        "{alert}"
+    );
+    assert!(
+        d.log().contains("Run failed"),
+        "the alert is in the journal too"
+    );
+}

@@ -1293,6 +1293,29 @@ impl Daemon {
                     summary.duration.as_secs_f64()
                 );
                 self.event(id, "info", message);
+                let name = self.jobs[id].record.spec.name.clone();
+                if !summary.failed.is_empty() {
+                    self.event(
+                        id,
+                        "warning",
+                        format!(
+                            "{} messages were refused by the destination. What to do: `migratectl report {name}` lists each with the server's words; fix the cause (a size or content the server will not take, its quota) and run `migratectl delta {name}`, which copies only them.",
+                            summary.failed.len()
+                        ),
+                    );
+                }
+                for f in summary.per_folder.iter().filter(|f| f.error.is_some()) {
+                    self.event(
+                        id,
+                        "error",
+                        format!(
+                            "Folder {} could not be copied: {}. What to do: create {} on the destination by hand, or rename it with a [folders] rename rule, then run `migratectl delta {name}`.",
+                            f.source,
+                            f.error.as_deref().unwrap_or(""),
+                            f.destination
+                        ),
+                    );
+                }
                 if let Some(rows) = &summary.verification {
                     self.verified(id, rows);
                 }
@@ -1311,7 +1334,15 @@ impl Daemon {
                 if let Some(entry) = self.jobs.get_mut(id) {
                     entry.record.error = Some(message.clone());
                 }
-                self.event(id, "error", format!("Run failed: {message}"));
+                let name = self.jobs[id].record.spec.name.clone();
+                self.event(
+                    id,
+                    "error",
+                    format!(
+                        "Run failed: {message}. What to do: {}",
+                        what_to_do(&e, &name)
+                    ),
+                );
                 JobStatus::Failed
             }
         };
@@ -1725,6 +1756,54 @@ pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
         excluded: f.excluded,
         failed: f.failed,
         error: f.error.clone(),
+    }
+}
+
+/// The next step for an administrator after a run failed this way.
+fn what_to_do(e: &EngineError, job: &str) -> String {
+    let text = e.to_string().to_ascii_lowercase();
+    let refused_login = matches!(
+        e,
+        EngineError::Destination(migrated_imap::ImapError::Auth { .. })
+    ) || [
+        "authenticationfailed",
+        "authentication failed",
+        "invalid credentials",
+        "login failed",
+        "http 401",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    if refused_login {
+        let side = if text.starts_with("source") {
+            "source"
+        } else {
+            "destination"
+        };
+        return format!(
+            "the {side} refused the login: check the user and password (or token), then give them again with `migratectl delta {job} --{side}-password-file FILE`."
+        );
+    }
+    match e {
+        EngineError::Destination(i) if i.is_over_quota() => format!(
+            "the destination mailbox is full: raise its quota, then run `migratectl delta {job}`; nothing copied so far is copied again."
+        ),
+        EngineError::Destination(migrated_imap::ImapError::Tls { .. })
+        | EngineError::Destination(migrated_imap::ImapError::NoStartTls { .. }) => format!(
+            "the TLS connection was refused: check the host name and port, give the server's CA with ca_file, then `migratectl delta {job}`."
+        ),
+        EngineError::Store(_) => {
+            "the job store failed (disk full or read-only?): free space under the state directory, then restart migrated; the ledger is intact.".to_owned()
+        }
+        EngineError::GaveUp { .. } => format!(
+            "temporary errors lasted through every pass: check that both servers are up and reachable, then `migratectl delta {job}` resumes where it stopped."
+        ),
+        _ if e.kind() == migrated_core::ErrorKind::Temporary => format!(
+            "the server could not be reached or went away: check host, port and firewall, then `migratectl delta {job}` resumes where it stopped."
+        ),
+        _ => format!(
+            "read the server's words above, correct the job file, and run `migratectl delta {job}`; `migratectl report {job}` shows what was copied."
+        ),
     }
 }
 
