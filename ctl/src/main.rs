@@ -421,8 +421,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if detail.summary.status.is_some_and(|s| s.is_finished()) {
                 return Ok(exit_for(detail.summary.status));
             }
+            let seen = if json {
+                0
+            } else {
+                detail.events.iter().map(|e| e.seq).max().unwrap_or(0)
+            };
             let updates = ctl.follow(&path, &detail.summary.id).await?;
-            return follow_job(updates, json).await;
+            return follow_job(updates, json, seen).await;
         }
         Command::Pause { job } => print_status(ctl.act(&job, Action::Pause).await?, json),
         Command::Resume { job } => print_status(ctl.act(&job, Action::Resume).await?, json),
@@ -978,14 +983,29 @@ fn print_detail(d: &JobDetail) {
     }
     if !d.verification.is_empty() {
         let missing: usize = d.verification.iter().map(|v| v.missing.len()).sum();
+        let excluded: usize = d
+            .verification
+            .iter()
+            .flat_map(|v| &v.missing)
+            .filter(|m| m.reason.starts_with("excluded"))
+            .count();
         println!(
             "\nverification {} ({}): {}",
             d.verified_at.map(clock).unwrap_or_default(),
-            if missing == 0 { "exact" } else { "incomplete" },
-            if missing == 0 {
-                "every source message is on the destination".to_owned()
+            if missing == excluded {
+                "exact"
             } else {
-                format!("{missing} messages missing on the destination")
+                "incomplete"
+            },
+            match (missing, excluded) {
+                (0, _) => "every source message is on the destination".to_owned(),
+                (m, e) if m == e => {
+                    format!("every source message is on the destination but the {e} excluded")
+                }
+                (m, e) => format!(
+                    "{} messages missing on the destination (and {e} excluded)",
+                    m - e
+                ),
             }
         );
         println!(
@@ -1004,10 +1024,14 @@ fn print_detail(d: &JobDetail) {
             );
             for i in &v.missing {
                 println!(
-                    "  missing   UID {} {} Message-ID {}: {}",
+                    "  missing   UID {} {} Message-ID {}{}: {}",
                     i.uid,
                     human_bytes(i.size),
                     i.message_id.as_deref().unwrap_or("none"),
+                    i.subject
+                        .as_deref()
+                        .map(|s| format!(" Subject {s:?}"))
+                        .unwrap_or_default(),
                     i.reason
                 );
             }
@@ -1055,10 +1079,20 @@ fn print_event(e: &EventRow) {
 
 /// Follows a job until it finishes: a progress line (redrawn in a terminal) and the events as
 /// they come. Exit code 0 when it completes, 1 when it fails.
-async fn follow_job(mut updates: control::Updates, json: bool) -> anyhow::Result<ExitCode> {
+async fn follow_job(
+    mut updates: control::Updates,
+    json: bool,
+    mut seen: u64,
+) -> anyhow::Result<ExitCode> {
     let tty = std::io::stdout().is_terminal() && !json;
+    let mut last_line = String::new();
     loop {
-        let (job, events) = updates.next().await?;
+        let (job, mut events) = updates.next().await?;
+        // Events already shown (the status printed first, or an earlier update) are not
+        // repeated.
+        events.retain(|e| e.seq > seen);
+        seen = events.iter().map(|e| e.seq).max().unwrap_or(seen).max(seen);
+
         if json {
             println!("{}", serde_json::json!({ "job": job, "events": events }));
         } else {
@@ -1088,9 +1122,10 @@ async fn follow_job(mut updates: control::Updates, json: bool) -> anyhow::Result
             if tty {
                 print!("\r\x1b[2K{line}");
                 std::io::stdout().flush()?;
-            } else if events.is_empty() {
+            } else if line != last_line {
                 println!("{line}");
             }
+            last_line = line;
         }
         if let Some(status) = job.status
             && (status.is_finished() || status == JobStatus::WaitingForCredentials)

@@ -1715,20 +1715,31 @@ impl Daemon {
                     .collect(),
             })
             .collect();
-        let missing: usize = rows.iter().map(|r| r.missing.len()).sum();
+        let missing: usize = rows
+            .iter()
+            .flat_map(|r| &r.missing)
+            .filter(|m| !m.reason.starts_with("excluded"))
+            .count();
         let (level, message) = if missing == 0 {
             (
                 "info",
                 format!(
-                    "Verified: all {} folders are on the destination with every message.",
+                    "Verified: all {} folders are on the destination with every message that was not excluded.",
                     rows.len()
                 ),
             )
         } else {
             let folders: Vec<String> = rows
                 .iter()
-                .filter(|r| !r.missing.is_empty())
-                .map(|r| format!("{} ({})", r.source, r.missing.len()))
+                .filter(|r| r.missing.iter().any(|m| !m.reason.starts_with("excluded")))
+                .map(|r| {
+                    let n = r
+                        .missing
+                        .iter()
+                        .filter(|m| !m.reason.starts_with("excluded"))
+                        .count();
+                    format!("{} ({n})", r.source)
+                })
                 .collect();
             (
                 "warning",
