@@ -328,7 +328,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let path = socket_path(cli.socket);
     let json = cli.json;
-    let mut ctl = Control::connect(&path, cli.bus).await?;
+    let bus = cli.bus;
+    let mut ctl = Control::connect(&path, bus).await?;
     match cli.command {
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Create { job } => {
@@ -426,8 +427,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 detail.events.iter().map(|e| e.seq).max().unwrap_or(0)
             };
-            let updates = ctl.follow(&path, &detail.summary.id).await?;
-            return follow_job(updates, json, seen).await;
+            let id = detail.summary.id.clone();
+            let updates = ctl.follow(&path, &id).await?;
+            let reconnect = || {
+                let (path, id) = (path.clone(), id.clone());
+                async move {
+                    let mut c = Control::connect(&path, bus).await?;
+                    let detail = c.status(&id).await?;
+                    let updates = c.follow(&path, &id).await?;
+                    anyhow::Ok((detail, updates))
+                }
+            };
+            return follow_job(updates, json, seen, reconnect).await;
         }
         Command::Pause { job } => print_status(ctl.act(&job, Action::Pause).await?, json),
         Command::Resume { job } => print_status(ctl.act(&job, Action::Resume).await?, json),
@@ -1079,15 +1090,47 @@ fn print_event(e: &EventRow) {
 
 /// Follows a job until it finishes: a progress line (redrawn in a terminal) and the events as
 /// they come. Exit code 0 when it completes, 1 when it fails.
-async fn follow_job(
+async fn follow_job<F, Fut>(
     mut updates: control::Updates,
     json: bool,
     mut seen: u64,
-) -> anyhow::Result<ExitCode> {
+    reconnect: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(JobDetail, control::Updates)>>,
+{
     let tty = std::io::stdout().is_terminal() && !json;
     let mut last_line = String::new();
+    // When copying began and how far it was: the rate since then gives the ETA.
+    let mut copy_start: Option<(std::time::Instant, u64)> = None;
     loop {
-        let (job, mut events) = updates.next().await?;
+        let (job, mut events) = match updates.next().await {
+            Ok(u) => u,
+            Err(e) => {
+                // The daemon restarted (or the bus dropped us): follow it again, showing what
+                // happened meanwhile, for up to two minutes.
+                if tty {
+                    println!();
+                }
+                eprintln!("Lost the daemon ({e}); reconnecting...");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                let (detail, fresh) = loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    match reconnect().await {
+                        Ok(r) => break r,
+                        Err(e) if std::time::Instant::now() >= deadline => {
+                            return Err(e.context("the daemon did not come back within 2 minutes"));
+                        }
+                        Err(_) => {}
+                    }
+                };
+                eprintln!("Reconnected.");
+                updates = fresh;
+                copy_start = None;
+                (detail.summary, detail.events)
+            }
+        };
         // Events already shown (the status printed first, or an earlier update) are not
         // repeated.
         events.retain(|e| e.seq > seen);
@@ -1106,8 +1149,20 @@ async fn follow_job(
                 .throttled_until
                 .map(|t| format!(" (throttled until {} UTC)", clock(t)))
                 .unwrap_or_default();
+            if job.status == Some(JobStatus::Copying) && copy_start.is_none() {
+                copy_start = Some((std::time::Instant::now(), job.items_done));
+            }
+            let eta = match copy_start {
+                Some((t, start)) if job.items_done > start && job.items_done < job.items_total => {
+                    let rate =
+                        (job.items_done - start) as f64 / t.elapsed().as_secs_f64().max(0.001);
+                    let left = (job.items_total - job.items_done) as f64 / rate;
+                    format!("  ETA {}", human_duration(left))
+                }
+                _ => String::new(),
+            };
             let line = format!(
-                "{:<22} {} {}/{} messages {} / {}{}{throttled}",
+                "{:<22} {} {}/{} messages {} / {}{eta}{}{throttled}",
                 status_label(&job),
                 bar(job.items_done, job.items_total, 24),
                 job.items_done,
@@ -1166,5 +1221,15 @@ fn print_plugins(plugins: &[migrated_ipc::PluginRow], rejected: &[migrated_ipc::
     }
     for r in rejected {
         println!("skipped {}: {}", r.path, r.reason);
+    }
+}
+
+/// `42s`, `3m05s`, `2h10m`, for the ETA.
+fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }

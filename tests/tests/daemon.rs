@@ -931,3 +931,58 @@ async fn tags_filter_and_sort_the_job_list() {
     assert_eq!(names(&["--status", "completed"]).len(), 3);
     assert!(names(&["--status", "failed"]).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follow_shows_an_eta_and_carries_on_when_the_daemon_restarts() {
+    let p = pair(CorpusSpec {
+        seed: 62,
+        messages: 300,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "follow",
+        "[limits]\nmax_mbps = 1\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let follower = Command::new(binary("migratectl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["status", "--follow", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.wait_until(&id, "copying under way", |s| {
+        s.status == Some(JobStatus::Copying) && s.items_done > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.start().await;
+    let out = tokio::task::spawn_blocking(move || follower.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}\n{text}");
+    assert!(
+        err.contains("reconnecting") && err.contains("Reconnected."),
+        "{err}"
+    );
+    assert!(text.contains("ETA "), "{text}");
+    assert!(
+        text.lines().last().unwrap_or("").starts_with("Completed"),
+        "{text}"
+    );
+    p.assert_exact().await;
+}
