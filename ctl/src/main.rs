@@ -983,6 +983,14 @@ fn print_detail(d: &JobDetail) {
     if let Some(f) = &s.current_folder {
         println!("folder       {f}");
     }
+    if d.duration_secs > 0.0 {
+        println!(
+            "last run     {}, {:.0} messages/min, {:.1} MB/s",
+            human_duration(d.duration_secs),
+            s.items_done as f64 * 60.0 / d.duration_secs,
+            s.bytes_done as f64 / 1e6 / d.duration_secs
+        );
+    }
     if let Some(t) = s.throttled_until {
         println!("throttled    by the server until {} UTC", clock(t));
     }

@@ -758,7 +758,12 @@ async fn the_csv_report_lists_folders_and_excluded_messages() {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&d.ctl(&["report", "rita", "--format", "json"]))).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
-    assert!(stdout(&d.ctl(&["report", "rita"])).contains("SOURCE FOLDER"));
+    let table = stdout(&d.ctl(&["report", "rita"]));
+    assert!(table.contains("SOURCE FOLDER"), "{table}");
+    assert!(
+        table.contains("messages/min") && table.contains("MB/s"),
+        "average speed in the report: {table}"
+    );
 
     // The verification after the run: every folder compared on both sides, the excluded
     // messages named as missing with the reason.
