@@ -656,6 +656,30 @@ impl Dovecot {
         })
     }
 
+    /// Changes the storage quota of every user and reloads the server (connections stay).
+    ///
+    /// # Errors
+    ///
+    /// If the instance has no quota, or the reload fails.
+    pub fn set_quota(&mut self, bytes: u64) -> Result<()> {
+        let text = fs::read_to_string(&self.conf)?;
+        let Some(start) = text.find("quota_rule = *:storage=") else {
+            bail!("this instance was started without quota_bytes");
+        };
+        let end = start + text[start..].find('\n').unwrap_or(text.len() - start);
+        let text = format!(
+            "{}quota_rule = *:storage={bytes}B{}",
+            &text[..start],
+            &text[end..]
+        );
+        fs::write(&self.conf, text)?;
+        self.opts.quota_bytes = Some(bytes);
+        self.doveadm(&["reload"])?;
+        // The reload is asynchronous: give the master a moment to apply it.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Ok(())
+    }
+
     /// Runs `doveadm -c <conf> <args>` against this instance and returns its stdout.
     pub fn doveadm(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("doveadm")

@@ -21,6 +21,9 @@ pub enum EngineError {
         /// What went wrong, with the server's status and words.
         message: String,
     },
+    /// The destination mailbox is over its quota: the run stops; raise the quota and resume.
+    #[error("destination mailbox full: {0}")]
+    MailboxFull(ImapError),
     /// A daily allowance is used up; the run waits for the next day.
     #[error("{0}")]
     Throttled(String),
@@ -48,6 +51,7 @@ impl EngineError {
             Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
             Self::Destination(_) => ErrorKind::Permanent,
             Self::Contacts { kind, .. } => *kind,
+            Self::MailboxFull(_) => ErrorKind::Permanent,
             Self::Store(_) | Self::GaveUp { .. } | Self::Stopped | Self::Throttled(_) => {
                 ErrorKind::Temporary
             }

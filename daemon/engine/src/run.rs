@@ -48,6 +48,8 @@ struct Shared<C> {
     failed: Mutex<Vec<FailedItem>>,
     /// Set to stop the run after the batches in flight (pause, cancel, shutdown).
     stop: Arc<AtomicBool>,
+    /// Set when the destination mailbox is full: workers take no new batch.
+    stop_after_full: AtomicBool,
 }
 
 /// One folder's work in a pass.
@@ -95,6 +97,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 excluded: Mutex::new(Vec::new()),
                 failed: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
+                stop_after_full: AtomicBool::new(false),
             }),
         }
     }
@@ -134,6 +137,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     pub async fn run(&self) -> Result<Summary, EngineError> {
         let sh = &self.shared;
         let started = Instant::now();
+        sh.stop_after_full.store(false, Ordering::Relaxed);
         sh.items_done.store(0, Ordering::Relaxed);
         sh.bytes_done.store(0, Ordering::Relaxed);
         let mut backoff = sh.config.initial_backoff;
@@ -769,6 +773,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
             if sh.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            if sh.stop_after_full.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let Some(batch) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                 return Ok(());
             };
@@ -779,6 +786,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
             match result {
                 Ok(()) => consecutive_failures = 0,
                 Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                // A full mailbox takes nothing more: the run stops; other workers stop at
+                // their next batch.
+                Err(e @ EngineError::MailboxFull(_)) => {
+                    sh.stop_after_full.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
                 Err(e) => {
                     w.incomplete.store(true, Ordering::Relaxed);
                     let message = e.to_string();
@@ -993,6 +1006,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
             bytes_done,
         });
         match temporary {
+            Some(e) if e.is_over_quota() => Err(EngineError::MailboxFull(e)),
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -1266,7 +1280,8 @@ async fn append_all(
                 );
             }
             Ok(None) => return (items.iter().map(|_| Appended::Stored(None)).collect(), None),
-            Err(e) if e.is_temporary() => {
+            // A full mailbox refuses everything that follows: the run stops there.
+            Err(e) if e.is_temporary() || e.is_over_quota() => {
                 return (items.iter().map(|_| Appended::NotSent).collect(), Some(e));
             }
             Err(e) => tracing::debug!(folder, error = %e, "Batch refused; appending one by one."),
@@ -1276,7 +1291,7 @@ async fn append_all(
     for item in &items {
         match d.append(folder, std::slice::from_ref(item)).await {
             Ok(uids) => outcomes.push(Appended::Stored(uids.and_then(|u| u.first().copied()))),
-            Err(e) if e.is_temporary() => {
+            Err(e) if e.is_temporary() || e.is_over_quota() => {
                 while outcomes.len() < items.len() {
                     outcomes.push(Appended::NotSent);
                 }

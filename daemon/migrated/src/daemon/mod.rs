@@ -1796,8 +1796,8 @@ fn what_to_do(e: &EngineError, job: &str) -> String {
         );
     }
     match e {
-        EngineError::Destination(i) if i.is_over_quota() => format!(
-            "the destination mailbox is full: raise its quota, then run `migratectl delta {job}`; nothing copied so far is copied again."
+        EngineError::MailboxFull(_) => format!(
+            "raise the destination mailbox's quota (or make room in it), then run `migratectl delta {job}`; nothing copied so far is copied again."
         ),
         EngineError::Destination(migrated_imap::ImapError::Tls { .. })
         | EngineError::Destination(migrated_imap::ImapError::NoStartTls { .. }) => format!(
