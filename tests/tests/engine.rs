@@ -616,3 +616,85 @@ async fn a_daily_upload_allowance_makes_the_job_wait_for_the_next_day_instead_of
     );
     assert_eq!(report.extra_count(), 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_expunged_and_added_on_the_source_during_a_run_cost_nothing_and_double_nothing() {
+    let p = pair(CorpusSpec {
+        seed: 45,
+        messages: 300,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut config = p.config();
+    // Slow enough (about 5 s) for the source to change while the copy runs.
+    config
+        .bandwidth
+        .push(Arc::new(migrated_engine::RateLimit::new(1_500_000)));
+    config.connections = 2;
+    let recorder = Arc::new(Recorder::default());
+    let engine = p.engine(config, recorder.observer());
+    let run = tokio::spawn(async move { engine.run().await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Progress { .. }))
+    {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // While it copies: the newest five INBOX messages expunged, five new ones delivered.
+    let src = p.src.account("alice").unwrap();
+    let mut s = testbed::login(&src).await.unwrap();
+    let inbox = p
+        .src
+        .prefix()
+        .trim_end_matches(p.src.separator())
+        .to_owned();
+    let inbox = if inbox.is_empty() {
+        "INBOX".to_owned()
+    } else {
+        inbox
+    };
+    let mut before = s.folder_messages(&inbox).await.unwrap();
+    before.sort_by_key(|m| m.uid);
+    let expunged: Vec<blake3::Hash> = before.iter().rev().take(5).map(|m| m.body_hash).collect();
+    for m in before.iter().rev().take(5) {
+        s.expunge_uid(&inbox, m.uid).await.unwrap();
+    }
+    for i in 0..5 {
+        let body = format!(
+            "From: late@example.com\r\nSubject: arrived during the run {i}\r\nMessage-ID: <during-{i}@x>\r\n\r\nhello {i}\r\n"
+        );
+        testbed::append_message(
+            &src,
+            &inbox,
+            body.as_bytes(),
+            &["\\Seen"],
+            1_700_000_000 + i,
+        )
+        .await
+        .unwrap();
+    }
+    run.await
+        .unwrap()
+        .expect("the run copes with a changing source");
+    // A delta picks up whatever arrived after the listing.
+    p.quiet_engine(p.config()).run().await.expect("delta");
+
+    let report = p.verify().await;
+    assert_eq!(report.missing_count(), 0, "nothing lost:\n{report}");
+    for f in &report.folders {
+        assert!(f.mismatched.is_empty(), "{report}");
+        for x in &f.extra {
+            assert!(!x.duplicate, "no message twice:\n{report}");
+            assert!(
+                expunged.contains(&x.body_hash),
+                "the only extras are messages expunged after they were copied:\n{report}"
+            );
+        }
+    }
+}
