@@ -991,3 +991,86 @@ async fn status_follow_shows_an_eta_and_carries_on_when_the_daemon_restarts() {
     );
     p.assert_exact().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
+    let p = pair(CorpusSpec {
+        seed: 63,
+        messages: 120,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.env.push(("MIGRATED_LOG".into(), "debug".into()));
+    d.start().await;
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "secrets",
+        "[limits]\nmax_mbps = 2\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let passwords = [
+        p.src.password("alice").unwrap().to_owned(),
+        p.dst.password("alice").unwrap().to_owned(),
+    ];
+    let holds = |bytes: &[u8]| {
+        passwords
+            .iter()
+            .any(|pw| bytes.windows(pw.len()).any(|w| w == pw.as_bytes()))
+    };
+    // While it runs: not in the daemon's command line or environment (what `ps` shows).
+    d.wait_until(&id, "copying", |s| s.status == Some(JobStatus::Copying))
+        .await;
+    let pid = d.pid();
+    for what in ["cmdline", "environ"] {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap();
+        assert!(!holds(&bytes), "/proc/{pid}/{what} holds a password");
+    }
+    let ps = Command::new("ps")
+        .args(["axww", "-o", "args"])
+        .output()
+        .unwrap();
+    assert!(!holds(&ps.stdout), "ps shows a password");
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    // Not in the journal-bound log (debug level), the events, the status or the report.
+    assert!(!d.log().is_empty());
+    assert!(!holds(d.log().as_bytes()), "the log holds a password");
+    for args in [
+        vec!["events", id.as_str()],
+        vec!["--json", "status", id.as_str()],
+        vec!["report", "--format", "csv"],
+        vec!["--json", "list"],
+    ] {
+        let out = stdout(&d.ctl(&args));
+        assert!(
+            !holds(out.as_bytes()),
+            "migratectl {args:?} shows a password"
+        );
+    }
+    // Not in any file of the store, sealed or not.
+    for f in files_under(&d.state.join("store")) {
+        assert!(
+            !holds(&std::fs::read(&f).unwrap()),
+            "{} holds a password",
+            f.display()
+        );
+    }
+    // Core dumps are off where the package runs the daemon.
+    for unit in [
+        "packaging/systemd/migrated.service",
+        "packaging/systemd/user/migrated.service",
+    ] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(unit),
+        )
+        .unwrap();
+        assert!(text.lines().any(|l| l.trim() == "LimitCORE=0"), "{unit}");
+    }
+}

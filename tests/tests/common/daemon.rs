@@ -77,6 +77,11 @@ impl Daemon {
         (done, list)
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends a signal to the running daemon.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id();
