@@ -192,3 +192,140 @@ async fn a_job_over_dbus_with_progress_signals_pause_and_resume() {
         "{err}"
     );
 }
+
+/// A system-like bus (`<type>system</type>`, deny by default) with the package's policy file
+/// included; the daemon runs as root here, so root may own the name on this test bus.
+struct SystemBus {
+    child: Child,
+    address: String,
+    dir: std::path::PathBuf,
+}
+
+impl SystemBus {
+    fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("migrated-sysbus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.join("system_bus_socket");
+        let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/dbus/org.migrated.Manager1.conf")
+            .canonicalize()
+            .unwrap();
+        let config = dir.join("system.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <policy user="root">
+    <allow own="org.migrated.Manager1"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+                socket = socket.display(),
+                policy = policy.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "dbus-daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            address: format!("unix:path={}", socket.display()),
+            dir,
+        }
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packaged_dbus_policy_refuses_an_unprivileged_caller() {
+    let p = pair(CorpusSpec {
+        seed: 42,
+        messages: 1,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let bus = SystemBus::start();
+    let mut d = Daemon::new(&p);
+    d.env.push(("MIGRATED_BUS".into(), "system".into()));
+    d.env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone()));
+    d.start().await;
+    let call = |as_nobody: bool| {
+        let mut c = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
+            c
+        } else {
+            Command::new("busctl")
+        };
+        c.arg(format!("--address={}", bus.address)).args([
+            "call",
+            "org.migrated.Manager1",
+            "/org/migrated/Manager1",
+            "org.migrated.Manager1",
+            "ListJobs",
+        ]);
+        c.output().unwrap()
+    };
+    // The daemon owns its name on the system-like bus, and root may call it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let root = loop {
+        let out = call(false);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        root.status.success(),
+        "root is allowed: {}\n{}",
+        String::from_utf8_lossy(&root.stderr),
+        d.log()
+    );
+    // An unprivileged user (nobody, not in group migrated) is refused by the bus itself.
+    let nobody = call(true);
+    let err = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        !nobody.status.success() && err.contains("Access denied"),
+        "nobody: {err}"
+    );
+}
