@@ -26,9 +26,10 @@ pub fn ensure_installed() -> Result<()> {
     ensure_package(DOVECOT_BIN, "dovecot-imapd")
 }
 
-/// Installs a Debian package unless `probe` exists. Parallel tests share one lock file so only
-/// one of them runs apt-get; the others wait and then see the binary.
-fn ensure_package(probe: &str, package: &str) -> Result<()> {
+/// Installs a Debian package unless `probe` exists (its service kept from starting). Parallel
+/// tests share one lock file so only one of them runs apt-get; the others wait and then see the
+/// binary. The Radicale test bed uses it too.
+pub(crate) fn ensure_package(probe: &str, package: &str) -> Result<()> {
     if Path::new(probe).exists() {
         return Ok(());
     }

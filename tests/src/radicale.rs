@@ -46,7 +46,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,65 +75,7 @@ pub type Snapshot = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 /// Installs the Debian package `radicale` if it is missing.
 pub fn ensure_installed() -> Result<()> {
-    ensure_package(RADICALE_BIN, "radicale")
-}
-
-/// Installs a Debian package unless `probe` exists. Uses the same lock file as the Dovecot test
-/// bed, so parallel tests run one apt-get at a time.
-fn ensure_package(probe: &str, package: &str) -> Result<()> {
-    if Path::new(probe).exists() {
-        return Ok(());
-    }
-    let lock_path = std::env::temp_dir().join("migrated-testbed-apt.lock");
-    let lock = File::create(&lock_path)
-        .with_context(|| format!("creating lock file {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
-    if Path::new(probe).exists() {
-        return Ok(());
-    }
-    // The package's own service must not start (it would listen on port 5232): a policy-rc.d
-    // that denies starts is the standard Debian way.
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let placed_policy = if policy.exists() {
-        false
-    } else {
-        fs::write(policy, "#!/bin/sh\nexit 101\n")
-            .with_context(|| format!("writing {}", policy.display()))?;
-        fs::set_permissions(policy, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("chmod {}", policy.display()))?;
-        true
-    };
-    let result = (|| -> Result<()> {
-        run(Command::new("apt-get").arg("update"), "apt-get update")?;
-        run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", package])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            &format!("apt-get install {package}"),
-        )
-    })();
-    if placed_policy {
-        let _ = fs::remove_file(policy);
-    }
-    result.with_context(|| format!("{probe} is missing and installing {package} failed"))?;
-    if !Path::new(probe).exists() {
-        bail!("installed {package} but {probe} is still missing");
-    }
-    Ok(())
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    crate::dovecot::ensure_package(RADICALE_BIN, "radicale")
 }
 
 /// What a private instance looks like.

@@ -2,6 +2,7 @@
 //! and the source trait. Nothing here does I/O, so all of it is unit-tested without a network.
 
 pub mod account;
+pub mod allowance;
 pub mod batch;
 pub mod contacts;
 pub mod error;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use migrated_carddav::{Client, DavEndpoint, DavError, Put, last_segment};
@@ -121,11 +121,7 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
     }
 
     fn stopping(&self) -> Result<(), EngineError> {
-        if self.stop.load(Ordering::Relaxed) {
-            Err(EngineError::Stopped)
-        } else {
-            Ok(())
-        }
+        crate::retry::stopping(&self.stop)
     }
 
     /// Runs the job once; a later run copies what is new or changed.
@@ -135,38 +131,10 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
     /// As for the mail engine's `run`.
     pub async fn run(&self) -> Result<Summary, EngineError> {
         let started = Instant::now();
-        let mut backoff = self.config.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(started).await {
-                Err(e)
-                    if e.kind() == ErrorKind::Temporary
-                        && !matches!(e, EngineError::Stopped)
-                        && !self.stop.load(Ordering::Relaxed)
-                        && attempt < self.config.max_passes =>
-                {
-                    tracing::warn!(job = %self.config.job_id, attempt, error = %e, "Temporary error; the run resumes after a pause.");
-                    (self.observer)(Event::Retrying {
-                        error: e.to_string(),
-                        delay: backoff,
-                    });
-                    let until = Instant::now() + backoff;
-                    while Instant::now() < until {
-                        self.stopping()?;
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
-                    attempt += 1;
-                }
-                Err(EngineError::GaveUp { last, .. }) => {
-                    return Err(EngineError::GaveUp {
-                        passes: attempt,
-                        last,
-                    });
-                }
-                other => return other,
-            }
-        }
+        crate::retry::with_retries(&self.config, &self.observer, &self.stop, || {
+            self.attempt(started)
+        })
+        .await
     }
 
     async fn attempt(&self, started: Instant) -> Result<Summary, EngineError> {

@@ -10,6 +10,7 @@ mod contacts;
 mod error;
 mod events;
 mod recovery;
+mod retry;
 mod run;
 mod throttle;
 

@@ -50,6 +50,8 @@ struct Shared<C> {
     stop: Arc<AtomicBool>,
     /// Set when the destination mailbox is full: workers take no new batch.
     stop_after_full: AtomicBool,
+    /// `user@host:port` of the destination: the key of its daily upload allowance.
+    upload_account: String,
 }
 
 /// One folder's work in a pass.
@@ -84,6 +86,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         observer: Observer,
     ) -> Self {
         let job = store.job_key(&config.job_id);
+        let upload_account = format!("{}@{}", destination.user, destination.server());
         Self {
             shared: Arc::new(Shared {
                 source,
@@ -98,6 +101,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 failed: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
                 stop_after_full: AtomicBool::new(false),
+                upload_account,
             }),
         }
     }
@@ -110,21 +114,11 @@ impl<C: SourceConnector + 'static> Engine<C> {
 
     /// Sleeps for a backoff, waking early (with [`EngineError::Stopped`]) when asked to stop.
     async fn backoff(&self, delay: std::time::Duration) -> Result<(), EngineError> {
-        let until = Instant::now() + delay;
-        while Instant::now() < until {
-            self.stopping()?;
-            tokio::time::sleep((until - Instant::now()).min(std::time::Duration::from_millis(100)))
-                .await;
-        }
-        self.stopping()
+        crate::retry::backoff(&self.shared.stop, delay).await
     }
 
     fn stopping(&self) -> Result<(), EngineError> {
-        if self.shared.stop.load(Ordering::Relaxed) {
-            Err(EngineError::Stopped)
-        } else {
-            Ok(())
-        }
+        crate::retry::stopping(&self.shared.stop)
     }
 
     /// Runs the job once: a first run copies everything, a later run (delta) copies what is new
@@ -140,29 +134,8 @@ impl<C: SourceConnector + 'static> Engine<C> {
         sh.stop_after_full.store(false, Ordering::Relaxed);
         sh.items_done.store(0, Ordering::Relaxed);
         sh.bytes_done.store(0, Ordering::Relaxed);
-        let mut backoff = sh.config.initial_backoff;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(started).await {
-                Err(e)
-                    if e.kind() == ErrorKind::Temporary
-                        && !matches!(e, EngineError::Stopped)
-                        && !sh.stop.load(Ordering::Relaxed)
-                        && attempt < sh.config.max_passes =>
-                {
-                    // Everything done so far is in the ledger: a new attempt resumes from it.
-                    tracing::warn!(job = %sh.config.job_id, attempt, error = %e, "Temporary error; the run resumes after a pause.");
-                    (sh.observer)(Event::Retrying {
-                        error: e.to_string(),
-                        delay: backoff,
-                    });
-                    self.backoff(backoff).await?;
-                    backoff = (backoff * 2).min(sh.config.max_backoff);
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        crate::retry::with_retries(&sh.config, &sh.observer, &sh.stop, || self.attempt(started))
+            .await
     }
 
     async fn attempt(&self, started: Instant) -> Result<Summary, EngineError> {
@@ -913,13 +886,13 @@ impl<C: SourceConnector + 'static> Engine<C> {
         };
         // A daily allowance on the destination account (Gmail: 500 MB): checked before
         // anything is announced or sent.
-        let account = format!("{}@{}", sh.destination.user, sh.destination.server());
+        let account = &sh.upload_account;
         let daily = sh.config.daily_upload.or_else(|| {
             d.has("X-GM-EXT-1")
                 .then_some(crate::throttle::GMAIL_DAILY_UPLOAD)
         });
         if let Some(limit) = daily {
-            crate::throttle::daily_upload_allowance(&account, limit)
+            crate::throttle::daily_upload_allowance(account, limit)
                 .map_err(EngineError::Throttled)?;
         }
         let dest_status = d.status(&w.plan.destination).await?;
@@ -947,7 +920,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 .filter(|(_, o)| matches!(o, Appended::Stored(_)))
                 .map(|((_, b, _), _)| b.len() as u64)
                 .sum();
-            crate::throttle::count_upload(&account, sent);
+            crate::throttle::count_upload(account, sent);
         }
         let mut records = Vec::new();
         let mut placements = Vec::new();

@@ -57,57 +57,28 @@ impl RateLimit {
 }
 
 /// Bytes uploaded per destination account and UTC day, over every job of this process.
-static UPLOADED: std::sync::Mutex<Option<std::collections::HashMap<String, (u64, u64)>>> =
-    std::sync::Mutex::new(None);
+static UPLOADED: migrated_core::allowance::DailyAllowance =
+    migrated_core::allowance::DailyAllowance::new();
 
 /// Gmail's daily limit for IMAP uploads per account.
 pub(crate) const GMAIL_DAILY_UPLOAD: u64 = 500_000_000;
 
-fn utc_day_and_rest() -> (u64, u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (now / 86_400, 86_400 - now % 86_400)
-}
-
 /// Refuses a batch once the account's daily allowance is used, in the words the backoff
 /// reads: the job waits until 00:00 UTC, shown as Throttled, instead of failing.
 pub(crate) fn daily_upload_allowance(account: &str, limit: u64) -> Result<(), String> {
-    let (day, rest) = utc_day_and_rest();
-    let guard = UPLOADED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let used = guard
-        .as_ref()
-        .and_then(|m| m.get(account))
-        .filter(|(d, _)| *d == day)
-        .map_or(0, |(_, b)| *b);
-    if used >= limit {
-        return Err(format!(
+    UPLOADED.check(account, limit).map_err(|(used, rest)| {
+        format!(
             "NO [THROTTLED] {account} has received {:.0} MB today, its daily upload allowance is \
              {:.0} MB; the job continues at 00:00 UTC. Suggested Backoff Time: {rest} seconds",
             used as f64 / 1e6,
             limit as f64 / 1e6
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Counts bytes sent to an account today.
 pub(crate) fn count_upload(account: &str, bytes: u64) {
-    let (day, _) = utc_day_and_rest();
-    let mut guard = UPLOADED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let entry = guard
-        .get_or_insert_with(std::collections::HashMap::new)
-        .entry(account.to_owned())
-        .or_insert((day, 0));
-    if entry.0 != day {
-        *entry = (day, 0);
-    }
-    entry.1 += bytes;
+    UPLOADED.count(account, bytes);
 }
 
 #[cfg(test)]

@@ -121,6 +121,17 @@ impl ImapError {
     }
 }
 
+impl From<ImapError> for migrated_core::SourceError {
+    /// A source error of the same kind, keeping the server's words.
+    fn from(e: ImapError) -> Self {
+        if e.is_temporary() {
+            Self::temporary(e.to_string())
+        } else {
+            Self::permanent(e.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

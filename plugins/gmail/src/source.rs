@@ -6,17 +6,9 @@ use migrated_core::{
     Flags, FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError,
     SourceSession, SpecialUse,
 };
-use migrated_imap::{Endpoint, FolderEntry, GmailMeta, ImapError, ImapSession};
+use migrated_imap::{Endpoint, FolderEntry, GmailMeta, ImapSession};
 
 use crate::labels::{IMPORTANT, INBOX, Names, Policy};
-
-fn source_error(e: ImapError) -> SourceError {
-    if e.is_temporary() {
-        SourceError::temporary(e.to_string())
-    } else {
-        SourceError::permanent(e.to_string())
-    }
-}
 
 /// Connects to a Gmail account.
 #[derive(Debug, Clone)]
@@ -55,7 +47,7 @@ impl SourceConnector for GmailSource {
     async fn connect(&self) -> Result<GmailSession, SourceError> {
         let imap = ImapSession::connect(&self.endpoint)
             .await
-            .map_err(source_error)?;
+            .map_err(SourceError::from)?;
         self.session(imap)
     }
 
@@ -65,7 +57,7 @@ impl SourceConnector for GmailSource {
     ) -> Result<GmailSession, SourceError> {
         let imap = ImapSession::connect_observed(&self.endpoint, on_login)
             .await
-            .map_err(source_error)?;
+            .map_err(SourceError::from)?;
         self.session(imap)
     }
 }
@@ -81,6 +73,14 @@ struct Layout {
     /// User label folders as listed.
     labels: Vec<FolderEntry>,
     delimiter: char,
+}
+
+/// All Mail as listed, and which of its messages each folder shows (worked out once, not per
+/// folder and call).
+#[derive(Debug)]
+struct AllMail {
+    messages: Vec<GmailMeta>,
+    by_folder: HashMap<String, Vec<usize>>,
 }
 
 /// What is open.
@@ -99,7 +99,7 @@ pub struct GmailSession {
     policy: Policy,
     layout: Option<Layout>,
     /// All Mail, listed once per session.
-    all: Option<Vec<GmailMeta>>,
+    all: Option<AllMail>,
     open: Option<Opened>,
 }
 
@@ -108,7 +108,7 @@ impl GmailSession {
         if let Some(l) = &self.layout {
             return Ok(l.clone());
         }
-        let entries = self.imap.list().await.map_err(source_error)?;
+        let entries = self.imap.list().await.map_err(SourceError::from)?;
         let role = |r: &str| {
             entries
                 .iter()
@@ -165,20 +165,36 @@ impl GmailSession {
     }
 
     /// All Mail's messages, read once per session.
-    async fn all_mail(&mut self) -> Result<&[GmailMeta], SourceError> {
+    async fn all_mail(&mut self) -> Result<&AllMail, SourceError> {
         if self.all.is_none() {
             let layout = self.layout().await?;
             if self.open != Some(Opened::Virtual(String::new())) {
                 self.imap
                     .open(&layout.all_mail, true)
                     .await
-                    .map_err(source_error)?;
+                    .map_err(SourceError::from)?;
                 self.open = Some(Opened::Virtual(String::new()));
             }
-            let list = self.imap.gmail_meta(1, None).await.map_err(source_error)?;
-            self.all = Some(list);
+            let messages = self
+                .imap
+                .gmail_meta(1, None)
+                .await
+                .map_err(SourceError::from)?;
+            let mut by_folder: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, m) in messages.iter().enumerate() {
+                for f in self.policy.folders_of(&m.labels, names(&layout)) {
+                    by_folder.entry(f).or_default().push(i);
+                }
+            }
+            self.all = Some(AllMail {
+                messages,
+                by_folder,
+            });
         }
-        Ok(self.all.as_deref().unwrap_or_default())
+        match &self.all {
+            Some(all) => Ok(all),
+            None => unreachable!("listed above"),
+        }
     }
 
     fn meta(&self, m: &GmailMeta) -> MessageMeta {
@@ -203,55 +219,21 @@ impl GmailSession {
 
 /// Bytes downloaded per account and UTC day, over every session of this process. Gmail allows
 /// 2,500 MB of IMAP downloads per account and day; past that it locks IMAP access for hours.
-static DOWNLOADED: std::sync::Mutex<Option<HashMap<String, (u64, u64)>>> =
-    std::sync::Mutex::new(None);
-
-fn utc_day_and_rest() -> (u64, u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    (now / 86_400, 86_400 - now % 86_400)
-}
+static DOWNLOADED: migrated_core::allowance::DailyAllowance =
+    migrated_core::allowance::DailyAllowance::new();
 
 /// Refuses to download more today once the account's daily limit is used: a temporary error
 /// in Gmail's and Office 365's words, which the engine waits out (the job shows Throttled
 /// until 00:00 UTC) instead of failing.
 fn daily_allowance(user: &str, limit: u64) -> Result<(), SourceError> {
-    let (day, rest) = utc_day_and_rest();
-    let guard = DOWNLOADED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let used = guard
-        .as_ref()
-        .and_then(|m| m.get(user))
-        .filter(|(d, _)| *d == day)
-        .map_or(0, |(_, b)| *b);
-    if used >= limit {
-        return Err(SourceError::temporary(format!(
+    DOWNLOADED.check(user, limit).map_err(|(used, rest)| {
+        SourceError::temporary(format!(
             "NO [THROTTLED] {user} has downloaded {:.0} MB today, Gmail's daily IMAP limit is {:.0} MB; \
-             the job continues at 00:00 UTC. Suggested Backoff Time: {} seconds",
+             the job continues at 00:00 UTC. Suggested Backoff Time: {rest} seconds",
             used as f64 / 1e6,
-            limit as f64 / 1e6,
-            rest
-        )));
-    }
-    Ok(())
-}
-
-fn count_download(user: &str, bytes: u64) {
-    let (day, _) = utc_day_and_rest();
-    let mut guard = DOWNLOADED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let entry = guard
-        .get_or_insert_with(HashMap::new)
-        .entry(user.to_owned())
-        .or_insert((day, 0));
-    if entry.0 != day {
-        *entry = (day, 0);
-    }
-    entry.1 += bytes;
+            limit as f64 / 1e6
+        ))
+    })
 }
 
 fn names(layout: &Layout) -> Names<'_> {
@@ -297,17 +279,7 @@ impl SourceSession for GmailSession {
             }
         }
         // Labels on messages that LIST did not show (hidden from IMAP in Gmail's settings).
-        let used: Vec<String> = {
-            let all = self.all_mail().await?;
-            let mut seen: HashMap<String, ()> = HashMap::new();
-            for m in all {
-                for f in policy.folders_of(&m.labels, names(&layout)) {
-                    seen.insert(f, ());
-                }
-            }
-            seen.into_keys().collect()
-        };
-        let mut used = used;
+        let mut used: Vec<String> = self.all_mail().await?.by_folder.keys().cloned().collect();
         used.sort();
         let archive_role = Some(SpecialUse::Archive);
         for f in used {
@@ -327,7 +299,11 @@ impl SourceSession for GmailSession {
     async fn open_folder(&mut self, folder: &str) -> Result<FolderStatus, SourceError> {
         let layout = self.layout().await?;
         if layout.real.iter().any(|r| r.name == folder) {
-            let s = self.imap.open(folder, true).await.map_err(source_error)?;
+            let s = self
+                .imap
+                .open(folder, true)
+                .await
+                .map_err(SourceError::from)?;
             self.open = Some(Opened::Real);
             return Ok(FolderStatus {
                 uid_validity: s.uid_validity,
@@ -340,20 +316,13 @@ impl SourceSession for GmailSession {
             .imap
             .open(&layout.all_mail, true)
             .await
-            .map_err(source_error)?;
+            .map_err(SourceError::from)?;
         self.open = Some(Opened::Virtual(folder.to_owned()));
-        let messages = match &self.all {
-            Some(all) => all
-                .iter()
-                .filter(|m| {
-                    self.policy
-                        .folders_of(&m.labels, names(&layout))
-                        .iter()
-                        .any(|f| f == folder)
-                })
-                .count(),
-            None => 0,
-        };
+        let messages = self
+            .all
+            .as_ref()
+            .and_then(|all| all.by_folder.get(folder))
+            .map_or(0, Vec::len);
         Ok(FolderStatus {
             // The folder is a view of All Mail: its UIDs are All Mail's.
             uid_validity: s.uid_validity,
@@ -375,26 +344,26 @@ impl SourceSession for GmailSession {
                     .imap
                     .gmail_meta(min_uid, None)
                     .await
-                    .map_err(source_error)?;
+                    .map_err(SourceError::from)?;
                 return Ok(list.iter().map(|m| self.meta(m)).collect());
             }
             Some(Opened::Virtual(f)) => f.clone(),
             None => return Err(SourceError::permanent("no folder open")),
         };
-        let layout = self.layout().await?;
         self.all_mail().await?;
         // Listing All Mail left it open under an empty name: the folder asked for is still
         // the one open for fetching (both are All Mail).
         self.open = Some(Opened::Virtual(folder.clone()));
-        let all = self.all.as_deref().unwrap_or_default();
+        let Some(all) = &self.all else {
+            unreachable!("listed above")
+        };
         Ok(all
-            .iter()
+            .by_folder
+            .get(&folder)
+            .into_iter()
+            .flatten()
+            .map(|&i| &all.messages[i])
             .filter(|m| m.meta.uid >= min_uid)
-            .filter(|m| {
-                self.policy
-                    .folders_of(&m.labels, names(&layout))
-                    .contains(&folder)
-            })
             .map(|m| self.meta(m))
             .collect())
     }
@@ -402,9 +371,13 @@ impl SourceSession for GmailSession {
     async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
         let user = self.user.clone();
         daily_allowance(&user, self.policy.daily_download)?;
-        let bodies = self.imap.fetch_bodies(uids).await.map_err(source_error)?;
+        let bodies = self
+            .imap
+            .fetch_bodies(uids)
+            .await
+            .map_err(SourceError::from)?;
         let bytes: u64 = bodies.iter().flatten().map(|b| b.len() as u64).sum();
-        count_download(&user, bytes);
+        DOWNLOADED.count(&user, bytes);
         Ok(bodies)
     }
 }

@@ -11,7 +11,7 @@ use migrated_imap::Endpoint;
 use migrated_plugin_api::plugin::MailPlugin;
 use migrated_plugin_api::wire::{Account, Info, Kind};
 
-pub use source::{ImapSource, ImapSourceSession, source_error};
+pub use source::{ImapSource, ImapSourceSession};
 
 /// The plugin.
 #[derive(Debug)]

@@ -4,16 +4,7 @@ use migrated_core::{
     Flags, FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError,
     SourceSession, SpecialUse,
 };
-use migrated_imap::{Endpoint, FetchedMeta, ImapError, ImapSession};
-
-/// Turns an IMAP error into a source error of the same kind, keeping the server's words.
-pub fn source_error(e: ImapError) -> SourceError {
-    if e.is_temporary() {
-        SourceError::temporary(e.to_string())
-    } else {
-        SourceError::permanent(e.to_string())
-    }
-}
+use migrated_imap::{Endpoint, FetchedMeta, ImapSession};
 
 /// Connects to an IMAP account as a source.
 #[derive(Debug, Clone)]
@@ -68,7 +59,7 @@ impl SourceConnector for ImapSource {
         ImapSession::connect(&self.endpoint)
             .await
             .map(ImapSourceSession::new)
-            .map_err(source_error)
+            .map_err(SourceError::from)
     }
 
     async fn connect_observed(
@@ -78,7 +69,7 @@ impl SourceConnector for ImapSource {
         ImapSession::connect_observed(&self.endpoint, on_login)
             .await
             .map(ImapSourceSession::new)
-            .map_err(source_error)
+            .map_err(SourceError::from)
     }
 }
 
@@ -92,7 +83,7 @@ impl SourceSession for ImapSourceSession {
     }
 
     async fn list_folders(&mut self) -> Result<Vec<FolderInfo>, SourceError> {
-        let entries = self.imap.list().await.map_err(source_error)?;
+        let entries = self.imap.list().await.map_err(SourceError::from)?;
         Ok(entries
             .into_iter()
             .map(|e| FolderInfo {
@@ -109,7 +100,11 @@ impl SourceSession for ImapSourceSession {
     }
 
     async fn open_folder(&mut self, folder: &str) -> Result<FolderStatus, SourceError> {
-        let s = self.imap.open(folder, true).await.map_err(source_error)?;
+        let s = self
+            .imap
+            .open(folder, true)
+            .await
+            .map_err(SourceError::from)?;
         self.uid_next = s.uid_next;
         self.span = 0;
         Ok(FolderStatus {
@@ -129,7 +124,7 @@ impl SourceSession for ImapSourceSession {
             .imap
             .fetch_meta(min_uid, changed_since)
             .await
-            .map_err(source_error)?;
+            .map_err(SourceError::from)?;
         Ok(list.into_iter().map(meta).collect())
     }
 
@@ -158,7 +153,7 @@ impl SourceSession for ImapSourceSession {
             .imap
             .fetch_meta_range(min, Some(max), None)
             .await
-            .map_err(source_error)?;
+            .map_err(SourceError::from)?;
         // UIDs are often sparse (expunged mail): widen the window until pages fill up.
         let got = u32::try_from(list.len()).unwrap_or(u32::MAX);
         if got < limit / 4 {
@@ -171,6 +166,9 @@ impl SourceSession for ImapSourceSession {
     }
 
     async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
-        self.imap.fetch_bodies(uids).await.map_err(source_error)
+        self.imap
+            .fetch_bodies(uids)
+            .await
+            .map_err(SourceError::from)
     }
 }
