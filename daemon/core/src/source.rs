@@ -109,4 +109,31 @@ pub trait SourceSession: Send {
         &mut self,
         uids: &[u32],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, SourceError>> + Send;
+
+    /// Part of one message of the open folder: the bytes from `offset`, at most `len` of them
+    /// (fewer at the end of the message; none past it), so that a large message can be read in
+    /// parts and held once. `None` if the message vanished.
+    ///
+    /// A source that cannot read parts may return everything from `offset` to the end, more
+    /// than `len`: the caller then knows it has the rest. The default does that, fetching the
+    /// whole message each time.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceSession::fetch_bodies`].
+    fn fetch_body_part(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, SourceError>> + Send {
+        let _ = len;
+        async move {
+            let body = self.fetch_bodies(&[uid]).await?.pop().flatten();
+            Ok(body.map(|b| {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                if start == 0 { b } else { b[start..].to_vec() }
+            }))
+        }
+    }
 }

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::memory::MemoryBudget;
 use crate::throttle::RateLimit;
+
+/// Message bytes a job holds at once unless the daemon shares its own budget.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 16 * 1024 * 1024;
 
 use migrated_core::MappingRules;
 
@@ -20,8 +24,15 @@ pub struct CopyConfig {
     pub connections: usize,
     /// Messages per batch: one FETCH and one MULTIAPPEND (default 50).
     pub batch_messages: usize,
-    /// Bytes per batch; with `connections` this bounds memory (default 8 MiB).
+    /// Bytes per batch (default 8 MiB).
     pub batch_bytes: u64,
+    /// Message bytes in memory at once over every connection: the job's own budget (16 MiB by
+    /// default) or one the daemon shares between its jobs. A message larger than the budget
+    /// travels alone.
+    pub memory: Arc<MemoryBudget>,
+    /// Messages larger than this are fetched in parts of this size and held once, instead of
+    /// in one FETCH reply that exists several times on its way (default 1 MiB).
+    pub part_bytes: u32,
     /// Carry flag changes of already copied messages (delta runs).
     pub sync_flags: bool,
     /// Copy subscriptions.
@@ -49,6 +60,8 @@ impl CopyConfig {
             connections: 4,
             batch_messages: 50,
             batch_bytes: 8 * 1024 * 1024,
+            memory: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)),
+            part_bytes: 1024 * 1024,
             sync_flags: true,
             subscriptions: true,
             max_passes: 5,

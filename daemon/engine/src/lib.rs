@@ -9,17 +9,19 @@ mod config;
 mod contacts;
 mod error;
 mod events;
+mod memory;
 mod recovery;
 mod retry;
 mod run;
 mod throttle;
 
-pub use config::CopyConfig;
+pub use config::{CopyConfig, DEFAULT_MEMORY_BUDGET};
 pub use contacts::ContactsEngine;
 pub use error::EngineError;
 pub use events::{
     Connection, Event, ExcludedItem, FailedItem, FolderReport, MissingItem, Observer, Phase, Side,
     Summary, VerifyRow,
 };
+pub use memory::MemoryBudget;
 pub use run::Engine;
 pub use throttle::RateLimit;

@@ -862,8 +862,25 @@ impl<C: SourceConnector + 'static> Engine<C> {
             }
             *open = Some(batch.folder);
         }
-        let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
-        let bodies = s.fetch_bodies(&uids).await?;
+        // The bodies of this batch count against the memory budget until they are appended.
+        let held: u64 = messages.iter().map(|m| u64::from(m.size)).sum();
+        let _held = sh.config.memory.take(held).await;
+        // Large messages are read in parts into one buffer, the others in one FETCH.
+        let part = sh.config.part_bytes.max(64 * 1024);
+        let whole: Vec<u32> = messages
+            .iter()
+            .filter(|m| m.size <= part)
+            .map(|m| m.uid)
+            .collect();
+        let mut fetched = s.fetch_bodies(&whole).await?.into_iter();
+        let mut bodies = Vec::with_capacity(messages.len());
+        for m in &messages {
+            bodies.push(if m.size <= part {
+                fetched.next().flatten()
+            } else {
+                fetch_in_parts(s, m.uid, m.size, part).await?
+            });
+        }
         let present: Vec<(&MessageMeta, Vec<u8>, [u8; 32])> = messages
             .into_iter()
             .zip(bodies)
@@ -1221,6 +1238,31 @@ impl<C: SourceConnector + 'static> Engine<C> {
     }
 }
 
+/// Reads one message in parts of `part` bytes into a buffer of its announced size, so that it
+/// exists once in memory rather than in a reply, its copy and its encoding. `None` if it
+/// vanished.
+async fn fetch_in_parts<S: SourceSession>(
+    s: &mut S,
+    uid: u32,
+    size: u32,
+    part: u32,
+) -> Result<Option<Vec<u8>>, migrated_core::SourceError> {
+    let mut body: Vec<u8> = Vec::with_capacity(size as usize);
+    loop {
+        let Some(chunk) = s.fetch_body_part(uid, body.len() as u64, part).await? else {
+            return Ok(None);
+        };
+        if body.is_empty() && chunk.len() > part as usize {
+            // A source without parts sent the whole message.
+            return Ok(Some(chunk));
+        }
+        body.extend_from_slice(&chunk);
+        if chunk.len() != part as usize {
+            return Ok(Some(body));
+        }
+    }
+}
+
 /// Appends a batch: one MULTIAPPEND when the destination offers it, then one by one if the batch
 /// was refused, to find the message the server will not take. Stops at the first temporary
 /// error and returns it.
@@ -1311,6 +1353,96 @@ fn server_backoff(message: &str) -> Option<Option<std::time::Duration>> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use migrated_core::{FolderInfo, FolderStatus, MessageMeta, Namespace, SourceError};
+
+    /// A source holding one message, recording the parts asked for; `parts: false` behaves as
+    /// a source without parts (the trait's default).
+    struct OneMessage {
+        body: Vec<u8>,
+        parts: bool,
+        asked: Vec<(u64, u32)>,
+    }
+
+    impl migrated_core::SourceSession for OneMessage {
+        fn namespace(&self) -> Namespace {
+            Namespace::default()
+        }
+        async fn list_folders(&mut self) -> Result<Vec<FolderInfo>, SourceError> {
+            Ok(Vec::new())
+        }
+        async fn open_folder(&mut self, _: &str) -> Result<FolderStatus, SourceError> {
+            Ok(FolderStatus::default())
+        }
+        async fn list_messages(
+            &mut self,
+            _: u32,
+            _: Option<u64>,
+        ) -> Result<Vec<MessageMeta>, SourceError> {
+            Ok(Vec::new())
+        }
+        async fn fetch_bodies(
+            &mut self,
+            uids: &[u32],
+        ) -> Result<Vec<Option<Vec<u8>>>, SourceError> {
+            Ok(uids
+                .iter()
+                .map(|u| (*u == 7).then(|| self.body.clone()))
+                .collect())
+        }
+        async fn fetch_body_part(
+            &mut self,
+            uid: u32,
+            offset: u64,
+            len: u32,
+        ) -> Result<Option<Vec<u8>>, SourceError> {
+            self.asked.push((offset, len));
+            if !self.parts || uid != 7 {
+                let whole = self.fetch_bodies(&[uid]).await?.pop().flatten();
+                return Ok(whole.map(|b| b[offset as usize..].to_vec()));
+            }
+            let start = (offset as usize).min(self.body.len());
+            let end = (start + len as usize).min(self.body.len());
+            Ok(Some(self.body[start..end].to_vec()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_message_is_read_in_parts_into_one_buffer() {
+        let body: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+        for (size, parts) in [(250_000, true), (200_000, true), (250_000, false)] {
+            let mut s = OneMessage {
+                body: body.clone(),
+                parts,
+                asked: Vec::new(),
+            };
+            // The announced size may be wrong: the parts decide where the message ends.
+            let got = super::fetch_in_parts(&mut s, 7, size, 100_000)
+                .await
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(&body[..]));
+            let expected: &[(u64, u32)] = if parts {
+                &[(0, 100_000), (100_000, 100_000), (200_000, 100_000)]
+            } else {
+                &[(0, 100_000)]
+            };
+            assert_eq!(s.asked, expected);
+        }
+        // An exact multiple of the part size ends with an empty part.
+        let mut s = OneMessage {
+            body: body[..200_000].to_vec(),
+            parts: true,
+            asked: Vec::new(),
+        };
+        let got = super::fetch_in_parts(&mut s, 7, 200_000, 100_000)
+            .await
+            .unwrap();
+        assert_eq!(got.map(|b| b.len()), Some(200_000));
+        assert_eq!(s.asked.len(), 3);
+        // A message that vanished is None.
+        let got = super::fetch_in_parts(&mut s, 8, 10, 100_000).await.unwrap();
+        assert_eq!(got, None);
+    }
 
     #[test]
     fn server_backoff_hints_are_read() {

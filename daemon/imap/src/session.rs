@@ -377,17 +377,7 @@ impl ImapSession {
     async fn read_capabilities(&mut self) -> Result<(), ImapError> {
         let mut caps = HashSet::new();
         self.execute("CAPABILITY", "CAPABILITY", |r| {
-            if let Response::Capabilities(list) = r {
-                for c in list {
-                    match c {
-                        Capability::Imap4rev1 => caps.insert("IMAP4REV1".to_owned()),
-                        Capability::Auth(a) => {
-                            caps.insert(format!("AUTH={}", a.to_ascii_uppercase()))
-                        }
-                        Capability::Atom(a) => caps.insert(a.to_ascii_uppercase()),
-                    };
-                }
-            }
+            add_capabilities(&mut caps, r);
             Ok(())
         })
         .await?;
@@ -539,50 +529,10 @@ impl ImapSession {
         let mut folders: Vec<FolderEntry> = Vec::new();
         let mut bad_names = Vec::new();
         self.execute(command, "LIST", |r| {
-            if let Response::MailboxData(MailboxDatum::List(l)) = r {
-                let mut entry = FolderEntry {
-                    name: String::new(),
-                    delimiter: l.delimiter.as_ref().and_then(|d| d.chars().next()),
-                    no_select: false,
-                    special_use: None,
-                    subscribed: false,
-                };
-                let mut nonexistent = false;
-                for a in &l.name_attributes {
-                    match a {
-                        NameAttribute::NoSelect => entry.no_select = true,
-                        NameAttribute::All => entry.special_use = Some("\\All".into()),
-                        NameAttribute::Archive => entry.special_use = Some("\\Archive".into()),
-                        NameAttribute::Drafts => entry.special_use = Some("\\Drafts".into()),
-                        NameAttribute::Flagged => entry.special_use = Some("\\Flagged".into()),
-                        NameAttribute::Junk => entry.special_use = Some("\\Junk".into()),
-                        NameAttribute::Sent => entry.special_use = Some("\\Sent".into()),
-                        NameAttribute::Trash => entry.special_use = Some("\\Trash".into()),
-                        // Gmail's [Gmail]/Important (not an RFC 6154 role).
-                        NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Important") => {
-                            entry.special_use = Some("\\Important".into());
-                        }
-                        NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Subscribed") => {
-                            entry.subscribed = true
-                        }
-                        NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\NonExistent") => {
-                            nonexistent = true
-                        }
-                        _ => {}
-                    }
-                }
-                if nonexistent {
-                    // Subscribed but absent: nothing to copy, nothing to create.
-                    return Ok(());
-                }
-                match utf7::decode(&l.name) {
-                    Ok(name) => entry.name = name,
-                    Err(e) => {
-                        bad_names.push(e.to_string());
-                        return Ok(());
-                    }
-                }
-                folders.push(entry);
+            match folder_entry(r) {
+                Ok(Some(entry)) => folders.push(entry),
+                Ok(None) => {}
+                Err(e) => bad_names.push(e.to_string()),
             }
             Ok(())
         })
@@ -630,16 +580,7 @@ impl ImapSession {
         let what = format!("{verb} {folder:?}");
         let done = self
             .execute(&command, &what, |r| {
-                match r {
-                    Response::MailboxData(MailboxDatum::Exists(n)) => state.messages = *n,
-                    Response::Data { outcome, .. } => match outcome.code {
-                        Some(ResponseCode::UidValidity(v)) => state.uid_validity = v,
-                        Some(ResponseCode::UidNext(v)) => state.uid_next = v,
-                        Some(ResponseCode::HighestModSeq(v)) => state.highest_modseq = Some(v),
-                        _ => {}
-                    },
-                    _ => {}
-                }
+                note_selected(&mut state, r);
                 Ok(())
             })
             .await?;
@@ -664,17 +605,7 @@ impl ImapSession {
         );
         let mut state = MailboxState::default();
         self.execute(&command, &format!("STATUS {folder:?}"), |r| {
-            if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
-                for a in status {
-                    match a {
-                        StatusAttribute::UidNext(v) => state.uid_next = *v,
-                        StatusAttribute::UidValidity(v) => state.uid_validity = *v,
-                        StatusAttribute::Messages(v) => state.messages = *v,
-                        StatusAttribute::HighestModSeq(v) => state.highest_modseq = Some(*v),
-                        _ => {}
-                    }
-                }
-            }
+            note_status(&mut state, r);
             Ok(())
         })
         .await?;
@@ -722,47 +653,17 @@ impl ImapSession {
         let server = self.server.clone();
         let mut out = Vec::new();
         self.execute(&command, "UID FETCH (listing)", |r| {
-            if let Response::Fetch(_, attrs) = r {
-                let mut m = FetchedMeta {
-                    uid: 0,
-                    size: 0,
-                    flags: Vec::new(),
-                    internal_date: String::new(),
-                    message_id: None,
-                    subject: None,
-                    modseq: None,
-                };
-                for a in attrs {
-                    match a {
-                        AttributeValue::Uid(u) => m.uid = *u,
-                        AttributeValue::Rfc822Size(s) => m.size = *s,
-                        AttributeValue::Flags(f) => {
-                            m.flags = f.iter().map(|x| x.to_string()).collect()
-                        }
-                        AttributeValue::InternalDate(d) => m.internal_date = d.to_string(),
-                        AttributeValue::ModSeq(s) => m.modseq = Some(*s),
-                        AttributeValue::BodySection { data: Some(d), .. } => {
-                            m.message_id = parse_message_id(d);
-                            m.subject = parse_subject(d);
-                        }
-                        _ => {}
-                    }
-                }
-                if m.uid == 0 {
-                    // An unsolicited FETCH (flag change by another client) without UID: skip.
-                    return Ok(());
-                }
-                if m.internal_date.is_empty() {
-                    return Err(ImapError::Protocol {
-                        server: server.clone(),
-                        command: "UID FETCH".into(),
-                        detail: format!("no INTERNALDATE for UID {}", m.uid),
-                    });
-                }
-                // `n:*` returns the last message even when its UID is below n.
-                if m.uid >= min_uid && max_uid.is_none_or(|max| m.uid <= max) {
-                    out.push(m);
-                }
+            let m = fetched_meta(r).map_err(|detail| ImapError::Protocol {
+                server: server.clone(),
+                command: "UID FETCH".into(),
+                detail,
+            })?;
+            // `n:*` returns the last message even when its UID is below n.
+            if let Some(m) = m
+                && m.uid >= min_uid
+                && max_uid.is_none_or(|max| m.uid <= max)
+            {
+                out.push(m);
             }
             Ok(())
         })
@@ -791,86 +692,11 @@ impl ImapSession {
         let (t, server) = (self.timeout, self.server.clone());
         let replies =
             crate::raw::exchange(self.inner.get_mut(), "GM1", &command, t, &server, what).await?;
-        let bad = |detail: String| ImapError::Protocol {
+        gmail_listing(&replies, min_uid, max_uid).map_err(|detail| ImapError::Protocol {
             server: server.clone(),
             command: what.into(),
             detail,
-        };
-        let mut out = Vec::new();
-        for reply in replies {
-            // `* 12 FETCH (...)`; other untagged replies (EXISTS, FLAGS) are skipped.
-            let mut words = reply.splitn(4, |&b| b == b' ');
-            let (_, _, verb, rest) = (words.next(), words.next(), words.next(), words.next());
-            if !verb.is_some_and(|v| v.eq_ignore_ascii_case(b"FETCH")) {
-                continue;
-            }
-            let values = crate::raw::parse_values(rest.unwrap_or_default()).map_err(bad)?;
-            let Some(crate::raw::Value::List(items)) = values.into_iter().next() else {
-                return Err(bad("a FETCH reply without attributes".into()));
-            };
-            let mut m = GmailMeta {
-                meta: FetchedMeta {
-                    uid: 0,
-                    size: 0,
-                    flags: Vec::new(),
-                    internal_date: String::new(),
-                    message_id: None,
-                    subject: None,
-                    modseq: None,
-                },
-                msgid: 0,
-                labels: Vec::new(),
-            };
-            let mut it = items.into_iter();
-            while let (Some(key), Some(value)) = (it.next(), it.next()) {
-                use crate::raw::Value;
-                let key = key.text().unwrap_or_default().to_ascii_uppercase();
-                match (key.as_str(), value) {
-                    ("UID", v) => m.meta.uid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0),
-                    ("RFC822.SIZE", v) => {
-                        m.meta.size = v.text().and_then(|t| t.parse().ok()).unwrap_or(0);
-                    }
-                    ("X-GM-MSGID", v) => {
-                        m.msgid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0)
-                    }
-                    ("INTERNALDATE", v) => m.meta.internal_date = v.text().unwrap_or_default(),
-                    ("FLAGS", Value::List(flags)) => {
-                        m.meta.flags = flags.iter().filter_map(Value::text).collect();
-                    }
-                    ("X-GM-LABELS", Value::List(labels)) => {
-                        m.labels = labels
-                            .iter()
-                            .filter_map(Value::text)
-                            .map(|l| {
-                                if l.starts_with('\\') {
-                                    l
-                                } else {
-                                    utf7::decode(&l).unwrap_or(l)
-                                }
-                            })
-                            .collect();
-                    }
-                    (k, Value::Str(header)) if k.starts_with("BODY[") => {
-                        m.meta.message_id = parse_message_id(&header);
-                        m.meta.subject = parse_subject(&header);
-                    }
-                    _ => {}
-                }
-            }
-            if m.meta.uid == 0 {
-                continue;
-            }
-            if m.msgid == 0 || m.meta.internal_date.is_empty() {
-                return Err(bad(format!(
-                    "no X-GM-MSGID or INTERNALDATE for UID {} (is this a Gmail account?)",
-                    m.meta.uid
-                )));
-            }
-            if m.meta.uid >= min_uid && max_uid.is_none_or(|max| m.meta.uid <= max) {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        })
     }
 
     /// Fetches whole messages of the open folder. Checks that every UID asked for came back:
@@ -887,28 +713,53 @@ impl ImapSession {
         let command = format!("UID FETCH {} (UID BODY.PEEK[])", uidset::format(uids));
         let mut got: HashMap<u32, Vec<u8>> = HashMap::with_capacity(uids.len());
         self.execute(&command, "UID FETCH (bodies)", |r| {
-            if let Response::Fetch(_, attrs) = r {
-                let mut uid = None;
-                let mut body = None;
-                for a in attrs {
-                    match a {
-                        AttributeValue::Uid(u) => uid = Some(*u),
-                        AttributeValue::BodySection {
-                            section: None,
-                            data: Some(d),
-                            ..
-                        } => body = Some(d.to_vec()),
-                        _ => {}
-                    }
-                }
-                if let (Some(u), Some(b)) = (uid, body) {
-                    got.insert(u, b);
-                }
+            if let Some((uid, body)) = fetched_body(r) {
+                got.insert(uid, body);
             }
             Ok(())
         })
         .await?;
         Ok(uids.iter().map(|u| got.remove(u)).collect())
+    }
+
+    /// Fetches part of one message of the open folder: `len` bytes from `offset`
+    /// (`BODY.PEEK[]<offset.len>`), fewer at the end, none past it. `None` if the message is
+    /// gone.
+    ///
+    /// # Errors
+    ///
+    /// As for every command.
+    pub async fn fetch_body_part(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ImapError> {
+        let command = format!("UID FETCH {uid} (UID BODY.PEEK[]<{offset}.{len}>)");
+        let mut got = None;
+        self.execute(&command, "UID FETCH (part)", |r| {
+            if let Response::Fetch(_, attrs) = r {
+                let mut this = false;
+                let mut part = None;
+                for a in attrs {
+                    match a {
+                        AttributeValue::Uid(u) => this = *u == uid,
+                        AttributeValue::BodySection {
+                            section: None,
+                            data,
+                            ..
+                        } => part = Some(data.as_deref().unwrap_or_default().to_vec()),
+                        _ => {}
+                    }
+                }
+                if this && part.is_some() {
+                    got = part;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(got)
     }
 
     /// Appends messages to a folder in one command where the server allows: MULTIAPPEND with
@@ -1110,6 +961,233 @@ impl ImapSession {
     }
 }
 
+/// Adds the capabilities of a CAPABILITY reply, upper-cased, to `caps`.
+fn add_capabilities(caps: &mut HashSet<String>, r: &Response<'_>) {
+    if let Response::Capabilities(list) = r {
+        for c in list {
+            match c {
+                Capability::Imap4rev1 => caps.insert("IMAP4REV1".to_owned()),
+                Capability::Auth(a) => caps.insert(format!("AUTH={}", a.to_ascii_uppercase())),
+                Capability::Atom(a) => caps.insert(a.to_ascii_uppercase()),
+            };
+        }
+    }
+}
+
+/// The folder a LIST reply names: `None` for other replies and for `\NonExistent` entries,
+/// an error for a name that is not modified UTF-7.
+fn folder_entry(r: &Response<'_>) -> Result<Option<FolderEntry>, utf7::Utf7Error> {
+    let Response::MailboxData(MailboxDatum::List(l)) = r else {
+        return Ok(None);
+    };
+    let mut entry = FolderEntry {
+        name: String::new(),
+        delimiter: l.delimiter.as_ref().and_then(|d| d.chars().next()),
+        no_select: false,
+        special_use: None,
+        subscribed: false,
+    };
+    for a in &l.name_attributes {
+        match a {
+            NameAttribute::NoSelect => entry.no_select = true,
+            NameAttribute::All => entry.special_use = Some("\\All".into()),
+            NameAttribute::Archive => entry.special_use = Some("\\Archive".into()),
+            NameAttribute::Drafts => entry.special_use = Some("\\Drafts".into()),
+            NameAttribute::Flagged => entry.special_use = Some("\\Flagged".into()),
+            NameAttribute::Junk => entry.special_use = Some("\\Junk".into()),
+            NameAttribute::Sent => entry.special_use = Some("\\Sent".into()),
+            NameAttribute::Trash => entry.special_use = Some("\\Trash".into()),
+            // Gmail's [Gmail]/Important (not an RFC 6154 role).
+            NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Important") => {
+                entry.special_use = Some("\\Important".into());
+            }
+            NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\Subscribed") => {
+                entry.subscribed = true;
+            }
+            // Subscribed but absent: nothing to copy, nothing to create.
+            NameAttribute::Extension(e) if e.eq_ignore_ascii_case("\\NonExistent") => {
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+    entry.name = utf7::decode(&l.name)?;
+    Ok(Some(entry))
+}
+
+/// Notes what an untagged reply to SELECT or EXAMINE says about the folder.
+fn note_selected(state: &mut MailboxState, r: &Response<'_>) {
+    match r {
+        Response::MailboxData(MailboxDatum::Exists(n)) => state.messages = *n,
+        Response::Data { outcome, .. } => match outcome.code {
+            Some(ResponseCode::UidValidity(v)) => state.uid_validity = v,
+            Some(ResponseCode::UidNext(v)) => state.uid_next = v,
+            Some(ResponseCode::HighestModSeq(v)) => state.highest_modseq = Some(v),
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+/// Notes what a STATUS reply says about the folder.
+fn note_status(state: &mut MailboxState, r: &Response<'_>) {
+    if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
+        for a in status {
+            match a {
+                StatusAttribute::UidNext(v) => state.uid_next = *v,
+                StatusAttribute::UidValidity(v) => state.uid_validity = *v,
+                StatusAttribute::Messages(v) => state.messages = *v,
+                StatusAttribute::HighestModSeq(v) => state.highest_modseq = Some(*v),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A listing FETCH reply as metadata: `None` for other replies and for an unsolicited FETCH
+/// without UID (a flag change by another client); an error for a message without a date.
+fn fetched_meta(r: &Response<'_>) -> Result<Option<FetchedMeta>, String> {
+    let Response::Fetch(_, attrs) = r else {
+        return Ok(None);
+    };
+    let mut m = FetchedMeta {
+        uid: 0,
+        size: 0,
+        flags: Vec::new(),
+        internal_date: String::new(),
+        message_id: None,
+        subject: None,
+        modseq: None,
+    };
+    for a in attrs {
+        match a {
+            AttributeValue::Uid(u) => m.uid = *u,
+            AttributeValue::Rfc822Size(s) => m.size = *s,
+            AttributeValue::Flags(f) => m.flags = f.iter().map(|x| x.to_string()).collect(),
+            AttributeValue::InternalDate(d) => m.internal_date = d.to_string(),
+            AttributeValue::ModSeq(s) => m.modseq = Some(*s),
+            AttributeValue::BodySection { data: Some(d), .. } => {
+                m.message_id = parse_message_id(d);
+                m.subject = parse_subject(d);
+            }
+            _ => {}
+        }
+    }
+    if m.uid == 0 {
+        return Ok(None);
+    }
+    if m.internal_date.is_empty() {
+        return Err(format!("no INTERNALDATE for UID {}", m.uid));
+    }
+    Ok(Some(m))
+}
+
+/// A whole message from a FETCH reply: `(UID, bytes)`.
+fn fetched_body(r: &Response<'_>) -> Option<(u32, Vec<u8>)> {
+    let Response::Fetch(_, attrs) = r else {
+        return None;
+    };
+    let mut uid = None;
+    let mut body = None;
+    for a in attrs {
+        match a {
+            AttributeValue::Uid(u) => uid = Some(*u),
+            AttributeValue::BodySection {
+                section: None,
+                data: Some(d),
+                ..
+            } => body = Some(d.to_vec()),
+            _ => {}
+        }
+    }
+    Some((uid?, body?))
+}
+
+/// The messages `min_uid..=max_uid` of a Gmail listing, from the untagged replies read on the
+/// raw stream; other untagged replies (EXISTS, FLAGS) are skipped. The error is the detail of
+/// a protocol error.
+fn gmail_listing(
+    replies: &[Vec<u8>],
+    min_uid: u32,
+    max_uid: Option<u32>,
+) -> Result<Vec<GmailMeta>, String> {
+    let mut out = Vec::new();
+    for reply in replies {
+        // `* 12 FETCH (...)`.
+        let mut words = reply.splitn(4, |&b| b == b' ');
+        let (_, _, verb, rest) = (words.next(), words.next(), words.next(), words.next());
+        if !verb.is_some_and(|v| v.eq_ignore_ascii_case(b"FETCH")) {
+            continue;
+        }
+        let values = crate::raw::parse_values(rest.unwrap_or_default())?;
+        let Some(crate::raw::Value::List(items)) = values.into_iter().next() else {
+            return Err("a FETCH reply without attributes".into());
+        };
+        let mut m = GmailMeta {
+            meta: FetchedMeta {
+                uid: 0,
+                size: 0,
+                flags: Vec::new(),
+                internal_date: String::new(),
+                message_id: None,
+                subject: None,
+                modseq: None,
+            },
+            msgid: 0,
+            labels: Vec::new(),
+        };
+        let mut it = items.into_iter();
+        while let (Some(key), Some(value)) = (it.next(), it.next()) {
+            use crate::raw::Value;
+            let key = key.text().unwrap_or_default().to_ascii_uppercase();
+            match (key.as_str(), value) {
+                ("UID", v) => m.meta.uid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0),
+                ("RFC822.SIZE", v) => {
+                    m.meta.size = v.text().and_then(|t| t.parse().ok()).unwrap_or(0);
+                }
+                ("X-GM-MSGID", v) => {
+                    m.msgid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0)
+                }
+                ("INTERNALDATE", v) => m.meta.internal_date = v.text().unwrap_or_default(),
+                ("FLAGS", Value::List(flags)) => {
+                    m.meta.flags = flags.iter().filter_map(Value::text).collect();
+                }
+                ("X-GM-LABELS", Value::List(labels)) => {
+                    m.labels = labels
+                        .iter()
+                        .filter_map(Value::text)
+                        .map(|l| {
+                            if l.starts_with('\\') {
+                                l
+                            } else {
+                                utf7::decode(&l).unwrap_or(l)
+                            }
+                        })
+                        .collect();
+                }
+                (k, Value::Str(header)) if k.starts_with("BODY[") => {
+                    m.meta.message_id = parse_message_id(&header);
+                    m.meta.subject = parse_subject(&header);
+                }
+                _ => {}
+            }
+        }
+        if m.meta.uid == 0 {
+            continue;
+        }
+        if m.msgid == 0 || m.meta.internal_date.is_empty() {
+            return Err(format!(
+                "no X-GM-MSGID or INTERNALDATE for UID {} (is this a Gmail account?)",
+                m.meta.uid
+            ));
+        }
+        if m.meta.uid >= min_uid && max_uid.is_none_or(|max| m.meta.uid <= max) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
 /// What a tagged OK carried that callers need.
 #[derive(Debug, Default)]
 struct Done {
@@ -1206,6 +1284,65 @@ fn parse_quoted(s: &str) -> Option<(String, &str)> {
         }
     }
     None
+}
+
+/// For the fuzz targets and their replay tests (`fuzz/`) only, not an API: reads `input` as a
+/// server's replies the way async-imap does (imap-proto's parser, one reply after another,
+/// stopping where a reply is incomplete or refused) and hands each reply to every
+/// interpretation this module makes; lines starting `* NAMESPACE ` go to the raw NAMESPACE
+/// reading. Returns how many replies imap-proto read.
+#[doc(hidden)]
+pub fn interpret_replies(input: &[u8]) -> usize {
+    let mut rest = input;
+    let mut count = 0;
+    let mut caps = HashSet::new();
+    let mut state = MailboxState::default();
+    while let Ok((next, response)) = Response::parse(rest) {
+        count += 1;
+        add_capabilities(&mut caps, &response);
+        let _ = folder_entry(&response);
+        note_selected(&mut state, &response);
+        note_status(&mut state, &response);
+        let _ = fetched_meta(&response);
+        let _ = fetched_body(&response);
+        if let Response::Done { outcome, .. } | Response::Data { outcome, .. } = &response {
+            let _ = reply_text(outcome.code.as_ref(), outcome.information.as_deref());
+            let _ = Done::from_code(outcome.code.as_ref());
+        }
+        // A parser that consumed nothing would return the same reply forever.
+        if next.len() >= rest.len() {
+            break;
+        }
+        rest = next;
+    }
+    for line in input.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        if let Some(rest) = line.trim_end().strip_prefix("* NAMESPACE ") {
+            let _ = parse_personal_namespace(rest);
+        }
+    }
+    count
+}
+
+/// For the fuzz targets and their replay tests (`fuzz/`) only, not an API: a Gmail listing
+/// (`gmail_meta`) whose server sends `input`: the raw exchange under tag `GM1`, then the
+/// listing of its replies.
+///
+/// # Errors
+///
+/// As `gmail_meta`.
+#[doc(hidden)]
+pub async fn interpret_gmail_listing(input: &[u8]) -> Result<Vec<GmailMeta>, ImapError> {
+    let (server, what) = ("fuzz:993", "UID FETCH (Gmail listing)");
+    let mut stream = tokio::io::join(input, tokio::io::sink());
+    let command = "UID FETCH 1:* (UID X-GM-MSGID X-GM-LABELS)";
+    let timeout = Duration::from_secs(10);
+    let replies = crate::raw::exchange(&mut stream, "GM1", command, timeout, server, what).await?;
+    gmail_listing(&replies, 1, None).map_err(|detail| ImapError::Protocol {
+        server: server.into(),
+        command: what.into(),
+        detail,
+    })
 }
 
 #[cfg(test)]

@@ -505,6 +505,30 @@ impl SourceSession for PluginSession {
             other => Err(unexpected(&self.plugin, &other)),
         }
     }
+
+    async fn fetch_body_part(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        if self.plugin.table.minor < 1 {
+            // ABI 1.0 has no parts: the whole message, as the trait allows.
+            let body = self.fetch_bodies(&[uid]).await?.pop().flatten();
+            let start = |b: &Vec<u8>| usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+            return Ok(body.map(|b| b[start(&b)..].to_vec()));
+        }
+        let request = Request::FetchPart {
+            session: self.id,
+            uid,
+            offset,
+            len,
+        };
+        match self.call(request).await? {
+            Reply::Part(p) => Ok(p.map(serde_bytes::ByteBuf::into_vec)),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
 }
 
 impl Drop for PluginSession {

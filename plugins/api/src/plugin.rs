@@ -128,6 +128,14 @@ impl<P: MailPlugin> Handler for Mail<P> {
                     .map(|b| b.map(serde_bytes::ByteBuf::from))
                     .collect(),
             ),
+            Request::FetchPart {
+                uid, offset, len, ..
+            } => Reply::Part(
+                session
+                    .fetch_body_part(uid, offset, len)
+                    .await?
+                    .map(serde_bytes::ByteBuf::from),
+            ),
             _ => return Err(wrong_kind(&P::info().name)),
         })
     }

@@ -148,6 +148,18 @@ pub enum Request {
         /// UIDs.
         uids: Vec<u32>,
     },
+    /// Part of one message of the open folder: `len` bytes from `offset`, fewer at its end
+    /// (ABI 1.1).
+    FetchPart {
+        /// The session.
+        session: u64,
+        /// The message.
+        uid: u32,
+        /// First byte wanted.
+        offset: u64,
+        /// Bytes wanted at most.
+        len: u32,
+    },
     /// Contacts: every address book.
     ListBooks {
         /// The session.
@@ -202,6 +214,8 @@ pub enum Reply {
     },
     /// To [`Request::FetchBodies`]: `None` for a message that vanished.
     Bodies(Vec<Option<serde_bytes::ByteBuf>>),
+    /// To [`Request::FetchPart`]: `None` if the message vanished.
+    Part(Option<serde_bytes::ByteBuf>),
     /// To [`Request::ListBooks`].
     Books(Vec<AddressBook>),
     /// To [`Request::ListContacts`].
@@ -221,6 +235,7 @@ impl Request {
             | Self::OpenFolder { session, .. }
             | Self::ListMessages { session, .. }
             | Self::FetchBodies { session, .. }
+            | Self::FetchPart { session, .. }
             | Self::ListBooks { session }
             | Self::ListContacts { session, .. }
             | Self::FetchContacts { session, .. }
@@ -238,6 +253,7 @@ impl Reply {
             Self::Opened(_) => "Opened",
             Self::Messages { .. } => "Messages",
             Self::Bodies(_) => "Bodies",
+            Self::Part(_) => "Part",
             Self::Books(_) => "Books",
             Self::Contacts(_) => "Contacts",
             Self::Cards(_) => "Cards",

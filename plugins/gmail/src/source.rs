@@ -380,4 +380,21 @@ impl SourceSession for GmailSession {
         DOWNLOADED.count(&user, bytes);
         Ok(bodies)
     }
+
+    async fn fetch_body_part(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        let user = self.user.clone();
+        daily_allowance(&user, self.policy.daily_download)?;
+        let part = self
+            .imap
+            .fetch_body_part(uid, offset, len)
+            .await
+            .map_err(SourceError::from)?;
+        DOWNLOADED.count(&user, part.as_ref().map_or(0, |p| p.len() as u64));
+        Ok(part)
+    }
 }

@@ -171,4 +171,16 @@ impl SourceSession for ImapSourceSession {
             .await
             .map_err(SourceError::from)
     }
+
+    async fn fetch_body_part(
+        &mut self,
+        uid: u32,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
+        self.imap
+            .fetch_body_part(uid, offset, len)
+            .await
+            .map_err(SourceError::from)
+    }
 }
