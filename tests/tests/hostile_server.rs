@@ -15,6 +15,7 @@ enum Hostile {
     ShortLiteral,
     Unsolicited,
     EndlessLine,
+    HugeLiteral,
 }
 
 /// Serves one connection: a normal login, then the hostile answer to `LIST "" "*"`.
@@ -53,6 +54,7 @@ async fn serve(listener: TcpListener, script: Hostile) {
                     );
                     r
                 }
+                Hostile::HugeLiteral => b"* LIST () \"/\" {999999999999}\r\n".to_vec(),
                 Hostile::EndlessLine => {
                     write.write_all(b"* LIST () \"/\" \"").await.unwrap();
                     let chunk = vec![b'a'; 1 << 20];
@@ -128,4 +130,14 @@ async fn an_endless_line_is_an_error_not_a_hang() {
     println!("endless line: {e} after {took:?}");
     assert!(e.contains("127.0.0.1"), "{e}");
     assert!(took < Duration::from_secs(60), "took {took:?}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_literal_announced_beyond_the_limit_is_refused_at_once() {
+    let (r, took) = list_against(Hostile::HugeLiteral).await;
+    let e = r.expect_err("a 1 TB literal must not be awaited");
+    println!("huge literal: {e} after {took:?}");
+    assert!(e.contains("127.0.0.1"), "{e}");
+    assert!(e.contains("literal of 999999999999 bytes"), "{e}");
+    assert!(took < Duration::from_secs(2), "took {took:?}: {e}");
 }

@@ -220,7 +220,7 @@ impl ImapSession {
         })?;
 
         let stream = match endpoint.security {
-            Security::Plain => Stream::Plain(tcp),
+            Security::Plain => Stream::plain(tcp),
             Security::Tls => Self::handshake(endpoint, tcp).await?,
             Security::StartTls => {
                 let mut tcp = tcp;
@@ -356,7 +356,7 @@ impl ImapSession {
                 endpoint.host
             ),
         })?;
-        Ok(Stream::Tls(Box::new(tls)))
+        Ok(Stream::tls(tls))
     }
 
     /// `host:port` of the server.
@@ -1145,9 +1145,7 @@ fn gmail_listing(
                 ("RFC822.SIZE", v) => {
                     m.meta.size = v.text().and_then(|t| t.parse().ok()).unwrap_or(0);
                 }
-                ("X-GM-MSGID", v) => {
-                    m.msgid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0)
-                }
+                ("X-GM-MSGID", v) => m.msgid = v.text().and_then(|t| t.parse().ok()).unwrap_or(0),
                 ("INTERNALDATE", v) => m.meta.internal_date = v.text().unwrap_or_default(),
                 ("FLAGS", Value::List(flags)) => {
                     m.meta.flags = flags.iter().filter_map(Value::text).collect();
@@ -1264,7 +1262,8 @@ fn parse_personal_namespace(rest: &str) -> Option<(String, Option<char>)> {
     let rest = rest.trim_start().strip_prefix("((")?;
     let (prefix, rest) = parse_quoted(rest)?;
     let rest = rest.trim_start();
-    let delimiter = if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("NIL") {
+    // `get`, not `[..3]`: the server's bytes may put a multi-byte character there.
+    let delimiter = if rest.get(..3).is_some_and(|w| w.eq_ignore_ascii_case("NIL")) {
         None
     } else {
         parse_quoted(rest)?.0.chars().next()
@@ -1387,6 +1386,8 @@ mod tests {
             Some((String::new(), Some('/')))
         );
         assert_eq!(parse_personal_namespace("NIL NIL NIL"), None);
+        // Found by fuzzing: a multi-byte character where NIL may stand panicked.
+        assert_eq!(parse_personal_namespace("((\"INBOX.\" A\u{fffd}D"), None);
     }
 
     #[test]
