@@ -141,3 +141,53 @@ async fn a_literal_announced_beyond_the_limit_is_refused_at_once() {
     assert!(e.contains("literal of 999999999999 bytes"), "{e}");
     assert!(took < Duration::from_secs(2), "took {took:?}: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_starttls_is_refused_before_the_password_is_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A server that offers no STARTTLS: it answers every command with BAD and keeps what it
+    // was sent.
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write
+            .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] no TLS here\r\n")
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let tag = line.split(' ').next().unwrap_or("*").to_owned();
+            received.push(line);
+            let reply = format!("{tag} BAD unknown command\r\n");
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        received
+    });
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        security: Security::StartTls,
+        cert_check: CertCheck::System,
+        auth: AuthMethod::Login,
+        user: "u".into(),
+        secret: Secret::new("never-sent-secret"),
+        timeout: Duration::from_secs(3),
+    };
+    let e = ImapSession::connect(&endpoint)
+        .await
+        .expect_err("no STARTTLS, no session")
+        .to_string();
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(e.contains("does not offer STARTTLS"), "{e}");
+    assert!(e.contains("security = \"plain\""), "says what to do: {e}");
+    assert!(!e.contains("never-sent-secret"), "{e}");
+    let received = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the client hung up")
+        .unwrap();
+    assert_eq!(received, ["S1 STARTTLS"], "nothing but STARTTLS was sent");
+}
