@@ -21,6 +21,10 @@ pub use corpus::{
 pub use dovecot::{
     Dovecot, DovecotOptions, Layout, english_special_use, ensure_installed, german_special_use,
 };
+pub use fault::{
+    AppendFaultProxy, Direction, Fault, FaultKind, FaultPlan, FaultProxy, Fired, Trigger,
+    fault_seed,
+};
 pub use imap::{Account, FolderInfo, MessageRecord, Session, Tls, login};
 pub use plugins::plugins_dir;
 pub use verify::{FolderDiff, VerifyReport, verify};

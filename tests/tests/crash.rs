@@ -1,5 +1,7 @@
 //! The real `migrated` binary killed with SIGKILL at moments spread over a migration, then run
-//! again: the destination ends equal to the source, with no message twice.
+//! again: the destination ends equal to the source, with no message twice. Once as the one-shot
+//! `migrated migrate`, once as the daemon, which must resume the job by itself after each
+//! restart.
 
 mod common;
 
@@ -8,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{Daemon, job_file, stdout};
 use common::pair;
+use migrated_core::JobStatus;
 use testbed::{CorpusSpec, Dovecot, SplitMix64};
 
 /// The `migrated` binary next to this test's target directory (`cargo build --bins` first).
@@ -95,7 +99,7 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
         "\n[limits]\nconnections = 2\nbatch_messages = 10\n",
     );
     let bin = migrated_binary();
-    let mut rng = SplitMix64::new(0x5eed);
+    let mut rng = SplitMix64::new(testbed::fault_seed("one-shot SIGKILL", 0x5eed));
     let mut mid_copy_kills = 0;
     let kills = 6;
     for k in 0..kills {
@@ -144,4 +148,91 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
     assert!(status.success(), "the final run completes: {status}");
     p.assert_exact().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sigkills_of_the_daemon_each_followed_by_a_restart_that_resumes_the_job_by_itself() {
+    let seed = testbed::fault_seed("daemon SIGKILL", 0x5167_c111);
+    let mut rng = SplitMix64::new(seed);
+    let p = pair(CorpusSpec {
+        seed: 22,
+        messages: 2000,
+        max_attachment: 0,
+        size_factor: 0.5,
+    })
+    .await;
+    let total = p.corpus.total_messages() as u64;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    // Small batches over two connections: APPENDs in flight whenever the kill lands.
+    let job = job_file(
+        &p,
+        &d.state.join("jobs"),
+        "alice",
+        "[limits]\nconnections = 2\nbatch_messages = 10\n",
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let started = Instant::now();
+    let kills = 20;
+    let mut previous = 0u64;
+    let mut mid_copy = 0;
+    for k in 0..kills {
+        if k > 0 {
+            d.start().await;
+        }
+        let restarted = Instant::now();
+        // One kill in five at a random moment after the start (connecting, scanning, recovering
+        // interrupted APPENDs, or copying); the others once a random share more is copied, plus
+        // a random delay.
+        let when = if rng.below(5) == 0 {
+            let ms = rng.below(800);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            format!("{ms} ms after the start")
+        } else {
+            let step = total / 60 + rng.below(total / 24 - total / 60);
+            let target = (previous + step).min(total);
+            while destination_count(&p.dst).await < target {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(60),
+                    "kill {k}: fewer than {target} messages copied 60 s after the restart\n{}",
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let ms = rng.below(80);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            format!("{step} more copied, then {ms} ms")
+        };
+        d.kill();
+        let at_kill = destination_count(&p.dst).await;
+        let mid = at_kill > previous && at_kill < total;
+        mid_copy += usize::from(mid);
+        eprintln!(
+            "kill {k:>2} ({when}, {:.1?} after the start): {previous} -> {at_kill} of {total} on the destination{}",
+            restarted.elapsed(),
+            if mid { ", mid-copy" } else { "" }
+        );
+        previous = at_kill;
+    }
+    d.start().await;
+    let done = d
+        .wait_until(&id, "completion", |s| {
+            s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(
+        done.status,
+        Some(JobStatus::Completed),
+        "{done:?}\n{}",
+        d.log()
+    );
+    eprintln!(
+        "{kills} kills, {mid_copy} mid-copy; completed {:.1?} after the job was created",
+        started.elapsed()
+    );
+    assert!(
+        mid_copy >= 12,
+        "only {mid_copy} of {kills} kills landed in the middle of the copy"
+    );
+    p.assert_exact().await;
 }
