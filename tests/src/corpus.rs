@@ -716,6 +716,201 @@ fn text_body(rng: &mut SplitMix64, out: &mut Vec<u8>, target: usize) {
     }
 }
 
+/// One folder of small text-only messages, for measuring how a copy scales with folder size
+/// (`write_folder`).
+#[derive(Debug, Clone)]
+pub struct FolderSpec {
+    pub seed: u64,
+    pub messages: usize,
+    /// Hierarchy components without prefix; `["INBOX"]` for the inbox.
+    pub path: Vec<String>,
+    /// Message sizes are log-uniform in `min_size..=max_size` bytes; above about 40 KB a
+    /// message would get an attachment, so keep `max_size` below that for text-only mail.
+    pub min_size: usize,
+    pub max_size: usize,
+}
+
+impl Default for FolderSpec {
+    fn default() -> Self {
+        FolderSpec {
+            seed: 1,
+            messages: 1000,
+            path: vec!["INBOX".to_owned()],
+            min_size: 1_500,
+            max_size: 8_000,
+        }
+    }
+}
+
+/// Writes one folder of `spec.messages` small messages into `user`'s maildir (fast enough for
+/// 100,000 messages: one file each, no index) and describes it. Flags, keywords and dates are
+/// drawn as in `write_maildir`. Write before the user first selects the folder.
+pub fn write_folder(dovecot: &Dovecot, user: &str, spec: &FolderSpec) -> Result<Corpus> {
+    dovecot.password(user)?;
+    check_folder_path(dovecot.layout(), &spec.path)?;
+    let layout = dovecot.layout();
+    let root = dovecot.maildir(user);
+    let dir = folder_dir(&root, layout, &spec.path);
+    prepare_folder(&root, &dir, layout)?;
+    let name = imap_name(layout, &spec.path);
+    let special_use = (spec.path.len() == 1)
+        .then(|| {
+            dovecot
+                .options()
+                .special_use
+                .iter()
+                .find(|(n, _)| *n == spec.path[0])
+                .map(|(_, a)| a.clone())
+        })
+        .flatten();
+    let plan = Plan {
+        path: spec.path.clone(),
+        kind: FolderKind::Messages(1),
+        special_use: special_use.clone(),
+    };
+    let (lo, hi) = (
+        spec.min_size.max(1_000) as u64,
+        spec.max_size.max(spec.min_size.max(1_000)) as u64,
+    );
+    let mut rng = SplitMix64::new(spec.seed);
+    let mut messages = Vec::with_capacity(spec.messages);
+    let cur = dir.join("cur");
+    for i in 0..spec.messages {
+        let target = rng.log_uniform(lo, hi) as usize;
+        let (bytes, msg) = generate_sized(&mut rng, spec.seed, i, &plan, target);
+        let file_name = format!(
+            "{}.M{i}P{}Q0.testbed,S={},W={}:2,{}",
+            msg.internaldate,
+            spec.seed % 1_000_000,
+            bytes.len(),
+            bytes.len(),
+            filename_flags(&msg)
+        );
+        write_file(&cur.join(file_name), &bytes, msg.internaldate)?;
+        messages.push(msg);
+    }
+    let (uid, gid) = dovecot.mail_owner();
+    chown_tree(&root, uid, gid)?;
+    let mut folders = BTreeMap::new();
+    folders.insert(
+        name,
+        CorpusFolder {
+            path: spec.path.clone(),
+            special_use,
+            messages,
+        },
+    );
+    Ok(Corpus {
+        folders,
+        containers: Vec::new(),
+        separator: layout.separator(),
+        prefix: layout.prefix().to_owned(),
+    })
+}
+
+/// Adds one message (`bytes`, CRLF) to a folder of a corpus already written for `user`, with
+/// system flags only, and records it in `corpus`. For a mailbox that differs from another by
+/// one message, such as a very large one. `folder` is the IMAP name, a key of
+/// `corpus.folders`.
+pub fn add_message(
+    dovecot: &Dovecot,
+    user: &str,
+    corpus: &mut Corpus,
+    folder: &str,
+    bytes: &[u8],
+    flags: &[&str],
+    internaldate: i64,
+) -> Result<()> {
+    let layout = dovecot.layout();
+    let root = dovecot.maildir(user);
+    let Some(entry) = corpus.folders.get_mut(folder) else {
+        bail!("the corpus has no folder {folder:?}");
+    };
+    let mut flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
+    if let Some(f) = flags
+        .iter()
+        .find(|f| !SYSTEM_FLAGS.iter().any(|(s, _)| s == f))
+    {
+        bail!("add_message takes system flags only, not {f:?}");
+    }
+    flags.sort();
+    let msg = CorpusMessage {
+        size: bytes.len() as u64,
+        flags,
+        keywords: Vec::new(),
+        internaldate,
+        message_id: crate::imap::header_message_id(bytes),
+        body_hash: blake3::hash(bytes),
+    };
+    let dir = folder_dir(&root, layout, &entry.path);
+    let path = dir.join("cur").join(format!(
+        "{internaldate}.M{}P{}Q1.testbed-added,S={},W={}:2,{}",
+        entry.messages.len(),
+        bytes.len() % 1_000_000,
+        bytes.len(),
+        bytes.len(),
+        filename_flags(&msg)
+    ));
+    write_file(&path, bytes, internaldate)?;
+    let (uid, gid) = dovecot.mail_owner();
+    chown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+    entry.messages.push(msg);
+    Ok(())
+}
+
+/// A message of about `target` bytes (text only below about 40 KB) with flags, keywords and
+/// date drawn as `generate` draws them.
+fn generate_sized(
+    rng: &mut SplitMix64,
+    seed: u64,
+    index: usize,
+    folder: &Plan,
+    target: usize,
+) -> (Vec<u8>, CorpusMessage) {
+    let internaldate = DATE_FROM + rng.below((DATE_TO - DATE_FROM) as u64) as i64;
+    let message_id = if index > 0 && rng.chance(0.05) {
+        None
+    } else {
+        Some(format!(
+            "<{seed:x}.{index}.{:x}@testbed.example>",
+            rng.next_u64() >> 20
+        ))
+    };
+    let mut flags = Vec::new();
+    let draft_folder = folder.special_use.as_deref() == Some("\\Drafts");
+    let probs = [0.7, 0.15, 0.1, 0.03, if draft_folder { 0.8 } else { 0.02 }];
+    for (k, ((flag, _), p)) in SYSTEM_FLAGS.iter().zip(probs).enumerate() {
+        if index == k || rng.chance(p) {
+            flags.push((*flag).to_owned());
+        }
+    }
+    let mut keywords = Vec::new();
+    for (k, (kw, p)) in KEYWORDS.iter().zip([0.1, 0.08, 0.06]).enumerate() {
+        if index == SYSTEM_FLAGS.len() + k || rng.chance(p) {
+            keywords.push((*kw).to_owned());
+        }
+    }
+    flags.sort();
+    keywords.sort();
+    let bytes = build_message(
+        rng,
+        index,
+        internaldate,
+        message_id.as_deref(),
+        target,
+        None,
+    );
+    let msg = CorpusMessage {
+        size: bytes.len() as u64,
+        flags,
+        keywords,
+        internaldate,
+        message_id,
+        body_hash: blake3::hash(&bytes),
+    };
+    (bytes, msg)
+}
+
 /// Appends one message over IMAP (the real path, unlike `write_maildir`).
 pub async fn append_message(
     acct: &Account,
