@@ -14,6 +14,9 @@ pub enum JobStatus {
     /// Credentials are missing (erased after completion, or never given): `delta` with new
     /// credentials continues it.
     WaitingForCredentials,
+    /// The job store cannot be written (its disk is full, its file system read-only): nothing
+    /// is copied until it can; the job then continues by itself (`resume` tries at once).
+    WaitingForStore,
     /// Opening connections.
     Connecting,
     /// Logging in.
@@ -42,9 +45,10 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Queued,
         Self::WaitingForCredentials,
+        Self::WaitingForStore,
         Self::Connecting,
         Self::Authenticating,
         Self::ScanningFolders,
@@ -90,6 +94,7 @@ impl JobStatus {
         match self {
             Self::Queued => "Queued",
             Self::WaitingForCredentials => "Waiting for credentials",
+            Self::WaitingForStore => "Waiting for the store",
             Self::Connecting => "Connecting",
             Self::Authenticating => "Authenticating",
             Self::ScanningFolders => "Scanning folders",
@@ -126,7 +131,13 @@ impl JobStatus {
             (CreatingFolders, ScanningFolders | Copying | Finalizing) => true,
             (Copying, ScanningFolders | Finalizing) => true,
             (Finalizing, Completed | CompletedWithErrors) => true,
-            (s, Connecting | Failed | Stopping) if s.is_running() && s != Stopping => true,
+            (s, Connecting | Failed | Stopping | WaitingForStore)
+                if s.is_running() && s != Stopping =>
+            {
+                true
+            }
+            // The store can be written again: the job goes back to the queue.
+            (WaitingForStore, Queued) => true,
             (Stopping, Stopped | Cancelled | Completed | CompletedWithErrors | Failed) => true,
             // A daemon restarted after a crash resumes what was running.
             (s, Queued) if s.is_running() => true,
@@ -151,17 +162,20 @@ impl JobStatus {
         };
         match action {
             Action::Pause => match self {
-                Queued | WaitingForCredentials => Ok(Stopped),
+                Queued | WaitingForCredentials | WaitingForStore => Ok(Stopped),
                 s if s.is_running() && s != Stopping => Ok(Stopping),
                 Stopping | Stopped => refuse("it is already stopping or stopped"),
                 _ => refuse("only a queued or running job can be paused"),
             },
             Action::Resume => match self {
-                Stopped | Failed => Ok(Queued),
+                // Waiting for the store: the daemon tries the store at once.
+                Stopped | Failed | WaitingForStore => Ok(Queued),
                 _ => refuse("only a stopped or failed job can be resumed"),
             },
             Action::Cancel => match self {
-                Queued | WaitingForCredentials | Stopped | Failed => Ok(Cancelled),
+                Queued | WaitingForCredentials | WaitingForStore | Stopped | Failed => {
+                    Ok(Cancelled)
+                }
                 s if s.is_running() => Ok(Stopping),
                 _ => {
                     refuse("a completed or cancelled job has nothing to cancel; delete it instead")
@@ -175,7 +189,9 @@ impl JobStatus {
             },
             Action::Reset => match self {
                 s if s.is_running() => refuse("pause or cancel it first, then reset it"),
-                Queued | WaitingForCredentials => refuse("pause it first, then reset it"),
+                Queued | WaitingForCredentials | WaitingForStore => {
+                    refuse("pause it first, then reset it")
+                }
                 _ => Ok(Stopped),
             },
             Action::Delta => match self {
@@ -183,6 +199,9 @@ impl JobStatus {
                 s if s.is_running() => {
                     refuse("a run is in progress; run the delta when it has finished")
                 }
+                WaitingForStore => refuse(
+                    "it continues by itself once the job store can be written; `resume` tries the store now",
+                ),
                 _ => refuse("the job is already queued"),
             },
         }
@@ -306,6 +325,11 @@ mod tests {
         assert!(!Completed.can_become(Copying));
         assert!(!Cancelled.can_become(Queued));
         assert!(!Queued.can_become(Completed));
+        assert!(Copying.can_become(WaitingForStore) && WaitingForStore.can_become(Queued));
+        assert!(!WaitingForStore.can_become(Copying));
+        assert_eq!(WaitingForStore.apply(Action::Resume), Ok(Queued));
+        assert_eq!(WaitingForStore.apply(Action::Pause), Ok(Stopped));
+        assert!(!WaitingForStore.is_running() && !WaitingForStore.is_finished());
         for s in JobStatus::ALL {
             assert!(s.can_become(s));
         }

@@ -49,7 +49,8 @@ where
         match attempt().await {
             Err(e)
                 if e.kind() == ErrorKind::Temporary
-                    && !matches!(e, EngineError::Stopped)
+                    // A failing store is the daemon's to wait for: the run ends at once.
+                    && !matches!(e, EngineError::Stopped | EngineError::Store(_))
                     && !stop.load(Ordering::Relaxed)
                     && pass < config.max_passes =>
             {

@@ -2,7 +2,8 @@
 //!
 //! Keyspaces:
 //! - `meta`: `check` -> a known text sealed with the store key: a wrong key is refused at open,
-//!   before anything is written.
+//!   before anything is written; `probe` -> a fixed text written when the store opens again
+//!   after a fault, to prove it takes writes.
 //! - `jobs`: job id -> the job record (MessagePack, sealed: it holds credentials and addresses).
 //! - `events`: job id ‖ 0 ‖ sequence (8) -> an event (MessagePack, sealed).
 //! - `folders`: job key (16) ‖ folder key (16) -> [`FolderState`] (MessagePack, sealed: folder
@@ -16,15 +17,24 @@
 //! fingerprints and content hashes, and stay in clear for speed.
 //!
 //! fjall is synchronous: callers in async code use `spawn_blocking`.
+//!
+//! Disk full, read-only file system, I/O error: fjall takes no write after a failed one (it
+//! "poisons" the database), so the store closes itself at the first such error and every call
+//! returns [`StoreError::Unavailable`] with the [`StoreFault`]. A closed store holds no file
+//! open, so its file system can be checked, remounted or unmounted. [`Store::reopen`] opens it
+//! again once the directory still holds this store and takes writes; fjall's journal recovery
+//! drops a write that was cut short, so nothing written before is lost or damaged. An APPEND
+//! whose ledger entry could not be written is found again through its intent (written durably
+//! before the APPEND) by the next run.
 
 mod crypto;
 
 pub use crypto::{KeyError, StoreKey};
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -32,7 +42,7 @@ use serde::{Deserialize, Serialize};
 /// A store failure, naming what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// fjall failed (disk full, read-only file system, corruption).
+    /// fjall failed in a way that is not an I/O fault (a damaged journal or table).
     #[error("job store at {path}: {action} failed: {source}")]
     Fjall {
         /// The store directory.
@@ -41,6 +51,19 @@ pub enum StoreError {
         action: &'static str,
         /// fjall's error.
         source: fjall::Error,
+    },
+    /// The store cannot be used now: its disk is full, its file system read-only or failing, or
+    /// it is not there. The store closed itself (fjall refuses every write after a failed one);
+    /// [`Store::reopen`] opens it again once it can be written. Nothing in it is damaged: what
+    /// was written before stays, a write cut short is dropped when it is opened again.
+    #[error("job store at {path}: {action} failed: {fault}")]
+    Unavailable {
+        /// The store directory.
+        path: String,
+        /// What was being done.
+        action: &'static str,
+        /// Why the store cannot be used.
+        fault: StoreFault,
     },
     /// A value that does not decode: the store was written by an incompatible version or damaged.
     #[error(
@@ -65,6 +88,86 @@ pub enum StoreError {
         /// Which key ids differ.
         detail: String,
     },
+}
+
+impl StoreError {
+    /// Why the store cannot be used now, when that is what happened: a fault that passes once
+    /// the disk has room again or the file system is writable again.
+    pub fn fault(&self) -> Option<&StoreFault> {
+        match self {
+            Self::Unavailable { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}
+
+/// What keeps the store from being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No space left on the device (or the disk quota is used up).
+    DiskFull,
+    /// The file system is read-only (remounted read-only, often by the kernel after an error).
+    ReadOnly,
+    /// The store directory holds no store (its file system is not mounted?) or another store.
+    Missing,
+    /// Another I/O error (a failing disk).
+    Io,
+}
+
+/// Why the store cannot be used now, with the system's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    /// What kind of fault.
+    pub kind: FaultKind,
+    /// The system's words, e.g. `No space left on device (os error 28)`.
+    pub detail: String,
+}
+
+impl std::fmt::Display for StoreFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            FaultKind::DiskFull => "its disk is full",
+            FaultKind::ReadOnly => "its file system is read-only",
+            FaultKind::Missing => "it is not there",
+            FaultKind::Io => "an I/O error",
+        };
+        write!(f, "{what} ({})", self.detail)
+    }
+}
+
+impl StoreFault {
+    fn of_io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge => FaultKind::DiskFull,
+            K::ReadOnlyFilesystem => FaultKind::ReadOnly,
+            K::NotFound => FaultKind::Missing,
+            _ => FaultKind::Io,
+        };
+        Self {
+            kind,
+            detail: e.to_string(),
+        }
+    }
+
+    /// The fault behind a fjall error, if it is an I/O fault (or fjall refusing writes after
+    /// one): `None` for damage and other errors.
+    fn of_fjall(e: &fjall::Error) -> Option<Self> {
+        if matches!(e, fjall::Error::Poisoned) {
+            return Some(Self {
+                kind: FaultKind::Io,
+                detail: "a write failed before; fjall takes no more writes until the store is opened again".into(),
+            });
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                return Some(Self::of_io(io));
+            }
+            cause = c.source();
+        }
+        None
+    }
 }
 
 /// What the store remembers of one source folder of a job.
@@ -154,14 +257,37 @@ pub struct JobKey([u8; 16]);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FolderKey([u8; 16]);
 
-/// The job store. Cheap to clone.
+/// The job store. Cheap to clone; every clone sees the store reopened after a fault.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
-struct Inner {
+/// What stays the same while the store is closed and opened again.
+struct Shared {
     path: String,
+    dir: PathBuf,
+    key: StoreKey,
+    hashing: [u8; 32],
+    next_intent: AtomicU64,
+    /// The sealed key check of this store: a store opened again must hold the same one (a
+    /// store created anew in its place, say on an unmounted mount point, has another).
+    identity: Vec<u8>,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The open database, or `None` after a fault until [`Store::reopen`] succeeds.
+    open: Option<Arc<Handle>>,
+    /// The handle closed by a fault, while calls in flight still hold it.
+    closing: Weak<Handle>,
+    /// Why the store is closed.
+    fault: Option<StoreFault>,
+}
+
+/// One opening of the fjall database: dropping the last clone closes every file.
+struct Handle {
     db: Database,
     meta: Keyspace,
     jobs: Keyspace,
@@ -170,16 +296,66 @@ struct Inner {
     items: Keyspace,
     intents: Keyspace,
     placements: Keyspace,
-    key: StoreKey,
-    hashing: [u8; 32],
-    next_intent: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("path", &self.shared.path)
             .finish_non_exhaustive()
+    }
+}
+
+const CHECK: &[u8] = b"migrated store v1";
+/// A file in the store's directory the store writes (and removes) before it opens again after
+/// a fault: the directory takes writes and has at least this much room.
+const PROBE_FILE: &str = ".write-probe";
+const PROBE_BYTES: usize = 1 << 20;
+
+impl Handle {
+    fn open(dir: &Path, path: &str) -> Result<Self, StoreError> {
+        let fj = |action| {
+            move |source: fjall::Error| match StoreFault::of_fjall(&source) {
+                Some(fault) => StoreError::Unavailable {
+                    path: path.to_owned(),
+                    action,
+                    fault,
+                },
+                None => StoreError::Fjall {
+                    path: path.to_owned(),
+                    action,
+                    source,
+                },
+            }
+        };
+        let db = Database::builder(dir).open().map_err(fj("opening"))?;
+        let ks = |name: &'static str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(fj("opening a keyspace"))
+        };
+        Ok(Self {
+            meta: ks("meta")?,
+            jobs: ks("jobs")?,
+            events: ks("events")?,
+            folders: ks("folders")?,
+            items: ks("items")?,
+            intents: ks("intents")?,
+            placements: ks("placements")?,
+            db,
+        })
+    }
+
+    /// The highest intent sequence number in the store.
+    fn last_intent(&self) -> u64 {
+        self.intents
+            .last_key_value()
+            .and_then(|g| g.key().ok())
+            .and_then(|k| {
+                k.get(16..24)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -191,30 +367,25 @@ impl Store {
     /// [`StoreError`] naming the directory and the failed step.
     pub fn open(path: &Path, key: StoreKey) -> Result<Self, StoreError> {
         let p = path.display().to_string();
+        let h = Handle::open(path, &p)?;
         let fj = |action| {
             let p = p.clone();
-            move |source| StoreError::Fjall {
-                path: p,
-                action,
-                source,
+            move |source: fjall::Error| match StoreFault::of_fjall(&source) {
+                Some(fault) => StoreError::Unavailable {
+                    path: p,
+                    action,
+                    fault,
+                },
+                None => StoreError::Fjall {
+                    path: p,
+                    action,
+                    source,
+                },
             }
         };
-        let db = Database::builder(path).open().map_err(fj("opening"))?;
-        let ks = |name: &'static str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(fj("opening a keyspace"))
-        };
-        let meta = ks("meta")?;
-        let jobs = ks("jobs")?;
-        let events = ks("events")?;
-        let folders = ks("folders")?;
-        let items = ks("items")?;
-        let intents = ks("intents")?;
-        let placements = ks("placements")?;
-        const CHECK: &[u8] = b"migrated store v1";
-        match meta.get("check").map_err(fj("reading the key check"))? {
+        let identity = match h.meta.get("check").map_err(fj("reading the key check"))? {
             Some(sealed) => match key.open("meta", b"check", &sealed) {
-                Ok(text) if text == CHECK => {}
+                Ok(text) if text == CHECK => sealed.to_vec(),
                 Ok(_) => {
                     return Err(StoreError::WrongKey {
                         path: p,
@@ -224,67 +395,241 @@ impl Store {
                 Err(detail) => return Err(StoreError::WrongKey { path: p, detail }),
             },
             None => {
-                if !folders.is_empty().map_err(fj("reading"))?
-                    || !jobs.is_empty().map_err(fj("reading"))?
+                if !h.folders.is_empty().map_err(fj("reading"))?
+                    || !h.jobs.is_empty().map_err(fj("reading"))?
                 {
                     return Err(StoreError::WrongKey {
                         path: p,
                         detail: "the store holds data but no key check; it was written by an older version".into(),
                     });
                 }
-                meta.insert("check", key.seal("meta", b"check", CHECK))
+                let sealed = key.seal("meta", b"check", CHECK);
+                h.meta
+                    .insert("check", sealed.clone())
                     .map_err(fj("writing the key check"))?;
-                db.persist(PersistMode::SyncAll)
+                h.db.persist(PersistMode::SyncAll)
                     .map_err(fj("persisting the key check"))?;
+                sealed
             }
-        }
+        };
         let hashing = key.hashing_key();
         // Intent keys only need to be unique and increasing within this store.
-        let start = intents
-            .last_key_value()
-            .and_then(|g| g.key().ok())
-            .and_then(|k| {
-                k.get(16..24)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-            })
-            .unwrap_or(0);
+        let start = h.last_intent();
         Ok(Self {
-            inner: Arc::new(Inner {
+            shared: Arc::new(Shared {
                 path: p,
-                db,
-                meta,
-                jobs,
-                events,
-                folders,
-                items,
-                intents,
-                placements,
+                dir: path.to_owned(),
                 key,
                 hashing,
                 next_intent: AtomicU64::new(start + 1),
+                identity,
+                state: RwLock::new(State {
+                    open: Some(Arc::new(h)),
+                    ..State::default()
+                }),
             }),
         })
     }
 
-    fn err(&self, action: &'static str) -> impl FnOnce(fjall::Error) -> StoreError + '_ {
-        move |source| StoreError::Fjall {
-            path: self.inner.path.clone(),
-            action,
-            source,
+    /// The store directory, as messages name it.
+    pub fn path(&self) -> &str {
+        &self.shared.path
+    }
+
+    fn state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why the store is closed, or `None` while it is open.
+    pub fn fault(&self) -> Option<StoreFault> {
+        let st = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &st.open {
+            Some(_) => None,
+            None => Some(st.fault.clone().unwrap_or(StoreFault {
+                kind: FaultKind::Io,
+                detail: "closed".into(),
+            })),
         }
+    }
+
+    /// The open database, or [`StoreError::Unavailable`] while the store is closed.
+    fn handle(&self, action: &'static str) -> Result<Arc<Handle>, StoreError> {
+        let st = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &st.open {
+            Some(h) => Ok(h.clone()),
+            None => Err(StoreError::Unavailable {
+                path: self.shared.path.clone(),
+                action,
+                fault: st.fault.clone().unwrap_or(StoreFault {
+                    kind: FaultKind::Io,
+                    detail: "closed".into(),
+                }),
+            }),
+        }
+    }
+
+    /// A fjall error met while using `h`: an I/O fault closes the store (fjall takes no write
+    /// after a failed one, and a closed store holds no file open, so its file system can be
+    /// checked, remounted or unmounted); other errors are returned as they are.
+    fn failed(&self, h: &Arc<Handle>, action: &'static str, source: fjall::Error) -> StoreError {
+        let Some(mut fault) = StoreFault::of_fjall(&source) else {
+            return StoreError::Fjall {
+                path: self.shared.path.clone(),
+                action,
+                source,
+            };
+        };
+        let mut st = self.state();
+        if st.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, h)) {
+            st.open = None;
+            st.closing = Arc::downgrade(h);
+            st.fault = Some(fault.clone());
+        } else if let (fjall::Error::Poisoned, Some(first)) = (&source, &st.fault) {
+            // The write that failed first says why.
+            fault = first.clone();
+        }
+        StoreError::Unavailable {
+            path: self.shared.path.clone(),
+            action,
+            fault,
+        }
+    }
+
+    fn err<'a>(
+        &'a self,
+        h: &'a Arc<Handle>,
+        action: &'static str,
+    ) -> impl FnOnce(fjall::Error) -> StoreError + 'a {
+        move |source| self.failed(h, action, source)
+    }
+
+    /// Opens the store again after a fault, once it can be written: the directory must still
+    /// hold this store (not an empty mount point, not another store), take a write of
+    /// [`PROBE_BYTES`], and fjall must open it and persist a write. fjall's recovery drops a
+    /// write that was cut short. Returns `Ok(false)` when the store was open already.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] with the fault that remains: the store stays closed and
+    /// holds no file open.
+    pub fn reopen(&self) -> Result<bool, StoreError> {
+        let unavailable = |action, fault| StoreError::Unavailable {
+            path: self.shared.path.clone(),
+            action,
+            fault,
+        };
+        let mut st = self.state();
+        if st.open.is_some() {
+            return Ok(false);
+        }
+        // Calls in flight when the fault came end quickly (they only meet errors now); fjall
+        // closes its files when the last of them lets go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while st.closing.strong_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                let fault = st.fault.clone().unwrap_or(StoreFault {
+                    kind: FaultKind::Io,
+                    detail: "the store is still in use".into(),
+                });
+                return Err(unavailable("reopening", fault));
+            }
+            drop(st);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            st = self.state();
+        }
+        match self.try_reopen() {
+            Ok(h) => {
+                self.shared
+                    .next_intent
+                    .fetch_max(h.last_intent() + 1, Ordering::Relaxed);
+                st.open = Some(Arc::new(h));
+                st.fault = None;
+                Ok(true)
+            }
+            Err((action, fault)) => {
+                st.fault = Some(fault.clone());
+                Err(unavailable(action, fault))
+            }
+        }
+    }
+
+    fn try_reopen(&self) -> Result<Handle, (&'static str, StoreFault)> {
+        let dir = &self.shared.dir;
+        let missing = |detail: &str| StoreFault {
+            kind: FaultKind::Missing,
+            detail: detail.to_owned(),
+        };
+        // fjall writes `version` first when it creates a store: without it this is not the
+        // store (an unmounted mount point?), and opening would create an empty one.
+        match dir.join("version").try_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err((
+                    "opening",
+                    missing("the directory holds no store; is its file system mounted?"),
+                ));
+            }
+            Err(e) => return Err(("opening", StoreFault::of_io(&e))),
+        }
+        probe(dir).map_err(|e| ("writing a test file", StoreFault::of_io(&e)))?;
+        let h = Handle::open(dir, &self.shared.path).map_err(|e| match e {
+            StoreError::Unavailable { action, fault, .. } => (action, fault),
+            other => (
+                "opening",
+                StoreFault {
+                    kind: FaultKind::Io,
+                    detail: other.to_string(),
+                },
+            ),
+        })?;
+        let fault = |action| {
+            move |e: fjall::Error| {
+                (
+                    action,
+                    StoreFault::of_fjall(&e).unwrap_or(StoreFault {
+                        kind: FaultKind::Io,
+                        detail: e.to_string(),
+                    }),
+                )
+            }
+        };
+        let check = h
+            .meta
+            .get("check")
+            .map_err(fault("reading the key check"))?;
+        if check.as_deref() != Some(&self.shared.identity[..]) {
+            return Err((
+                "opening",
+                missing("the directory holds another store than the one the daemon started with"),
+            ));
+        }
+        h.meta.insert("probe", "ok").map_err(fault("writing"))?;
+        h.db.persist(PersistMode::SyncAll)
+            .map_err(fault("persisting"))?;
+        Ok(h)
     }
 
     fn corrupt(&self, what: &'static str, detail: impl ToString) -> StoreError {
         StoreError::Corrupt {
-            path: self.inner.path.clone(),
+            path: self.shared.path.clone(),
             what,
             detail: detail.to_string(),
         }
     }
 
     fn keyed(&self, parts: &[&[u8]]) -> [u8; 16] {
-        let mut h = blake3::Hasher::new_keyed(&self.inner.hashing);
+        let mut h = blake3::Hasher::new_keyed(&self.shared.hashing);
         for p in parts {
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(p);
@@ -297,6 +642,7 @@ impl Store {
     /// Encodes (MessagePack), seals and writes one value; the caller decides on durability.
     fn put_sealed<T: Serialize>(
         &self,
+        h: &Arc<Handle>,
         keyspace: &Keyspace,
         name: &'static str,
         key: &[u8],
@@ -304,23 +650,24 @@ impl Store {
         what: &'static str,
     ) -> Result<(), StoreError> {
         let plain = rmp_serde::to_vec_named(value).map_err(|e| self.corrupt(what, e))?;
-        let sealed = self.inner.key.seal(name, key, &plain);
-        keyspace.insert(key, sealed).map_err(self.err("writing"))
+        let sealed = self.shared.key.seal(name, key, &plain);
+        keyspace.insert(key, sealed).map_err(self.err(h, "writing"))
     }
 
     /// Reads, opens and decodes one sealed value.
     fn get_sealed<T: serde::de::DeserializeOwned>(
         &self,
+        h: &Arc<Handle>,
         keyspace: &Keyspace,
         name: &'static str,
         key: &[u8],
         what: &'static str,
     ) -> Result<Option<T>, StoreError> {
-        match keyspace.get(key).map_err(self.err("reading"))? {
+        match keyspace.get(key).map_err(self.err(h, "reading"))? {
             None => Ok(None),
             Some(v) => {
                 let plain = self
-                    .inner
+                    .shared
                     .key
                     .open(name, key, &v)
                     .map_err(|e| self.corrupt(what, e))?;
@@ -351,8 +698,9 @@ impl Store {
         job: JobKey,
         folder: FolderKey,
     ) -> Result<Option<FolderState>, StoreError> {
+        let h = self.handle("reading a folder state")?;
         let key = [job.0, folder.0].concat();
-        self.get_sealed(&self.inner.folders, "folders", &key, "folder state")
+        self.get_sealed(&h, &h.folders, "folders", &key, "folder state")
     }
 
     /// Saves the state of a folder durably (it is a checkpoint a power cut must not lose).
@@ -366,12 +714,11 @@ impl Store {
         folder: FolderKey,
         state: &FolderState,
     ) -> Result<(), StoreError> {
+        let h = self.handle("saving a folder state")?;
         let key = [job.0, folder.0].concat();
-        self.put_sealed(&self.inner.folders, "folders", &key, state, "folder state")?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting a folder state"))
+        self.put_sealed(&h, &h.folders, "folders", &key, state, "folder state")?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting a folder state"))
     }
 
     /// Every copied message of a folder: source UID -> record.
@@ -380,9 +727,12 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn items(&self, folder: FolderKey) -> Result<HashMap<u32, ItemRecord>, StoreError> {
+        let h = self.handle("reading the ledger")?;
         let mut out = HashMap::new();
-        for guard in self.inner.items.prefix(folder.0) {
-            let (k, v) = guard.into_inner().map_err(self.err("reading the ledger"))?;
+        for guard in h.items.prefix(folder.0) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(self.err(&h, "reading the ledger"))?;
             let uid = k
                 .get(16..20)
                 .and_then(|b| b.try_into().ok())
@@ -401,11 +751,11 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn item(&self, folder: FolderKey, uid: u32) -> Result<Option<ItemRecord>, StoreError> {
-        match self
-            .inner
+        let h = self.handle("reading the ledger")?;
+        match h
             .items
             .get(Self::item_key(folder, uid))
-            .map_err(self.err("reading the ledger"))?
+            .map_err(self.err(&h, "reading the ledger"))?
         {
             Some(v) => ItemRecord::decode(&v)
                 .map(Some)
@@ -434,11 +784,11 @@ impl Store {
         job: JobKey,
         content_key: &str,
     ) -> Result<Option<(FolderKey, u32)>, StoreError> {
-        let v = self
-            .inner
+        let h = self.handle("reading placements")?;
+        let v = h
             .placements
             .get(self.placement_key(job, content_key))
-            .map_err(self.err("reading placements"))?;
+            .map_err(self.err(&h, "reading placements"))?;
         Ok(v.and_then(|v| {
             let folder: [u8; 16] = v.get(..16)?.try_into().ok()?;
             let uid = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
@@ -457,16 +807,18 @@ impl Store {
         folder: FolderKey,
         placements: &[(String, u32)],
     ) -> Result<(), StoreError> {
+        let h = self.handle("recording placements")?;
         if placements.is_empty() {
             return Ok(());
         }
-        let mut batch = self.inner.db.batch();
-        self.add_placements(&mut batch, job, folder, placements);
-        batch.commit().map_err(self.err("recording placements"))
+        let mut batch = h.db.batch();
+        self.add_placements(&h, &mut batch, job, folder, placements);
+        batch.commit().map_err(self.err(&h, "recording placements"))
     }
 
     fn add_placements(
         &self,
+        h: &Arc<Handle>,
         batch: &mut fjall::OwnedWriteBatch,
         job: JobKey,
         folder: FolderKey,
@@ -474,7 +826,7 @@ impl Store {
     ) {
         for (content_key, uid) in placements {
             batch.insert(
-                &self.inner.placements,
+                &h.placements,
                 self.placement_key(job, content_key),
                 [&folder.0[..], &uid.to_be_bytes()].concat(),
             );
@@ -499,10 +851,11 @@ impl Store {
         folder: FolderKey,
         hrefs: &[String],
     ) -> Result<HashMap<String, ContactRecord>, StoreError> {
+        let h = self.handle("reading the contacts ledger")?;
         let mut out = HashMap::new();
         for href in hrefs {
             let key = self.contact_key(folder, href);
-            if let Some(r) = self.get_sealed(&self.inner.items, "items", &key, "contact")? {
+            if let Some(r) = self.get_sealed(&h, &h.items, "items", &key, "contact")? {
                 out.insert(href.clone(), r);
             }
         }
@@ -519,16 +872,17 @@ impl Store {
         folder: FolderKey,
         records: &[(String, ContactRecord)],
     ) -> Result<(), StoreError> {
-        let mut batch = self.inner.db.batch();
+        let h = self.handle("recording copied contacts")?;
+        let mut batch = h.db.batch();
         for (href, record) in records {
             let key = self.contact_key(folder, href);
             let plain = rmp_serde::to_vec_named(record).map_err(|e| self.corrupt("contact", e))?;
-            let sealed = self.inner.key.seal("items", &key, &plain);
-            batch.insert(&self.inner.items, key, sealed);
+            let sealed = self.shared.key.seal("items", &key, &plain);
+            batch.insert(&h.items, key, sealed);
         }
         batch
             .commit()
-            .map_err(self.err("recording copied contacts"))
+            .map_err(self.err(&h, "recording copied contacts"))
     }
 
     fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {
@@ -545,16 +899,14 @@ impl Store {
     ///
     /// [`StoreError`]; the caller must not send the APPEND then.
     pub fn begin_intent(&self, folder: FolderKey, intent: &Intent) -> Result<u64, StoreError> {
-        let seq = self.inner.next_intent.fetch_add(1, Ordering::Relaxed);
+        let h = self.handle("writing an intent")?;
+        let seq = self.shared.next_intent.fetch_add(1, Ordering::Relaxed);
         let value = rmp_serde::to_vec(intent).map_err(|e| self.corrupt("intent", e))?;
-        self.inner
-            .intents
+        h.intents
             .insert(Self::intent_key(folder, seq), value)
-            .map_err(self.err("writing an intent"))?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting an intent"))?;
+            .map_err(self.err(&h, "writing an intent"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting an intent"))?;
         Ok(seq)
     }
 
@@ -585,23 +937,24 @@ impl Store {
         items: &[(u32, ItemRecord)],
         placements: Option<(JobKey, &[(String, u32)])>,
     ) -> Result<(), StoreError> {
-        let mut batch = self.inner.db.batch();
+        let h = self.handle("recording copied messages")?;
+        let mut batch = h.db.batch();
         if let Some((job, placements)) = placements {
-            self.add_placements(&mut batch, job, folder, placements);
+            self.add_placements(&h, &mut batch, job, folder, placements);
         }
         for (uid, rec) in items {
             batch.insert(
-                &self.inner.items,
+                &h.items,
                 Self::item_key(folder, *uid),
                 rec.encode().to_vec(),
             );
         }
         if let Some(seq) = intent {
-            batch.remove(&self.inner.intents, Self::intent_key(folder, seq));
+            batch.remove(&h.intents, Self::intent_key(folder, seq));
         }
         batch
             .commit()
-            .map_err(self.err("recording copied messages"))
+            .map_err(self.err(&h, "recording copied messages"))
     }
 
     /// Records messages found on the destination for intents of an earlier run, and drops those
@@ -616,22 +969,21 @@ impl Store {
         intents: &[u64],
         items: &[(u32, ItemRecord)],
     ) -> Result<(), StoreError> {
-        let mut batch = self.inner.db.batch();
+        let h = self.handle("resolving intents")?;
+        let mut batch = h.db.batch();
         for (uid, rec) in items {
             batch.insert(
-                &self.inner.items,
+                &h.items,
                 Self::item_key(folder, *uid),
                 rec.encode().to_vec(),
             );
         }
         for seq in intents {
-            batch.remove(&self.inner.intents, Self::intent_key(folder, *seq));
+            batch.remove(&h.intents, Self::intent_key(folder, *seq));
         }
-        batch.commit().map_err(self.err("resolving intents"))?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting resolved intents"))
+        batch.commit().map_err(self.err(&h, "resolving intents"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting resolved intents"))
     }
 
     /// Pending intents of a folder, oldest first.
@@ -640,9 +992,12 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn intents(&self, folder: FolderKey) -> Result<Vec<(u64, Intent)>, StoreError> {
+        let h = self.handle("reading intents")?;
         let mut out = Vec::new();
-        for guard in self.inner.intents.prefix(folder.0) {
-            let (k, v) = guard.into_inner().map_err(self.err("reading intents"))?;
+        for guard in h.intents.prefix(folder.0) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(self.err(&h, "reading intents"))?;
             let seq = k
                 .get(16..24)
                 .and_then(|b| b.try_into().ok())
@@ -666,23 +1021,24 @@ impl Store {
         folder: FolderKey,
         items: &[(u32, ItemRecord)],
     ) -> Result<(), StoreError> {
-        let mut batch = self.inner.db.batch();
-        for guard in self.inner.items.prefix(folder.0) {
-            let k = guard.key().map_err(self.err("reading the ledger"))?;
-            batch.remove(&self.inner.items, k);
+        let h = self.handle("re-keying the ledger")?;
+        let mut batch = h.db.batch();
+        for guard in h.items.prefix(folder.0) {
+            let k = guard.key().map_err(self.err(&h, "reading the ledger"))?;
+            batch.remove(&h.items, k);
         }
         for (uid, rec) in items {
             batch.insert(
-                &self.inner.items,
+                &h.items,
                 Self::item_key(folder, *uid),
                 rec.encode().to_vec(),
             );
         }
-        batch.commit().map_err(self.err("re-keying the ledger"))?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting the ledger"))
+        batch
+            .commit()
+            .map_err(self.err(&h, "re-keying the ledger"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting the ledger"))
     }
 }
 
@@ -693,11 +1049,10 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn put_job<T: Serialize>(&self, id: &str, record: &T) -> Result<(), StoreError> {
-        self.put_sealed(&self.inner.jobs, "jobs", id.as_bytes(), record, "job")?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting a job"))
+        let h = self.handle("saving a job")?;
+        self.put_sealed(&h, &h.jobs, "jobs", id.as_bytes(), record, "job")?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting a job"))
     }
 
     /// Reads a job record.
@@ -706,7 +1061,8 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn job<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StoreError> {
-        self.get_sealed(&self.inner.jobs, "jobs", id.as_bytes(), "job")
+        let h = self.handle("reading a job")?;
+        self.get_sealed(&h, &h.jobs, "jobs", id.as_bytes(), "job")
     }
 
     /// Every job record, by id.
@@ -715,11 +1071,12 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn jobs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, T)>, StoreError> {
+        let h = self.handle("reading jobs")?;
         let mut out = Vec::new();
-        for guard in self.inner.jobs.iter() {
-            let (k, v) = guard.into_inner().map_err(self.err("reading jobs"))?;
+        for guard in h.jobs.iter() {
+            let (k, v) = guard.into_inner().map_err(self.err(&h, "reading jobs"))?;
             let plain = self
-                .inner
+                .shared
                 .key
                 .open("jobs", &k, &v)
                 .map_err(|e| self.corrupt("job", e))?;
@@ -740,9 +1097,11 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn put_event<T: Serialize>(&self, id: &str, seq: u64, event: &T) -> Result<(), StoreError> {
+        let h = self.handle("saving an event")?;
         // Buffered durability: losing the last events in a power cut loses no mail.
         self.put_sealed(
-            &self.inner.events,
+            &h,
+            &h.events,
             "events",
             &Self::event_key(id, seq),
             event,
@@ -759,17 +1118,18 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Vec<(u64, T)>, StoreError> {
+        let h = self.handle("reading events")?;
         let mut out = Vec::new();
         let prefix = [id.as_bytes(), &[0]].concat();
-        for guard in self.inner.events.prefix(&prefix) {
-            let (k, v) = guard.into_inner().map_err(self.err("reading events"))?;
+        for guard in h.events.prefix(&prefix) {
+            let (k, v) = guard.into_inner().map_err(self.err(&h, "reading events"))?;
             let seq = k
                 .get(prefix.len()..)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| self.corrupt("event", "bad key"))?;
             let plain = self
-                .inner
+                .shared
                 .key
                 .open("events", &k, &v)
                 .map_err(|e| self.corrupt("event", e))?;
@@ -802,46 +1162,47 @@ impl Store {
     }
 
     fn remove_job_data(&self, id: &str, record_too: bool) -> Result<(), StoreError> {
+        let h = self.handle("deleting a job's data")?;
         let job = self.job_key(id);
-        let mut batch = self.inner.db.batch();
+        let mut batch = h.db.batch();
         if record_too {
-            batch.remove(&self.inner.jobs, id.as_bytes());
-            for guard in self.inner.events.prefix([id.as_bytes(), &[0]].concat()) {
+            batch.remove(&h.jobs, id.as_bytes());
+            for guard in h.events.prefix([id.as_bytes(), &[0]].concat()) {
                 batch.remove(
-                    &self.inner.events,
-                    guard.key().map_err(self.err("reading events"))?,
+                    &h.events,
+                    guard.key().map_err(self.err(&h, "reading events"))?,
                 );
             }
         }
-        for guard in self.inner.folders.prefix(job.0) {
-            let k = guard.key().map_err(self.err("reading folders"))?;
+        for guard in h.folders.prefix(job.0) {
+            let k = guard.key().map_err(self.err(&h, "reading folders"))?;
             if let Some(folder) = k.get(16..32) {
-                for item in self.inner.items.prefix(folder) {
+                for item in h.items.prefix(folder) {
                     batch.remove(
-                        &self.inner.items,
-                        item.key().map_err(self.err("reading the ledger"))?,
+                        &h.items,
+                        item.key().map_err(self.err(&h, "reading the ledger"))?,
                     );
                 }
-                for intent in self.inner.intents.prefix(folder) {
+                for intent in h.intents.prefix(folder) {
                     batch.remove(
-                        &self.inner.intents,
-                        intent.key().map_err(self.err("reading intents"))?,
+                        &h.intents,
+                        intent.key().map_err(self.err(&h, "reading intents"))?,
                     );
                 }
             }
-            batch.remove(&self.inner.folders, k);
+            batch.remove(&h.folders, k);
         }
-        for guard in self.inner.placements.prefix(job.0) {
+        for guard in h.placements.prefix(job.0) {
             batch.remove(
-                &self.inner.placements,
-                guard.key().map_err(self.err("reading placements"))?,
+                &h.placements,
+                guard.key().map_err(self.err(&h, "reading placements"))?,
             );
         }
-        batch.commit().map_err(self.err("deleting a job's data"))?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncAll)
-            .map_err(self.err("persisting a deletion"))
+        batch
+            .commit()
+            .map_err(self.err(&h, "deleting a job's data"))?;
+        h.db.persist(PersistMode::SyncAll)
+            .map_err(self.err(&h, "persisting a deletion"))
     }
 
     /// Saves a daemon-wide setting (sealed, durable), e.g. the drop-in files already consumed.
@@ -850,12 +1211,11 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn put_setting<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        let h = self.handle("saving a setting")?;
         let key = format!("setting/{name}");
-        self.put_sealed(&self.inner.meta, "meta", key.as_bytes(), value, "setting")?;
-        self.inner
-            .db
-            .persist(PersistMode::SyncData)
-            .map_err(self.err("persisting a setting"))
+        self.put_sealed(&h, &h.meta, "meta", key.as_bytes(), value, "setting")?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting a setting"))
     }
 
     /// Reads a daemon-wide setting.
@@ -867,8 +1227,9 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
+        let h = self.handle("reading a setting")?;
         let key = format!("setting/{name}");
-        self.get_sealed(&self.inner.meta, "meta", key.as_bytes(), "setting")
+        self.get_sealed(&h, &h.meta, "meta", key.as_bytes(), "setting")
     }
 
     /// Forces everything written so far to disk (before a clean shutdown).
@@ -877,11 +1238,26 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn persist(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .persist(PersistMode::SyncAll)
-            .map_err(self.err("persisting"))
+        let h = self.handle("persisting")?;
+        h.db.persist(PersistMode::SyncAll)
+            .map_err(self.err(&h, "persisting"))
     }
+}
+
+/// Writes, syncs and removes a test file of [`PROBE_BYTES`] in `dir`.
+fn probe(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(PROBE_FILE);
+    let written = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..PROBE_BYTES / chunk.len() {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    })();
+    let removed = std::fs::remove_file(&path);
+    written.and(removed)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 mod record;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use migrated_engine::{
 };
 use migrated_ipc::{ErrorKind, EventRow, FolderRow, ItemRow, JobSummary, Request, Response};
 use migrated_plugin_api::wire::Kind;
-use migrated_store::Store;
+use migrated_store::{FaultKind, Store, StoreError, StoreFault};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::job::{EndpointSpecExt, JobSpecExt};
@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     pub jobs_dir: Option<std::path::PathBuf>,
     /// The bandwidth limit all jobs share, if any.
     pub bandwidth: Option<Arc<migrated_engine::RateLimit>>,
+    /// Message bytes held in memory at once over all running jobs.
+    pub memory: Arc<migrated_engine::MemoryBudget>,
     /// Connections at most to one host (source or destination) over all running jobs; 0 for
     /// no limit. A job uses its `connections` plus one control connection per side.
     pub max_connections_per_host: usize,
@@ -76,6 +78,9 @@ pub(crate) enum Msg {
     Tick,
     /// The drop-in directory changed (or SIGHUP): rescan it.
     Rescan,
+    /// Time to try the job store again (it could not be written); stale generations are
+    /// ignored.
+    StoreRetry { generation: u64 },
     /// Something a background task wants in a job's events (an e-mail sent or not).
     Notice {
         id: String,
@@ -101,6 +106,8 @@ struct Entry {
     window_stop: bool,
     /// "Waiting for its window" was said (once per wait).
     window_noted: bool,
+    /// The run was stopped because the job store cannot be written: it waits for the store.
+    store_stop: bool,
 }
 
 /// The daemon's state.
@@ -117,7 +124,32 @@ pub(crate) struct Daemon {
     /// end of the retention period): the same file is not turned into a job again, which
     /// would copy everything a second time. An edited file (new fingerprint) is a new job.
     dropin_consumed: Vec<(String, String)>,
+    /// Set while the job store cannot be written: no run starts, waiting jobs continue when
+    /// it can be written again.
+    store_down: Option<StoreDown>,
+    /// Events the store could not take while it was down, oldest first: shown from here and
+    /// written when it is back.
+    unsaved_events: Vec<(String, EventRow)>,
+    /// Jobs whose record the store could not take while it was down.
+    unsaved_jobs: HashSet<String>,
+    /// Counts store outages and retries, so a stale retry timer does nothing.
+    store_generation: u64,
 }
+
+/// The job store cannot be written: why, and when it is tried again.
+struct StoreDown {
+    fault: StoreFault,
+    /// The next pause between tries.
+    delay: Duration,
+}
+
+/// The first pause before the store is tried again after a fault; it doubles up to
+/// [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// The longest pause between two tries of a store that cannot be written.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Events kept in memory at most while the store is down.
+const UNSAVED_EVENTS_MAX: usize = 10_000;
 
 fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
     Response::Error {
@@ -138,7 +170,8 @@ impl Daemon {
         let mut jobs = HashMap::new();
         let mut resumed = Vec::new();
         for (id, record) in store.jobs::<JobRecord>()? {
-            if record.status.is_running() {
+            // Waiting for the store when the daemon stopped: the store opened, so it goes on.
+            if record.status.is_running() || record.status == JobStatus::WaitingForStore {
                 resumed.push((id.clone(), record.status));
             }
             jobs.insert(
@@ -149,6 +182,7 @@ impl Daemon {
                     last_publish: std::time::Instant::now(),
                     window_stop: false,
                     window_noted: false,
+                    store_stop: false,
                 },
             );
         }
@@ -161,6 +195,10 @@ impl Daemon {
             shutting_down: false,
             dropin_problems: Vec::new(),
             dropin_consumed: Vec::new(),
+            store_down: None,
+            unsaved_events: Vec::new(),
+            unsaved_jobs: HashSet::new(),
+            store_generation: 0,
         };
         daemon.dropin_consumed = daemon.store.setting("dropin-consumed")?.unwrap_or_default();
         for (id, was) in resumed {
@@ -229,10 +267,23 @@ impl Daemon {
                     self.rescan();
                     self.schedule();
                 }
+                Msg::StoreRetry { generation } => {
+                    if generation == self.store_generation {
+                        self.retry_store();
+                    }
+                    self.schedule();
+                }
             }
         }
         if let Err(e) = self.store.persist() {
             tracing::error!(error = %e, "Store could not be flushed at shutdown.");
+        }
+        if !self.unsaved_events.is_empty() || !self.unsaved_jobs.is_empty() {
+            tracing::warn!(
+                events = self.unsaved_events.len(),
+                jobs = self.unsaved_jobs.len(),
+                "The job store cannot be written: the latest events and job states are lost; the jobs resume from the ledger at the next start."
+            );
         }
         tracing::info!("Stopped.");
     }
@@ -250,10 +301,21 @@ impl Daemon {
             "{} jobs: {} running, {} queued, {} completed, {} failed",
             self.jobs.len(),
             count(&|s| s.is_running()),
-            count(&|s| matches!(s, JobStatus::Queued | JobStatus::WaitingForCredentials)),
+            count(&|s| matches!(
+                s,
+                JobStatus::Queued | JobStatus::WaitingForCredentials | JobStatus::WaitingForStore
+            )),
             count(&|s| matches!(s, JobStatus::Completed | JobStatus::CompletedWithErrors)),
             count(&|s| s == JobStatus::Failed)
         );
+        let line = match &self.store_down {
+            Some(down) => format!(
+                "{line}; the job store at {} cannot be written: {}",
+                self.store.path(),
+                down.fault
+            ),
+            None => line,
+        };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
     }
 
@@ -287,8 +349,19 @@ impl Daemon {
         let record = entry.record.clone();
         let store = self.store.clone();
         let result = tokio::task::block_in_place(|| store.put_job(id, &record));
-        if let Err(e) = result {
-            tracing::error!(job_id = %id, error = %e, "Job state could not be saved.");
+        match result {
+            Ok(()) => {
+                self.unsaved_jobs.remove(id);
+            }
+            Err(e) => {
+                if e.fault().is_some() {
+                    // Saved when the store can be written again.
+                    self.unsaved_jobs.insert(id.to_owned());
+                } else {
+                    tracing::error!(job_id = %id, error = %e, "Job state could not be saved.");
+                }
+                self.store_failed(&e);
+            }
         }
     }
 
@@ -315,13 +388,31 @@ impl Daemon {
         }
         let store = self.store.clone();
         let (sid, r) = (id.to_owned(), row.clone());
-        if let Err(e) = tokio::task::block_in_place(|| store.put_event(&sid, r.seq, &r)) {
-            tracing::error!(job_id = %id, error = %e, "Event could not be saved.");
-        }
         let _ = self.updates.send(Update {
             job: entry.record.summary(),
             events: vec![row],
         });
+        // Events wait their turn while earlier ones are unsaved (the store is down).
+        if !self.unsaved_events.is_empty() {
+            self.keep_unsaved(sid, r);
+            return;
+        }
+        if let Err(e) = tokio::task::block_in_place(|| store.put_event(&sid, r.seq, &r)) {
+            if e.fault().is_some() {
+                self.keep_unsaved(sid, r);
+            } else {
+                tracing::error!(job_id = %id, error = %e, "Event could not be saved.");
+            }
+            self.store_failed(&e);
+        }
+    }
+
+    /// Keeps an event the store cannot take now, to write it when it can.
+    fn keep_unsaved(&mut self, id: String, row: EventRow) {
+        if self.unsaved_events.len() >= UNSAVED_EVENTS_MAX {
+            self.unsaved_events.remove(0);
+        }
+        self.unsaved_events.push((id, row));
     }
 
     fn set_status(&mut self, id: &str, status: JobStatus) {
@@ -532,17 +623,27 @@ impl Daemon {
     }
 
     fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
-        match self.store.events::<EventRow>(id) {
+        let mut events: Vec<EventRow> = match self.store.events::<EventRow>(id) {
             Ok(v) => v
                 .into_iter()
                 .map(|(_, e)| e)
                 .filter(|e| e.seq >= after)
                 .collect(),
             Err(e) => {
-                tracing::error!(job_id = %id, error = %e, "Events could not be read.");
+                if e.fault().is_none() {
+                    tracing::error!(job_id = %id, error = %e, "Events could not be read.");
+                }
                 Vec::new()
             }
-        }
+        };
+        // Those the store could not take yet (it is down).
+        events.extend(
+            self.unsaved_events
+                .iter()
+                .filter(|(job, e)| job == id && e.seq >= after)
+                .map(|(_, e)| e.clone()),
+        );
+        events
     }
 
     /// Every batch with its counts, by name.
@@ -647,6 +748,16 @@ impl Daemon {
     }
 
     fn create(&mut self, spec: JobSpec, batch: Option<String>) -> Response {
+        if let Some(down) = &self.store_down {
+            return error(
+                ErrorKind::Internal,
+                format!(
+                    "the job store at {} cannot be written ({}): no job is created until it can",
+                    self.store.path(),
+                    down.fault
+                ),
+            );
+        }
         let place = format!("job {:?}", spec.name);
         if spec.name.trim().is_empty() {
             return error(ErrorKind::Invalid, "the job needs a name (field `name`)");
@@ -752,6 +863,7 @@ impl Daemon {
                 last_publish: std::time::Instant::now(),
                 window_stop: false,
                 window_noted: false,
+                store_stop: false,
             },
         );
         self.persist(&id);
@@ -764,6 +876,21 @@ impl Daemon {
 
     fn act(&mut self, id: &str, action: Action) -> Response {
         let status = self.jobs[id].record.status;
+        if status == JobStatus::WaitingForStore && action == Action::Resume {
+            // Try the store now rather than at the next retry.
+            return match self.try_store() {
+                Ok(()) => Response::Done {
+                    status: self.jobs[id].record.status,
+                },
+                Err(fault) => error(
+                    ErrorKind::Internal,
+                    format!(
+                        "the job store at {} still cannot be written ({fault}); the job continues by itself once it can",
+                        self.store.path()
+                    ),
+                ),
+            };
+        }
         let next = match status.apply(action) {
             Ok(n) => n,
             Err(e) => return error(ErrorKind::Conflict, e.to_string()),
@@ -772,6 +899,7 @@ impl Daemon {
             Action::Delete => {
                 let store = self.store.clone();
                 if let Err(e) = tokio::task::block_in_place(|| store.delete_job(id)) {
+                    self.store_failed(&e);
                     return error(
                         ErrorKind::Internal,
                         format!("the job could not be deleted: {e}"),
@@ -788,6 +916,7 @@ impl Daemon {
             Action::Reset => {
                 let store = self.store.clone();
                 if let Err(e) = tokio::task::block_in_place(|| store.reset_job(id)) {
+                    self.store_failed(&e);
                     return error(
                         ErrorKind::Internal,
                         format!("the job could not be reset: {e}"),
@@ -873,7 +1002,7 @@ impl Daemon {
 
     /// Starts queued jobs while slots are free, oldest first.
     fn schedule(&mut self) {
-        if self.shutting_down {
+        if self.shutting_down || self.store_down.is_some() {
             return;
         }
         // Lower priority numbers first, then the oldest.
@@ -1061,6 +1190,7 @@ impl Daemon {
             config.job_id = record.id.clone();
             config.connections = self.connections_of(&record.spec) - 1;
             config.bandwidth.extend(self.settings.bandwidth.clone());
+            config.memory = self.settings.memory.clone();
             let plugins = &self.settings.plugins;
             let sides = match crate::job::source_kind(&record.spec.source, plugins, &place)? {
                 Kind::Mail => Sides::Mail(
@@ -1271,8 +1401,37 @@ impl Daemon {
         entry.stop = None;
         let cancel = entry.record.cancel_requested;
         let window_stop = std::mem::take(&mut entry.window_stop);
+        let store_stop = std::mem::take(&mut entry.store_stop);
+        let paused = entry.record.status == JobStatus::Stopping;
+        // The store cannot be written: the job waits for it (unless it was paused, cancelled
+        // or the daemon stops: that wins).
+        let store_fault = match &result {
+            Err(EngineError::Store(e)) => {
+                self.store_failed(e);
+                e.fault().cloned()
+            }
+            Err(EngineError::Stopped) if store_stop => {
+                self.store_down.as_ref().map(|d| d.fault.clone())
+            }
+            _ => None,
+        };
+        if let Some(fault) = store_fault
+            && !cancel
+            && !paused
+            && !self.shutting_down
+        {
+            self.wait_for_store(id, &fault);
+            return;
+        }
         let status = match result {
+            Err(EngineError::Store(e)) if e.fault().is_some() && cancel => JobStatus::Cancelled,
+            Err(EngineError::Store(e)) if e.fault().is_some() && paused => JobStatus::Stopped,
+            // The daemon stops: the job resumes at the next start.
+            Err(EngineError::Store(e)) if e.fault().is_some() => JobStatus::Queued,
             Ok(summary) => {
+                let Some(entry) = self.jobs.get_mut(id) else {
+                    return;
+                };
                 let run = &mut entry.record.run;
                 run.duration_secs = summary.duration.as_secs_f64();
                 run.items_done = summary.copied;
@@ -1638,6 +1797,7 @@ impl Daemon {
                 tokio::task::block_in_place(|| store.put_setting("dropin-consumed", &consumed))
             {
                 tracing::error!(error = %e, "The list of consumed drop-in files could not be saved.");
+                self.store_failed(&e);
             }
         }
     }
@@ -1656,6 +1816,9 @@ impl Daemon {
 
     /// Deletes jobs whose retention period is over.
     fn sweep(&mut self) {
+        if self.store_down.is_some() {
+            return;
+        }
         let limit = self.settings.retention.as_secs();
         let t = now();
         let expired: Vec<String> = self
@@ -1681,7 +1844,8 @@ impl Daemon {
                     tracing::info!(job_id = %id, job = %name, "Job deleted: its retention period is over.");
                 }
                 Err(e) => {
-                    tracing::error!(job_id = %id, error = %e, "Expired job could not be deleted.")
+                    tracing::error!(job_id = %id, error = %e, "Expired job could not be deleted.");
+                    self.store_failed(&e);
                 }
             }
         }
@@ -1757,6 +1921,247 @@ impl Daemon {
     }
 }
 
+/// The job store failing and coming back: while it cannot be written no run starts, running
+/// ones stop, their jobs wait in [`JobStatus::WaitingForStore`], and the store is tried again
+/// after [`STORE_RETRY_FIRST`], the pause doubling up to [`STORE_RETRY_MAX`] (`resume` tries at
+/// once). Events and job records it could not take are kept and written when it is back.
+impl Daemon {
+    /// Notes a store error: an I/O fault (disk full, read-only, failing disk, store gone)
+    /// makes the daemon wait for the store; other errors are the caller's to report.
+    fn store_failed(&mut self, e: &StoreError) {
+        let Some(fault) = e.fault() else {
+            return;
+        };
+        match &mut self.store_down {
+            Some(down) => {
+                if down.fault.kind != fault.kind {
+                    down.fault = fault.clone();
+                    self.store_fault_changed();
+                }
+            }
+            None => {
+                tracing::error!(
+                    store = %self.store.path(),
+                    "The job store cannot be written: {fault}. Nothing is copied until it can; the daemon tries it again in {} s, then at least every {} s.",
+                    STORE_RETRY_FIRST.as_secs(),
+                    STORE_RETRY_MAX.as_secs()
+                );
+                self.store_down = Some(StoreDown {
+                    fault: fault.clone(),
+                    delay: STORE_RETRY_FIRST,
+                });
+                // Nothing more is sent until the store works again: every run stops at its
+                // next checkpoint and waits for the store.
+                for entry in self.jobs.values_mut() {
+                    if let Some(stop) = &entry.stop {
+                        entry.store_stop = true;
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                self.arm_store_retry();
+                self.notify_status();
+            }
+        }
+    }
+
+    /// A run ended because the store cannot be written: the job waits for it.
+    fn wait_for_store(&mut self, id: &str, fault: &StoreFault) {
+        let name = self.jobs[id].record.spec.name.clone();
+        let message = self.store_wait_message(fault, &name);
+        if let Some(entry) = self.jobs.get_mut(id) {
+            entry.record.error = Some(message.clone());
+            // The run's connections are closed; no folder is being copied.
+            let run = &mut entry.record.run;
+            run.current_folder = None;
+            run.source_connection = None;
+            run.destination_connection = None;
+        }
+        self.set_status(id, JobStatus::WaitingForStore);
+        self.event(id, "warning", message);
+    }
+
+    /// What an administrator reads in the job's error and events while it waits.
+    fn store_wait_message(&self, fault: &StoreFault, job: &str) -> String {
+        let path = self.store.path();
+        let (what, todo) = match fault.kind {
+            FaultKind::DiskFull => (
+                "The job store's disk is full",
+                format!("free space on the file system that holds {path}"),
+            ),
+            FaultKind::ReadOnly => (
+                "The job store's file system is read-only",
+                format!(
+                    "make the file system that holds {path} writable again (if the kernel made it read-only after an error, check it first: the daemon holds no file of the store open while it waits)"
+                ),
+            ),
+            FaultKind::Missing => (
+                "The job store is not there",
+                format!("mount the file system that holds {path} again"),
+            ),
+            FaultKind::Io => (
+                "The job store cannot be written",
+                format!("check the disk that holds {path} (the kernel log says more)"),
+            ),
+        };
+        format!(
+            "{what} ({path}: {}). Nothing more is copied until the store can be written; nothing copied so far is lost or copied twice. What to do: {todo}; the job continues by itself (the daemon tries the store again at least every {} s), or at once with `migratectl resume {job}`.",
+            fault.detail,
+            STORE_RETRY_MAX.as_secs()
+        )
+    }
+
+    /// The reason changed (say the disk has room now but the file system is not mounted):
+    /// the waiting jobs say so.
+    fn store_fault_changed(&mut self) {
+        let Some(fault) = self.store_down.as_ref().map(|d| d.fault.clone()) else {
+            return;
+        };
+        tracing::warn!(store = %self.store.path(), "The job store still cannot be written: {fault}.");
+        let waiting: Vec<(String, String)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.status == JobStatus::WaitingForStore)
+            .map(|(id, e)| (id.clone(), e.record.spec.name.clone()))
+            .collect();
+        for (id, name) in waiting {
+            let message = self.store_wait_message(&fault, &name);
+            if let Some(entry) = self.jobs.get_mut(&id) {
+                entry.record.error = Some(message.clone());
+            }
+            self.event(&id, "warning", message);
+        }
+        self.notify_status();
+    }
+
+    /// Sends [`Msg::StoreRetry`] after the current pause.
+    fn arm_store_retry(&mut self) {
+        self.store_generation += 1;
+        let generation = self.store_generation;
+        let delay = self
+            .store_down
+            .as_ref()
+            .map_or(STORE_RETRY_FIRST, |d| d.delay);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::StoreRetry { generation });
+        });
+    }
+
+    /// The retry timer fired: try the store; on failure wait longer.
+    fn retry_store(&mut self) {
+        if self.store_down.is_none() {
+            return;
+        }
+        if self.running() > 0 {
+            // Runs are still stopping; try again shortly.
+            self.store_generation += 1;
+            let generation = self.store_generation;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = tx.send(Msg::StoreRetry { generation });
+            });
+            return;
+        }
+        if self.try_store().is_err() {
+            if let Some(down) = &mut self.store_down {
+                down.delay = (down.delay * 2).min(STORE_RETRY_MAX);
+            }
+            self.arm_store_retry();
+        }
+    }
+
+    /// Opens the store again if it can be written; then the waiting jobs continue.
+    fn try_store(&mut self) -> Result<(), StoreFault> {
+        let current = || StoreFault {
+            kind: FaultKind::Io,
+            detail: "the runs are still stopping".into(),
+        };
+        if self.running() > 0 {
+            // No run may go on with what it read before the fault.
+            return Err(self
+                .store_down
+                .as_ref()
+                .map_or_else(current, |d| d.fault.clone()));
+        }
+        let store = self.store.clone();
+        match tokio::task::block_in_place(|| store.reopen()) {
+            Ok(_) => {
+                self.store_back();
+                match &self.store_down {
+                    None => Ok(()),
+                    Some(down) => Err(down.fault.clone()),
+                }
+            }
+            Err(e) => {
+                let fault = e.fault().cloned().unwrap_or_else(|| StoreFault {
+                    kind: FaultKind::Io,
+                    detail: e.to_string(),
+                });
+                match &mut self.store_down {
+                    Some(down) if down.fault.kind != fault.kind => {
+                        down.fault = fault.clone();
+                        self.store_fault_changed();
+                    }
+                    Some(down) => {
+                        tracing::debug!(store = %self.store.path(), "The job store still cannot be written: {fault}.");
+                        down.fault = fault.clone();
+                    }
+                    None => self.store_failed(&e),
+                }
+                Err(fault)
+            }
+        }
+    }
+
+    /// The store can be written again: what it could not take is written, and the jobs that
+    /// waited go back to the queue.
+    fn store_back(&mut self) {
+        self.store_down = None;
+        self.store_generation += 1;
+        tracing::info!(store = %self.store.path(), "The job store can be written again; the jobs waiting for it continue.");
+        let store = self.store.clone();
+        let mut unsaved = std::mem::take(&mut self.unsaved_events).into_iter();
+        while let Some((id, row)) = unsaved.next() {
+            if let Err(e) = tokio::task::block_in_place(|| store.put_event(&id, row.seq, &row)) {
+                self.unsaved_events.push((id, row));
+                self.unsaved_events.extend(unsaved);
+                self.store_failed(&e);
+                return;
+            }
+        }
+        for id in std::mem::take(&mut self.unsaved_jobs) {
+            if self.jobs.contains_key(&id) {
+                self.persist(&id);
+            }
+        }
+        if self.store_down.is_some() {
+            return;
+        }
+        let waiting: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.status == JobStatus::WaitingForStore)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            if let Some(entry) = self.jobs.get_mut(&id) {
+                entry.record.error = None;
+            }
+            self.event(
+                &id,
+                "info",
+                "The job store can be written again: the job continues.".into(),
+            );
+            self.set_status(&id, JobStatus::Queued);
+        }
+        // Job files that arrived meanwhile could not become jobs.
+        self.rescan();
+        self.notify_status();
+    }
+}
+
 pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
     FolderRow {
         source: f.source.clone(),
@@ -1803,9 +2208,9 @@ fn what_to_do(e: &EngineError, job: &str) -> String {
         | EngineError::Destination(migrated_imap::ImapError::NoStartTls { .. }) => format!(
             "the TLS connection was refused: check the host name and port, give the server's CA with ca_file, then `migratectl delta {job}`."
         ),
-        EngineError::Store(_) => {
-            "the job store failed (disk full or read-only?): free space under the state directory, then restart migrated; the ledger is intact.".to_owned()
-        }
+        EngineError::Store(_) => format!(
+            "the job store could not be used (see the error above); once that is fixed, `migratectl resume {job}` continues from the ledger."
+        ),
         EngineError::GaveUp { .. } => format!(
             "temporary errors lasted through every pass: check that both servers are up and reachable, then `migratectl delta {job}` resumes where it stopped."
         ),
