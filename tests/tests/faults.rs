@@ -371,13 +371,13 @@ async fn cuts_at_random_bytes_of_any_session_on_both_sides_lose_nothing_and_copy
     assert_exact_and_settled(&p, &summary).await;
 }
 
-/// Known bug: an APPEND that times out is resolved once, at the start of the next pass; a
-/// server that completes it after that (it was slow, not gone: the whole command was in its
-/// socket) stores the batch a second time. Here the destination holds the rest of an APPEND
-/// for 8 s, past the client's 2 s timeout, then gets it; the next pass has already found
-/// nothing and sent the batch again.
+/// An APPEND whose rest reaches the server late (it was slow, not gone): the destination holds
+/// the rest of an APPEND for 8 s, past the client's 2 s timeout, then gets it. Found by this
+/// harness: the client used to give up at its timeout, the next pass found nothing and sent
+/// the batch again, and the server then stored the late one too. Now the answer to a fully
+/// sent APPEND is awaited four timeouts (at least 30 s), and a session given up on is reset so
+/// nothing left in its send buffer can complete an APPEND later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a late APPEND after a client timeout is stored twice"]
 async fn an_append_completed_by_the_server_after_the_client_timed_out_is_not_stored_twice() {
     let seed = fault_seed("late APPEND", 0xf37c_0005);
     let p = pair(corpus(65, 150)).await;

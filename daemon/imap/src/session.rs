@@ -2,6 +2,7 @@
 //! reply checked, each failure in the server's own words.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use async_imap::imap_proto::rfc4315::UidSetMember;
@@ -9,6 +10,7 @@ use async_imap::imap_proto::{
     AttributeValue, Capability, MailboxDatum, NameAttribute, Response, ResponseCode,
     StatusAttribute,
 };
+use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -22,13 +24,48 @@ use crate::{tls, uidset, utf7};
 /// cannot be named outside that crate.
 macro_rules! next_response {
     ($s:expr, $what:expr) => {
-        match tokio::time::timeout($s.timeout, $s.inner.read_response()).await {
+        match tokio::time::timeout($s.timeout, unpanicked($s.inner.read_response())).await {
             Err(_) => return Err($s.timeout_error($what)),
-            Ok(Err(e)) => return Err($s.closed($what, e.to_string())),
-            Ok(Ok(None)) => return Err($s.closed($what, "connection closed".into())),
-            Ok(Ok(Some(r))) => r,
+            Ok(Err(panic)) => return Err(unparsable(&$s.server, $what, &panic)),
+            Ok(Ok(Err(e))) => return Err($s.closed($what, e.to_string())),
+            Ok(Ok(Ok(None))) => return Err($s.closed($what, "connection closed".into())),
+            Ok(Ok(Ok(Some(r)))) => r,
         }
     };
+}
+
+/// Runs an async-imap call that reads replies, turning a panic of its parser into an error.
+/// imap-proto 0.17 panics on some replies a broken or hostile server can send (a response code
+/// followed by a multi-byte character, `A1 OK [UIDNEXT 5]é`, found by fuzzing). async-imap's
+/// reply buffer is lost with the panic, so later calls on the session fail too.
+async fn unpanicked<F: Future>(future: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|panic| panic_text(&*panic))
+}
+
+/// imap-proto's reply parser, as async-imap calls it, with a panic turned into an error (see
+/// [`unpanicked`]).
+fn parse_reply(input: &[u8]) -> Result<async_imap::imap_proto::ParseResult<'_>, String> {
+    std::panic::catch_unwind(|| Response::parse(input)).map_err(|panic| panic_text(&*panic))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// The error for a reply the parser panicked on: permanent, the server would send it again.
+fn unparsable(server: &str, what: &str, panic: &str) -> ImapError {
+    ImapError::Protocol {
+        server: server.into(),
+        command: what.into(),
+        detail: format!("a reply the IMAP parser cannot read (imap-proto failed: {panic})"),
+    }
 }
 
 /// One folder of a LIST reply, decoded.
@@ -218,6 +255,13 @@ impl ImapSession {
             server: server.clone(),
             source,
         })?;
+        // A session given up on (a timeout in the middle of an APPEND) is reset, not closed:
+        // what is still in the send buffer is dropped instead of reaching the server later and
+        // completing an APPEND that the next pass sends again.
+        tcp.set_zero_linger().map_err(|source| ImapError::Connect {
+            server: server.clone(),
+            source,
+        })?;
 
         let stream = match endpoint.security {
             Security::Plain => Stream::plain(tcp),
@@ -258,9 +302,10 @@ impl ImapSession {
 
         let mut client = async_imap::Client::new(stream);
         if endpoint.security != Security::StartTls {
-            let greeting = tokio::time::timeout(t, client.read_response())
+            let greeting = tokio::time::timeout(t, unpanicked(client.read_response()))
                 .await
                 .map_err(|_| timeout_err("the greeting"))?
+                .map_err(|panic| unparsable(&server, "greeting", &panic))?
                 .map_err(|e| ImapError::Closed {
                     server: server.clone(),
                     command: "greeting".into(),
@@ -297,9 +342,10 @@ impl ImapSession {
                 }
             }
         };
-        let inner = tokio::time::timeout(t, login)
+        let inner = tokio::time::timeout(t, unpanicked(login))
             .await
             .map_err(|_| timeout_err("the login"))?
+            .map_err(|panic| unparsable(&server, "login", &panic))?
             .map_err(|e| match e {
                 async_imap::error::Error::No(reply) | async_imap::error::Error::Bad(reply) => {
                     ImapError::Auth {
@@ -472,7 +518,13 @@ impl ImapSession {
                     let reply = reply_text(outcome.code.as_ref(), outcome.information.as_deref());
                     return match status {
                         async_imap::imap_proto::Status::Ok => {
-                            Ok(Done::from_code(outcome.code.as_ref()))
+                            Done::from_code(outcome.code.as_ref())
+                                .map(Some)
+                                .map_err(|detail| ImapError::Protocol {
+                                    server: self.server.clone(),
+                                    command: what.into(),
+                                    detail,
+                                })
                         }
                         async_imap::imap_proto::Status::No => Err(ImapError::No {
                             server: self.server.clone(),
@@ -857,7 +909,14 @@ impl ImapSession {
                 .map_err(|_| self.timeout_error(&what))?
                 .map_err(|e| self.closed(&what, e.to_string()))?;
         }
-        let done = self.finish(&tag.0, &what, &mut |_| Ok(())).await?;
+        // Everything is sent: the server may store it however late it answers. Giving up at
+        // the usual timeout would leave it to store the batch after the next pass found nothing
+        // and sent it again, so the answer is awaited longer: four timeouts, at least 30 s.
+        let patience = (t * 4).max(Duration::from_secs(30));
+        let usual = std::mem::replace(&mut self.timeout, patience);
+        let done = self.finish(&tag.0, &what, &mut |_| Ok(())).await;
+        self.timeout = usual;
+        let done = done?;
         match done.and_then(|d| d.append_uids) {
             Some(uids) if uids.len() == items.len() => Ok(Some(uids)),
             Some(uids) => Err(ImapError::Protocol {
@@ -957,7 +1016,7 @@ impl ImapSession {
 
     /// Logs out politely; errors are ignored since the session ends anyway.
     pub async fn logout(mut self) {
-        let _ = tokio::time::timeout(self.timeout, self.inner.logout()).await;
+        let _ = tokio::time::timeout(self.timeout, unpanicked(self.inner.logout())).await;
     }
 }
 
@@ -1193,7 +1252,25 @@ struct Done {
     copy_uids: Option<Vec<(u32, u32)>>,
 }
 
-fn uid_list(set: &[UidSetMember]) -> Vec<u32> {
+/// The most UIDs a response code may name: far more than one command copies or appends (a
+/// batch is at most 1,000 messages), far fewer than the 4 billion of `1:4294967295`, which
+/// would take 16 GiB once listed.
+const MAX_CODE_UIDS: u64 = 1_000_000;
+
+/// The UIDs of a UID set, in order; an error (a protocol error's detail) when it names more
+/// than [`MAX_CODE_UIDS`].
+fn uid_list(set: &[UidSetMember]) -> Result<Vec<u32>, String> {
+    let count = set.iter().fold(0u64, |n, m| {
+        n.saturating_add(match m {
+            UidSetMember::Uid(_) => 1,
+            UidSetMember::UidRange(r) => u64::from(r.end() - r.start()) + 1,
+        })
+    });
+    if count > MAX_CODE_UIDS {
+        return Err(format!(
+            "a response code naming {count} UIDs, more than the {MAX_CODE_UIDS} accepted"
+        ));
+    }
     let mut uids = Vec::new();
     for m in set {
         match m {
@@ -1201,26 +1278,28 @@ fn uid_list(set: &[UidSetMember]) -> Vec<u32> {
             UidSetMember::UidRange(r) => uids.extend(r.clone()),
         }
     }
-    uids
+    Ok(uids)
 }
 
 impl Done {
-    fn from_code(code: Option<&ResponseCode<'_>>) -> Option<Self> {
-        match code {
+    /// What a tagged OK's response code says; an error (a protocol error's detail) for a
+    /// COPYUID or APPENDUID naming too many UIDs.
+    fn from_code(code: Option<&ResponseCode<'_>>) -> Result<Self, String> {
+        Ok(match code {
             Some(ResponseCode::CopyUid(_, from, to)) => {
-                let (from, to) = (uid_list(from), uid_list(to));
+                let (from, to) = (uid_list(from)?, uid_list(to)?);
                 // RFC 4315: both sets list the messages in the same order.
-                Some(Self {
+                Self {
                     copy_uids: (from.len() == to.len()).then(|| from.into_iter().zip(to).collect()),
                     ..Self::default()
-                })
+                }
             }
-            Some(ResponseCode::AppendUid(_, set)) => Some(Self {
-                append_uids: Some(uid_list(set)),
+            Some(ResponseCode::AppendUid(_, set)) => Self {
+                append_uids: Some(uid_list(set)?),
                 ..Self::default()
-            }),
-            _ => Some(Self::default()),
-        }
+            },
+            _ => Self::default(),
+        })
     }
 }
 
@@ -1286,18 +1365,24 @@ fn parse_quoted(s: &str) -> Option<(String, &str)> {
 }
 
 /// For the fuzz targets and their replay tests (`fuzz/`) only, not an API: reads `input` as a
-/// server's replies the way async-imap does (imap-proto's parser, one reply after another,
-/// stopping where a reply is incomplete or refused) and hands each reply to every
-/// interpretation this module makes; lines starting `* NAMESPACE ` go to the raw NAMESPACE
-/// reading. Returns how many replies imap-proto read.
+/// server's replies the way the session does: through the stream's guard (up to the line it
+/// refuses), then imap-proto's parser as async-imap calls it, one reply after another,
+/// stopping where a reply is incomplete or refused. Each reply goes to every interpretation
+/// this module makes; lines starting `* NAMESPACE ` go to the raw NAMESPACE reading. Returns
+/// how many bytes were left unread (0 when every reply was read).
 #[doc(hidden)]
 pub fn interpret_replies(input: &[u8]) -> usize {
+    let mut guard = crate::stream::ReplyGuard::default();
+    let passed: usize = input
+        .split_inclusive(|&b| b == b'\n')
+        .take_while(|line| guard.inspect(line).is_ok())
+        .map(<[u8]>::len)
+        .sum();
+    let (input, refused) = input.split_at(passed);
     let mut rest = input;
-    let mut count = 0;
     let mut caps = HashSet::new();
     let mut state = MailboxState::default();
-    while let Ok((next, response)) = Response::parse(rest) {
-        count += 1;
+    while let Ok(Ok((next, response))) = parse_reply(rest) {
         add_capabilities(&mut caps, &response);
         let _ = folder_entry(&response);
         note_selected(&mut state, &response);
@@ -1320,7 +1405,7 @@ pub fn interpret_replies(input: &[u8]) -> usize {
             let _ = parse_personal_namespace(rest);
         }
     }
-    count
+    rest.len() + refused.len()
 }
 
 /// For the fuzz targets and their replay tests (`fuzz/`) only, not an API: a Gmail listing
@@ -1388,6 +1473,31 @@ mod tests {
         assert_eq!(parse_personal_namespace("NIL NIL NIL"), None);
         // Found by fuzzing: a multi-byte character where NIL may stand panicked.
         assert_eq!(parse_personal_namespace("((\"INBOX.\" A\u{fffd}D"), None);
+    }
+
+    #[test]
+    fn a_reply_the_parser_panics_on_is_an_error() {
+        // Found by fuzzing: imap-proto 0.17 slices the text after a response code at byte 1.
+        let err = parse_reply(b"A1 OK [UIDNEXT 5]\xc3\xa9 done\r\n").unwrap_err();
+        assert!(err.contains("char boundary"), "{err}");
+        assert!(parse_reply(b"A1 OK [UIDNEXT 5] done\r\n").is_ok_and(|r| r.is_ok()));
+    }
+
+    #[test]
+    fn uid_sets_naming_billions_of_uids_are_an_error_not_16_gib() {
+        // A server's `[COPYUID 1 1:4294967295 ...]` was listed in full (fuzz/regressions/).
+        let all = [UidSetMember::UidRange(1..=u32::MAX)];
+        let err = uid_list(&all).unwrap_err();
+        assert!(err.contains("naming 4294967295 UIDs"), "{err}");
+        let code = ResponseCode::CopyUid(1, all.to_vec(), all.to_vec());
+        assert!(Done::from_code(Some(&code)).is_err());
+        let set = [UidSetMember::Uid(4), UidSetMember::UidRange(7..=9)];
+        assert_eq!(uid_list(&set).unwrap(), [4, 7, 8, 9]);
+        let code = ResponseCode::AppendUid(1, set.to_vec());
+        assert_eq!(
+            Done::from_code(Some(&code)).unwrap().append_uids,
+            Some(vec![4, 7, 8, 9])
+        );
     }
 
     #[test]
