@@ -135,6 +135,10 @@ pub fn destination_name(canonical: &str, ns: &Namespace) -> String {
     format!("{}{}", ns.prefix, joined)
 }
 
+/// The longest name the rename rules may give a folder: longer than any mailbox name servers
+/// accept in practice, and small enough to bound what a runaway rule costs.
+const MAX_RENAMED: usize = 4096;
+
 /// Maps every source folder to its destination.
 ///
 /// Virtual folders (`\All`, `\Flagged`) are skipped: their messages live in other folders and
@@ -184,6 +188,20 @@ pub fn map_folders(
             renamed = pattern
                 .replace_all(&renamed, replacement.as_str())
                 .into_owned();
+            // Checked after every rule: rules that each double the name (`$0$0`) would
+            // otherwise reach gigabytes in thirty steps.
+            if renamed.len() > MAX_RENAMED {
+                break;
+            }
+        }
+        if renamed.len() > MAX_RENAMED {
+            mapping.skipped.push((
+                folder.name.clone(),
+                format!(
+                    "the rename rules make its name longer than {MAX_RENAMED} bytes; check [folders] rename"
+                ),
+            ));
+            continue;
         }
         let mut create_with_use = None;
         let destination = match folder.special_use {
@@ -326,6 +344,20 @@ mod tests {
         );
         assert_eq!(m.folders.len(), 2);
         assert_eq!(m.skipped.len(), 2);
+    }
+
+    #[test]
+    fn renames_that_grow_a_name_without_bound_skip_the_folder() {
+        // 28 rules each doubling every character took minutes and gigabytes for one folder
+        // (fuzz/regressions/job_file/rename-doubling.toml).
+        let doubling: Vec<(String, String)> =
+            (0..28).map(|_| (".".into(), "$0$0".into())).collect();
+        let rules = MappingRules::compile(&[], &[], &doubling).unwrap();
+        let src = [folder("INBOX.Projects", '.', None)];
+        let m = map_folders(&src, &courier(), &[], &slash(), &rules);
+        assert!(m.folders.is_empty(), "{m:?}");
+        assert_eq!(m.skipped.len(), 1);
+        assert!(m.skipped[0].1.contains("longer than 4096 bytes"), "{m:?}");
     }
 
     #[test]

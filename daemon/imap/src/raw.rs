@@ -4,20 +4,24 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::error::ImapError;
-use crate::stream::Stream;
 
 /// The longest line (outside literals) accepted.
 const MAX_LINE: usize = 1 << 20;
 /// The largest literal accepted in a reply read this way (labels and headers, not bodies).
 const MAX_LITERAL: usize = 16 << 20;
+/// The deepest nesting of lists accepted. Gmail's listing nests two deep; the parser recurses
+/// once per level, and a line of a million `(` would exhaust a tokio worker's stack and abort
+/// the daemon.
+const MAX_DEPTH: usize = 32;
 
-/// Sends `tag command` and returns every untagged reply (`* ...`, literals inlined as they
-/// came: `{n}\r\n` and the bytes) until the tagged completion, which must be OK.
-pub(crate) async fn exchange(
-    stream: &mut Stream,
+/// Sends `tag command` on `stream` (the session's connection; any byte stream in tests) and
+/// returns every untagged reply (`* ...`, literals inlined as they came: `{n}\r\n` and the
+/// bytes) until the tagged completion, which must be OK.
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     tag: &str,
     command: &str,
     timeout: Duration,
@@ -163,7 +167,11 @@ impl Value {
 ///
 /// What was malformed, with the position.
 pub fn parse_values(input: &[u8]) -> Result<Vec<Value>, String> {
-    let mut p = Parser { input, pos: 0 };
+    let mut p = Parser {
+        input,
+        pos: 0,
+        depth: 0,
+    };
     let mut out = Vec::new();
     loop {
         p.skip_spaces();
@@ -177,6 +185,8 @@ pub fn parse_values(input: &[u8]) -> Result<Vec<Value>, String> {
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Lists open around the value being read.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -194,13 +204,18 @@ impl Parser<'_> {
         match self.input.get(self.pos) {
             None => Err(self.fail("a value expected")),
             Some(b'(') => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(self.fail("lists nested deeper than 32"));
+                }
                 self.pos += 1;
+                self.depth += 1;
                 let mut items = Vec::new();
                 loop {
                     self.skip_spaces();
                     match self.input.get(self.pos) {
                         Some(b')') => {
                             self.pos += 1;
+                            self.depth -= 1;
                             return Ok(Value::List(items));
                         }
                         None => return Err(self.fail("an unclosed list")),
@@ -333,6 +348,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn deeply_nested_lists_are_an_error_not_a_stack_overflow() {
+        let mut deep = vec![b'('; 1 << 20];
+        let err = parse_values(&deep).unwrap_err();
+        assert!(err.contains("nested deeper than 32"), "{err}");
+        deep.truncate(MAX_DEPTH);
+        deep.extend(vec![b')'; MAX_DEPTH]);
+        assert!(parse_values(&deep).is_ok());
     }
 
     #[test]
