@@ -156,7 +156,7 @@ async fn twenty_sigkills_of_the_daemon_each_followed_by_a_restart_that_resumes_t
     let mut rng = SplitMix64::new(seed);
     let p = pair(CorpusSpec {
         seed: 22,
-        messages: 2000,
+        messages: 4000,
         max_attachment: 0,
         size_factor: 0.5,
     })
@@ -189,7 +189,7 @@ async fn twenty_sigkills_of_the_daemon_each_followed_by_a_restart_that_resumes_t
             tokio::time::sleep(Duration::from_millis(ms)).await;
             format!("{ms} ms after the start")
         } else {
-            let step = total / 60 + rng.below(total / 24 - total / 60);
+            let step = total / 150 + rng.below(total / 60 - total / 150);
             let target = (previous + step).min(total);
             while destination_count(&p.dst).await < target {
                 assert!(

@@ -67,6 +67,13 @@ struct FolderWork {
     report: Mutex<FolderReport>,
 }
 
+/// A lower bound of the UIDs the destination gives the next messages appended to a folder.
+#[derive(Debug, Clone, Copy)]
+struct UidBound {
+    uid_validity: u32,
+    uid_next: u32,
+}
+
 /// A batch of messages of one folder.
 struct Batch {
     folder: usize,
@@ -741,6 +748,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let mut src: Option<C::Session> = None;
         let mut dst: Option<ImapSession> = None;
         let mut open: Option<usize> = None;
+        let mut bounds: HashMap<usize, UidBound> = HashMap::new();
         let mut consecutive_failures = 0u32;
         loop {
             if sh.stop.load(Ordering::Relaxed) {
@@ -754,7 +762,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
             };
             let w = &work[batch.folder];
             let result = self
-                .copy_batch(&mut src, &mut dst, &mut open, w, &batch)
+                .copy_batch(&mut src, &mut dst, &mut open, &mut bounds, w, &batch)
                 .await;
             match result {
                 Ok(()) => consecutive_failures = 0,
@@ -832,6 +840,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         src: &mut Option<C::Session>,
         dst: &mut Option<ImapSession>,
         open: &mut Option<usize>,
+        bounds: &mut HashMap<usize, UidBound>,
         w: &FolderWork,
         batch: &Batch,
     ) -> Result<(), EngineError> {
@@ -897,6 +906,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
 
         if dst.is_none() {
             *dst = Some(ImapSession::connect(&sh.destination).await?);
+            bounds.clear();
         }
         let Some(d) = dst.as_mut() else {
             unreachable!("connected above")
@@ -912,10 +922,23 @@ impl<C: SourceConnector + 'static> Engine<C> {
             crate::throttle::daily_upload_allowance(account, limit)
                 .map_err(EngineError::Throttled)?;
         }
-        let dest_status = d.status(&w.plan.destination).await?;
+        // Where this batch's UIDs will start, at the latest: STATUS once per folder and
+        // connection, then the UID after the last one APPENDUID named. Any lower bound serves
+        // the intent; a STATUS per batch made a maildir server rescan a large folder's
+        // directory for every batch while other connections appended to it.
+        let bound = match bounds.get(&batch.folder) {
+            Some(b) => *b,
+            None => {
+                let st = d.status(&w.plan.destination).await?;
+                UidBound {
+                    uid_validity: st.uid_validity,
+                    uid_next: st.uid_next,
+                }
+            }
+        };
         let intent = Intent {
-            dest_uid_validity: dest_status.uid_validity,
-            dest_uid_next: dest_status.uid_next,
+            dest_uid_validity: bound.uid_validity,
+            dest_uid_next: bound.uid_next,
             items: present
                 .iter()
                 .map(|(m, _, h)| (m.uid, m.flags.fingerprint(), *h))
@@ -930,6 +953,31 @@ impl<C: SourceConnector + 'static> Engine<C> {
         }
 
         let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
+        let last = outcomes
+            .iter()
+            .try_fold(None, |last: Option<u32>, o| match o {
+                Appended::Stored(Some(uid)) => Some(Some(last.map_or(*uid, |l| l.max(*uid)))),
+                Appended::Stored(None) => None,
+                Appended::Refused(_) | Appended::NotSent => Some(last),
+            });
+        match last {
+            Some(Some(uid)) if temporary.is_none() => {
+                bounds.insert(
+                    batch.folder,
+                    UidBound {
+                        uid_next: uid.saturating_add(1).max(bound.uid_next),
+                        ..bound
+                    },
+                );
+            }
+            Some(_) if temporary.is_none() => {
+                bounds.insert(batch.folder, bound);
+            }
+            // Without UIDPLUS or after an error: STATUS again next time.
+            _ => {
+                bounds.remove(&batch.folder);
+            }
+        }
         if daily.is_some() {
             let sent: u64 = present
                 .iter()
