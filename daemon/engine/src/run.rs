@@ -313,11 +313,19 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     (upload, false, &mut queue),
                     (later, true, &mut deferred_queue),
                 ] {
-                    for b in batches(&list, sh.config.batch_messages, sh.config.batch_bytes) {
+                    // The listing is moved into its batches, not copied: a folder of 100,000
+                    // messages is held once.
+                    let sizes: Vec<usize> =
+                        batches(&list, sh.config.batch_messages, sh.config.batch_bytes)
+                            .iter()
+                            .map(|b| b.len())
+                            .collect();
+                    let mut list = list.into_iter();
+                    for n in sizes {
                         pending += 1;
                         q.push_back(Batch {
                             folder: index,
-                            messages: b.to_vec(),
+                            messages: list.by_ref().take(n).collect(),
                             deferred,
                         });
                     }

@@ -2,7 +2,8 @@
 //! with a guard on what the server sends: a line may not grow past [`MAX_LINE`] bytes nor a
 //! literal past [`MAX_LITERAL`]. async-imap keeps a reply in memory until it is complete and
 //! would grow its buffer to 512 MiB for a server that never ends a line; the guard ends the
-//! connection with a clear error long before.
+//! connection with a clear error long before. Nor may a reply nest lists deeper than
+//! [`MAX_NESTING`]: imap-proto parses nested lists by recursion.
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,11 @@ pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 /// The largest literal a server may announce. Messages above 1 MiB are fetched in parts, so
 /// a real literal is far smaller.
 pub(crate) const MAX_LITERAL: u64 = 256 * 1024 * 1024;
+/// The deepest nesting of lists a reply may have. imap-proto parses a BODYSTRUCTURE's lists by
+/// recursion, about 3 KB of stack a level in a release build: a reply of a thousand `(` would
+/// exhaust a tokio worker's 2 MiB stack and abort the daemon (seen while fuzzing the replies). Our
+/// commands' replies nest a few levels.
+pub(crate) const MAX_NESTING: usize = 100;
 
 /// Plain or TLS connection.
 #[derive(Debug)]
@@ -48,9 +54,10 @@ impl Stream {
     }
 }
 
-/// Follows the server's bytes: the length of the current line and the literal being read.
+/// Follows the server's bytes: the length of the current line, the literal being read and the
+/// lists open in the current reply.
 #[derive(Debug, Default)]
-struct ReplyGuard {
+pub(crate) struct ReplyGuard {
     /// Bytes of the current line so far (outside literals).
     line: usize,
     /// Bytes of an announced literal still to come.
@@ -59,12 +66,19 @@ struct ReplyGuard {
     tail: Vec<u8>,
     /// Set once a limit was passed: every later read fails too.
     broken: Option<String>,
+    /// Lists open in the current reply, outside quoted strings and literals.
+    depth: usize,
+    /// Inside a quoted string of the current line; after its backslash.
+    quoted: bool,
+    escaped: bool,
 }
 
 const TAIL: usize = 24;
 
 impl ReplyGuard {
-    fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    /// Follows the next bytes the server sent; an error (the connection is to be closed) when
+    /// they pass a limit.
+    pub(crate) fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), String> {
         if let Some(why) = &self.broken {
             return Err(why.clone());
         }
@@ -90,6 +104,7 @@ impl ReplyGuard {
                     MAX_LINE >> 20
                 ));
             }
+            self.nest(segment)?;
             let keep = segment.len().min(TAIL);
             self.tail
                 .extend_from_slice(&segment[segment.len() - keep..]);
@@ -107,11 +122,43 @@ impl ReplyGuard {
                         ));
                     }
                     self.literal = n;
+                } else {
+                    // The reply ends with its line; after a literal it goes on.
+                    self.depth = 0;
                 }
+                (self.quoted, self.escaped) = (false, false);
                 self.line = 0;
                 self.tail.clear();
             }
             bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Follows the nesting of lists through `segment`, a line or part of one outside literals.
+    fn nest(&mut self, segment: &[u8]) -> Result<(), String> {
+        for &b in segment {
+            if self.quoted {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.quoted = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.quoted = true,
+                b'(' if self.depth == MAX_NESTING => {
+                    return self.fail(format!(
+                        "the server sent a reply nesting lists deeper than {MAX_NESTING}; a \
+                         broken or hostile server (the connection is closed)"
+                    ));
+                }
+                b'(' => self.depth += 1,
+                b')' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -226,6 +273,25 @@ mod tests {
         assert_eq!(literal_announced(b"x {}\r\n"), None);
         assert_eq!(literal_announced(b"x {1a}\r\n"), None);
         assert_eq!(literal_announced(b"x 12}\r\n"), None);
+    }
+
+    #[test]
+    fn lists_nested_too_deep_are_refused_but_not_in_strings_or_literals() {
+        let mut g = ReplyGuard::default();
+        let deep = vec![b'('; MAX_NESTING];
+        // Parentheses in a literal and in quoted strings do not count; a literal continues
+        // the reply, and the reply's depth ends with its line.
+        g.inspect(b"* 1 FETCH (UID 1 BODY[] {300}\r\n").unwrap();
+        g.inspect(&[b'('; 300]).unwrap();
+        g.inspect(b" X \"((\\\"((\" Y \"\\\\\"").unwrap();
+        g.inspect(&deep[1..]).unwrap();
+        assert_eq!(g.depth, MAX_NESTING);
+        g.inspect(b"\r\n").unwrap();
+        g.inspect(&deep).unwrap();
+        g.inspect(b"\r\n").unwrap();
+        let e = g.inspect(&[b'('; MAX_NESTING + 1]).unwrap_err();
+        assert!(e.contains("nesting lists deeper than 100"), "{e}");
+        assert!(g.inspect(b"\r\n").is_err(), "and stays refused");
     }
 
     #[test]
