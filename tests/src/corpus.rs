@@ -541,15 +541,7 @@ fn generate(
     big_attachment: Option<usize>,
     size_factor: f64,
 ) -> (Vec<u8>, CorpusMessage) {
-    let internaldate = DATE_FROM + rng.below((DATE_TO - DATE_FROM) as u64) as i64;
-    let message_id = if index > 0 && rng.chance(0.05) {
-        None
-    } else {
-        Some(format!(
-            "<{seed:x}.{index}.{:x}@testbed.example>",
-            rng.next_u64() >> 20
-        ))
-    };
+    let (internaldate, message_id) = date_and_id(rng, seed, index);
     let r = rng.unit();
     let base = if r < 0.03 {
         rng.log_uniform(100_000, 2_000_000)
@@ -560,6 +552,42 @@ fn generate(
     };
     let target = (base as f64 * size_factor) as usize;
 
+    finish_message(
+        rng,
+        folder,
+        index,
+        internaldate,
+        message_id,
+        target,
+        big_attachment,
+    )
+}
+
+/// A message's INTERNALDATE and Message-ID (none for about one in twenty).
+fn date_and_id(rng: &mut SplitMix64, seed: u64, index: usize) -> (i64, Option<String>) {
+    let internaldate = DATE_FROM + rng.below((DATE_TO - DATE_FROM) as u64) as i64;
+    let message_id = if index > 0 && rng.chance(0.05) {
+        None
+    } else {
+        Some(format!(
+            "<{seed:x}.{index}.{:x}@testbed.example>",
+            rng.next_u64() >> 20
+        ))
+    };
+    (internaldate, message_id)
+}
+
+/// Draws a message's flags and keywords (in this order from `rng`, so corpora stay the same for
+/// a seed), then builds it.
+fn finish_message(
+    rng: &mut SplitMix64,
+    folder: &Plan,
+    index: usize,
+    internaldate: i64,
+    message_id: Option<String>,
+    target: usize,
+    big_attachment: Option<usize>,
+) -> (Vec<u8>, CorpusMessage) {
     let mut flags = Vec::new();
     let draft_folder = folder.special_use.as_deref() == Some("\\Drafts");
     let probs = [0.7, 0.15, 0.1, 0.03, if draft_folder { 0.8 } else { 0.02 }];
@@ -867,48 +895,8 @@ fn generate_sized(
     folder: &Plan,
     target: usize,
 ) -> (Vec<u8>, CorpusMessage) {
-    let internaldate = DATE_FROM + rng.below((DATE_TO - DATE_FROM) as u64) as i64;
-    let message_id = if index > 0 && rng.chance(0.05) {
-        None
-    } else {
-        Some(format!(
-            "<{seed:x}.{index}.{:x}@testbed.example>",
-            rng.next_u64() >> 20
-        ))
-    };
-    let mut flags = Vec::new();
-    let draft_folder = folder.special_use.as_deref() == Some("\\Drafts");
-    let probs = [0.7, 0.15, 0.1, 0.03, if draft_folder { 0.8 } else { 0.02 }];
-    for (k, ((flag, _), p)) in SYSTEM_FLAGS.iter().zip(probs).enumerate() {
-        if index == k || rng.chance(p) {
-            flags.push((*flag).to_owned());
-        }
-    }
-    let mut keywords = Vec::new();
-    for (k, (kw, p)) in KEYWORDS.iter().zip([0.1, 0.08, 0.06]).enumerate() {
-        if index == SYSTEM_FLAGS.len() + k || rng.chance(p) {
-            keywords.push((*kw).to_owned());
-        }
-    }
-    flags.sort();
-    keywords.sort();
-    let bytes = build_message(
-        rng,
-        index,
-        internaldate,
-        message_id.as_deref(),
-        target,
-        None,
-    );
-    let msg = CorpusMessage {
-        size: bytes.len() as u64,
-        flags,
-        keywords,
-        internaldate,
-        message_id,
-        body_hash: blake3::hash(&bytes),
-    };
-    (bytes, msg)
+    let (internaldate, message_id) = date_and_id(rng, seed, index);
+    finish_message(rng, folder, index, internaldate, message_id, target, None)
 }
 
 /// Appends one message over IMAP (the real path, unlike `write_maildir`).
