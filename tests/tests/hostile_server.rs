@@ -139,6 +139,11 @@ async fn a_literal_announced_beyond_the_limit_is_refused_at_once() {
     println!("huge literal: {e} after {took:?}");
     assert!(e.contains("127.0.0.1"), "{e}");
     assert!(e.contains("literal of 999999999999 bytes"), "{e}");
+    assert!(e.contains("sent an unexpected reply to LIST"), "{e}");
+    assert!(
+        !e.contains("closed the connection"),
+        "migrated closed it: {e}"
+    );
     assert!(took < Duration::from_secs(2), "took {took:?}: {e}");
 }
 

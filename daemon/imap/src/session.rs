@@ -27,7 +27,7 @@ macro_rules! next_response {
         match tokio::time::timeout($s.timeout, unpanicked($s.inner.read_response())).await {
             Err(_) => return Err($s.timeout_error($what)),
             Ok(Err(panic)) => return Err(unparsable(&$s.server, $what, &panic)),
-            Ok(Ok(Err(e))) => return Err($s.closed($what, e.to_string())),
+            Ok(Ok(Err(e))) => return Err($s.read_failed($what, e)),
             Ok(Ok(Ok(None))) => return Err($s.closed($what, "connection closed".into())),
             Ok(Ok(Ok(Some(r)))) => r,
         }
@@ -556,6 +556,21 @@ impl ImapSession {
             what: what.into(),
             after: self.timeout,
         }
+    }
+
+    /// A read that failed: the stream guard refusing the server's reply (a protocol error: the
+    /// server would send it again), or the connection lost.
+    fn read_failed(&self, what: &str, e: std::io::Error) -> ImapError {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<crate::stream::Refused>())
+        {
+            return ImapError::Protocol {
+                server: self.server.clone(),
+                command: what.into(),
+                detail: e.to_string(),
+            };
+        }
+        self.closed(what, e.to_string())
     }
 
     fn closed(&self, what: &str, reply: String) -> ImapError {

@@ -25,6 +25,19 @@ pub(crate) const MAX_LITERAL: u64 = 256 * 1024 * 1024;
 /// commands' replies nest a few levels.
 pub(crate) const MAX_NESTING: usize = 100;
 
+/// What the guard says when it ends a connection: the server's reply broke a limit. Carried in
+/// the `io::Error` async-imap hands back, so the session can tell it from a closed connection.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Plain or TLS connection.
 #[derive(Debug)]
 pub(crate) struct Stream {
@@ -191,7 +204,10 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(why) = &this.guard.broken {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Refused(why.clone()),
+            )));
         }
         let before = buf.filled().len();
         let polled = match &mut this.transport {
@@ -201,7 +217,10 @@ impl AsyncRead for Stream {
         if let Poll::Ready(Ok(())) = polled
             && let Err(why) = this.guard.inspect(&buf.filled()[before..])
         {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Refused(why),
+            )));
         }
         polled
     }
