@@ -128,12 +128,24 @@ pub trait SourceSession: Send {
         len: u32,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, SourceError>> + Send {
         let _ = len;
-        async move {
-            let body = self.fetch_bodies(&[uid]).await?.pop().flatten();
-            Ok(body.map(|b| {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-                if start == 0 { b } else { b[start..].to_vec() }
-            }))
-        }
+        whole_from(self, uid, offset)
     }
+}
+
+/// What [`SourceSession::fetch_body_part`] does for a source without parts: the whole message
+/// is fetched and the bytes from `offset` returned.
+///
+/// # Errors
+///
+/// As for [`SourceSession::fetch_bodies`].
+pub async fn whole_from<S: SourceSession + ?Sized>(
+    session: &mut S,
+    uid: u32,
+    offset: u64,
+) -> Result<Option<Vec<u8>>, SourceError> {
+    let body = session.fetch_bodies(&[uid]).await?.pop().flatten();
+    Ok(body.map(|b| {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+        if start == 0 { b } else { b[start..].to_vec() }
+    }))
 }

@@ -961,30 +961,20 @@ impl<C: SourceConnector + 'static> Engine<C> {
         }
 
         let (outcomes, temporary) = append_all(d, &w.plan.destination, &present).await;
-        let last = outcomes
-            .iter()
-            .try_fold(None, |last: Option<u32>, o| match o {
-                Appended::Stored(Some(uid)) => Some(Some(last.map_or(*uid, |l| l.max(*uid)))),
-                Appended::Stored(None) => None,
-                Appended::Refused(_) | Appended::NotSent => Some(last),
-            });
-        match last {
-            Some(Some(uid)) if temporary.is_none() => {
-                bounds.insert(
-                    batch.folder,
-                    UidBound {
-                        uid_next: uid.saturating_add(1).max(bound.uid_next),
-                        ..bound
-                    },
-                );
-            }
-            Some(_) if temporary.is_none() => {
-                bounds.insert(batch.folder, bound);
-            }
-            // Without UIDPLUS or after an error: STATUS again next time.
-            _ => {
-                bounds.remove(&batch.folder);
-            }
+        // Without UIDPLUS or after an error: STATUS again next time.
+        let unnamed = outcomes.iter().any(|o| matches!(o, Appended::Stored(None)));
+        if temporary.is_some() || unnamed {
+            bounds.remove(&batch.folder);
+        } else {
+            let last = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Appended::Stored(Some(uid)) => Some(*uid),
+                    _ => None,
+                })
+                .max();
+            let uid_next = last.map_or(bound.uid_next, |u| u.saturating_add(1).max(bound.uid_next));
+            bounds.insert(batch.folder, UidBound { uid_next, ..bound });
         }
         if daily.is_some() {
             let sent: u64 = present
@@ -1454,8 +1444,7 @@ mod tests {
         ) -> Result<Option<Vec<u8>>, SourceError> {
             self.asked.push((offset, len));
             if !self.parts || uid != 7 {
-                let whole = self.fetch_bodies(&[uid]).await?.pop().flatten();
-                return Ok(whole.map(|b| b[offset as usize..].to_vec()));
+                return migrated_core::source::whole_from(self, uid, offset).await;
             }
             let start = (offset as usize).min(self.body.len());
             let end = (start + len as usize).min(self.body.len());

@@ -514,9 +514,7 @@ impl SourceSession for PluginSession {
     ) -> Result<Option<Vec<u8>>, SourceError> {
         if self.plugin.table.minor < 1 {
             // ABI 1.0 has no parts: the whole message, as the trait allows.
-            let body = self.fetch_bodies(&[uid]).await?.pop().flatten();
-            let start = |b: &Vec<u8>| usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
-            return Ok(body.map(|b| b[start(&b)..].to_vec()));
+            return migrated_core::source::whole_from(self, uid, offset).await;
         }
         let request = Request::FetchPart {
             session: self.id,
