@@ -5,6 +5,7 @@
 mod b64;
 pub mod corpus;
 pub mod dovecot;
+pub mod faketime;
 pub mod fault;
 pub mod gmail;
 pub mod imap;
@@ -21,6 +22,7 @@ pub use corpus::{
 pub use dovecot::{
     Dovecot, DovecotOptions, Layout, english_special_use, ensure_installed, german_special_use,
 };
+pub use faketime::faketime_env;
 pub use fault::{
     AppendFaultProxy, Direction, Fault, FaultKind, FaultPlan, FaultProxy, Fired, Trigger,
     fault_seed,

@@ -601,13 +601,32 @@ async fn schedule_windows_pause_and_resume_and_deltas_recur_until_the_final_one(
     })
     .await;
     let mut d = Daemon::new(&p);
+    // The daemon's wall clock is moved from outside: libfaketime (LD_PRELOAD) reads the time
+    // from a file on every call; monotonic time (timers, timeouts) stays real. SIGHUP makes
+    // the daemon look at its schedules at once instead of at its next 30 s tick.
     let clock = d.state.join("clock");
-    let set = |t: u64| std::fs::write(&clock, t.to_string()).unwrap();
+    let set = |t: u64| {
+        let at = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%d %H:%M:%S"])
+            .output()
+            .unwrap();
+        std::fs::write(&clock, at.stdout).unwrap();
+    };
     set(MONDAY + 10 * 3600);
-    d.env
-        .push(("MIGRATED_TEST_CLOCK".into(), clock.display().to_string()));
-    d.env.push(("MIGRATED_TICK_MS".into(), "100".into()));
+    d.env.extend(testbed::faketime_env(&clock));
     d.start().await;
+    let ticks = {
+        let pid = d.pid().to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status()
+                    .await;
+            }
+        })
+    };
     let dir = d.state.join("jobs");
     let schedule = "[limits]\nconnections = 1\nbatch_messages = 5\n\
                     [schedule]\ndelta_every_hours = 1\nwindows = [{ days = [\"Mon\"], from = \"09:00\", to = \"11:00\" }]\n";
@@ -689,6 +708,7 @@ async fn schedule_windows_pause_and_resume_and_deltas_recur_until_the_final_one(
         String::from_utf8_lossy(&again.stderr).contains("password"),
         "credentials erased after the final delta"
     );
+    ticks.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

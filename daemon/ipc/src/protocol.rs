@@ -225,6 +225,43 @@ pub enum Response {
     },
 }
 
+/// Why a request was refused: the kind (for exit codes) and the words for the administrator,
+/// naming what to do. The daemon's handlers return it; on the wire it is [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ControlError {
+    /// A refusal of this kind, in these words.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+impl From<ControlError> for Response {
+    fn from(e: ControlError) -> Self {
+        Self::Error {
+            kind: e.kind,
+            message: e.message,
+        }
+    }
+}
+
 /// A job at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSummary {

@@ -3,11 +3,16 @@
 //! runs one job in the foreground.
 
 mod control;
-mod daemon;
 mod dropin;
+mod email;
 mod job;
-mod notify;
+mod journal;
+mod manager;
+mod msg;
 mod paths;
+mod record;
+mod retention;
+mod scheduler;
 
 use job::{EndpointSpecExt, JobSpecExt};
 
@@ -59,8 +64,8 @@ struct DaemonArgs {
     #[arg(long, env = "MIGRATED_SMTP_SERVER")]
     smtp_server: Option<String>,
     /// How to reach it.
-    #[arg(long, value_enum, default_value_t = notify::SmtpSecurity::Starttls)]
-    smtp_security: notify::SmtpSecurity,
+    #[arg(long, value_enum, default_value_t = email::SmtpSecurity::Starttls)]
+    smtp_security: email::SmtpSecurity,
     /// SMTP login, if the server wants one; the password is read from --smtp-password-file or
     /// $CREDENTIALS_DIRECTORY/smtp-password.
     #[arg(long)]
@@ -209,7 +214,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let smtp = match &args.smtp_server {
         None => None,
         Some(server) => {
-            let (host, port) = notify::Smtp::parse_server(server, args.smtp_security);
+            let (host, port) = email::Smtp::parse_server(server, args.smtp_security);
             let file = args.smtp_password_file.clone().or_else(|| {
                 std::env::var_os("CREDENTIALS_DIRECTORY")
                     .map(|d| PathBuf::from(d).join("smtp-password"))
@@ -226,7 +231,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
                 )),
                 None => None,
             };
-            Some(std::sync::Arc::new(notify::Smtp {
+            Some(std::sync::Arc::new(email::Smtp {
                 host,
                 port,
                 security: args.smtp_security,
@@ -236,7 +241,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             }))
         }
     };
-    let settings = daemon::Settings {
+    let settings = manager::Settings {
         max_jobs: args.max_jobs.max(1),
         retention: std::time::Duration::from_secs_f64(args.retention_days.max(0.0) * 86_400.0),
         jobs_dir: Some(paths.jobs_dir.clone()).filter(|d| d.is_dir()),
@@ -255,7 +260,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
     }
     let settings_jobs_dir = settings.jobs_dir.clone();
-    let state = daemon::Daemon::load(store, settings, tx.clone(), updates.clone())?;
+    let state = manager::Manager::load(store, settings, tx.clone(), updates.clone())?;
     let listener = control::socket::bind(&paths.socket)?;
     tokio::spawn(control::socket::serve(
         listener,
@@ -289,14 +294,14 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         };
         loop {
             let msg = tokio::select! {
-                _ = term.recv() => daemon::Msg::Shutdown,
-                _ = int.recv() => daemon::Msg::Shutdown,
+                _ = term.recv() => msg::Msg::Shutdown,
+                _ = int.recv() => msg::Msg::Shutdown,
                 _ = hup.recv() => {
                     // SIGHUP: rescan the drop-in directory, and sweep expired jobs now.
-                    if signals.send(daemon::Msg::Tick).is_err() {
+                    if signals.send(msg::Msg::Tick).is_err() {
                         return;
                     }
-                    daemon::Msg::Rescan
+                    msg::Msg::Rescan
                 }
             };
             if signals.send(msg).is_err() {
@@ -307,14 +312,9 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let ticks = tx.clone();
     let watchdog = sd_notify::watchdog_enabled();
     tokio::spawn(async move {
-        // MIGRATED_TICK_MS: a faster tick for the test suite's schedule tests.
-        let base = std::env::var("MIGRATED_TICK_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(
-                std::time::Duration::from_secs(30),
-                std::time::Duration::from_millis,
-            );
+        // Schedules, retention and the status line every 30 s (SIGHUP: at once); more often
+        // when systemd's watchdog wants to hear from us.
+        let base = std::time::Duration::from_secs(30);
         let period = watchdog.map_or(base, |w| (w / 2).min(base));
         let mut interval = tokio::time::interval(period);
         loop {
@@ -322,7 +322,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             if watchdog.is_some() {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            if ticks.send(daemon::Msg::Tick).is_err() {
+            if ticks.send(msg::Msg::Tick).is_err() {
                 return;
             }
         }
@@ -498,7 +498,7 @@ fn phase_name(p: Phase) -> &'static str {
 }
 
 fn print_summary(s: &Summary) {
-    let rows: Vec<_> = s.per_folder.iter().map(daemon::folder_row).collect();
+    let rows: Vec<_> = s.per_folder.iter().map(manager::folder_row).collect();
     print!("{}", migrated_ipc::text::folder_table(&rows));
     for (name, reason) in &s.skipped_folders {
         println!("skipped {name}: {reason}");

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use zbus::object_server::SignalEmitter;
 
 use super::call;
-use crate::daemon::{Msg, Update};
+use crate::msg::{Msg, Update};
 
 /// Errors as D-Bus names them.
 #[derive(Debug, zbus::DBusError)]

@@ -1,4 +1,4 @@
-//! The control API's transports. Both hand requests to the daemon loop as [`crate::daemon::Msg`]
+//! The control API's transports. Both hand requests to the daemon loop as [`crate::msg::Msg`]
 //! and relay its replies; neither touches job state.
 
 pub(crate) mod dbus;
@@ -9,7 +9,7 @@ use migrated_imap::ImapSession;
 use migrated_ipc::{CheckRow, ErrorKind, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::Msg;
+use crate::msg::Msg;
 
 /// Sends a request to the daemon loop and waits for its reply.
 pub(crate) async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> Response {

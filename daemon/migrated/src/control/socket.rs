@@ -9,7 +9,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
 use super::call;
-use crate::daemon::{Msg, Update};
+use crate::msg::{Msg, Update};
 
 /// Who may use the socket.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,10 @@
 //! Drop-in job files: `*.toml` in a watched directory (`/etc/migrated/jobs.d`). Any change
 //! triggers a rescan that the daemon diffs against the jobs it made from files. Editors' atomic
 //! saves and temporary files are handled by ignoring dot-files, backups and swap files and by
-//! debouncing the events of one save into one rescan.
+//! debouncing the events of one save into one rescan. What the files found mean for the jobs
+//! is decided in [`reconcile`].
+
+pub(crate) mod reconcile;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use migrated_core::{JobSpec, Secret};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::daemon::Msg;
+use crate::msg::Msg;
 
 /// One job file as found.
 #[derive(Debug)]

@@ -62,16 +62,10 @@ pub(crate) struct RunReport {
     pub verified_at: Option<u64>,
 }
 
-/// Seconds since the epoch. The test suite may set `MIGRATED_TEST_CLOCK` to a file holding the
-/// time to use, so schedule windows and recurring deltas are tested without waiting for hours.
+/// Seconds since the epoch: the wall clock the manager reads (schedule windows, recurring
+/// deltas, retention, event times). The deciders take the time as an argument; the end-to-end
+/// schedule test moves this clock from outside with libfaketime.
 pub(crate) fn now() -> u64 {
-    if let Some(path) = std::env::var_os("MIGRATED_TEST_CLOCK")
-        && let Some(t) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    {
-        return t;
-    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

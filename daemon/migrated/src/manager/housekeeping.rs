@@ -1,0 +1,301 @@
+//! What the loop does on its own: start queued jobs ([`crate::scheduler`]), pause runs whose
+//! window ended and queue recurring deltas, delete expired jobs ([`crate::retention`]), and
+//! make the jobs follow the drop-in directory ([`crate::dropin::reconcile`]). The decisions are
+//! made there; here they are applied and said.
+
+use migrated_core::{Action, JobStatus};
+use migrated_ipc::text::clock;
+
+use super::Manager;
+use crate::dropin::reconcile::{Change, Known, reconcile};
+use crate::record::{JobRecord, now};
+use crate::retention::{self, Kept};
+use crate::scheduler::{self, Footprint, Limits, Queued, Start};
+
+impl Manager {
+    /// Starts queued jobs while slots are free.
+    pub(super) fn schedule(&mut self) {
+        if self.shutting_down || self.journal.is_down() {
+            return;
+        }
+        let per_host = self.settings.max_connections_per_host;
+        let queued: Vec<Queued<'_>> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.status == JobStatus::Queued && e.stop.is_none())
+            .map(|(id, e)| Queued {
+                id,
+                priority: e.record.spec.priority,
+                created: e.record.created,
+                footprint: Footprint::of(&e.record, per_host),
+                schedule: &e.record.spec.schedule,
+            })
+            .collect();
+        let running: Vec<Footprint> = self
+            .jobs
+            .values()
+            .filter(|e| e.stop.is_some())
+            .map(|e| Footprint::of(&e.record, per_host))
+            .collect();
+        let limits = Limits {
+            max_jobs: self.settings.max_jobs,
+            max_connections_per_host: per_host,
+        };
+        let decisions = scheduler::starts(queued, &running, limits, now());
+        let mut refused = false;
+        for decision in decisions {
+            match decision {
+                Start::Now(id) => {
+                    if let Some(e) = self.jobs.get_mut(&id) {
+                        e.window_noted = false;
+                    }
+                    self.start(&id);
+                    // A job that could not start (its plugin is gone, say) failed and left
+                    // its slot free.
+                    refused |= self.jobs.get(&id).is_some_and(|e| e.stop.is_none());
+                }
+                Start::OutsideWindow { id, opens } => {
+                    let Some(e) = self.jobs.get_mut(&id) else {
+                        continue;
+                    };
+                    if e.window_noted {
+                        continue;
+                    }
+                    e.window_noted = true;
+                    let when = opens.map_or_else(
+                        || "no window in the next 8 days".to_owned(),
+                        |t| format!("at {} UTC", clock(t)),
+                    );
+                    self.event(
+                        &id,
+                        "info",
+                        format!("Waiting for its schedule window: it opens {when}."),
+                    );
+                }
+            }
+        }
+        if refused {
+            self.schedule();
+        }
+    }
+
+    /// On every tick: stop runs whose schedule window ended (they go back to the queue), and
+    /// queue the recurring deltas that are due.
+    pub(super) fn apply_schedules(&mut self) {
+        let t = now();
+        let ending: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| {
+                e.stop.is_some()
+                    && !e.window_stop
+                    && scheduler::window_ended(&e.record.spec.schedule, t)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ending {
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.window_stop = true;
+            }
+            self.stop_run(&id);
+            self.event(
+                &id,
+                "info",
+                "Its schedule window ended: pausing at the next checkpoint.".into(),
+            );
+        }
+        let due: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| scheduler::delta_due(&e.record, t))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.event(
+                &id,
+                "info",
+                "Recurring delta: copying what is new since the last run.".into(),
+            );
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.record.finished = None;
+            }
+            self.set_status(&id, JobStatus::Queued);
+        }
+    }
+
+    /// Deletes jobs whose retention period is over.
+    pub(super) fn sweep(&mut self) {
+        if self.journal.is_down() {
+            return;
+        }
+        let kept = self.jobs.iter().map(|(id, e)| Kept {
+            id,
+            finished: e.record.finished,
+            running: e.stop.is_some(),
+        });
+        for expired in retention::expired(kept, self.settings.retention, now()) {
+            let id = expired.id;
+            match self.journal.delete_job(&id) {
+                Ok(()) => {
+                    let removed = self.jobs.remove(&id);
+                    if let Some(e) = &removed {
+                        self.consume_dropin(&e.record);
+                    }
+                    let name = removed.map(|e| e.record.spec.name).unwrap_or_default();
+                    tracing::info!(job_id = %id, job = %name, reason = %expired.reason, "Job deleted: its retention period is over.");
+                }
+                Err(failed) => {
+                    tracing::error!(job_id = %id, error = %failed.error, "Expired job could not be deleted.");
+                    self.outage(failed.outage);
+                }
+            }
+        }
+    }
+
+    /// Makes the jobs follow the drop-in directory: new files become jobs, changed files
+    /// update their job's settings for its next run, removed files stop nothing unless the
+    /// file said `on_remove = "cancel"`. A file with an error changes nothing and is reported
+    /// (once per change) in the journal and in `migratectl list`.
+    pub(super) fn rescan(&mut self) {
+        let Some(dir) = self.settings.jobs_dir.clone() else {
+            return;
+        };
+        let found = crate::dropin::scan(&dir);
+        let known: Vec<Known<'_>> = self
+            .jobs
+            .iter()
+            .map(|(id, e)| Known {
+                id,
+                dropin: e.record.dropin.as_ref(),
+                status: e.record.status,
+                on_remove: e.record.spec.on_remove,
+            })
+            .collect();
+        // The changes borrow the files found only: the jobs can be changed while applying them.
+        let changes = reconcile(&found, &known, &self.dropin_consumed);
+        drop(known);
+        let mut problems = Vec::new();
+        let place = |file: &str| format!("job file {}", dir.join(file).display());
+        for change in changes {
+            match change {
+                Change::Problem { file, message } => {
+                    self.note_problem(&mut problems, file, message.to_owned());
+                }
+                Change::CreateBatch {
+                    file,
+                    template,
+                    csv,
+                } => match self.create_batch(template.name.clone(), template.clone(), csv) {
+                    Ok(batch) => {
+                        let members: Vec<String> = self
+                            .jobs
+                            .iter()
+                            .filter(|(_, e)| e.record.batch.as_deref() == Some(batch.as_str()))
+                            .map(|(id, _)| id.clone())
+                            .collect();
+                        for id in members {
+                            if let Some(e) = self.jobs.get_mut(&id) {
+                                e.record.dropin = Some((file.file.clone(), file.hash.clone()));
+                            }
+                            self.persist(&id);
+                        }
+                        tracing::info!(file = %file.file, batch = %batch, "Batch created from a drop-in file.");
+                    }
+                    Err(e) => {
+                        let message = format!("{}: {}", place(&file.file), e.message);
+                        self.note_problem(&mut problems, &file.file, message);
+                    }
+                },
+                Change::Create { file, spec } => match self.create(spec.clone(), None) {
+                    Ok(id) => {
+                        if let Some(e) = self.jobs.get_mut(&id) {
+                            e.record.dropin = Some((file.file.clone(), file.hash.clone()));
+                        }
+                        self.persist(&id);
+                        self.event(
+                            &id,
+                            "info",
+                            format!("Created from the job file {}.", file.file),
+                        );
+                    }
+                    Err(e) => {
+                        let message = format!("{}: {}", place(&file.file), e.message);
+                        self.note_problem(&mut problems, &file.file, message);
+                    }
+                },
+                Change::Update { id, file, spec } => {
+                    if let Some(e) = self.jobs.get_mut(&id) {
+                        let keep_name = e.record.spec.name.clone();
+                        e.record.spec = spec.clone();
+                        e.record.spec.name = keep_name;
+                        e.record.dropin = Some((file.file.clone(), file.hash.clone()));
+                    }
+                    self.persist(&id);
+                    self.event(
+                        &id,
+                        "info",
+                        format!(
+                            "Job file {} changed: the new settings apply from the next run.",
+                            file.file
+                        ),
+                    );
+                }
+                Change::Removed { id, file, cancel } => {
+                    if let Some(e) = self.jobs.get_mut(&id) {
+                        e.record.dropin = None;
+                    }
+                    self.persist(&id);
+                    if cancel {
+                        // Refused only if the status changed since: then it simply goes on.
+                        let _ = self.act(&id, Action::Cancel);
+                        self.event(
+                            &id,
+                            "info",
+                            format!(
+                                "Job file {file} removed: the job is cancelled, as the file asked."
+                            ),
+                        );
+                    } else {
+                        self.event(
+                            &id,
+                            "info",
+                            format!(
+                                "Job file {file} removed: the job goes on (migratectl delete removes it)."
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        self.dropin_problems = problems;
+    }
+
+    /// Remembers that a deleted job came from a drop-in file, so the file does not make it
+    /// again.
+    pub(super) fn consume_dropin(&mut self, record: &JobRecord) {
+        let Some(d) = &record.dropin else { return };
+        if self.dropin_consumed.contains(d) {
+            return;
+        }
+        self.dropin_consumed.push(d.clone());
+        let written = self
+            .journal
+            .save_setting("dropin-consumed", &self.dropin_consumed);
+        if let Err(failed) = written {
+            tracing::error!(error = %failed.error, "The list of consumed drop-in files could not be saved.");
+            self.outage(failed.outage);
+        }
+    }
+
+    /// Records a drop-in file's problem; logs it unless it was already known (once per change).
+    fn note_problem(&self, problems: &mut Vec<(String, String)>, file: &str, message: String) {
+        if !self
+            .dropin_problems
+            .iter()
+            .any(|(f, m)| f == file && *m == message)
+        {
+            tracing::error!(file = %file, "{message}");
+        }
+        problems.push((file.to_owned(), message));
+    }
+}

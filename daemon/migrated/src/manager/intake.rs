@@ -1,0 +1,226 @@
+//! Creating jobs and batches. Everything that can be checked without a network is checked
+//! before anything is stored: a bad job or batch changes nothing and gets one error naming
+//! the job (or row) and field; a batch reports every problem of every row at once.
+
+use migrated_core::{JobSpec, JobStatus, Secret};
+use migrated_ipc::{ControlError, ErrorKind};
+use migrated_plugin_api::wire::Kind;
+
+use super::{Entry, Manager};
+use crate::job::{EndpointSpecExt, JobSpecExt};
+use crate::record::{JobRecord, RunReport, now};
+
+impl Manager {
+    /// Creates one job per CSV row. Everything is validated first; a problem anywhere stores
+    /// nothing and every problem is reported at once.
+    pub(super) fn create_batch(
+        &mut self,
+        name: String,
+        template: JobSpec,
+        csv: &str,
+    ) -> Result<String, ControlError> {
+        use migrated_core::batch::{BatchProblem, parse_batch};
+        let mut problems = Vec::new();
+        if name.trim().is_empty() || name.contains('/') {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                "a batch needs a name without '/'",
+            ));
+        }
+        if self
+            .jobs
+            .values()
+            .any(|e| e.record.batch.as_deref() == Some(name.as_str()))
+        {
+            problems.push(BatchProblem::Exists(name.clone()));
+        }
+        let rows = match parse_batch(csv) {
+            Ok(rows) => rows,
+            Err(p) => {
+                problems.extend(p);
+                Vec::new()
+            }
+        };
+        let mut specs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut spec = template.clone();
+            spec.name = format!("{name}/{}", row.email);
+            spec.source.user = row.source_user.clone();
+            spec.source.password = Some(row.source_password.clone());
+            spec.source.password_file = None;
+            spec.destination.user = row
+                .destination_user
+                .clone()
+                .unwrap_or_else(|| row.email.clone());
+            spec.destination.password_file = None;
+            if let Some(p) = &row.destination_password {
+                spec.destination.password = Some(p.clone());
+            } else if spec.destination.password.is_none() {
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination (admin) password",
+                        row.row
+                    ),
+                ));
+            }
+            if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
+                problems.push(BatchProblem::Exists(spec.name.clone()));
+            }
+            specs.push(spec);
+        }
+        if !problems.is_empty() {
+            let message = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(ControlError::new(ErrorKind::Invalid, message));
+        }
+        // Validate the template once (patterns, endpoints) before storing anything.
+        if let Some(first) = specs.first()
+            && let Err(e) = first.copy_config(&format!("batch {name:?}"))
+        {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
+        }
+        let count = specs.len();
+        for spec in specs {
+            self.create(spec, Some(name.clone()))?;
+        }
+        tracing::info!(batch = %name, mailboxes = count, "Batch created.");
+        Ok(name)
+    }
+
+    pub(super) fn create(
+        &mut self,
+        spec: JobSpec,
+        batch: Option<String>,
+    ) -> Result<String, ControlError> {
+        if let Some(fault) = self.journal.fault() {
+            return Err(ControlError::new(
+                ErrorKind::Internal,
+                format!(
+                    "the job store at {} cannot be written ({}): no job is created until it can",
+                    self.journal.path(),
+                    fault
+                ),
+            ));
+        }
+        let place = format!("job {:?}", spec.name);
+        if spec.name.trim().is_empty() {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                "the job needs a name (field `name`)",
+            ));
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            if e.user.trim().is_empty() {
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    format!("{place}: [{side}] user is missing"),
+                ));
+            }
+        }
+        if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
+            return Err(ControlError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "a job named {:?} exists already: choose another name or delete it",
+                    spec.name
+                ),
+            ));
+        }
+        // Validate everything that can be checked without a network, before storing anything.
+        if let Err(e) = spec.copy_config(&place) {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
+        }
+        if let Err(e) = spec.schedule.validate() {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!("{place}: {e}"),
+            ));
+        }
+        if let Some(bad) = spec
+            .tags
+            .iter()
+            .find_map(|t| migrated_core::spec::check_tag(t).err())
+        {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!("{place}: tags: {bad}"),
+            ));
+        }
+        if let Some(bad) = spec.notify.iter().find(|a| {
+            a.contains(char::is_whitespace) || a.split('@').filter(|p| !p.is_empty()).count() != 2
+        }) {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!("{place}: notify: {bad:?} is not an e-mail address"),
+            ));
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            if e.password_file.is_some() {
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "{place}: [{side}] password_file: the client reads the file and sends the secret; the daemon takes no paths"
+                    ),
+                ));
+            }
+        }
+        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
+            Ok(k) => k,
+            Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
+        };
+        let mut check = spec.clone();
+        for e in [&mut check.source, &mut check.destination] {
+            e.password = Some(e.password.take().unwrap_or_else(|| Secret::new("-")));
+        }
+        let checked = match kind {
+            Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)
+                .and_then(|_| check.destination.endpoint(&place, "destination"))
+                .map(|_| ()),
+            Kind::Contacts => {
+                crate::job::contacts_sides(&check, &self.settings.plugins, &place).map(|_| ())
+            }
+        };
+        if let Err(err) = checked {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));
+        }
+        let mut bytes = [0u8; 6];
+        if getrandom::fill(&mut bytes).is_err() {
+            return Err(ControlError::new(
+                ErrorKind::Internal,
+                "no randomness for a job id",
+            ));
+        }
+        let id: String = format!(
+            "j{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let t = now();
+        let record = JobRecord {
+            id: id.clone(),
+            spec,
+            status: JobStatus::Queued,
+            created: t,
+            updated: t,
+            finished: None,
+            error: None,
+            cancel_requested: false,
+            run: RunReport::default(),
+            next_event: 1,
+            batch,
+            dropin: None,
+            final_delta: false,
+        };
+        let waiting = !record.has_credentials();
+        self.jobs.insert(id.clone(), Entry::new(record));
+        self.persist(&id);
+        self.event(&id, "info", "Job created.".into());
+        if waiting {
+            self.set_status(&id, JobStatus::WaitingForCredentials);
+        }
+        Ok(id)
+    }
+}

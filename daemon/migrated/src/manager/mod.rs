@@ -1,0 +1,361 @@
+//! The manager: the one owner of job state, fed by one channel. Control requests, engine
+//! progress, finished runs, signals, timers and drop-in changes all arrive as [`Msg`]s; only
+//! this loop changes a job, so there are no locks around job state. What to do is decided by
+//! pure modules ([`crate::scheduler`], [`crate::retention`], [`crate::dropin::reconcile`]);
+//! every write to the store goes through the [`Journal`].
+//!
+//! The loop's parts, one concern each:
+//! - [`requests`]: the control API, each request answered `Result<Response, ControlError>`;
+//! - [`intake`]: creating jobs and batches (validation before anything is stored);
+//! - [`actions`]: pause, resume, cancel, delete, reset, delta;
+//! - [`runs`]: starting runs and following them (engine events, the end of a run);
+//! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
+//! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
+//! - [`outage`]: the job store failing and coming back.
+
+mod actions;
+mod housekeeping;
+mod intake;
+mod outage;
+mod reports;
+mod requests;
+mod runs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use migrated_core::JobStatus;
+use migrated_ipc::{ControlError, ErrorKind, EventRow};
+use migrated_store::Store;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::journal::{Journal, Outage, Written};
+use crate::msg::{Msg, Update};
+use crate::record::{JobRecord, now};
+
+pub(crate) use runs::folder_row;
+
+/// Settings of the daemon.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Jobs running at once.
+    pub max_jobs: usize,
+    /// How long finished jobs are kept.
+    pub retention: Duration,
+    /// The drop-in directory, if any.
+    pub jobs_dir: Option<std::path::PathBuf>,
+    /// The bandwidth limit all jobs share, if any.
+    pub bandwidth: Option<Arc<migrated_engine::RateLimit>>,
+    /// Message bytes held in memory at once over all running jobs.
+    pub memory: Arc<migrated_engine::MemoryBudget>,
+    /// Connections at most to one host (source or destination) over all running jobs; 0 for
+    /// no limit. A job uses its `connections` plus one control connection per side.
+    pub max_connections_per_host: usize,
+    /// The source plugins loaded at start.
+    pub plugins: Arc<migrated_plugin_api::host::Plugins>,
+    /// Where completion reports are mailed from, if configured.
+    pub smtp: Option<Arc<crate::email::Smtp>>,
+}
+
+/// Raising it stops a run at its next checkpoint.
+type StopHandle = Arc<AtomicBool>;
+
+/// A job and what the loop knows of its run.
+struct Entry {
+    record: JobRecord,
+    /// Set while a run is in progress.
+    stop: Option<StopHandle>,
+    /// Last progress update published (progress is published at most 4 times a second).
+    last_publish: std::time::Instant,
+    /// The run was stopped because its schedule window ended: it goes back to the queue.
+    window_stop: bool,
+    /// "Waiting for its window" was said (once per wait).
+    window_noted: bool,
+    /// The run was stopped because the job store cannot be written: it waits for the store.
+    store_stop: bool,
+}
+
+impl Entry {
+    fn new(record: JobRecord) -> Self {
+        Self {
+            record,
+            stop: None,
+            last_publish: std::time::Instant::now(),
+            window_stop: false,
+            window_noted: false,
+            store_stop: false,
+        }
+    }
+}
+
+/// The daemon's state.
+pub(crate) struct Manager {
+    journal: Journal,
+    settings: Settings,
+    jobs: HashMap<String, Entry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    updates: broadcast::Sender<Update>,
+    shutting_down: bool,
+    /// Drop-in files with errors: `(file, message)`, shown by `list` and logged once.
+    dropin_problems: Vec<(String, String)>,
+    /// `(file, fingerprint)` of drop-in files whose jobs were deleted: see
+    /// [`crate::dropin::reconcile`].
+    dropin_consumed: Vec<(String, String)>,
+}
+
+impl Manager {
+    /// Loads every job; jobs that were running when the daemon stopped (SIGTERM or SIGKILL)
+    /// are queued again and resume from the ledger.
+    pub(crate) fn load(
+        store: Store,
+        settings: Settings,
+        tx: mpsc::UnboundedSender<Msg>,
+        updates: broadcast::Sender<Update>,
+    ) -> anyhow::Result<Self> {
+        let mut jobs = HashMap::new();
+        let mut resumed = Vec::new();
+        for (id, record) in store.jobs::<JobRecord>()? {
+            // Waiting for the store when the daemon stopped: the store opened, so it goes on.
+            if record.status.is_running() || record.status == JobStatus::WaitingForStore {
+                resumed.push((id.clone(), record.status));
+            }
+            jobs.insert(id, Entry::new(record));
+        }
+        let dropin_consumed = store.setting("dropin-consumed")?.unwrap_or_default();
+        let mut manager = Self {
+            journal: Journal::new(store),
+            settings,
+            jobs,
+            tx,
+            updates,
+            shutting_down: false,
+            dropin_problems: Vec::new(),
+            dropin_consumed,
+        };
+        for (id, was) in resumed {
+            // The ledger says what is already copied.
+            if let Some(e) = manager.jobs.get_mut(&id) {
+                e.record.status = JobStatus::Queued;
+            }
+            manager.persist(&id);
+            manager.event(
+                &id,
+                "info",
+                format!("Resuming after a restart (was {was})."),
+            );
+        }
+        Ok(manager)
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.sweep();
+        self.rescan();
+        self.schedule();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Request { request, reply } => {
+                    let response = self.handle(request).unwrap_or_else(Into::into);
+                    let _ = reply.send(response);
+                    self.schedule();
+                }
+                Msg::Engine { id, event } => self.on_engine(&id, event),
+                Msg::Notice { id, level, message } => self.event(&id, level, message),
+                Msg::Finished { id, result } => {
+                    self.on_finished(&id, result);
+                    if self.shutting_down && self.running() == 0 {
+                        break;
+                    }
+                    self.schedule();
+                }
+                Msg::Shutdown => {
+                    if self.shutting_down {
+                        continue;
+                    }
+                    tracing::info!(
+                        running = self.running(),
+                        "Stopping: every run stops at its next checkpoint."
+                    );
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    self.shutting_down = true;
+                    for entry in self.jobs.values() {
+                        if let Some(stop) = &entry.stop {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    if self.running() == 0 {
+                        break;
+                    }
+                }
+                Msg::Tick => {
+                    self.sweep();
+                    self.apply_schedules();
+                    self.schedule();
+                    self.notify_status();
+                }
+                Msg::Rescan => {
+                    self.rescan();
+                    self.schedule();
+                }
+                Msg::StoreRetry { generation } => {
+                    if generation == self.journal.generation() {
+                        self.retry_store();
+                    }
+                    self.schedule();
+                }
+            }
+        }
+        self.journal.close();
+        tracing::info!("Stopped.");
+    }
+
+    fn running(&self) -> usize {
+        self.jobs.values().filter(|e| e.stop.is_some()).count()
+    }
+
+    /// One line for `systemctl status`.
+    pub(crate) fn notify_status(&self) {
+        let count = |f: &dyn Fn(JobStatus) -> bool| {
+            self.jobs.values().filter(|e| f(e.record.status)).count()
+        };
+        let line = format!(
+            "{} jobs: {} running, {} queued, {} completed, {} failed",
+            self.jobs.len(),
+            count(&|s| s.is_running()),
+            count(&|s| matches!(
+                s,
+                JobStatus::Queued | JobStatus::WaitingForCredentials | JobStatus::WaitingForStore
+            )),
+            count(&|s| matches!(s, JobStatus::Completed | JobStatus::CompletedWithErrors)),
+            count(&|s| s == JobStatus::Failed)
+        );
+        let line = match self.journal.fault() {
+            Some(fault) => format!(
+                "{line}; the job store at {} cannot be written: {fault}",
+                self.journal.path()
+            ),
+            None => line,
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+    }
+
+    /// The job with this id, or the one job with this name.
+    fn find(&self, job: &str) -> Result<String, ControlError> {
+        if self.jobs.contains_key(job) {
+            return Ok(job.to_owned());
+        }
+        let matches: Vec<&String> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.spec.name == job)
+            .map(|(id, _)| id)
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id).clone()),
+            [] => Err(ControlError::new(
+                ErrorKind::NotFound,
+                format!("no job with id or name {job:?} (migratectl list shows them)"),
+            )),
+            _ => Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!("several jobs are named {job:?}: use the id"),
+            )),
+        }
+    }
+
+    /// Writes a job's record.
+    fn persist(&mut self, id: &str) {
+        let Some(entry) = self.jobs.get(id) else {
+            return;
+        };
+        let written = self.journal.save_job(id, &entry.record);
+        self.written(written, |e| {
+            tracing::error!(job_id = %id, error = %e, "Job state could not be saved.");
+        });
+    }
+
+    /// Reacts to a write's result: a plain error is reported by `report`; a store fault (which
+    /// the journal keeps to write later) may begin an outage or change its reason.
+    fn written(&mut self, written: Written, report: impl FnOnce(&migrated_store::StoreError)) {
+        if let Err(failed) = written {
+            if failed.error.fault().is_none() {
+                report(&failed.error);
+            }
+            self.outage(failed.outage);
+        }
+    }
+
+    /// Appends an event to the job's log, the journal and the subscribers.
+    fn event(&mut self, id: &str, level: &str, message: String) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let row = EventRow {
+            seq: entry.record.next_event,
+            time: now(),
+            level: level.into(),
+            message,
+        };
+        entry.record.next_event += 1;
+        let name = &entry.record.spec.name;
+        match level {
+            "error" => tracing::error!(job_id = %id, job = %name, "{}", row.message),
+            "warning" => tracing::warn!(job_id = %id, job = %name, "{}", row.message),
+            _ => tracing::info!(job_id = %id, job = %name, "{}", row.message),
+        }
+        let _ = self.updates.send(Update {
+            job: entry.record.summary(),
+            events: vec![row.clone()],
+        });
+        let written = self.journal.save_event(id, row);
+        self.written(written, |e| {
+            tracing::error!(job_id = %id, error = %e, "Event could not be saved.");
+        });
+    }
+
+    fn set_status(&mut self, id: &str, status: JobStatus) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let from = entry.record.status;
+        if from == status {
+            return;
+        }
+        entry.record.status = status;
+        entry.record.updated = now();
+        if matches!(
+            status,
+            JobStatus::Completed | JobStatus::CompletedWithErrors | JobStatus::Cancelled
+        ) {
+            entry.record.finished = Some(now());
+            if status == JobStatus::Cancelled || entry.record.erase_at_completion() {
+                entry.record.erase_credentials();
+            }
+        }
+        self.persist(id);
+        let level = if status == JobStatus::Failed {
+            "error"
+        } else {
+            "info"
+        };
+        self.event(id, level, format!("Status: {status}."));
+    }
+
+    /// Asks a job's run, if any, to stop at its next checkpoint.
+    fn stop_run(&mut self, id: &str) {
+        if let Some(stop) = self.jobs.get(id).and_then(|e| e.stop.as_ref()) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Reacts to what a store error meant for the outage.
+    fn outage(&mut self, outage: Option<Outage>) {
+        match outage {
+            None => {}
+            Some(Outage::Began(_)) => self.store_down(),
+            Some(Outage::Changed(_)) => self.store_fault_changed(),
+        }
+    }
+}

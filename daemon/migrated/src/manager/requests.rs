@@ -1,0 +1,231 @@
+//! The control API as the manager answers it: one handler per request, each returning the
+//! reply or a [`ControlError`] that names what to do. The transports turn errors into
+//! [`Response::Error`]; nothing here decodes a reply back into a result.
+
+use migrated_ipc::{
+    BatchSummary, ControlError, ErrorKind, EventRow, JobSummary, PluginRow, PluginSetting,
+    RejectedPlugin, Request, Response,
+};
+
+use super::Manager;
+
+/// A request's answer.
+pub(super) type Reply = Result<Response, ControlError>;
+
+impl Manager {
+    pub(super) fn handle(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Hello { .. } | Request::Subscribe { .. } | Request::Test { .. } => {
+                Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    "hello, subscribe and test are handled by the transport",
+                ))
+            }
+            Request::Create { spec } => self.create(*spec, None).map(|id| Response::Created { id }),
+            Request::CreateBatch {
+                name,
+                template,
+                csv,
+            } => self
+                .create_batch(name, *template, &csv)
+                .map(|id| Response::Created { id }),
+            Request::Plugins => Ok(self.plugins()),
+            Request::ListBatches => Ok(Response::Batches {
+                batches: self.batches(),
+            }),
+            Request::SetPriority { job, priority } => {
+                let id = self.find(&job)?;
+                let status = self.set_priority(&id, priority);
+                Ok(Response::Done { status })
+            }
+            Request::SetTags { job, add, remove } => {
+                let id = self.find(&job)?;
+                self.set_tags(&id, add, &remove)?;
+                Ok(Response::Job {
+                    job: Box::new(self.jobs[&id].record.detail(Vec::new())),
+                })
+            }
+            Request::Limits {
+                max_jobs,
+                max_connections_per_host,
+            } => self.limits(max_jobs, max_connections_per_host),
+            Request::BatchStatus { name } => {
+                let batch = self.batch(&name)?;
+                let mut jobs: Vec<JobSummary> = self
+                    .jobs
+                    .values()
+                    .filter(|e| e.record.batch.as_deref() == Some(name.as_str()))
+                    .map(|e| e.record.summary())
+                    .collect();
+                jobs.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(Response::BatchJobs { batch, jobs })
+            }
+            Request::ActBatch { name, action } => {
+                let mut ids: Vec<(String, String)> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.record.batch.as_deref() == Some(name.as_str()))
+                    .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+                    .collect();
+                if ids.is_empty() {
+                    return Err(no_batch(&name));
+                }
+                ids.sort();
+                let results = ids
+                    .into_iter()
+                    .map(|(job, id)| (job, self.act(&id, action).map_err(|e| e.message)))
+                    .collect();
+                Ok(Response::BatchDone { results })
+            }
+            Request::List => {
+                let mut jobs: Vec<JobSummary> =
+                    self.jobs.values().map(|e| e.record.summary()).collect();
+                jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+                let problems = self
+                    .dropin_problems
+                    .iter()
+                    .map(|(_, m)| m.clone())
+                    .collect();
+                Ok(Response::Jobs { jobs, problems })
+            }
+            Request::Status { job } => {
+                let id = self.find(&job)?;
+                let events = self.events(&id, 0);
+                let recent = events[events.len().saturating_sub(20)..].to_vec();
+                Ok(Response::Job {
+                    job: Box::new(self.jobs[&id].record.detail(recent)),
+                })
+            }
+            Request::Events { job, after } => {
+                let id = self.find(&job)?;
+                Ok(Response::Events {
+                    events: self.events(&id, after),
+                })
+            }
+            Request::Act { job, action } => {
+                let id = self.find(&job)?;
+                self.act(&id, action)
+                    .map(|status| Response::Done { status })
+            }
+            Request::Delta {
+                job,
+                source_secret,
+                destination_secret,
+                final_run,
+            } => {
+                let id = self.find(&job)?;
+                self.delta(&id, source_secret, destination_secret, final_run)
+                    .map(|status| Response::Done { status })
+            }
+        }
+    }
+
+    fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
+        self.journal.events(id, after)
+    }
+
+    /// Changes the daemon-wide limits (those given), and says what they are now.
+    fn limits(&mut self, max_jobs: Option<usize>, per_host: Option<usize>) -> Reply {
+        if let Some(n) = per_host {
+            self.settings.max_connections_per_host = n;
+            tracing::info!(
+                max_connections_per_host = n,
+                "Per-host connection limit changed."
+            );
+        }
+        if let Some(n) = max_jobs {
+            if n == 0 {
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    "max_jobs must be at least 1 (pause jobs to stop them)",
+                ));
+            }
+            self.settings.max_jobs = n;
+            tracing::info!(max_jobs = n, "Global job limit changed.");
+        }
+        Ok(Response::Limits {
+            max_jobs: self.settings.max_jobs,
+            max_connections_per_host: self.settings.max_connections_per_host,
+            running: self.running(),
+        })
+    }
+
+    /// One batch with its counts.
+    fn batch(&self, name: &str) -> Result<BatchSummary, ControlError> {
+        self.batches()
+            .into_iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| no_batch(name))
+    }
+
+    /// Every batch with its counts, by name.
+    fn batches(&self) -> Vec<BatchSummary> {
+        let mut by_name: std::collections::BTreeMap<String, BatchSummary> = Default::default();
+        for e in self.jobs.values() {
+            let Some(name) = &e.record.batch else {
+                continue;
+            };
+            let b = by_name.entry(name.clone()).or_insert_with(|| BatchSummary {
+                name: name.clone(),
+                ..Default::default()
+            });
+            b.jobs += 1;
+            b.items_done += e.record.run.items_done;
+            b.items_total += e.record.run.items_total;
+            b.failed += e.record.run.failed.len() as u64;
+            let label = e.record.status.label().to_owned();
+            match b.statuses.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => b.statuses.push((label, 1)),
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// The plugins loaded and the files skipped.
+    fn plugins(&self) -> Response {
+        let p = &self.settings.plugins;
+        Response::Plugins {
+            plugins: p
+                .loaded
+                .iter()
+                .map(|plugin| {
+                    let info = plugin.info();
+                    PluginRow {
+                        name: info.name.clone(),
+                        version: info.version.clone(),
+                        abi: plugin.abi().to_string(),
+                        kinds: info.kinds.iter().map(ToString::to_string).collect(),
+                        description: info.description.clone(),
+                        path: plugin.path().display().to_string(),
+                        settings: info
+                            .settings
+                            .iter()
+                            .map(|s| PluginSetting {
+                                name: s.name.clone(),
+                                kind: s.kind.to_string(),
+                                default: s.default.clone(),
+                                help: s.help.clone(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            rejected: p
+                .rejected
+                .iter()
+                .map(|r| RejectedPlugin {
+                    path: r.path.display().to_string(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn no_batch(name: &str) -> ControlError {
+    ControlError::new(
+        ErrorKind::NotFound,
+        format!("no batch named {name:?} (migratectl batch list shows them)"),
+    )
+}

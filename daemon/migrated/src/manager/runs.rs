@@ -1,0 +1,455 @@
+//! Runs: starting one (the engine for its kind, its settings from the job and the daemon's
+//! limits), following its events into the job's record, and what its end means for the job's
+//! status, with what to do next when it failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migrated_core::JobStatus;
+use migrated_engine::{
+    Connection, ContactsEngine, Engine, EngineError, Event, Phase, Side, Summary,
+};
+use migrated_ipc::text::clock;
+use migrated_ipc::{FolderRow, ItemRow};
+use migrated_plugin_api::wire::Kind;
+
+use super::Manager;
+use crate::job::{EndpointSpecExt, JobSpecExt};
+use crate::msg::{Msg, Update};
+use crate::record::now;
+
+/// What a job reads and writes.
+enum Sides {
+    /// Mail: a source plugin and an IMAP destination.
+    Mail(
+        migrated_plugin_api::host::PluginSource,
+        migrated_imap::Endpoint,
+    ),
+    /// Contacts: a contacts plugin and a CardDAV destination.
+    Contacts(
+        migrated_plugin_api::host::ContactsPluginSource,
+        migrated_carddav::DavEndpoint,
+    ),
+}
+
+impl Manager {
+    pub(super) fn start(&mut self, id: &str) {
+        let record = self.jobs[id].record.clone();
+        let place = format!("job {:?}", record.spec.name);
+        let built = (|| -> anyhow::Result<_> {
+            let mut config = record.spec.copy_config(&place)?;
+            // The ledger is kept under the generated id: names can be addresses.
+            config.job_id = record.id.clone();
+            config.connections = crate::scheduler::connections_of(
+                record.spec.limits.connections,
+                self.settings.max_connections_per_host,
+            ) - 1;
+            config.bandwidth.extend(self.settings.bandwidth.clone());
+            config.memory = self.settings.memory.clone();
+            let plugins = &self.settings.plugins;
+            let sides = match crate::job::source_kind(&record.spec.source, plugins, &place)? {
+                Kind::Mail => Sides::Mail(
+                    crate::job::plugin_source(&record.spec, plugins, &place)?,
+                    record.spec.destination.endpoint(&place, "destination")?,
+                ),
+                Kind::Contacts => {
+                    let (source, destination) =
+                        crate::job::contacts_sides(&record.spec, plugins, &place)?;
+                    Sides::Contacts(source, destination)
+                }
+            };
+            Ok((config, sides))
+        })();
+        let (config, sides) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(entry) = self.jobs.get_mut(id) {
+                    entry.record.error = Some(format!("{e:#}"));
+                }
+                self.set_status(id, JobStatus::Failed);
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let job = id.to_owned();
+        let observer: migrated_engine::Observer = Arc::new(move |event| {
+            let _ = tx.send(Msg::Engine {
+                id: job.clone(),
+                event,
+            });
+        });
+        let store = self.journal.store().clone();
+        let (stop, run): (_, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match sides {
+            Sides::Mail(source, destination) => {
+                let engine = Engine::new(source, destination, store, config, observer);
+                (
+                    engine.stop_handle(),
+                    Box::pin(async move { engine.run().await }),
+                )
+            }
+            Sides::Contacts(source, destination) => {
+                let engine = ContactsEngine::new(source, destination, store, config, observer);
+                (
+                    engine.stop_handle(),
+                    Box::pin(async move { engine.run().await }),
+                )
+            }
+        };
+        if let Some(entry) = self.jobs.get_mut(id) {
+            entry.stop = Some(stop);
+            entry.record.error = None;
+            // A new run's figures; the last verification stays until a run replaces it.
+            let run = std::mem::take(&mut entry.record.run);
+            entry.record.run.verification = run.verification;
+            entry.record.run.verified_at = run.verified_at;
+        }
+        tracing::info!(job_id = %id, job = %record.spec.name, priority = record.spec.priority, "Job started.");
+        self.set_status(id, JobStatus::Connecting);
+        let tx = self.tx.clone();
+        let job = id.to_owned();
+        tokio::spawn(async move {
+            let result = run.await;
+            let _ = tx.send(Msg::Finished { id: job, result });
+        });
+    }
+
+    pub(super) fn on_engine(&mut self, id: &str, event: Event) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let mut publish = true;
+        match event {
+            Event::Phase(phase) => {
+                let status = match phase {
+                    Phase::Connecting => JobStatus::Connecting,
+                    Phase::Authenticating => JobStatus::Authenticating,
+                    Phase::ScanningFolders => JobStatus::ScanningFolders,
+                    Phase::CreatingFolders => JobStatus::CreatingFolders,
+                    Phase::Copying => JobStatus::Copying,
+                    Phase::Finalizing => JobStatus::Finalizing,
+                };
+                let current = entry.record.status;
+                if current != JobStatus::Stopping && current.can_become(status) {
+                    self.set_status(id, status);
+                }
+                return;
+            }
+            Event::Connection(side, state) => {
+                let (label, slot) = match side {
+                    Side::Source => ("Source", &mut entry.record.run.source_connection),
+                    Side::Destination => {
+                        ("Destination", &mut entry.record.run.destination_connection)
+                    }
+                };
+                *slot = Some(state.label());
+                match state {
+                    Connection::Authenticated => {
+                        self.event(id, "info", format!("{label} connection: logged in."));
+                        return;
+                    }
+                    Connection::Failed(reason) => {
+                        self.event(id, "error", format!("{label} connection failed: {reason}"));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Totals { items, bytes, .. } => {
+                entry.record.run.items_total = entry.record.run.items_done + items;
+                entry.record.run.bytes_total = entry.record.run.bytes_done + bytes;
+            }
+            Event::Progress {
+                folder,
+                items_done,
+                bytes_done,
+            } => {
+                entry.record.run.items_done = items_done;
+                entry.record.run.bytes_done = bytes_done;
+                entry.record.run.current_folder = Some(folder);
+                publish = entry.last_publish.elapsed() >= Duration::from_millis(250);
+            }
+            Event::FolderDone(f) => {
+                let row = folder_row(&f);
+                match entry
+                    .record
+                    .run
+                    .folders
+                    .iter_mut()
+                    .find(|r| r.source == row.source)
+                {
+                    Some(r) => *r = row,
+                    None => entry.record.run.folders.push(row),
+                }
+            }
+            Event::Excluded(i) => {
+                let msg = format!(
+                    "Excluded {} UID {}{} ({} bytes): {}.",
+                    i.folder,
+                    i.uid,
+                    titled(i.subject.as_deref()),
+                    i.size,
+                    i.reason
+                );
+                entry.record.run.excluded.push(ItemRow {
+                    folder: i.folder,
+                    uid: i.uid,
+                    size: i.size,
+                    message_id: i.message_id,
+                    subject: i.subject,
+                    reason: i.reason,
+                });
+                self.event(id, "warning", msg);
+                return;
+            }
+            Event::Failed(i) => {
+                let msg = format!(
+                    "Refused {} UID {}{}: {}.",
+                    i.folder,
+                    i.uid,
+                    titled(i.subject.as_deref()),
+                    i.reason
+                );
+                entry.record.run.failed.push(ItemRow {
+                    folder: i.folder,
+                    uid: i.uid,
+                    size: i.size,
+                    message_id: i.message_id,
+                    subject: i.subject,
+                    reason: i.reason,
+                });
+                self.event(id, "warning", msg);
+                return;
+            }
+            Event::Retrying { error, delay } => {
+                let msg = format!(
+                    "Temporary error, retrying in {:.1} s: {error}",
+                    delay.as_secs_f64()
+                );
+                self.event(id, "warning", msg);
+                return;
+            }
+            Event::Throttled { delay, reason } => {
+                let until = now() + delay.as_secs().max(1);
+                entry.record.run.throttled_until = Some(until);
+                let msg = format!(
+                    "Throttled by the server: waiting {:.1} s (until {} UTC), then going on. The server said: {reason}",
+                    delay.as_secs_f64(),
+                    clock(until)
+                );
+                self.event(id, "warning", msg);
+                return;
+            }
+        }
+        if publish {
+            entry.last_publish = std::time::Instant::now();
+            let _ = self.updates.send(Update {
+                job: entry.record.summary(),
+                events: Vec::new(),
+            });
+        }
+    }
+
+    pub(super) fn on_finished(&mut self, id: &str, result: Result<Summary, EngineError>) {
+        let Some(entry) = self.jobs.get_mut(id) else {
+            return;
+        };
+        entry.stop = None;
+        let cancel = entry.record.cancel_requested;
+        let window_stop = std::mem::take(&mut entry.window_stop);
+        let store_stop = std::mem::take(&mut entry.store_stop);
+        let paused = entry.record.status == JobStatus::Stopping;
+        // The store cannot be written: the job waits for it (unless it was paused, cancelled
+        // or the daemon stops: that wins).
+        let store_fault = match &result {
+            Err(EngineError::Store(e)) => {
+                let outage = self.journal.failed(e);
+                self.outage(outage);
+                e.fault().cloned()
+            }
+            Err(EngineError::Stopped) if store_stop => self.journal.fault().cloned(),
+            _ => None,
+        };
+        if let Some(fault) = store_fault
+            && !cancel
+            && !paused
+            && !self.shutting_down
+        {
+            self.wait_for_store(id, &fault);
+            return;
+        }
+        let status = match result {
+            Err(EngineError::Store(e)) if e.fault().is_some() && cancel => JobStatus::Cancelled,
+            Err(EngineError::Store(e)) if e.fault().is_some() && paused => JobStatus::Stopped,
+            // The daemon stops: the job resumes at the next start.
+            Err(EngineError::Store(e)) if e.fault().is_some() => JobStatus::Queued,
+            Ok(summary) => {
+                let Some(entry) = self.jobs.get_mut(id) else {
+                    return;
+                };
+                let run = &mut entry.record.run;
+                run.duration_secs = summary.duration.as_secs_f64();
+                run.items_done = summary.copied;
+                run.items_total = run.items_total.max(summary.copied);
+                run.bytes_done = summary.bytes;
+                run.current_folder = None;
+                run.folders = summary.per_folder.iter().map(folder_row).collect();
+                let errors = !summary.failed.is_empty()
+                    || summary.per_folder.iter().any(|f| f.error.is_some());
+                let message = format!(
+                    "Run finished: {} messages copied ({:.1} MB), {} already there, {} flag changes, {} excluded, {} failed, in {:.1} s.",
+                    summary.copied,
+                    summary.bytes as f64 / 1e6,
+                    summary.already_copied,
+                    summary.flags_updated,
+                    summary.excluded.len(),
+                    summary.failed.len(),
+                    summary.duration.as_secs_f64()
+                );
+                self.event(id, "info", message);
+                let name = self.jobs[id].record.spec.name.clone();
+                if !summary.failed.is_empty() {
+                    self.event(
+                        id,
+                        "warning",
+                        format!(
+                            "{} messages were refused by the destination. What to do: `migratectl report {name}` lists each with the server's words; fix the cause (a size or content the server will not take, its quota) and run `migratectl delta {name}`, which copies only them.",
+                            summary.failed.len()
+                        ),
+                    );
+                }
+                for f in summary.per_folder.iter().filter(|f| f.error.is_some()) {
+                    self.event(
+                        id,
+                        "error",
+                        format!(
+                            "Folder {} could not be copied: {}. What to do: create {} on the destination by hand, or rename it with a [folders] rename rule, then run `migratectl delta {name}`.",
+                            f.source,
+                            f.error.as_deref().unwrap_or(""),
+                            f.destination
+                        ),
+                    );
+                }
+                if let Some(rows) = &summary.verification {
+                    self.verified(id, rows);
+                }
+                if errors {
+                    JobStatus::CompletedWithErrors
+                } else {
+                    JobStatus::Completed
+                }
+            }
+            Err(EngineError::Stopped) if cancel => JobStatus::Cancelled,
+            Err(EngineError::Stopped) if self.shutting_down => JobStatus::Queued,
+            Err(EngineError::Stopped) if window_stop => JobStatus::Queued,
+            Err(EngineError::Stopped) => JobStatus::Stopped,
+            Err(e) => {
+                let message = format!("{e}");
+                if let Some(entry) = self.jobs.get_mut(id) {
+                    entry.record.error = Some(message.clone());
+                }
+                let name = self.jobs[id].record.spec.name.clone();
+                self.event(
+                    id,
+                    "error",
+                    format!(
+                        "Run failed: {message}. What to do: {}",
+                        what_to_do(&e, &name)
+                    ),
+                );
+                JobStatus::Failed
+            }
+        };
+        if status == JobStatus::Queued {
+            // Stopped for a shutdown: queued again, so the next start resumes it.
+            if let Some(entry) = self.jobs.get_mut(id) {
+                entry.record.status = JobStatus::Queued;
+                entry.record.updated = now();
+            }
+            self.persist(id);
+            let message = if window_stop {
+                let opening = self.jobs[id].record.spec.schedule.next_opening(now());
+                format!(
+                    "Paused: its schedule window ended; it resumes {}.",
+                    opening.map_or_else(
+                        || "when a window opens".to_owned(),
+                        |t| format!("at {} UTC", clock(t))
+                    )
+                )
+            } else {
+                "Run stopped for shutdown; it resumes when the daemon starts.".to_owned()
+            };
+            self.event(id, "info", message);
+        } else {
+            self.set_status(id, status);
+            if status.is_finished() {
+                self.notify_finished(id);
+            }
+        }
+    }
+}
+
+pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
+    FolderRow {
+        source: f.source.clone(),
+        destination: f.destination.clone(),
+        messages: f.messages,
+        copied: f.copied,
+        already_copied: f.already_copied,
+        excluded: f.excluded,
+        failed: f.failed,
+        error: f.error.clone(),
+    }
+}
+
+/// The next step for an administrator after a run failed this way.
+fn what_to_do(e: &EngineError, job: &str) -> String {
+    let text = e.to_string().to_ascii_lowercase();
+    let refused_login = matches!(
+        e,
+        EngineError::Destination(migrated_imap::ImapError::Auth { .. })
+    ) || [
+        "authenticationfailed",
+        "authentication failed",
+        "invalid credentials",
+        "login failed",
+        "http 401",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    if refused_login {
+        let side = if text.starts_with("source") {
+            "source"
+        } else {
+            "destination"
+        };
+        return format!(
+            "the {side} refused the login: check the user and password (or token), then give them again with `migratectl delta {job} --{side}-password-file FILE`."
+        );
+    }
+    match e {
+        EngineError::MailboxFull(_) => format!(
+            "raise the destination mailbox's quota (or make room in it), then run `migratectl delta {job}`; nothing copied so far is copied again."
+        ),
+        EngineError::Destination(migrated_imap::ImapError::Tls { .. })
+        | EngineError::Destination(migrated_imap::ImapError::NoStartTls { .. }) => format!(
+            "the TLS connection was refused: check the host name and port, give the server's CA with ca_file, then `migratectl delta {job}`."
+        ),
+        EngineError::Store(_) => format!(
+            "the job store could not be used (see the error above); once that is fixed, `migratectl resume {job}` continues from the ledger."
+        ),
+        EngineError::GaveUp { .. } => format!(
+            "temporary errors lasted through every pass: check that both servers are up and reachable, then `migratectl delta {job}` resumes where it stopped."
+        ),
+        _ if e.kind() == migrated_core::ErrorKind::Temporary => format!(
+            "the server could not be reached or went away: check host, port and firewall, then `migratectl delta {job}` resumes where it stopped."
+        ),
+        _ => format!(
+            "read the server's words above, correct the job file, and run `migratectl delta {job}`; `migratectl report {job}` shows what was copied."
+        ),
+    }
+}
+
+/// ` ("Subject")` for messages, or nothing.
+fn titled(subject: Option<&str>) -> String {
+    subject.map(|s| format!(" ({s:?})")).unwrap_or_default()
+}

@@ -1,0 +1,307 @@
+//! The scheduler: which queued jobs start now, which runs must pause because their schedule
+//! window ended, and which recurring deltas are due. Pure functions of the jobs, the limits and
+//! the time given to them; the manager applies what they decide.
+//!
+//! Queued jobs start by priority (lower numbers first), then oldest first, while fewer than
+//! `max_jobs` run and every host they touch stays within `max_connections_per_host`. A job
+//! opens its workers plus one control connection to each of its hosts; a job that alone would
+//! exceed the per-host limit still starts when its hosts are idle (its workers are capped to
+//! fit, see [`connections_of`]).
+
+use migrated_core::JobStatus;
+use migrated_core::schedule::ScheduleSpec;
+
+use crate::record::JobRecord;
+
+/// The limits the scheduler keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Jobs running at once.
+    pub max_jobs: usize,
+    /// Connections at most to one host over all running jobs; 0: no limit.
+    pub max_connections_per_host: usize,
+}
+
+/// What a job would open: its hosts and its connections to each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub source: String,
+    pub destination: String,
+    /// Connections per side: workers plus the control connection.
+    pub connections: usize,
+}
+
+impl Footprint {
+    /// A job's footprint under the per-host limit.
+    pub(crate) fn of(record: &JobRecord, max_connections_per_host: usize) -> Self {
+        Self {
+            source: record.spec.source.host.clone(),
+            destination: record.spec.destination.host.clone(),
+            connections: connections_of(record.spec.limits.connections, max_connections_per_host),
+        }
+    }
+
+    /// Connections to `host` (source and destination may be the same host).
+    fn on(&self, host: &str) -> usize {
+        let sides = usize::from(self.source == host) + usize::from(self.destination == host);
+        sides * self.connections
+    }
+}
+
+/// Connections a job opens to each of its hosts: its workers (capped so that workers plus
+/// the control connection fit a per-host limit) plus the control connection.
+pub(crate) fn connections_of(workers: usize, max_connections_per_host: usize) -> usize {
+    let workers = workers.max(1);
+    let workers = if max_connections_per_host > 1 {
+        workers.min(max_connections_per_host - 1)
+    } else {
+        workers.min(1)
+    };
+    workers + 1
+}
+
+/// A queued job, as the scheduler sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued<'a> {
+    pub id: &'a str,
+    pub priority: u32,
+    pub created: u64,
+    pub footprint: Footprint,
+    pub schedule: &'a ScheduleSpec,
+}
+
+/// What to do with a queued job now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Start it.
+    Now(String),
+    /// Its schedule window is closed; it opens then (none in the next 8 days: `None`).
+    OutsideWindow { id: String, opens: Option<u64> },
+}
+
+/// Which queued jobs start, given what runs. Jobs that wait for room are not named; jobs
+/// outside their window are named once per call, so the manager can say so.
+pub(crate) fn starts(
+    mut queued: Vec<Queued<'_>>,
+    running: &[Footprint],
+    limits: Limits,
+    now: u64,
+) -> Vec<Start> {
+    queued.sort_by(|a, b| (a.priority, a.created, a.id).cmp(&(b.priority, b.created, b.id)));
+    let mut running: Vec<Footprint> = running.to_vec();
+    let mut out = Vec::new();
+    for job in queued {
+        if running.len() >= limits.max_jobs {
+            break;
+        }
+        if !has_room(&job.footprint, &running, limits.max_connections_per_host) {
+            continue;
+        }
+        if !job.schedule.allows(now) {
+            out.push(Start::OutsideWindow {
+                id: job.id.to_owned(),
+                opens: job.schedule.next_opening(now),
+            });
+            continue;
+        }
+        out.push(Start::Now(job.id.to_owned()));
+        running.push(job.footprint);
+    }
+    out
+}
+
+/// Whether starting a job keeps every host it touches within the limit. A host nothing runs
+/// on always has room.
+fn has_room(job: &Footprint, running: &[Footprint], limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    [&job.source, &job.destination].iter().all(|host| {
+        let used: usize = running.iter().map(|r| r.on(host)).sum();
+        used == 0 || used + job.on(host) <= limit
+    })
+}
+
+/// Whether a running job must pause because its window ended.
+pub(crate) fn window_ended(schedule: &ScheduleSpec, now: u64) -> bool {
+    !schedule.allows(now)
+}
+
+/// Whether a finished job's recurring delta is due: it completed, recurs, was not the final
+/// delta, still has its credentials, and the interval since it finished has passed.
+pub(crate) fn delta_due(record: &JobRecord, now: u64) -> bool {
+    matches!(
+        record.status,
+        JobStatus::Completed | JobStatus::CompletedWithErrors
+    ) && !record.final_delta
+        && record.has_credentials()
+        && match (record.spec.schedule.delta_every_hours, record.finished) {
+            (Some(h), Some(f)) => f + (h * 3600.0) as u64 <= now,
+            _ => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrated_core::schedule::WindowSpec;
+
+    const MONDAY: u64 = 1_704_067_200; // 2024-01-01 00:00 UTC
+
+    fn fp(source: &str, destination: &str, connections: usize) -> Footprint {
+        Footprint {
+            source: source.into(),
+            destination: destination.into(),
+            connections,
+        }
+    }
+
+    fn queued<'a>(id: &'a str, priority: u32, created: u64, s: &'a ScheduleSpec) -> Queued<'a> {
+        Queued {
+            id,
+            priority,
+            created,
+            footprint: fp("src", "dst", 2),
+            schedule: s,
+        }
+    }
+
+    fn started(decisions: &[Start]) -> Vec<&str> {
+        decisions
+            .iter()
+            .filter_map(|d| match d {
+                Start::Now(id) => Some(id.as_str()),
+                Start::OutsideWindow { .. } => None,
+            })
+            .collect()
+    }
+
+    const NO_LIMITS: Limits = Limits {
+        max_jobs: 20,
+        max_connections_per_host: 0,
+    };
+
+    #[test]
+    fn lower_priority_numbers_start_first_then_the_oldest() {
+        let any = ScheduleSpec::default();
+        let q = vec![
+            queued("late", 5, 1, &any),
+            queued("urgent-new", 1, 9, &any),
+            queued("urgent-old", 1, 3, &any),
+            queued("normal", 5, 0, &any),
+        ];
+        let limits = Limits {
+            max_jobs: 3,
+            ..NO_LIMITS
+        };
+        assert_eq!(
+            started(&starts(q, &[], limits, MONDAY)),
+            ["urgent-old", "urgent-new", "normal"]
+        );
+    }
+
+    #[test]
+    fn no_job_starts_while_max_jobs_run() {
+        let any = ScheduleSpec::default();
+        let limits = Limits {
+            max_jobs: 2,
+            ..NO_LIMITS
+        };
+        let running = [fp("a", "b", 2), fp("c", "d", 2)];
+        assert!(starts(vec![queued("j", 0, 0, &any)], &running, limits, MONDAY).is_empty());
+    }
+
+    #[test]
+    fn the_per_host_limit_counts_jobs_started_in_the_same_round() {
+        let any = ScheduleSpec::default();
+        let limits = Limits {
+            max_jobs: 20,
+            max_connections_per_host: 8,
+        };
+        // Each job opens 2 connections to src and 2 to dst: three fit under 8? 2+2+2 = 6,
+        // a fourth would make 8, a fifth 10.
+        let q = (0..5u64)
+            .map(|i| Queued {
+                id: ["a", "b", "c", "d", "e"][i as usize],
+                priority: 0,
+                created: i,
+                footprint: fp("src", "dst", 2),
+                schedule: &any,
+            })
+            .collect();
+        assert_eq!(
+            started(&starts(q, &[], limits, MONDAY)),
+            ["a", "b", "c", "d"]
+        );
+    }
+
+    #[test]
+    fn a_job_too_big_for_the_limit_starts_on_idle_hosts_and_others_wait_for_theirs() {
+        let any = ScheduleSpec::default();
+        let limits = Limits {
+            max_jobs: 20,
+            max_connections_per_host: 4,
+        };
+        let mut big = queued("big", 0, 0, &any);
+        big.footprint = fp("src", "dst", 9);
+        let mut other_host = queued("elsewhere", 0, 1, &any);
+        other_host.footprint = fp("src2", "dst2", 2);
+        let same_host = queued("same", 0, 2, &any);
+        assert_eq!(
+            started(&starts(
+                vec![big, other_host, same_host],
+                &[],
+                limits,
+                MONDAY
+            )),
+            ["big", "elsewhere"]
+        );
+    }
+
+    #[test]
+    fn source_and_destination_on_one_host_count_twice() {
+        let f = fp("h", "h", 3);
+        assert_eq!(f.on("h"), 6);
+        assert_eq!(f.on("other"), 0);
+        assert!(!has_room(&fp("h", "x", 3), std::slice::from_ref(&f), 8));
+        assert!(has_room(&fp("h", "x", 2), &[f], 8));
+    }
+
+    #[test]
+    fn workers_are_capped_to_fit_the_per_host_limit() {
+        assert_eq!(connections_of(4, 12), 5);
+        assert_eq!(
+            connections_of(20, 12),
+            12,
+            "11 workers and the control connection"
+        );
+        assert_eq!(connections_of(4, 1), 2, "one worker at least");
+        assert_eq!(connections_of(0, 12), 2, "one worker at least");
+    }
+
+    #[test]
+    fn a_job_outside_its_window_waits_and_says_when_it_opens() {
+        let window = ScheduleSpec {
+            windows: vec![WindowSpec {
+                days: vec!["Mon".into()],
+                from: "09:00".into(),
+                to: "11:00".into(),
+            }],
+            ..Default::default()
+        };
+        let q = vec![queued("nightly", 0, 0, &window)];
+        assert_eq!(
+            starts(q.clone(), &[], NO_LIMITS, MONDAY + 8 * 3600),
+            [Start::OutsideWindow {
+                id: "nightly".into(),
+                opens: Some(MONDAY + 9 * 3600)
+            }]
+        );
+        assert_eq!(
+            starts(q, &[], NO_LIMITS, MONDAY + 10 * 3600),
+            [Start::Now("nightly".into())]
+        );
+        assert!(window_ended(&window, MONDAY + 11 * 3600 + 1));
+        assert!(!window_ended(&window, MONDAY + 10 * 3600));
+    }
+}
