@@ -49,13 +49,12 @@ impl Footprint {
 }
 
 /// Connections a job opens to each of its hosts: its workers (capped so that workers plus
-/// the control connection fit a per-host limit) plus the control connection.
+/// the control connection fit a per-host limit, one worker at least) plus the control
+/// connection. Without a limit (0) the job's own `connections` stand.
 pub(crate) fn connections_of(workers: usize, max_connections_per_host: usize) -> usize {
-    let workers = workers.max(1);
-    let workers = if max_connections_per_host > 1 {
-        workers.min(max_connections_per_host - 1)
-    } else {
-        workers.min(1)
+    let workers = match max_connections_per_host {
+        0 => workers.max(1),
+        limit => workers.clamp(1, limit.saturating_sub(1).max(1)),
     };
     workers + 1
 }
@@ -269,6 +268,11 @@ mod tests {
 
     #[test]
     fn workers_are_capped_to_fit_the_per_host_limit() {
+        assert_eq!(
+            connections_of(4, 0),
+            5,
+            "no limit: the job's own four workers"
+        );
         assert_eq!(connections_of(4, 12), 5);
         assert_eq!(
             connections_of(20, 12),

@@ -40,10 +40,12 @@ impl Manager {
             let mut config = record.spec.copy_config(&place)?;
             // The ledger is kept under the generated id: names can be addresses.
             config.job_id = record.id.clone();
-            config.connections = crate::scheduler::connections_of(
+            // The per-host limit may leave room for fewer workers than the job asks for.
+            let per_host = crate::scheduler::connections_of(
                 record.spec.limits.connections,
                 self.settings.max_connections_per_host,
-            ) - 1;
+            );
+            config.connections = config.connections.min(per_host - 1);
             config.bandwidth.extend(self.settings.bandwidth.clone());
             config.memory = self.settings.memory.clone();
             let plugins = &self.settings.plugins;
