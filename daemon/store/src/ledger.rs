@@ -1,0 +1,546 @@
+//! The ledger: what a job copied from each source folder (its [`FolderState`]), one record
+//! per copied message, where a message seen in several folders was placed, and the intents
+//! written before an APPEND so that a crash between APPEND and record copies nothing twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fjall::PersistMode;
+use serde::{Deserialize, Serialize};
+
+use crate::{FolderKey, Handle, JobKey, Store, StoreError};
+
+/// What the store remembers of one source folder of a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderState {
+    /// Source folder name.
+    pub source: String,
+    /// Destination folder name.
+    pub destination: String,
+    /// Source UIDVALIDITY the item records refer to.
+    pub source_uid_validity: u32,
+    /// Destination UIDVALIDITY the destination UIDs refer to.
+    pub destination_uid_validity: u32,
+    /// Source UIDNEXT when the last complete pass over the folder started: every message
+    /// below it was copied, excluded or failed.
+    pub source_uid_next: u32,
+    /// Source HIGHESTMODSEQ at the start of the last complete pass (CONDSTORE).
+    pub highest_modseq: Option<u64>,
+    /// Address books: the source's sync token after the last complete pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+}
+
+/// One copied message: the ledger entry that prevents a second copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// UID of the copy in the destination folder.
+    pub dest_uid: u32,
+    /// Fingerprint of the flags the copy has.
+    pub flags_fingerprint: u64,
+    /// BLAKE3 of the message bytes.
+    pub hash: [u8; 32],
+}
+
+impl ItemRecord {
+    const LEN: usize = 44;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..4].copy_from_slice(&self.dest_uid.to_be_bytes());
+        out[4..12].copy_from_slice(&self.flags_fingerprint.to_be_bytes());
+        out[12..].copy_from_slice(&self.hash);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        Some(Self {
+            dest_uid: u32::from_be_bytes(bytes[..4].try_into().ok()?),
+            flags_fingerprint: u64::from_be_bytes(bytes[4..12].try_into().ok()?),
+            hash: bytes[12..].try_into().ok()?,
+        })
+    }
+}
+
+/// APPENDs about to be sent: enough to find them on the destination if the run stops before
+/// their UIDs are recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Destination folder UIDVALIDITY when the APPEND was sent.
+    pub dest_uid_validity: u32,
+    /// Destination UIDNEXT before the APPEND: the copies, if any, have UIDs from here on.
+    pub dest_uid_next: u32,
+    /// `(source UID, flags fingerprint, BLAKE3 of the bytes)` of each message sent.
+    pub items: Vec<(u32, u64, [u8; 32])>,
+}
+
+impl Store {
+    /// The state of a folder, if it was ever copied.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn folder_state(
+        &self,
+        job: JobKey,
+        folder: FolderKey,
+    ) -> Result<Option<FolderState>, StoreError> {
+        let h = self.handle("reading a folder state")?;
+        let key = [job.0, folder.0].concat();
+        self.get_sealed(&h, &h.folders, "folders", &key, "folder state")
+    }
+
+    /// Saves the state of a folder durably (it is a checkpoint a power cut must not lose).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_folder_state(
+        &self,
+        job: JobKey,
+        folder: FolderKey,
+        state: &FolderState,
+    ) -> Result<(), StoreError> {
+        let h = self.handle("saving a folder state")?;
+        let key = [job.0, folder.0].concat();
+        self.put_sealed(&h, &h.folders, "folders", &key, state, "folder state")?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting a folder state"))
+    }
+
+    /// Every copied message of a folder: source UID -> record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn items(&self, folder: FolderKey) -> Result<HashMap<u32, ItemRecord>, StoreError> {
+        let h = self.handle("reading the ledger")?;
+        let mut out = HashMap::new();
+        for guard in h.items.prefix(folder.0) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(self.err(&h, "reading the ledger"))?;
+            let uid = k
+                .get(16..20)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            let (Some(uid), Some(rec)) = (uid, ItemRecord::decode(&v)) else {
+                return Err(self.corrupt("ledger item", "wrong length"));
+            };
+            out.insert(uid, rec);
+        }
+        Ok(out)
+    }
+
+    /// One copied message of a folder.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn item(&self, folder: FolderKey, uid: u32) -> Result<Option<ItemRecord>, StoreError> {
+        let h = self.handle("reading the ledger")?;
+        match h
+            .items
+            .get(Self::item_key(folder, uid))
+            .map_err(self.err(&h, "reading the ledger"))?
+        {
+            Some(v) => ItemRecord::decode(&v)
+                .map(Some)
+                .ok_or_else(|| self.corrupt("ledger item", "wrong length")),
+            None => Ok(None),
+        }
+    }
+
+    fn placement_key(&self, job: JobKey, content_key: &str) -> Vec<u8> {
+        [
+            &job.0[..],
+            &self.keyed(&[b"content", &job.0, content_key.as_bytes()]),
+        ]
+        .concat()
+    }
+
+    /// Where a message seen in several folders (same content key) was first stored: the
+    /// source folder and UID whose ledger entry holds its destination UID. Keys are keyed
+    /// hashes: no message identifier is stored in clear.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn placement(
+        &self,
+        job: JobKey,
+        content_key: &str,
+    ) -> Result<Option<(FolderKey, u32)>, StoreError> {
+        let h = self.handle("reading placements")?;
+        let v = h
+            .placements
+            .get(self.placement_key(job, content_key))
+            .map_err(self.err(&h, "reading placements"))?;
+        Ok(v.and_then(|v| {
+            let folder: [u8; 16] = v.get(..16)?.try_into().ok()?;
+            let uid = u32::from_be_bytes(v.get(16..20)?.try_into().ok()?);
+            Some((FolderKey(folder), uid))
+        }))
+    }
+
+    /// Records where messages with a content key were stored (see [`Store::placement`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn put_placements(
+        &self,
+        job: JobKey,
+        folder: FolderKey,
+        placements: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        let h = self.handle("recording placements")?;
+        if placements.is_empty() {
+            return Ok(());
+        }
+        let mut batch = h.db.batch();
+        self.add_placements(&h, &mut batch, job, folder, placements);
+        batch.commit().map_err(self.err(&h, "recording placements"))
+    }
+
+    fn add_placements(
+        &self,
+        h: &Arc<Handle>,
+        batch: &mut fjall::OwnedWriteBatch,
+        job: JobKey,
+        folder: FolderKey,
+        placements: &[(String, u32)],
+    ) {
+        for (content_key, uid) in placements {
+            batch.insert(
+                &h.placements,
+                self.placement_key(job, content_key),
+                [&folder.0[..], &uid.to_be_bytes()].concat(),
+            );
+        }
+    }
+
+    fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {
+        [&folder.0[..], &uid.to_be_bytes()].concat()
+    }
+
+    fn intent_key(folder: FolderKey, seq: u64) -> Vec<u8> {
+        [&folder.0[..], &seq.to_be_bytes()].concat()
+    }
+
+    /// Records that APPENDs are about to be sent, durably, before they are sent.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`]; the caller must not send the APPEND then.
+    pub fn begin_intent(&self, folder: FolderKey, intent: &Intent) -> Result<u64, StoreError> {
+        let h = self.handle("writing an intent")?;
+        let seq = self.shared.next_intent.fetch_add(1, Ordering::Relaxed);
+        let value = rmp_serde::to_vec(intent).map_err(|e| self.corrupt("intent", e))?;
+        h.intents
+            .insert(Self::intent_key(folder, seq), value)
+            .map_err(self.err(&h, "writing an intent"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting an intent"))?;
+        Ok(seq)
+    }
+
+    /// Records copied messages and drops the intent that announced them, atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn commit(
+        &self,
+        folder: FolderKey,
+        intent: Option<u64>,
+        items: &[(u32, ItemRecord)],
+    ) -> Result<(), StoreError> {
+        self.commit_placed(folder, intent, items, None)
+    }
+
+    /// As [`Store::commit`], recording in the same atomic batch where messages with a content
+    /// key were stored (`job` and `(content key, source UID)` pairs).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn commit_placed(
+        &self,
+        folder: FolderKey,
+        intent: Option<u64>,
+        items: &[(u32, ItemRecord)],
+        placements: Option<(JobKey, &[(String, u32)])>,
+    ) -> Result<(), StoreError> {
+        let h = self.handle("recording copied messages")?;
+        let mut batch = h.db.batch();
+        if let Some((job, placements)) = placements {
+            self.add_placements(&h, &mut batch, job, folder, placements);
+        }
+        for (uid, rec) in items {
+            batch.insert(
+                &h.items,
+                Self::item_key(folder, *uid),
+                rec.encode().to_vec(),
+            );
+        }
+        if let Some(seq) = intent {
+            batch.remove(&h.intents, Self::intent_key(folder, seq));
+        }
+        batch
+            .commit()
+            .map_err(self.err(&h, "recording copied messages"))
+    }
+
+    /// Records messages found on the destination for intents of an earlier run, and drops those
+    /// intents, atomically and durably.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn resolve_intents(
+        &self,
+        folder: FolderKey,
+        intents: &[u64],
+        items: &[(u32, ItemRecord)],
+    ) -> Result<(), StoreError> {
+        let h = self.handle("resolving intents")?;
+        let mut batch = h.db.batch();
+        for (uid, rec) in items {
+            batch.insert(
+                &h.items,
+                Self::item_key(folder, *uid),
+                rec.encode().to_vec(),
+            );
+        }
+        for seq in intents {
+            batch.remove(&h.intents, Self::intent_key(folder, *seq));
+        }
+        batch.commit().map_err(self.err(&h, "resolving intents"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting resolved intents"))
+    }
+
+    /// Pending intents of a folder, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn intents(&self, folder: FolderKey) -> Result<Vec<(u64, Intent)>, StoreError> {
+        let h = self.handle("reading intents")?;
+        let mut out = Vec::new();
+        for guard in h.intents.prefix(folder.0) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(self.err(&h, "reading intents"))?;
+            let seq = k
+                .get(16..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| self.corrupt("intent", "bad key"))?;
+            let intent: Intent =
+                rmp_serde::from_slice(&v).map_err(|e| self.corrupt("intent", e))?;
+            out.push((seq, intent));
+        }
+        Ok(out)
+    }
+
+    /// Removes every item record of a folder (its source UIDVALIDITY changed and the records
+    /// were re-keyed), in one atomic batch with the new records.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn replace_items(
+        &self,
+        folder: FolderKey,
+        items: &[(u32, ItemRecord)],
+    ) -> Result<(), StoreError> {
+        let h = self.handle("re-keying the ledger")?;
+        let mut batch = h.db.batch();
+        for guard in h.items.prefix(folder.0) {
+            let k = guard.key().map_err(self.err(&h, "reading the ledger"))?;
+            batch.remove(&h.items, k);
+        }
+        for (uid, rec) in items {
+            batch.insert(
+                &h.items,
+                Self::item_key(folder, *uid),
+                rec.encode().to_vec(),
+            );
+        }
+        batch
+            .commit()
+            .map_err(self.err(&h, "re-keying the ledger"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting the ledger"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreKey;
+    use crate::tests::temp_dir;
+
+    #[test]
+    fn items_and_intents_survive_reopening() {
+        let dir = temp_dir("reopen");
+        let rec = ItemRecord {
+            dest_uid: 9,
+            flags_fingerprint: 3,
+            hash: [7; 32],
+        };
+        let (job, folder, seq);
+        {
+            let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+            job = store.job_key("job-1");
+            folder = store.folder_key(job, "INBOX");
+            store.commit(folder, None, &[(1, rec)]).unwrap();
+            seq = store
+                .begin_intent(
+                    folder,
+                    &Intent {
+                        dest_uid_validity: 5,
+                        dest_uid_next: 10,
+                        items: vec![(2, 0, [1; 32])],
+                    },
+                )
+                .unwrap();
+            let state = FolderState {
+                source: "INBOX".into(),
+                source_uid_next: 3,
+                ..Default::default()
+            };
+            store.put_folder_state(job, folder, &state).unwrap();
+        }
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        assert_eq!(
+            store.job_key("job-1"),
+            job,
+            "keys are stable across openings"
+        );
+        assert_eq!(store.items(folder).unwrap().get(&1), Some(&rec));
+        let intents = store.intents(folder).unwrap();
+        assert_eq!(intents.len(), 1);
+        assert_eq!(intents[0].0, seq);
+        store.commit(folder, Some(seq), &[(2, rec)]).unwrap();
+        assert!(store.intents(folder).unwrap().is_empty());
+        assert_eq!(store.items(folder).unwrap().len(), 2);
+        assert_eq!(
+            store
+                .folder_state(job, folder)
+                .unwrap()
+                .unwrap()
+                .source_uid_next,
+            3
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replacing_items_drops_the_old_records() {
+        let dir = temp_dir("replace");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        let folder = store.folder_key(store.job_key("j"), "INBOX");
+        let rec = ItemRecord {
+            dest_uid: 1,
+            flags_fingerprint: 0,
+            hash: [0; 32],
+        };
+        store.commit(folder, None, &[(1, rec), (2, rec)]).unwrap();
+        store.replace_items(folder, &[(50, rec)]).unwrap();
+        let items = store.items(folder).unwrap();
+        assert_eq!(items.keys().copied().collect::<Vec<_>>(), [50]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    const REC: ItemRecord = ItemRecord {
+        dest_uid: 12,
+        flags_fingerprint: 0x0102_0304_0506_0708,
+        hash: [9; 32],
+    };
+
+    #[test]
+    fn item_records_are_44_bytes_and_other_lengths_do_not_decode() {
+        let bytes = REC.encode();
+        assert_eq!(bytes.len(), 44);
+        assert_eq!(bytes[..4], 12u32.to_be_bytes());
+        assert_eq!(ItemRecord::decode(&bytes), Some(REC));
+        assert_eq!(ItemRecord::decode(&bytes[..43]), None);
+        assert_eq!(ItemRecord::decode(&[bytes.as_slice(), &[0]].concat()), None);
+    }
+
+    #[test]
+    fn intent_numbers_keep_rising_across_openings_and_resolving_records_the_items() {
+        let dir = temp_dir("intent-seq");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        let folder = store.folder_key(store.job_key("j"), "INBOX");
+        let intent = |uid| Intent {
+            dest_uid_validity: 5,
+            dest_uid_next: 10,
+            items: vec![(uid, 0, [uid as u8; 32])],
+        };
+        let first = store.begin_intent(folder, &intent(1)).unwrap();
+        let second = store.begin_intent(folder, &intent(2)).unwrap();
+        assert!(second > first);
+        drop(store);
+
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        let third = store.begin_intent(folder, &intent(3)).unwrap();
+        assert!(third > second, "{third} follows {second} after reopening");
+        let pending = store.intents(folder).unwrap();
+        assert_eq!(
+            pending.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [first, second, third],
+            "oldest first"
+        );
+        assert_eq!(pending[1].1, intent(2));
+
+        store
+            .resolve_intents(folder, &[first, second], &[(1, REC)])
+            .unwrap();
+        assert_eq!(store.intents(folder).unwrap().len(), 1);
+        assert_eq!(store.item(folder, 1).unwrap(), Some(REC));
+        assert_eq!(store.item(folder, 2).unwrap(), None);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn placements_are_recorded_with_the_messages_and_per_job() {
+        let dir = temp_dir("placements");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        let (job, other_job) = (store.job_key("j"), store.job_key("k"));
+        let (inbox, label) = (
+            store.folder_key(job, "INBOX"),
+            store.folder_key(job, "Label"),
+        );
+        let placed = [("<a@example.org>".to_owned(), 7)];
+        store
+            .commit_placed(inbox, None, &[(7, REC)], Some((job, &placed)))
+            .unwrap();
+        assert_eq!(store.item(inbox, 7).unwrap(), Some(REC));
+        assert_eq!(
+            store.placement(job, "<a@example.org>").unwrap(),
+            Some((inbox, 7))
+        );
+        assert_eq!(store.placement(job, "<b@example.org>").unwrap(), None);
+        assert_eq!(store.placement(other_job, "<a@example.org>").unwrap(), None);
+
+        store
+            .put_placements(job, label, &[("<a@example.org>".to_owned(), 3)])
+            .unwrap();
+        assert_eq!(
+            store.placement(job, "<a@example.org>").unwrap(),
+            Some((label, 3)),
+            "the last placement recorded wins"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
