@@ -1,0 +1,96 @@
+//! `batch create|list|status|pause|resume|delta|cancel|delete`: many mailboxes at once, one
+//! job per CSV row; the actions on a batch act on each of its jobs and report each result.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use migrated_core::Action;
+
+use super::input::{confirm, load_template};
+use crate::BatchCommand;
+use crate::control::Control;
+use crate::print::{print_batches, print_list};
+
+/// Runs a batch command; exit code 4 when the daemon refused the action for some job.
+pub(crate) async fn run(
+    ctl: &mut Control,
+    command: BatchCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use migrated_ipc::{Request, Response};
+    let act = |name: String, action: Action| Request::ActBatch { name, action };
+    let request = match command {
+        BatchCommand::Create {
+            name,
+            csv,
+            template,
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
+            let template = load_template(&template)?;
+            Request::CreateBatch {
+                name,
+                template: Box::new(template),
+                csv: text,
+            }
+        }
+        BatchCommand::List => Request::ListBatches,
+        BatchCommand::Status { name } => Request::BatchStatus { name },
+        BatchCommand::Pause { name } => act(name, Action::Pause),
+        BatchCommand::Resume { name } => act(name, Action::Resume),
+        BatchCommand::Delta { name } => act(name, Action::Delta),
+        BatchCommand::Cancel { name, yes } => {
+            if !yes && !confirm(&format!("Cancel every job of batch {name}?"))? {
+                return Ok(ExitCode::from(1));
+            }
+            act(name, Action::Cancel)
+        }
+        BatchCommand::Delete { name, yes } => {
+            if !yes && !confirm(&format!("Delete every job of batch {name} and their data?"))? {
+                return Ok(ExitCode::from(1));
+            }
+            act(name, Action::Delete)
+        }
+    };
+    match ctl.batch(request).await? {
+        Response::Created { id } => {
+            if json {
+                println!("{}", serde_json::json!({ "batch": id }));
+            } else {
+                println!("{id}");
+            }
+        }
+        Response::Batches { batches } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&batches)?);
+            } else {
+                print_batches(&batches);
+            }
+        }
+        Response::BatchJobs { batch, jobs } => {
+            if json {
+                println!("{}", serde_json::json!({ "batch": batch, "jobs": jobs }));
+            } else {
+                print_list(&jobs);
+            }
+        }
+        Response::BatchDone { results } => {
+            let refused = results.iter().filter(|(_, r)| r.is_err()).count();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for (job, r) in &results {
+                    match r {
+                        Ok(s) => println!("{job:<40} {s}"),
+                        Err(e) => println!("{job:<40} refused: {e}"),
+                    }
+                }
+            }
+            if refused > 0 {
+                return Ok(ExitCode::from(4));
+            }
+        }
+        other => bail!("unexpected reply: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
