@@ -21,7 +21,7 @@ use migrated_store::{ContactRecord, FolderState, JobKey, Store};
 use crate::config::CopyConfig;
 use crate::error::EngineError;
 use crate::events::{Connection, Event, FailedItem, FolderReport, Observer, Phase, Side, Summary};
-use crate::recovery::store_call;
+use crate::ledger::store_call;
 
 /// Contacts fetched and written per batch (one ledger write each).
 const BATCH: usize = 50;
