@@ -1,6 +1,7 @@
 //! The Connecting and Authenticating phases: the run's first connection to each side, told to
 //! the observer step by step, and the reconnections of later passes. A temporary failure to
-//! connect is retried after a growing pause; a refused login is not.
+//! connect is retried after a growing pause (the run's [`Backoff`], up to `max_passes` tries per
+//! connection); a refused login is not.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use migrated_imap::ImapSession;
 use super::Engine;
 use crate::error::EngineError;
 use crate::events::{Connection, Event, Phase, Side};
+use crate::retry::Backoff;
 
 impl<C: SourceConnector + 'static> Engine<C> {
     /// Connects to the source, then the destination, reporting each side's connection state.
@@ -70,7 +72,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         on_login: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Result<C::Session, EngineError> {
         let sh = &self.shared;
-        let mut delay = sh.config.initial_backoff;
+        let mut pauses = Backoff::new(&sh.config);
         let mut attempt = 1;
         let on_login = on_login.map(Arc::new);
         loop {
@@ -84,12 +86,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
             match connected {
                 Ok(s) => return Ok(s),
                 Err(e) if e.kind == ErrorKind::Temporary && attempt < sh.config.max_passes => {
+                    let delay = pauses.next_delay();
                     (sh.observer)(Event::Retrying {
                         error: e.to_string(),
                         delay,
                     });
                     self.backoff(delay).await?;
-                    delay = (delay * 2).min(sh.config.max_backoff);
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
@@ -103,7 +105,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         on_login: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> Result<ImapSession, EngineError> {
         let sh = &self.shared;
-        let mut delay = sh.config.initial_backoff;
+        let mut pauses = Backoff::new(&sh.config);
         let mut attempt = 1;
         loop {
             let connected = match &on_login {
@@ -113,12 +115,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
             match connected {
                 Ok(s) => return Ok(s),
                 Err(e) if e.is_temporary() && attempt < sh.config.max_passes => {
+                    let delay = pauses.next_delay();
                     (sh.observer)(Event::Retrying {
                         error: format!("destination: {e}"),
                         delay,
                     });
                     self.backoff(delay).await?;
-                    delay = (delay * 2).min(sh.config.max_backoff);
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),

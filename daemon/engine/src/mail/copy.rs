@@ -15,6 +15,7 @@ use super::scan::PassPlan;
 use super::{Batch, Engine, FolderWork};
 use crate::error::EngineError;
 use crate::events::{Event, Phase};
+use crate::retry::{batch_pause, server_backoff};
 
 impl<C: SourceConnector + 'static> Engine<C> {
     /// Copies a pass's batches: uploads first, then the messages placed from other folders'
@@ -143,38 +144,15 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     dst = None;
                     open = None;
                     consecutive_failures += 1;
-                    if let Some(hint) = server_backoff(&message) {
-                        // The server's own figure is obeyed (Gmail's daily limits last hours),
-                        // up to a day; without one, the pause grows to five minutes.
-                        let delay = match hint {
-                            Some(d) => d.min(std::time::Duration::from_secs(86_400)),
-                            None => (sh.config.initial_backoff
-                                * 2u32.saturating_pow(consecutive_failures.min(6) - 1))
-                            .min(
-                                sh.config
-                                    .max_backoff
-                                    .max(std::time::Duration::from_secs(300)),
-                            ),
-                        };
+                    let throttled = server_backoff(&message);
+                    let delay = batch_pause(&sh.config, consecutive_failures, throttled);
+                    if throttled.is_some() {
                         (sh.observer)(Event::Throttled {
                             delay,
                             reason: message.clone(),
                         });
-                        if self.backoff(delay).await.is_err() {
-                            return Ok(());
-                        }
-                        if w.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            self.finish_folder(w).await?;
-                        }
-                        continue;
                     }
-                    let delay = sh.config.initial_backoff
-                        * 2u32.saturating_pow(consecutive_failures.min(6) - 1);
-                    if self
-                        .backoff(delay.min(sh.config.max_backoff))
-                        .await
-                        .is_err()
-                    {
+                    if self.backoff(delay).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -183,66 +161,5 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 self.finish_folder(w).await?;
             }
         }
-    }
-}
-
-/// Whether a server's reply asks to slow down, and for how long if it says: Office 365's
-/// "Suggested Backoff Time: N milliseconds", `NO [THROTTLED]`, `[UNAVAILABLE]`, a BYE for
-/// overload.
-pub(super) fn server_backoff(message: &str) -> Option<Option<std::time::Duration>> {
-    let upper = message.to_ascii_uppercase();
-    let throttled = [
-        "THROTTLED",
-        "SUGGESTED BACKOFF TIME",
-        "[UNAVAILABLE]",
-        "TOO MANY",
-        "OVERLOAD",
-        "TRY AGAIN LATER",
-    ]
-    .iter()
-    .any(|w| upper.contains(w));
-    if !throttled {
-        return None;
-    }
-    let hint = upper.find("SUGGESTED BACKOFF TIME").and_then(|i| {
-        let rest = upper[i..].split_once(':')?.1.trim_start();
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let n: u64 = digits.parse().ok()?;
-        let unit = rest[digits.len()..].trim_start();
-        Some(if unit.starts_with("MILLI") || unit.starts_with("MS") {
-            std::time::Duration::from_millis(n)
-        } else {
-            std::time::Duration::from_secs(n)
-        })
-    });
-    Some(hint)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn server_backoff_hints_are_read() {
-        let o365 = "NO [THROTTLED] Request is throttled. Suggested Backoff Time: 1500 milliseconds";
-        assert_eq!(
-            super::server_backoff(o365),
-            Some(Some(Duration::from_millis(1500)))
-        );
-        assert_eq!(
-            super::server_backoff("NO [UNAVAILABLE] try later"),
-            Some(None)
-        );
-        assert_eq!(
-            super::server_backoff("Suggested Backoff Time: 3 seconds"),
-            Some(Some(Duration::from_secs(3)))
-        );
-        assert_eq!(super::server_backoff("NO [OVERQUOTA] full"), None);
-        let bye = "127.0.0.1:143 closed the connection during APPEND: BYE Server overloaded, try again later";
-        assert_eq!(super::server_backoff(bye), Some(None));
-        assert_eq!(
-            super::server_backoff("closed the connection during FETCH: BYE Disconnected by admin"),
-            None
-        );
     }
 }

@@ -1,6 +1,8 @@
 //! One run of a mail job, in the phases its status names: connect, scan, create folders, copy,
-//! finalize, verify. This module holds the engine and the order of the phases; each phase
-//! lives in its own file.
+//! finalize, verify. This module holds the engine and the order of the phases: an attempt
+//! connects, scans and creates folders, then makes passes (scan, copy) until one leaves
+//! nothing undone and the run is finalized; `crate::retry` decides when a failed pass or
+//! attempt is tried again. Each phase lives in its own file.
 //!
 //! | file          | phase                                                                  |
 //! |---------------|------------------------------------------------------------------------|
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use migrated_core::{FolderPlan, Mapping, MessageMeta, SourceConnector};
-use migrated_imap::Endpoint;
+use migrated_imap::{Endpoint, ImapSession};
 use migrated_store::{FolderKey, FolderState, JobKey, Store};
 
 use crate::config::CopyConfig;
@@ -88,6 +90,22 @@ struct Mapped {
     /// Why a folder could not be created, by source folder: it is reported, not copied.
     folder_errors: HashMap<String, String>,
 }
+
+/// What a pass starts from: the attempt's sessions and folders, and the folder reports of
+/// its earlier passes.
+struct Passes<S> {
+    src: S,
+    dst: ImapSession,
+    mapped: Mapped,
+    reports: HashMap<String, FolderReport>,
+    /// This pass, from 1 in each attempt.
+    pass: u32,
+    /// When the run began.
+    started: Instant,
+}
+
+/// What an attempt or pass of a mail run comes to.
+type Try<S> = crate::retry::Try<Summary, Passes<S>>;
 
 /// A batch of messages of one folder.
 struct Batch {
@@ -156,11 +174,18 @@ impl<C: SourceConnector + 'static> Engine<C> {
         sh.stop_after_full.store(false, Ordering::Relaxed);
         sh.items_done.store(0, Ordering::Relaxed);
         sh.bytes_done.store(0, Ordering::Relaxed);
-        crate::retry::with_retries(&sh.config, &sh.observer, &sh.stop, || self.attempt(started))
-            .await
+        crate::retry::run(
+            &sh.config,
+            &sh.observer,
+            &sh.stop,
+            || self.attempt(started),
+            |passes| self.pass(passes),
+        )
+        .await
     }
 
-    async fn attempt(&self, started: Instant) -> Result<Summary, EngineError> {
+    /// A fresh attempt: connects, scans, creates folders, and makes the first pass.
+    async fn attempt(&self, started: Instant) -> Result<Try<C::Session>, EngineError> {
         let sh = &self.shared;
         if let Ok(mut v) = sh.excluded.lock() {
             v.clear();
@@ -168,61 +193,52 @@ impl<C: SourceConnector + 'static> Engine<C> {
         if let Ok(mut v) = sh.failed.lock() {
             v.clear();
         }
-        let emit = |e| (sh.observer)(e);
-
         let (mut src, mut dst) = self.connect().await?;
         let (mapping, dest_entries) = self.scan(&mut src, &mut dst).await?;
         let folder_errors = self
             .create_folders(&mut dst, &mapping.folders, &dest_entries)
             .await?;
-        let mapped = Mapped {
-            mapping,
-            folder_errors,
-        };
+        self.pass(Passes {
+            src,
+            dst,
+            mapped: Mapped {
+                mapping,
+                folder_errors,
+            },
+            reports: HashMap::new(),
+            pass: 1,
+            started,
+        })
+        .await
+    }
 
-        let mut reports: HashMap<String, FolderReport> = HashMap::new();
-        let mut last_error = String::new();
-        let mut backoff = sh.config.initial_backoff;
-        let mut pass = 0;
-        // Passes that only met servers asking to slow down: they do not count against the
-        // limit, so a long throttle makes the job wait, not fail.
-        let mut throttled_passes = 0;
-        loop {
-            pass += 1;
-            if pass > 1 {
-                emit(Event::Phase(Phase::ScanningFolders));
-                src = self.connect_source(None).await?;
-                dst = self.connect_destination(None).await?;
-            }
-            let planned = self
-                .plan_pass(&mut src, &mut dst, &mapped, pass == 1)
-                .await?;
-            let (work, temporary) = self.copy_pass(planned).await?;
-            self.stopping()?;
-            finalize::merge_reports(&mut reports, &work, pass);
-            if temporary.is_empty() {
-                break;
-            }
-            last_error = temporary.last().cloned().unwrap_or_default();
-            if temporary.iter().all(|e| copy::server_backoff(e).is_some()) {
-                throttled_passes += 1;
-            }
-            if pass - throttled_passes >= sh.config.max_passes {
-                return Err(EngineError::GaveUp {
-                    passes: pass,
-                    last: last_error,
-                });
-            }
-            emit(Event::Retrying {
-                error: last_error.clone(),
-                delay: backoff,
-            });
-            tracing::warn!(job = %sh.config.job_id, pass, error = %last_error, "Temporary errors; another pass follows.");
-            self.backoff(backoff).await?;
-            backoff = (backoff * 2).min(sh.config.max_backoff);
+    /// One pass: plans every folder against the ledger and copies what is left. Done (with the
+    /// run's summary) when nothing was left undone; else the state the next pass starts from.
+    async fn pass(&self, mut run: Passes<C::Session>) -> Result<Try<C::Session>, EngineError> {
+        if run.pass > 1 {
+            (self.shared.observer)(Event::Phase(Phase::ScanningFolders));
+            run.src = self.connect_source(None).await?;
+            run.dst = self.connect_destination(None).await?;
         }
-        let _ = last_error;
-
-        self.finalize(src, dst, &mapped, reports, started).await
+        let planned = self
+            .plan_pass(&mut run.src, &mut run.dst, &run.mapped, run.pass == 1)
+            .await?;
+        let (work, temporary) = self.copy_pass(planned).await?;
+        self.stopping()?;
+        finalize::merge_reports(&mut run.reports, &work, run.pass);
+        if !temporary.is_empty() {
+            run.pass += 1;
+            return Ok(crate::retry::Try::Again(run, temporary));
+        }
+        let Passes {
+            src,
+            dst,
+            mapped,
+            reports,
+            started,
+            ..
+        } = run;
+        let summary = self.finalize(src, dst, &mapped, reports, started).await?;
+        Ok(crate::retry::Try::Done(summary))
     }
 }
