@@ -21,7 +21,8 @@ use migrated_store::{ContactRecord, FolderState, JobKey, Store};
 use crate::config::CopyConfig;
 use crate::error::EngineError;
 use crate::events::{Connection, Event, FailedItem, FolderReport, Observer, Phase, Side, Summary};
-use crate::recovery::store_call;
+use crate::ledger::store_call;
+use crate::retry::Try;
 
 /// Contacts fetched and written per batch (one ledger write each).
 const BATCH: usize = 50;
@@ -131,9 +132,13 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
     /// As for the mail engine's `run`.
     pub async fn run(&self) -> Result<Summary, EngineError> {
         let started = Instant::now();
-        crate::retry::with_retries(&self.config, &self.observer, &self.stop, || {
-            self.attempt(started)
-        })
+        crate::retry::run(
+            &self.config,
+            &self.observer,
+            &self.stop,
+            || async move { self.attempt(started).await.map(Try::Done) },
+            crate::retry::single_pass,
+        )
         .await
     }
 

@@ -9,10 +9,10 @@ mod config;
 mod contacts;
 mod error;
 mod events;
+mod ledger;
+mod mail;
 mod memory;
-mod recovery;
 mod retry;
-mod run;
 mod throttle;
 
 pub use config::{CopyConfig, DEFAULT_MEMORY_BUDGET};
@@ -22,6 +22,6 @@ pub use events::{
     Connection, Event, ExcludedItem, FailedItem, FolderReport, MissingItem, Observer, Phase, Side,
     Summary, VerifyRow,
 };
+pub use mail::Engine;
 pub use memory::MemoryBudget;
-pub use run::Engine;
 pub use throttle::RateLimit;

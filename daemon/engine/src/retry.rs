@@ -1,9 +1,30 @@
-//! What the mail and contacts engines share around their attempts: a backoff that wakes when
-//! the run is asked to stop, and the loop that retries an attempt after a temporary error.
+//! The retry policy of a run, and the one loop that applies it for the mail and contacts
+//! engines.
+//!
+//! A run is made of attempts, and an attempt of passes:
+//!
+//! - An **attempt** starts from nothing: it connects, scans, creates folders, then makes its
+//!   first pass. An attempt that fails with a temporary error (one that running again later can
+//!   cure; a failing store and a stop excepted) is started over after a pause, up to
+//!   `max_passes` attempts. [`EngineError::GaveUp`] is such an error: an attempt whose passes
+//!   are used up is followed by a fresh attempt.
+//! - A **pass** copies what the ledger says is left. A pass that leaves batches undone after
+//!   temporary errors is followed by another pass of the same attempt after a pause, up to
+//!   `max_passes` passes; passes that only met servers asking to slow down do not count, so
+//!   a long throttle makes the job wait, not fail. When they are used up the attempt fails
+//!   with [`EngineError::GaveUp`].
+//!
+//! Pauses start at `initial_backoff` and double up to `max_backoff`: one schedule for the
+//! attempts of a run, one for the passes of an attempt. Every pause is told to the observer
+//! as [`Event::Retrying`] and ends at once when the run is asked to stop. Everything done so
+//! far is in the ledger, so whatever follows a pause resumes from it.
+//!
+//! Connections are retried with the same pauses (see `mail/connect.rs`), and a worker pauses
+//! after a failed batch as [`batch_pause`] says.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use migrated_core::ErrorKind;
 
@@ -22,48 +43,236 @@ pub(crate) fn stopping(stop: &AtomicBool) -> Result<(), EngineError> {
 
 /// Sleeps for a backoff, waking early (with [`EngineError::Stopped`]) when asked to stop.
 pub(crate) async fn backoff(stop: &AtomicBool, delay: Duration) -> Result<(), EngineError> {
-    let until = Instant::now() + delay;
-    while Instant::now() < until {
+    let until = tokio::time::Instant::now() + delay;
+    while tokio::time::Instant::now() < until {
         stopping(stop)?;
-        tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
+        tokio::time::sleep((until - tokio::time::Instant::now()).min(Duration::from_millis(100)))
+            .await;
     }
     stopping(stop)
 }
 
-/// Runs `attempt` until it succeeds, fails for good, the run is stopped, or the passes are
-/// used up; between attempts a growing pause (everything done so far is in the ledger, so a
-/// new attempt resumes from it).
-pub(crate) async fn with_retries<T, F, Fut>(
+/// Growing pauses: the first is `initial_backoff`, each next one twice the last, at most
+/// `max_backoff`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The schedule a job's settings give.
+    pub(crate) fn new(config: &CopyConfig) -> Self {
+        Self {
+            next: config.initial_backoff,
+            max: config.max_backoff,
+        }
+    }
+
+    /// The next pause.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (delay * 2).min(self.max);
+        delay
+    }
+}
+
+/// What one attempt or pass came to, when it did not fail.
+pub(crate) enum Try<T, S> {
+    /// The run is complete.
+    Done(T),
+    /// The pass left work undone after temporary errors (in the order met): another pass,
+    /// starting from `S`, copies it.
+    Again(S, Vec<String>),
+}
+
+/// Where a run stands against its limits: the pure half of [`run`].
+#[derive(Debug)]
+struct Policy {
+    max_passes: u32,
+    /// The attempt under way, from 1.
+    attempt: u32,
+    attempt_pauses: Backoff,
+    /// The pass under way in this attempt, from 1.
+    pass: u32,
+    /// Passes of this attempt that only met servers asking to slow down.
+    throttled_passes: u32,
+    pass_pauses: Backoff,
+    /// For a fresh attempt's pauses.
+    fresh: Backoff,
+}
+
+/// What follows a pass that left work undone.
+#[derive(Debug, PartialEq)]
+enum AfterPass {
+    /// Another pass after `delay`; `last` is the last error met.
+    Again { delay: Duration, last: String },
+    /// The passes are used up.
+    GaveUp(String),
+}
+
+impl Policy {
+    fn new(config: &CopyConfig) -> Self {
+        let fresh = Backoff::new(config);
+        Self {
+            max_passes: config.max_passes,
+            attempt: 1,
+            attempt_pauses: fresh.clone(),
+            pass: 1,
+            throttled_passes: 0,
+            pass_pauses: fresh.clone(),
+            fresh,
+        }
+    }
+
+    /// A pass ended with `errors` (not empty).
+    fn after_pass(&mut self, errors: &[String]) -> AfterPass {
+        let last = errors.last().cloned().unwrap_or_default();
+        if errors.iter().all(|e| server_backoff(e).is_some()) {
+            self.throttled_passes += 1;
+        }
+        if self.pass - self.throttled_passes >= self.max_passes {
+            return AfterPass::GaveUp(last);
+        }
+        self.pass += 1;
+        AfterPass::Again {
+            delay: self.pass_pauses.next_delay(),
+            last,
+        }
+    }
+
+    /// An attempt failed with `error`: the pause before the next attempt, or `None` when the
+    /// run ends with this error.
+    fn after_attempt(&mut self, error: &EngineError, stopped: bool) -> Option<Duration> {
+        let retried = error.kind() == ErrorKind::Temporary
+            // A failing store is the daemon's to wait for: the run ends at once.
+            && !matches!(error, EngineError::Stopped | EngineError::Store(_))
+            && !stopped
+            && self.attempt < self.max_passes;
+        if !retried {
+            return None;
+        }
+        self.attempt += 1;
+        self.pass = 1;
+        self.throttled_passes = 0;
+        self.pass_pauses = self.fresh.clone();
+        Some(self.attempt_pauses.next_delay())
+    }
+}
+
+/// Runs a job under the policy: `start` makes a fresh attempt (its first pass included),
+/// `next` another pass from where the last one left. Returns what the run came to: done, or
+/// the error that ended it.
+pub(crate) async fn run<T, S, Start, StartFut, Next, NextFut>(
     config: &CopyConfig,
     observer: &Observer,
     stop: &AtomicBool,
-    mut attempt: F,
+    mut start: Start,
+    mut next: Next,
 ) -> Result<T, EngineError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, EngineError>>,
+    Start: FnMut() -> StartFut,
+    StartFut: Future<Output = Result<Try<T, S>, EngineError>>,
+    Next: FnMut(S) -> NextFut,
+    NextFut: Future<Output = Result<Try<T, S>, EngineError>>,
 {
-    let mut delay = config.initial_backoff;
-    let mut pass = 1;
+    let mut policy = Policy::new(config);
+    let mut resume = None;
     loop {
-        match attempt().await {
-            Err(e)
-                if e.kind() == ErrorKind::Temporary
-                    // A failing store is the daemon's to wait for: the run ends at once.
-                    && !matches!(e, EngineError::Stopped | EngineError::Store(_))
-                    && !stop.load(Ordering::Relaxed)
-                    && pass < config.max_passes =>
-            {
-                tracing::warn!(job = %config.job_id, attempt = pass, error = %e, "Temporary error; the run resumes after a pause.");
-                observer(Event::Retrying {
-                    error: e.to_string(),
-                    delay,
-                });
-                backoff(stop, delay).await?;
-                delay = (delay * 2).min(config.max_backoff);
-                pass += 1;
-            }
-            other => return other,
-        }
+        let tried = match resume.take() {
+            None => start().await,
+            Some(state) => next(state).await,
+        };
+        let error = match tried {
+            Ok(Try::Done(done)) => return Ok(done),
+            Ok(Try::Again(state, errors)) => match policy.after_pass(&errors) {
+                AfterPass::Again { delay, last } => {
+                    observer(Event::Retrying {
+                        error: last.clone(),
+                        delay,
+                    });
+                    tracing::warn!(job = %config.job_id, pass = policy.pass - 1, error = %last, "Temporary errors; another pass follows.");
+                    backoff(stop, delay).await?;
+                    resume = Some(state);
+                    continue;
+                }
+                AfterPass::GaveUp(last) => EngineError::GaveUp {
+                    passes: policy.pass,
+                    last,
+                },
+            },
+            Err(e) => e,
+        };
+        let attempt = policy.attempt;
+        let Some(delay) = policy.after_attempt(&error, stop.load(Ordering::Relaxed)) else {
+            return Err(error);
+        };
+        tracing::warn!(job = %config.job_id, attempt, error = %error, "Temporary error; the run resumes after a pause.");
+        observer(Event::Retrying {
+            error: error.to_string(),
+            delay,
+        });
+        backoff(stop, delay).await?;
     }
 }
+
+/// A run whose attempts make a single pass (contacts): the `next` of [`run`].
+pub(crate) async fn single_pass<T>(
+    never: std::convert::Infallible,
+) -> Result<Try<T, std::convert::Infallible>, EngineError> {
+    match never {}
+}
+
+/// How long a worker pauses after its batch failed, the `failures`-th time in a row: as long
+/// as the server asked (up to a day) when it asked to slow down, else a pause doubling from
+/// `initial_backoff`, at most `max_backoff` (five minutes at least when the server asked
+/// without saying how long).
+pub(crate) fn batch_pause(
+    config: &CopyConfig,
+    failures: u32,
+    throttled: Option<Option<Duration>>,
+) -> Duration {
+    let growing = config.initial_backoff * 2u32.saturating_pow(failures.clamp(1, 6) - 1);
+    match throttled {
+        // The server's own figure is obeyed (Gmail's daily limits last hours), up to a day;
+        // without one, the pause grows to five minutes.
+        Some(Some(d)) => d.min(Duration::from_secs(86_400)),
+        Some(None) => growing.min(config.max_backoff.max(Duration::from_secs(300))),
+        None => growing.min(config.max_backoff),
+    }
+}
+
+/// Whether a server's reply asks to slow down, and for how long if it says: Office 365's
+/// "Suggested Backoff Time: N milliseconds", `NO [THROTTLED]`, `[UNAVAILABLE]`, a BYE for
+/// overload.
+pub(crate) fn server_backoff(message: &str) -> Option<Option<Duration>> {
+    let upper = message.to_ascii_uppercase();
+    let throttled = [
+        "THROTTLED",
+        "SUGGESTED BACKOFF TIME",
+        "[UNAVAILABLE]",
+        "TOO MANY",
+        "OVERLOAD",
+        "TRY AGAIN LATER",
+    ]
+    .iter()
+    .any(|w| upper.contains(w));
+    if !throttled {
+        return None;
+    }
+    let hint = upper.find("SUGGESTED BACKOFF TIME").and_then(|i| {
+        let rest = upper[i..].split_once(':')?.1.trim_start();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let n: u64 = digits.parse().ok()?;
+        let unit = rest[digits.len()..].trim_start();
+        Some(if unit.starts_with("MILLI") || unit.starts_with("MS") {
+            Duration::from_millis(n)
+        } else {
+            Duration::from_secs(n)
+        })
+    });
+    Some(hint)
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,6 +9,7 @@ use migrated_imap::ImapSession;
 use migrated_store::{FolderKey, Intent, ItemRecord, Store};
 
 use crate::error::EngineError;
+use crate::ledger::store_call;
 
 /// Messages per FETCH when hashing for recovery; with `CHUNK_BYTES`, bounds memory.
 const CHUNK_MESSAGES: usize = 50;
@@ -67,18 +68,6 @@ pub(crate) async fn hash_bodies<F: FetchBodies>(
         start = end;
     }
     Ok(out)
-}
-
-pub(crate) async fn store_call<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, migrated_store::StoreError> + Send + 'static,
-) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EngineError::GaveUp {
-            passes: 0,
-            last: format!("store task failed: {e}"),
-        })?
-        .map_err(EngineError::Store)
 }
 
 /// Finds on the destination the messages whose APPEND was in flight when an earlier run stopped,

@@ -1,0 +1,114 @@
+//! The Finalizing phase: a folder's checkpoint once a pass left nothing of it undone, the
+//! per-folder reports of every pass merged, and the run's summary (with its verification when
+//! the run changed something).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use migrated_core::SourceConnector;
+use migrated_imap::ImapSession;
+
+use super::{Engine, FolderWork, Mapped};
+use crate::error::EngineError;
+use crate::events::{Event, FolderReport, Phase, Summary};
+use crate::ledger::store_call;
+
+impl<C: SourceConnector + 'static> Engine<C> {
+    /// Writes the folder's checkpoint after a pass that left nothing undone.
+    pub(super) async fn finish_folder(&self, w: &FolderWork) -> Result<(), EngineError> {
+        let sh = &self.shared;
+        let report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut state = w.checkpoint.clone();
+        if w.incomplete.load(Ordering::Relaxed) || report.failed > 0 {
+            // Failed messages must be listed again by the next run: no shortcut checkpoint.
+            state.source_uid_next = 0;
+            state.highest_modseq = None;
+        }
+        let (s2, job, key) = (sh.store.clone(), sh.job, w.key);
+        store_call(move || s2.put_folder_state(job, key, &state)).await?;
+        tracing::info!(job = %sh.config.job_id, folder = %report.source, copied = report.copied, failed = report.failed, "Folder done.");
+        (sh.observer)(Event::FolderDone(report));
+        Ok(())
+    }
+
+    /// Completes the summary from the passes' reports, verifies when the run changed
+    /// something, and logs out.
+    pub(super) async fn finalize(
+        &self,
+        mut src: C::Session,
+        mut dst: ImapSession,
+        mapped: &Mapped,
+        mut reports: HashMap<String, FolderReport>,
+        started: Instant,
+    ) -> Result<Summary, EngineError> {
+        let sh = &self.shared;
+        let Mapped {
+            mapping,
+            folder_errors,
+        } = mapped;
+        let plans = &mapping.folders[..];
+        let mut summary = Summary {
+            folders: plans.len() as u64,
+            skipped_folders: mapping.skipped.clone(),
+            ..Summary::default()
+        };
+        (sh.observer)(Event::Phase(Phase::Finalizing));
+        for plan in plans {
+            let mut report = reports
+                .remove(&plan.source)
+                .unwrap_or_else(|| FolderReport {
+                    source: plan.source.clone(),
+                    destination: plan.destination.clone(),
+                    ..FolderReport::default()
+                });
+            if let Some(e) = folder_errors.get(&plan.source) {
+                report.error = Some(e.clone());
+            }
+            summary.already_copied += report.already_copied;
+            summary.flags_updated += report.flags_updated;
+            summary.per_folder.push(report);
+        }
+        summary.copied = sh.items_done.load(Ordering::Relaxed);
+        summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
+        summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
+        summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();
+        let changed = summary.copied
+            + summary.flags_updated
+            + summary.excluded.len() as u64
+            + summary.failed.len() as u64;
+        if changed > 0 || summary.per_folder.iter().any(|f| f.error.is_some()) {
+            self.stopping()?;
+            summary.verification = Some(
+                self.verify(&mut src, &mut dst, plans, folder_errors, &summary)
+                    .await?,
+            );
+        }
+        summary.duration = started.elapsed();
+        drop(src);
+        dst.logout().await;
+        Ok(summary)
+    }
+}
+
+/// Adds a pass's folder reports to the run's: the first pass's as they are, later passes only
+/// what they copied.
+pub(super) fn merge_reports(
+    reports: &mut HashMap<String, FolderReport>,
+    work: &[FolderWork],
+    pass: u32,
+) {
+    for w in work {
+        let mut report = w.report.lock().map(|r| r.clone()).unwrap_or_default();
+        let entry = reports.entry(w.plan.source.clone()).or_default();
+        if pass > 1 {
+            // Later passes only add what they copied.
+            report.already_copied = entry.already_copied;
+            report.excluded = entry.excluded;
+            report.copied += entry.copied;
+            report.failed += entry.failed;
+            report.flags_updated += entry.flags_updated;
+        }
+        *entry = report;
+    }
+}

@@ -1,0 +1,95 @@
+//! The verification after a run that changed something: both sides listed afresh, folder by
+//! folder, counts and bytes compared, and every source message missing on the destination
+//! named with what the ledger knows of it (refused, excluded, deleted there, arrived late).
+
+use std::collections::{HashMap, HashSet};
+
+use migrated_core::{FolderPlan, SourceConnector, SourceSession};
+use migrated_imap::ImapSession;
+
+use super::Engine;
+use crate::error::EngineError;
+use crate::events::{FailedItem, MissingItem, Summary, VerifyRow};
+use crate::ledger::store_call;
+
+impl<C: SourceConnector + 'static> Engine<C> {
+    /// Compares both sides folder by folder (counts and bytes from fresh listings) and names
+    /// every source message that is not on the destination, with what the ledger knows of it.
+    pub(super) async fn verify(
+        &self,
+        src: &mut C::Session,
+        dst: &mut ImapSession,
+        plans: &[FolderPlan],
+        folder_errors: &HashMap<String, String>,
+        summary: &Summary,
+    ) -> Result<Vec<VerifyRow>, EngineError> {
+        let sh = &self.shared;
+        let mut rows = Vec::new();
+        for plan in plans {
+            if plan.container_only || folder_errors.contains_key(&plan.source) {
+                continue;
+            }
+            src.open_folder(&plan.source).await?;
+            let source = src.list_messages(1, None).await?;
+            dst.open(&plan.destination, true).await?;
+            let destination = dst.fetch_meta(1, None).await?;
+            let present: HashSet<u32> = destination.iter().map(|m| m.uid).collect();
+            let key = sh.store.folder_key(sh.job, &plan.source);
+            let s2 = sh.store.clone();
+            let items = store_call(move || s2.items(key)).await?;
+            let mut row = VerifyRow {
+                source: plan.source.clone(),
+                destination: plan.destination.clone(),
+                source_messages: source.len() as u64,
+                source_bytes: source.iter().map(|m| u64::from(m.size)).sum(),
+                destination_messages: destination.len() as u64,
+                destination_bytes: destination.iter().map(|m| u64::from(m.size)).sum(),
+                missing: Vec::new(),
+            };
+            for m in &source {
+                let reason = match items.get(&m.uid) {
+                    // Without UIDPLUS the copy's UID is unknown: the counts speak for it.
+                    Some(r) if r.dest_uid == 0 || present.contains(&r.dest_uid) => continue,
+                    Some(r) => format!(
+                        "copied as UID {}, but no longer on the destination (deleted there?); \
+                         run `migratectl reset` and a delta to copy it again",
+                        r.dest_uid
+                    ),
+                    None => {
+                        let said = |items: &[FailedItem]| {
+                            items
+                                .iter()
+                                .find(|f| f.folder == plan.source && f.uid == m.uid)
+                                .map(|f| f.reason.clone())
+                        };
+                        if let Some(why) = said(&summary.failed) {
+                            format!("refused by the destination: {why}")
+                        } else if summary
+                            .excluded
+                            .iter()
+                            .any(|x| x.folder == plan.source && x.uid == m.uid)
+                            || u64::from(m.size) > sh.config.max_message_size
+                        {
+                            format!(
+                                "excluded: larger than the limit of {} bytes",
+                                sh.config.max_message_size
+                            )
+                        } else {
+                            "not copied yet (arrived during the run?): the next delta copies it"
+                                .to_owned()
+                        }
+                    }
+                };
+                row.missing.push(MissingItem {
+                    uid: m.uid,
+                    size: u64::from(m.size),
+                    message_id: m.message_id.clone(),
+                    subject: m.subject.clone(),
+                    reason,
+                });
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
