@@ -5,6 +5,7 @@ pub mod account;
 pub mod allowance;
 pub mod batch;
 pub mod contacts;
+pub mod endpoint;
 pub mod error;
 pub mod folder;
 pub mod job;
@@ -19,6 +20,7 @@ pub use account::{Account, SettingValue};
 pub use contacts::{
     AddressBook, ContactChanges, ContactData, ContactRef, ContactsConnector, ContactsSession,
 };
+pub use endpoint::{AuthMethod, Security};
 pub use error::{ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};

@@ -122,16 +122,16 @@ pub struct EndpointSpec {
     /// Port; default 993 with `security = "tls"`, 143 otherwise.
     pub port: Option<u16>,
     /// `tls` (implicit, default), `starttls`, or `plain` (no encryption: trusted networks only).
-    #[serde(default = "default_security")]
-    pub security: String,
+    #[serde(default)]
+    pub security: crate::Security,
     /// PEM file of the CA that signed the server's certificate (instead of the system's roots).
     pub ca_file: Option<PathBuf>,
     /// Accept any certificate. Anyone on the path can read the password: lab use only.
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
     /// `login` (default), `plain` (AUTHENTICATE PLAIN) or `xoauth2` (the secret is a token).
-    #[serde(default = "default_auth")]
-    pub auth: String,
+    #[serde(default)]
+    pub auth: crate::AuthMethod,
     /// Login name (in a batch template, left out: each CSV row gives it).
     #[serde(default)]
     pub user: String,
@@ -231,12 +231,6 @@ impl Default for LimitsSpec {
     }
 }
 
-fn default_security() -> String {
-    "tls".into()
-}
-fn default_auth() -> String {
-    "login".into()
-}
 const fn default_timeout() -> u64 {
     60
 }

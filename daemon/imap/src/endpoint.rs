@@ -3,19 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use migrated_core::Secret;
-
-/// Transport security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Implicit TLS (port 993).
-    Tls,
-    /// Plain connection upgraded with STARTTLS before login (port 143); refused if the server
-    /// does not offer it.
-    StartTls,
-    /// No encryption at all. Only when the job says so explicitly.
-    Plain,
-}
+pub use migrated_core::{AuthMethod, Secret, Security};
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,17 +14,6 @@ pub enum CertCheck {
     CaFile(PathBuf),
     /// Not at all. Anyone on the path can read the password: for lab use only.
     DangerAcceptAnyCertificate,
-}
-
-/// How to log in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// `LOGIN user password`.
-    Login,
-    /// `AUTHENTICATE PLAIN` (SASL PLAIN).
-    Plain,
-    /// `AUTHENTICATE XOAUTH2` with an OAuth 2 access token as the secret.
-    XOAuth2,
 }
 
 /// One IMAP account on one server.
@@ -67,48 +44,6 @@ impl Endpoint {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl Security {
-    /// Parses a job's `security` value.
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "tls" => Some(Self::Tls),
-            "starttls" => Some(Self::StartTls),
-            "plain" => Some(Self::Plain),
-            _ => None,
-        }
-    }
-
-    /// The job's word for it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Tls => "tls",
-            Self::StartTls => "starttls",
-            Self::Plain => "plain",
-        }
-    }
-}
-
-impl AuthMethod {
-    /// Parses a job's `auth` value.
-    pub fn parse(word: &str) -> Option<Self> {
-        match word {
-            "login" => Some(Self::Login),
-            "plain" => Some(Self::Plain),
-            "xoauth2" => Some(Self::XOAuth2),
-            _ => None,
-        }
-    }
-
-    /// The job's word for it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Login => "login",
-            Self::Plain => "plain",
-            Self::XOAuth2 => "xoauth2",
         }
     }
 }

@@ -131,3 +131,56 @@ impl JobRecord {
         self.spec.source.password.is_some() && self.spec.destination.password.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job record as the store kept it before `security` and `auth` became enums and the
+    /// daemon was split (commit 80aae6d), written by that code with every field set.
+    const RECORD_V0: &[u8] = include_bytes!("testdata/job-record-v0.msgpack");
+
+    #[test]
+    fn a_record_written_by_the_previous_release_reads_with_every_field() {
+        let r: JobRecord = rmp_serde::from_slice(RECORD_V0).expect("the old record decodes");
+        assert_eq!(
+            (r.id.as_str(), r.status),
+            ("j0123456789ab", JobStatus::Copying)
+        );
+        assert_eq!(r.spec.name, "alice@example.org");
+        assert_eq!(r.spec.source.host, "old.example.org");
+        assert_eq!(r.spec.source.port, Some(1143));
+        assert_eq!(r.spec.source.security.as_str(), "starttls");
+        assert_eq!(r.spec.source.auth.as_str(), "plain");
+        assert_eq!(r.spec.destination.security.as_str(), "plain");
+        assert_eq!(r.spec.destination.auth.as_str(), "login");
+        assert_eq!(
+            r.spec
+                .source
+                .password
+                .as_ref()
+                .map(migrated_core::Secret::expose),
+            Some("source-secret-0")
+        );
+        assert!(r.has_credentials());
+        assert_eq!(r.spec.tags, ["staff", "wave-1"]);
+        assert_eq!(r.spec.limits.connections, 2);
+        assert_eq!(r.spec.schedule.delta_every_hours, Some(24.0));
+        assert_eq!(r.spec.folders.rename.len(), 1);
+        assert_eq!((r.run.items_done, r.run.items_total), (400, 1000));
+        assert_eq!(r.run.folders[0].copied, 400);
+        assert_eq!(r.run.failed[0].reason, "NO [LIMIT] too big");
+        assert_eq!(r.run.verification[0].missing.len(), 1);
+        assert_eq!(r.next_event, 42);
+        assert_eq!(r.batch.as_deref(), Some("staff"));
+        assert_eq!(
+            r.dropin,
+            Some(("staff.toml".into(), "abcdef0123456789-120".into()))
+        );
+        // It writes back in the current format and reads again the same.
+        let again: JobRecord =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&r).unwrap()).unwrap();
+        assert_eq!(again.spec.source.security, r.spec.source.security);
+        assert_eq!(again.run.items_done, 400);
+    }
+}
