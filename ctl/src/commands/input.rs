@@ -6,21 +6,24 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use migrated_core::{JobSpec, Secret};
+use migrated_core::{JobSpec, Secret, intake};
 
 /// A batch template: a job file without users; the destination's `password_file` (the
 /// admin/proxy secret) is read here.
 pub(crate) fn load_template(path: &Path) -> anyhow::Result<JobSpec> {
+    read_job_file(path, "template").map(|f| f.spec)
+}
+
+/// Reads a job file or template through the one intake (`password_file`s relative to the
+/// file's directory, read as the user running migratectl).
+fn read_job_file(path: &Path, what: &str) -> anyhow::Result<intake::JobFile> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read template {}", path.display()))?;
-    let mut spec: JobSpec =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("template {}: {e}", path.display()))?;
-    for e in [&mut spec.source, &mut spec.destination] {
-        if let Some(file) = e.password_file.take() {
-            e.password = Some(read_secret_file(&file)?);
-        }
-    }
-    Ok(spec)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let place = format!("{what} {}", path.display());
+    Ok(intake::load(&text, dir, &place, |p| {
+        std::fs::read_to_string(p)
+    })?)
 }
 
 pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
@@ -51,28 +54,15 @@ pub(crate) fn prompt(what: &str) -> anyhow::Result<Secret> {
 }
 
 /// Reads a job file; `password_file`s are read here, as the user running migratectl, and
-/// replaced by the secret, which travels to the daemon over the socket only.
+/// replaced by the secret, which travels to the daemon over the socket only. A side without
+/// either is asked for at the terminal.
 pub(crate) fn load_spec(path: &Path) -> anyhow::Result<JobSpec> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read job file {}", path.display()))?;
-    let mut spec: JobSpec =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("job file {}: {e}", path.display()))?;
+    let mut spec = read_job_file(path, "job file")?.spec;
     for (side, e) in [
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
     ] {
-        if let Some(file) = e.password_file.take() {
-            if e.password.is_some() {
-                bail!(
-                    "job file {}: [{side}]: give password_file or password, not both",
-                    path.display()
-                );
-            }
-            e.password =
-                Some(read_secret_file(&file).with_context(|| {
-                    format!("job file {}: [{side}] password_file", path.display())
-                })?);
-        } else if e.password.is_none() {
+        if e.password.is_none() {
             e.password = Some(prompt(&format!("{side} ({}@{})", e.user, e.host))?);
         }
     }

@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod endpoint;
 pub mod error;
 pub mod folder;
+pub mod intake;
 pub mod job;
 pub mod mapping;
 pub mod message;

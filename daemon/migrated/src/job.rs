@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 use migrated_carddav::DavEndpoint;
 use migrated_core::Account;
 use migrated_core::MappingRules;
-use migrated_core::{EndpointSpec, JobSpec};
+use migrated_core::{EndpointSpec, JobSpec, intake};
 use migrated_engine::CopyConfig;
-use migrated_imap::{CertCheck, Endpoint, Secret, Security};
+use migrated_imap::{CertCheck, Endpoint, Security};
 use migrated_plugin_api::host::{ContactsPluginSource, Plugin, PluginSource, Plugins};
 use migrated_plugin_api::wire::Kind;
 
@@ -22,19 +22,20 @@ pub(crate) trait JobSpecExt: Sized {
 }
 
 impl JobSpecExt for JobSpec {
-    /// Reads and checks a job file.
+    /// Reads and checks a job file (`password_file`s relative to its directory).
     fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read job file {}", path.display()))?;
-        let job: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("job file {}: {e}", path.display()))?;
-        if job.name.trim().is_empty() {
+        let place = format!("job file {}", path.display());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let file = intake::load(&text, dir, &place, |p| std::fs::read_to_string(p))?;
+        if file.batch_csv.is_some() {
             bail!(
-                "job file {}: field `name` must not be empty",
-                path.display()
+                "{place}: batch: a batch runs in the daemon (migratectl batch create), not with migrate"
             );
         }
-        Ok(job)
+        intake::validate(&file.spec, &place)?;
+        Ok(file.spec)
     }
 
     /// The engine's settings.
@@ -187,23 +188,13 @@ impl EndpointSpecExt for EndpointSpec {
             );
         }
         let (security, auth) = (self.security, self.auth);
-        let secret = match (&self.password_file, &self.password) {
-            (Some(file), None) => {
-                let text = std::fs::read_to_string(file).with_context(|| {
-                    format!("{}: cannot read {}", place("password_file"), file.display())
-                })?;
-                Secret::new(text.lines().next().unwrap_or("").to_owned())
-            }
-            (None, Some(p)) => p.clone(),
-            (Some(_), Some(_)) => bail!(
-                "{}: give password_file or password, not both",
-                place("password")
-            ),
-            (None, None) => bail!(
+        // Job files and the control API arrive with their secrets resolved (intake::load).
+        let secret = self.password.clone().ok_or_else(|| {
+            anyhow::anyhow!(
                 "{}: missing; give password_file (preferred) or password",
                 place("password_file")
-            ),
-        };
+            )
+        })?;
         let cert_check = match (&self.ca_file, self.danger_accept_invalid_certs) {
             (_, true) => CertCheck::DangerAcceptAnyCertificate,
             (Some(ca), false) => CertCheck::CaFile(ca.clone()),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use migrated_core::{JobSpec, Secret};
+use migrated_core::{JobSpec, intake};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -89,66 +89,28 @@ fn fingerprint(bytes: &[u8]) -> String {
     format!("{h:016x}-{}", bytes.len())
 }
 
-/// A job file, or a batch file: a template with `batch = "file.csv"` naming a CSV beside it.
+/// A job file, or a batch file: a template with `batch = "file.csv"` naming a CSV beside it
+/// (read here, so an edited CSV is a changed file). A job file without a name takes its file's.
 fn parse(path: &Path, bytes: &[u8]) -> Result<(JobSpec, Option<String>), String> {
     let place = format!("job file {}", path.display());
     let text = std::str::from_utf8(bytes).map_err(|e| format!("{place}: not UTF-8 text: {e}"))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| format!("{place}: {e}"))?;
-    let batch_csv =
-        match table.remove("batch") {
-            None => None,
-            Some(toml::Value::String(csv)) => {
-                let csv_path = dir.join(&csv);
-                Some(std::fs::read_to_string(&csv_path).map_err(|e| {
-                    format!("{place}: batch: cannot read {}: {e}", csv_path.display())
-                })?)
-            }
-            Some(other) => {
-                return Err(format!(
-                    "{place}: batch: expected the name of a CSV file, found {other}"
-                ));
-            }
-        };
-    // A job file is parsed from its text, so errors keep their line numbers.
-    let mut spec: JobSpec = if batch_csv.is_some() {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| format!("{place}: {e}"))?
-    } else {
-        toml::from_str(text).map_err(|e| format!("{place}: {e}"))?
+    let file = intake::load(text, dir, &place, |p| std::fs::read_to_string(p))
+        .map_err(|e| e.to_string())?;
+    let batch_csv = match &file.batch_csv {
+        None => None,
+        Some(csv) => Some(
+            std::fs::read_to_string(csv)
+                .map_err(|e| format!("{place}: batch: cannot read {}: {e}", csv.display()))?,
+        ),
     };
+    let mut spec = file.spec;
     if spec.name.trim().is_empty() {
         spec.name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("job")
             .to_owned();
-    }
-    for (side, e) in [
-        ("source", &mut spec.source),
-        ("destination", &mut spec.destination),
-    ] {
-        if let Some(file) = e.password_file.take() {
-            if e.password.is_some() {
-                return Err(format!(
-                    "{place}: [{side}]: give password_file or password, not both"
-                ));
-            }
-            // Credential files may sit beside the job file.
-            let file = if file.is_relative() {
-                dir.join(file)
-            } else {
-                file
-            };
-            let text = std::fs::read_to_string(&file).map_err(|err| {
-                format!(
-                    "{place}: [{side}] password_file: cannot read {}: {err}",
-                    file.display()
-                )
-            })?;
-            e.password = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
-        }
     }
     Ok((spec, batch_csv))
 }

@@ -113,14 +113,6 @@ impl Manager {
                 "the job needs a name (field `name`)",
             ));
         }
-        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
-            if e.user.trim().is_empty() {
-                return Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    format!("{place}: [{side}] user is missing"),
-                ));
-            }
-        }
         if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
             return Err(ControlError::new(
                 ErrorKind::Conflict,
@@ -131,32 +123,10 @@ impl Manager {
             ));
         }
         // Validate everything that can be checked without a network, before storing anything.
+        migrated_core::intake::validate(&spec, &place)
+            .map_err(|e| ControlError::new(ErrorKind::Invalid, e.to_string()))?;
         if let Err(e) = spec.copy_config(&place) {
             return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
-        }
-        if let Err(e) = spec.schedule.validate() {
-            return Err(ControlError::new(
-                ErrorKind::Invalid,
-                format!("{place}: {e}"),
-            ));
-        }
-        if let Some(bad) = spec
-            .tags
-            .iter()
-            .find_map(|t| migrated_core::spec::check_tag(t).err())
-        {
-            return Err(ControlError::new(
-                ErrorKind::Invalid,
-                format!("{place}: tags: {bad}"),
-            ));
-        }
-        if let Some(bad) = spec.notify.iter().find(|a| {
-            a.contains(char::is_whitespace) || a.split('@').filter(|p| !p.is_empty()).count() != 2
-        }) {
-            return Err(ControlError::new(
-                ErrorKind::Invalid,
-                format!("{place}: notify: {bad:?} is not an e-mail address"),
-            ));
         }
         for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
             if e.password_file.is_some() {

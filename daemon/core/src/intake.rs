@@ -1,0 +1,285 @@
+//! One intake for job files: the text of a job file (or batch template) and the directory it
+//! sits in become a [`JobSpec`] with its secrets resolved, and [`validate`] checks everything
+//! that can be checked without a network. `migratectl`, the drop-in watcher and
+//! `migrated migrate` read files through [`load`]; the daemon validates what it is sent
+//! through [`validate`], so a job is refused with the same words wherever it comes from.
+//!
+//! - TOML errors keep their line and column (the text is parsed as it is).
+//! - `password_file` is read once, here; a relative path is relative to the job file's
+//!   directory (credential files often sit beside it). Giving both `password_file` and
+//!   `password` is an error. The file's first line is the secret.
+//! - `batch = "staff.csv"` makes the file a batch template; the CSV's path is returned (also
+//!   relative to the job file's directory), not read.
+//!
+//! Reading files is the caller's: `read` is given the path of each credential file, so this
+//! module does no I/O of its own and is tested without files.
+
+use std::path::{Path, PathBuf};
+
+use crate::{JobSpec, MappingRules, Secret};
+
+/// A job file as read.
+#[derive(Debug, Clone)]
+pub struct JobFile {
+    /// The job, or a batch's template; `password_file`s are resolved into `password`.
+    pub spec: JobSpec,
+    /// A batch template: where its CSV is.
+    pub batch_csv: Option<PathBuf>,
+}
+
+/// Why a job file or spec was refused: the place (file or job) and what is wrong, with the
+/// line, section and field where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {message}")]
+pub struct IntakeError {
+    /// `job file /etc/migrated/jobs.d/alice.toml`, `job "alice"`, `template staff.toml`.
+    pub place: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl IntakeError {
+    fn new(place: &str, message: impl Into<String>) -> Self {
+        Self {
+            place: place.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a job file's text. `place` names it in errors; `base` is its directory; `read`
+/// reads a credential file.
+///
+/// # Errors
+///
+/// Invalid TOML or an unknown field (with line and column), a `batch` that is not a file
+/// name, both `password` and `password_file`, a credential file that cannot be read.
+pub fn load(
+    text: &str,
+    base: &Path,
+    place: &str,
+    read: impl Fn(&Path) -> std::io::Result<String>,
+) -> Result<JobFile, IntakeError> {
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| IntakeError::new(place, e.to_string()))?;
+    let batch_csv = match table.remove("batch") {
+        None => None,
+        Some(toml::Value::String(csv)) => Some(base.join(csv)),
+        Some(other) => {
+            return Err(IntakeError::new(
+                place,
+                format!("batch: expected the name of a CSV file, found {other}"),
+            ));
+        }
+    };
+    // A job file is parsed from its text, so errors keep their line numbers; a template
+    // without its `batch` key from the table.
+    let mut spec: JobSpec = if batch_csv.is_some() {
+        toml::Value::Table(table).try_into()
+    } else {
+        toml::from_str(text)
+    }
+    .map_err(|e| IntakeError::new(place, e.to_string()))?;
+    for (side, e) in [
+        ("source", &mut spec.source),
+        ("destination", &mut spec.destination),
+    ] {
+        let Some(file) = e.password_file.take() else {
+            continue;
+        };
+        if e.password.is_some() {
+            return Err(IntakeError::new(
+                place,
+                format!("[{side}]: give password_file or password, not both"),
+            ));
+        }
+        let file = base.join(file);
+        let text = read(&file).map_err(|err| {
+            IntakeError::new(
+                place,
+                format!(
+                    "[{side}] password_file: cannot read {}: {err}",
+                    file.display()
+                ),
+            )
+        })?;
+        e.password = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(JobFile { spec, batch_csv })
+}
+
+/// Checks a job (or a batch's job) as far as it can be checked without a network or the
+/// plugins: a name, both users, the folder rules, the limits, the schedule, tags and report
+/// addresses.
+///
+/// # Errors
+///
+/// The first problem, naming the section and field.
+pub fn validate(spec: &JobSpec, place: &str) -> Result<(), IntakeError> {
+    let fail = |message: String| Err(IntakeError::new(place, message));
+    if spec.name.trim().is_empty() {
+        return fail("the job needs a name (field `name`)".into());
+    }
+    for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+        if e.user.trim().is_empty() {
+            return fail(format!("[{side}] user is missing"));
+        }
+        if e.host.trim().is_empty() {
+            return fail(format!("[{side}] host is missing"));
+        }
+    }
+    let renames: Vec<(String, String)> = spec
+        .folders
+        .rename
+        .iter()
+        .map(|r| (r.from.clone(), r.to.clone()))
+        .collect();
+    if let Err(e) = MappingRules::compile(&spec.folders.include, &spec.folders.exclude, &renames) {
+        return fail(format!("[folders]: {e}"));
+    }
+    if let Some(mbps) = spec.limits.max_mbps
+        && !(mbps > 0.0 && mbps.is_finite())
+    {
+        return fail(format!(
+            "[limits] max_mbps: {mbps} is not a positive number of megabytes per second"
+        ));
+    }
+    if let Err(e) = spec.schedule.validate() {
+        return fail(e);
+    }
+    if let Some(bad) = spec
+        .tags
+        .iter()
+        .find_map(|t| crate::spec::check_tag(t).err())
+    {
+        return fail(format!("tags: {bad}"));
+    }
+    if let Some(bad) = spec.notify.iter().find(|a| {
+        a.contains(char::is_whitespace) || a.split('@').filter(|p| !p.is_empty()).count() != 2
+    }) {
+        return fail(format!("notify: {bad:?} is not an e-mail address"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const JOB: &str = "name = \"alice\"\n[source]\nhost = \"old\"\nuser = \"alice\"\npassword_file = \"alice.pass\"\n[destination]\nhost = \"new\"\nuser = \"alice\"\npassword_file = \"/etc/migrated/secrets/new\"\n";
+
+    fn files(entries: &[(&str, &str)]) -> impl Fn(&Path) -> std::io::Result<String> {
+        let map: HashMap<PathBuf, String> = entries
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
+            .collect();
+        move |p: &Path| {
+            map.get(p)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+    }
+
+    #[test]
+    fn password_files_are_read_once_relative_to_the_job_file() {
+        let read = files(&[
+            ("/etc/migrated/jobs.d/alice.pass", "old-secret\nignored\n"),
+            ("/etc/migrated/secrets/new", "new-secret"),
+        ]);
+        let job = load(
+            JOB,
+            Path::new("/etc/migrated/jobs.d"),
+            "job file a.toml",
+            read,
+        )
+        .unwrap();
+        let secret = |e: &crate::EndpointSpec| e.password.as_ref().map(|s| s.expose().to_owned());
+        assert_eq!(secret(&job.spec.source).as_deref(), Some("old-secret"));
+        assert_eq!(secret(&job.spec.destination).as_deref(), Some("new-secret"));
+        assert!(job.spec.source.password_file.is_none());
+        assert!(job.batch_csv.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_password_file_names_the_file_section_and_path() {
+        let err = load(JOB, Path::new("/j"), "job file /j/a.toml", files(&[])).unwrap_err();
+        assert_eq!(err.place, "job file /j/a.toml");
+        assert!(
+            err.message
+                .starts_with("[source] password_file: cannot read /j/alice.pass:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn both_password_and_password_file_is_refused() {
+        let text = JOB.replace(
+            "password_file = \"alice.pass\"",
+            "password_file = \"alice.pass\"\npassword = \"x\"",
+        );
+        let err = load(&text, Path::new("/j"), "job file a.toml", files(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "job file a.toml: [source]: give password_file or password, not both"
+        );
+    }
+
+    #[test]
+    fn toml_errors_keep_their_line() {
+        let text = JOB.replacen("user = \"alice\"", "usr = \"alice\"", 1);
+        let err = load(&text, Path::new("/j"), "job file a.toml", files(&[])).unwrap_err();
+        assert!(err.message.contains("line 4"), "{err}");
+        assert!(err.message.contains("usr"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_template_names_its_csv_beside_it() {
+        let text = "batch = \"staff.csv\"\nname = \"staff\"\n[source]\nhost = \"old\"\n[destination]\nhost = \"new\"\n";
+        let job = load(text, Path::new("/etc/migrated/jobs.d"), "t", files(&[])).unwrap();
+        assert_eq!(
+            job.batch_csv.as_deref(),
+            Some(Path::new("/etc/migrated/jobs.d/staff.csv"))
+        );
+        let err = load("batch = 3\n", Path::new("/"), "t", files(&[])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "batch: expected the name of a CSV file, found 3"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_section_and_field() {
+        let read = files(&[("/j/alice.pass", "a"), ("/etc/migrated/secrets/new", "b")]);
+        let spec = load(JOB, Path::new("/j"), "p", read).unwrap().spec;
+        assert_eq!(validate(&spec, "job \"alice\""), Ok(()));
+        let check = |f: &dyn Fn(&mut JobSpec)| {
+            let mut s = spec.clone();
+            f(&mut s);
+            validate(&s, "job \"alice\"").unwrap_err().to_string()
+        };
+        assert_eq!(
+            check(&|s| s.destination.user.clear()),
+            "job \"alice\": [destination] user is missing"
+        );
+        assert_eq!(
+            check(&|s| s.limits.max_mbps = Some(-1.0)),
+            "job \"alice\": [limits] max_mbps: -1 is not a positive number of megabytes per second"
+        );
+        assert_eq!(
+            check(&|s| s.notify = vec!["not an address".into()]),
+            "job \"alice\": notify: \"not an address\" is not an e-mail address"
+        );
+        assert!(
+            check(&|s| s.folders.exclude = vec!["(".into()])
+                .starts_with("job \"alice\": [folders]: ")
+        );
+        assert!(
+            check(&|s| s.tags = vec!["a b".into()]).starts_with("job \"alice\": tags: tag \"a b\"")
+        );
+        assert_eq!(
+            check(&|s| s.name.clear()),
+            "job \"alice\": the job needs a name (field `name`)"
+        );
+    }
+}
