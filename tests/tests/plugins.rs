@@ -1,6 +1,6 @@
 //! The plugin loader and ABI: what a plugin directory may hold, how a foreign or broken file is
-//! reported, that a panic inside a plugin fails the call (and the job) but not the process, and
-//! `migratectl plugins`.
+//! reported, that a panic inside a plugin fails the call (and the job) but not the process,
+//! `migratectl plugins`, and where a daemon started from the build tree finds its plugins.
 
 mod common;
 
@@ -296,4 +296,41 @@ async fn the_daemon_lists_its_plugins_and_a_panicking_plugin_fails_only_its_job(
     let report = p.verify().await;
     assert!(report.is_exact(), "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_run_from_the_build_tree_loads_the_shipped_plugins_built_beside_it() {
+    // As the README's user-instance recipe runs it: no --plugins-dir, no MIGRATED_PLUGINS_DIR.
+    // target/debug also holds the test plugins (panicky, next-abi): they stay out.
+    let mut d = Daemon::in_dir(
+        std::env::temp_dir().join(format!("migrated-buildtree-{}", std::process::id())),
+    );
+    d.env_remove.push("MIGRATED_PLUGINS_DIR".into());
+    assert!(
+        target_dir()
+            .join("libmigrated_test_plugin_panicky.so")
+            .exists(),
+        "the test plugins are built beside the shipped ones"
+    );
+    d.start().await;
+
+    let text = stdout(&d.ctl(&["plugins"]));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "plugins"]))).expect("JSON");
+    let names: Vec<&str> = json["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["imap", "gmail", "carddav"], "{text}");
+    assert_eq!(json["rejected"], serde_json::json!([]), "{text}");
+    for p in json["plugins"].as_array().unwrap() {
+        let path = PathBuf::from(p["path"].as_str().unwrap());
+        assert_eq!(path.parent(), Some(target_dir().as_path()), "{text}");
+    }
+    assert!(
+        !text.contains("panicky") && !text.contains("next_abi") && !text.contains("skipped"),
+        "{text}"
+    );
 }

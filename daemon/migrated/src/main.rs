@@ -26,9 +26,6 @@ use clap::{Parser, Subcommand};
 use migrated_engine::{Engine, Event, Phase, Summary};
 use migrated_store::{Store, StoreKey};
 
-/// Where the package installs the source plugins.
-const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/migrated/plugins";
-
 /// Migrates mailboxes between IMAP servers.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -76,9 +73,11 @@ struct DaemonArgs {
     /// Sender address of the reports.
     #[arg(long, default_value = "migrated@localhost")]
     smtp_from: String,
-    /// Source plugins directory: every `*.so` in it is loaded at start.
-    #[arg(long, global = true, env = "MIGRATED_PLUGINS_DIR", default_value = DEFAULT_PLUGINS_DIR)]
-    plugins_dir: PathBuf,
+    /// Source plugins directory: every `*.so` in it is loaded at start. Default:
+    /// /usr/lib/migrated/plugins, or the shipped plugins beside `migrated` when it runs from a
+    /// cargo build tree (target/debug, target/release).
+    #[arg(long, global = true, env = "MIGRATED_PLUGINS_DIR")]
+    plugins_dir: Option<PathBuf>,
     /// Bandwidth limit shared by all jobs, megabytes (10^6 bytes) per second.
     #[arg(long)]
     max_mbps: Option<f64>,
@@ -210,7 +209,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path, key)).await??;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (updates, _) = tokio::sync::broadcast::channel(1024);
-    let plugins = std::sync::Arc::new(load_plugins(&args.plugins_dir));
+    let plugins = std::sync::Arc::new(load_plugins(args.plugins_dir.as_deref()));
     let smtp = match &args.smtp_server {
         None => None,
         Some(server) => {
@@ -346,9 +345,12 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Loads the source plugins, saying in the log what was loaded and what was skipped and why.
-fn load_plugins(dir: &std::path::Path) -> migrated_plugin_api::host::Plugins {
-    match migrated_plugin_api::host::Plugins::load_dir(dir) {
+/// Loads the source plugins (from `dir`, else from where [`paths::plugin_files`] finds them),
+/// saying in the log what was loaded and what was skipped and why.
+fn load_plugins(dir: Option<&std::path::Path>) -> migrated_plugin_api::host::Plugins {
+    let files = paths::plugin_files(dir, std::env::current_exe().ok().as_deref());
+    let dir = files.dir();
+    match files.load() {
         Ok(plugins) => {
             for p in &plugins.loaded {
                 let info = p.info();
@@ -383,7 +385,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let file = migrated_core::JobSpec::load(&job)?;
             let place = format!("job file {}", job.display());
             let config = file.copy_config(&place)?;
-            let plugins = load_plugins(&cli.daemon.plugins_dir);
+            let plugins = load_plugins(cli.daemon.plugins_dir.as_deref());
             let source = job::plugin_source(&file, &plugins, &place)?;
             let destination = file.destination.endpoint(&place, "destination")?;
             std::fs::create_dir_all(&store)

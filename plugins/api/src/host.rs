@@ -60,6 +60,14 @@ impl Plugins {
             .filter(|p| p.extension().is_some_and(|x| x == "so"))
             .collect();
         paths.sort();
+        Ok(Self::load_files(paths))
+    }
+
+    /// Loads these libraries, in this order, the way [`Plugins::load_dir`] loads a directory's:
+    /// a refused file, or a second plugin of a name already loaded, is recorded in
+    /// [`Plugins::rejected`] and skipped. For a caller that knows which files it wants (the
+    /// shipped plugins of a build tree, without the test plugins built beside them).
+    pub fn load_files(paths: impl IntoIterator<Item = PathBuf>) -> Self {
         let mut out = Self::default();
         for path in paths {
             match Plugin::load(&path) {
@@ -80,7 +88,7 @@ impl Plugins {
                 Err(reason) => out.rejected.push(Rejected { path, reason }),
             }
         }
-        Ok(out)
+        out
     }
 
     /// The plugin of this name.

@@ -29,6 +29,8 @@ pub struct Daemon {
     pub state: PathBuf,
     pub socket: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Variables taken out of the daemon's environment (after `env` is applied).
+    pub env_remove: Vec<String>,
     pub args: Vec<String>,
     child: Option<Child>,
 }
@@ -46,6 +48,7 @@ impl Daemon {
             socket: state.join("run/migrated.sock"),
             state,
             env: Vec::new(),
+            env_remove: Vec::new(),
             args: Vec::new(),
             child: None,
         }
@@ -63,6 +66,9 @@ impl Daemon {
             c.arg("--bus").arg("none");
         }
         c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for k in &self.env_remove {
+            c.env_remove(k);
+        }
         c.args(&self.args);
         c
     }
