@@ -6,7 +6,6 @@ mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::{Action, JobSpec, JobStatus, Secret};
@@ -99,7 +98,7 @@ pub(crate) struct Update {
 struct Entry {
     record: JobRecord,
     /// Set while a run is in progress: raising it stops the run at a checkpoint.
-    stop: Option<Arc<AtomicBool>>,
+    stop: Option<migrated_engine::StopSignal>,
     /// Last progress update published (progress is published at most 4 times a second).
     last_publish: std::time::Instant,
     /// The run was stopped because its schedule window ended: it goes back to the queue.
@@ -250,7 +249,7 @@ impl Daemon {
                     self.shutting_down = true;
                     for entry in self.jobs.values() {
                         if let Some(stop) = &entry.stop {
-                            stop.store(true, Ordering::Relaxed);
+                            stop.stop();
                         }
                     }
                     if self.running() == 0 {
@@ -952,7 +951,7 @@ impl Daemon {
 
     fn stop_run(&mut self, id: &str) {
         if let Some(stop) = self.jobs.get(id).and_then(|e| e.stop.as_ref()) {
-            stop.store(true, Ordering::Relaxed);
+            stop.stop();
         }
     }
 
@@ -1955,7 +1954,7 @@ impl Daemon {
                 for entry in self.jobs.values_mut() {
                     if let Some(stop) = &entry.stop {
                         entry.store_stop = true;
-                        stop.store(true, Ordering::Relaxed);
+                        stop.stop();
                     }
                 }
                 self.arm_store_retry();
