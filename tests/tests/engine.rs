@@ -601,7 +601,7 @@ async fn a_daily_upload_allowance_makes_the_job_wait_for_the_next_day_instead_of
         reason.contains("daily upload allowance is 1 MB"),
         "{reason}"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.stop();
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), run)
         .await
         .expect("stops promptly when asked")

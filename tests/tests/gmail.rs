@@ -440,7 +440,7 @@ async fn gmails_daily_download_limit_makes_the_job_wait_for_the_next_day_instead
         reason.contains("daily IMAP limit is 1 MB") && reason.contains(USER),
         "{reason}"
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.stop();
     let ended = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .expect("stops promptly when asked")

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use migrated_carddav::{Client, DavEndpoint, DavError, Put, last_segment};
@@ -23,6 +22,7 @@ use crate::error::EngineError;
 use crate::events::{Connection, Event, FailedItem, FolderReport, Observer, Phase, Side, Summary};
 use crate::ledger::store_call;
 use crate::retry::Try;
+use crate::stop::StopSignal;
 
 /// Contacts fetched and written per batch (one ledger write each).
 const BATCH: usize = 50;
@@ -35,7 +35,7 @@ pub struct ContactsEngine<C: ContactsConnector + 'static> {
     config: CopyConfig,
     observer: Observer,
     job: JobKey,
-    stop: Arc<AtomicBool>,
+    stop: StopSignal,
 }
 
 impl<C: ContactsConnector + 'static> std::fmt::Debug for ContactsEngine<C> {
@@ -112,17 +112,17 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
             config,
             observer,
             job,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: StopSignal::new(),
         }
     }
 
-    /// Stops the run after the batch in flight.
-    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+    /// The signal that stops the run after the batch in flight.
+    pub fn stop_handle(&self) -> StopSignal {
         self.stop.clone()
     }
 
     fn stopping(&self) -> Result<(), EngineError> {
-        crate::retry::stopping(&self.stop)
+        self.stop.checkpoint()
     }
 
     /// Runs the job once; a later run copies what is new or changed.

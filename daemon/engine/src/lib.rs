@@ -13,6 +13,7 @@ mod ledger;
 mod mail;
 mod memory;
 mod retry;
+mod stop;
 mod throttle;
 
 pub use config::{CopyConfig, DEFAULT_MEMORY_BUDGET};
@@ -24,4 +25,5 @@ pub use events::{
 };
 pub use mail::Engine;
 pub use memory::MemoryBudget;
+pub use stop::StopSignal;
 pub use throttle::RateLimit;

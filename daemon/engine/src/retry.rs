@@ -23,7 +23,6 @@
 //! after a failed batch as [`batch_pause`] says.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::ErrorKind;
@@ -31,25 +30,12 @@ use migrated_core::ErrorKind;
 use crate::config::CopyConfig;
 use crate::error::EngineError;
 use crate::events::{Event, Observer};
+use crate::stop::StopSignal;
 
-/// [`EngineError::Stopped`] once the run is asked to stop.
-pub(crate) fn stopping(stop: &AtomicBool) -> Result<(), EngineError> {
-    if stop.load(Ordering::Relaxed) {
-        Err(EngineError::Stopped)
-    } else {
-        Ok(())
-    }
-}
-
-/// Sleeps for a backoff, waking early (with [`EngineError::Stopped`]) when asked to stop.
-pub(crate) async fn backoff(stop: &AtomicBool, delay: Duration) -> Result<(), EngineError> {
-    let until = tokio::time::Instant::now() + delay;
-    while tokio::time::Instant::now() < until {
-        stopping(stop)?;
-        tokio::time::sleep((until - tokio::time::Instant::now()).min(Duration::from_millis(100)))
-            .await;
-    }
-    stopping(stop)
+/// Sleeps for a backoff, ending at once (with [`EngineError::Stopped`]) when the run is asked
+/// to stop.
+pub(crate) async fn backoff(stop: &StopSignal, delay: Duration) -> Result<(), EngineError> {
+    stop.unless_stopped(tokio::time::sleep(delay)).await
 }
 
 /// Growing pauses: the first is `initial_backoff`, each next one twice the last, at most
@@ -166,7 +152,7 @@ impl Policy {
 pub(crate) async fn run<T, S, Start, StartFut, Next, NextFut>(
     config: &CopyConfig,
     observer: &Observer,
-    stop: &AtomicBool,
+    stop: &StopSignal,
     mut start: Start,
     mut next: Next,
 ) -> Result<T, EngineError>
@@ -204,7 +190,7 @@ where
             Err(e) => e,
         };
         let attempt = policy.attempt;
-        let Some(delay) = policy.after_attempt(&error, stop.load(Ordering::Relaxed)) else {
+        let Some(delay) = policy.after_attempt(&error, stop.is_stopped()) else {
             return Err(error);
         };
         tracing::warn!(job = %config.job_id, attempt, error = %error, "Temporary error; the run resumes after a pause.");

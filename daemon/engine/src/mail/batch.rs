@@ -76,7 +76,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         }
         // The bodies of this batch count against the memory budget until they are appended.
         let held: u64 = messages.iter().map(|m| u64::from(m.size)).sum();
-        let _held = sh.config.memory.take(held).await;
+        let _held = sh.stop.unless_stopped(sh.config.memory.take(held)).await?;
         let present = fetch_bodies(s, messages, sh.config.part_bytes).await?;
         if present.is_empty() {
             return Ok(());
@@ -127,6 +127,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 }
             }
         };
+        // Waiting for bandwidth happens before the intent: a stop during the wait leaves
+        // nothing in doubt.
+        let batch_bytes: u64 = present.iter().map(|(_, b, _)| b.len() as u64).sum();
+        for limit in &sh.config.bandwidth {
+            sh.stop.unless_stopped(limit.take(batch_bytes)).await?;
+        }
         let intent = Intent {
             dest_uid_validity: bound.uid_validity,
             dest_uid_next: bound.uid_next,
@@ -137,11 +143,6 @@ impl<C: SourceConnector + 'static> Engine<C> {
         };
         let (s2, key) = (sh.store.clone(), w.key);
         let seq = store_call(move || s2.begin_intent(key, &intent)).await?;
-
-        let batch_bytes: u64 = present.iter().map(|(_, b, _)| b.len() as u64).sum();
-        for limit in &sh.config.bandwidth {
-            limit.take(batch_bytes).await;
-        }
 
         let (outcomes, temporary) = append_all(d, &w.plan.destination, present).await;
         // Without UIDPLUS or after an error: STATUS again next time.

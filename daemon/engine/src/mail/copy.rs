@@ -102,7 +102,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         let mut bounds: HashMap<usize, UidBound> = HashMap::new();
         let mut consecutive_failures = 0u32;
         loop {
-            if sh.stop.load(Ordering::Relaxed) {
+            if sh.stop.is_stopped() {
                 return Ok(());
             }
             if sh.stop_after_full.load(Ordering::Relaxed) {
@@ -118,6 +118,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
             match result {
                 Ok(()) => consecutive_failures = 0,
                 Err(EngineError::Store(e)) => return Err(EngineError::Store(e)),
+                // Stopped while waiting, before anything was announced or sent: the batch is
+                // left for the next run, its folder without a checkpoint.
+                Err(EngineError::Stopped) => return Ok(()),
                 // A full mailbox takes nothing more: the run stops; other workers stop at
                 // their next batch.
                 Err(e @ EngineError::MailboxFull(_)) => {

@@ -38,6 +38,7 @@ use migrated_store::{FolderKey, FolderState, JobKey, Store};
 use crate::config::CopyConfig;
 use crate::error::EngineError;
 use crate::events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+use crate::stop::StopSignal;
 
 /// Runs copy jobs. Cheap to clone; one engine can run one job at a time per `run` call.
 pub struct Engine<C: SourceConnector + 'static> {
@@ -63,8 +64,8 @@ struct Shared<C> {
     bytes_done: AtomicU64,
     excluded: Mutex<Vec<ExcludedItem>>,
     failed: Mutex<Vec<FailedItem>>,
-    /// Set to stop the run after the batches in flight (pause, cancel, shutdown).
-    stop: Arc<AtomicBool>,
+    /// Raised to stop the run after the batches in flight (pause, cancel, shutdown).
+    stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.
     stop_after_full: AtomicBool,
     /// `user@host:port` of the destination: the key of its daily upload allowance.
@@ -139,16 +140,17 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 bytes_done: AtomicU64::new(0),
                 excluded: Mutex::new(Vec::new()),
                 failed: Mutex::new(Vec::new()),
-                stop: Arc::new(AtomicBool::new(false)),
+                stop: StopSignal::new(),
                 stop_after_full: AtomicBool::new(false),
                 upload_account,
             }),
         }
     }
 
-    /// A flag that stops the run when set: workers finish their batch (so the ledger records
-    /// it) and take no new one; the run then ends with [`EngineError::Stopped`].
-    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+    /// The signal that stops the run: workers finish their batch (so the ledger records it)
+    /// and take no new one, waits end at once; the run then ends with
+    /// [`EngineError::Stopped`].
+    pub fn stop_handle(&self) -> StopSignal {
         self.shared.stop.clone()
     }
 
@@ -157,8 +159,9 @@ impl<C: SourceConnector + 'static> Engine<C> {
         crate::retry::backoff(&self.shared.stop, delay).await
     }
 
+    /// [`EngineError::Stopped`] once the run is asked to stop: a checkpoint.
     fn stopping(&self) -> Result<(), EngineError> {
-        crate::retry::stopping(&self.shared.stop)
+        self.shared.stop.checkpoint()
     }
 
     /// Runs the job once: a first run copies everything, a later run (delta) copies what is new

@@ -1,7 +1,7 @@
 //! The retry loop against scripted attempts and passes, on tokio's paused clock: which errors
 //! retry, the pauses, the limits, the events.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ fn secs(seen: &Mutex<Vec<(String, u64)>>) -> Vec<u64> {
 #[tokio::test(start_paused = true)]
 async fn passes_that_leave_work_are_retried_then_the_attempt_starts_over_until_the_run_gives_up() {
     let (observer, seen) = recorder();
-    let stop = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let (starts, nexts) = (AtomicU32::new(0), AtomicU32::new(0));
     let left = || vec!["destination: connection reset".to_owned()];
     let began = Instant::now();
@@ -83,7 +83,7 @@ async fn passes_that_leave_work_are_retried_then_the_attempt_starts_over_until_t
 #[tokio::test(start_paused = true)]
 async fn passes_that_only_met_throttling_do_not_count_against_the_limit() {
     let (observer, seen) = recorder();
-    let stop = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let (starts, nexts) = (AtomicU32::new(0), AtomicU32::new(0));
     let throttled = || vec!["NO [THROTTLED] slow down".to_owned()];
     let mut config = config();
@@ -117,7 +117,7 @@ async fn passes_that_only_met_throttling_do_not_count_against_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_pass_with_an_error_that_is_not_throttling_counts() {
     let (observer, seen) = recorder();
-    let stop = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let mut config = config();
     config.max_passes = 1;
     let mixed = || vec!["NO [THROTTLED] slow down".to_owned(), "timeout".to_owned()];
@@ -139,7 +139,7 @@ async fn a_pass_with_an_error_that_is_not_throttling_counts() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_attempt_starts_over_and_the_last_error_ends_the_run() {
     let (observer, seen) = recorder();
-    let stop = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let starts = AtomicU32::new(0);
     let began = Instant::now();
     let ended: Result<(), _> = run(
@@ -172,7 +172,7 @@ async fn a_failed_attempt_starts_over_and_the_last_error_ends_the_run() {
 #[tokio::test(start_paused = true)]
 async fn a_later_attempt_can_succeed() {
     let (observer, seen) = recorder();
-    let stop = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let starts = AtomicU32::new(0);
     let ended = run(
         &config(),
@@ -210,7 +210,7 @@ async fn permanent_errors_a_failing_store_and_a_stop_end_the_run_at_once() {
     ];
     for error in errors {
         let (observer, seen) = recorder();
-        let stop = AtomicBool::new(false);
+        let stop = StopSignal::new();
         let starts = AtomicU32::new(0);
         let began = Instant::now();
         let ended: Result<(), _> = run(
@@ -270,4 +270,63 @@ fn server_backoff_hints_are_read() {
         server_backoff("closed the connection during FETCH: BYE Disconnected by admin"),
         None
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_ends_a_pause_at_once() {
+    let (observer, seen) = recorder();
+    let stop = StopSignal::new();
+    let mut config = config();
+    config.initial_backoff = Duration::from_secs(600);
+    config.max_backoff = Duration::from_secs(600);
+    let raiser = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        raiser.stop();
+    });
+    let began = Instant::now();
+    let ended: Result<(), _> = run(
+        &config,
+        &observer,
+        &stop,
+        || async { Err(SourceError::temporary("connection refused").into()) },
+        single_pass,
+    )
+    .await;
+    assert!(matches!(ended, Err(EngineError::Stopped)), "{ended:?}");
+    assert_eq!(secs(&seen), [600]);
+    // Not at a next poll: the moment the stop came.
+    assert_eq!(began.elapsed(), Duration::from_millis(1050));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_pass_ends_the_run_with_the_error_met_and_no_retry() {
+    let (observer, seen) = recorder();
+    let stop = StopSignal::new();
+    let ended: Result<(), _> = run(
+        &config(),
+        &observer,
+        &stop,
+        || {
+            stop.stop();
+            async { Err(SourceError::temporary("connection refused").into()) }
+        },
+        single_pass,
+    )
+    .await;
+    assert!(
+        matches!(&ended, Err(EngineError::Source(e)) if e.message == "connection refused"),
+        "{ended:?}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+    // A pass that left work stopped its pause at once: the run is stopped.
+    let ended: Result<(), _> = run(
+        &config(),
+        &observer,
+        &stop,
+        || async { Ok(Try::Again((), vec!["timeout".to_owned()])) },
+        |()| async { Ok(Try::Done(())) },
+    )
+    .await;
+    assert!(matches!(ended, Err(EngineError::Stopped)), "{ended:?}");
 }

@@ -23,7 +23,6 @@ mod runs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migrated_core::JobStatus;
@@ -60,7 +59,7 @@ pub(crate) struct Settings {
 }
 
 /// Raising it stops a run at its next checkpoint.
-type StopHandle = Arc<AtomicBool>;
+type StopHandle = migrated_engine::StopSignal;
 
 /// A job and what the loop knows of its run.
 struct Entry {
@@ -182,7 +181,7 @@ impl Manager {
                     self.shutting_down = true;
                     for entry in self.jobs.values() {
                         if let Some(stop) = &entry.stop {
-                            stop.store(true, Ordering::Relaxed);
+                            stop.stop();
                         }
                     }
                     if self.running() == 0 {
@@ -346,7 +345,7 @@ impl Manager {
     /// Asks a job's run, if any, to stop at its next checkpoint.
     fn stop_run(&mut self, id: &str) {
         if let Some(stop) = self.jobs.get(id).and_then(|e| e.stop.as_ref()) {
-            stop.store(true, Ordering::Relaxed);
+            stop.stop();
         }
     }
 

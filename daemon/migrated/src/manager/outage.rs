@@ -4,7 +4,6 @@
 //! tries at once). The [`crate::journal`] keeps what the store could not take and writes it
 //! when it is back.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use migrated_core::JobStatus;
@@ -21,7 +20,7 @@ impl Manager {
         for entry in self.jobs.values_mut() {
             if let Some(stop) = &entry.stop {
                 entry.store_stop = true;
-                stop.store(true, Ordering::Relaxed);
+                stop.stop();
             }
         }
         self.arm_store_retry();
