@@ -8,12 +8,10 @@
 //! Plans are drawn from a seed, printed on stderr; `MIGRATED_FAULT_SEED=<seed>` replays one
 //! (`--nocapture` shows the plan and every fault as it fires).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Pair, Recorder, endpoint, pair};
+use crate::common::{Pair, Recorder, endpoint, pair};
 use migrated_engine::{CopyConfig, Engine, Event, Summary};
 use testbed::{CorpusSpec, Direction, Fault, FaultPlan, FaultProxy, Fired, fault_seed};
 
