@@ -4,8 +4,8 @@
 //! or a hang is a bug.
 //!
 //! The fuzz targets (`fuzz/fuzz_targets/*.rs`, nightly, cargo-fuzz) call these functions, and
-//! the stable replay test (`tests/tests/fuzz_regressions.rs`) includes this very file to run
-//! every seed and every saved crash input through them, so the two cannot drift apart. Only
+//! the stable replay test (`tests/tests/suite/fuzz_regressions.rs`) includes this very file to
+//! run every seed and every saved crash input through them, so the two cannot drift apart. Only
 //! the crates under test, `toml`, `serde_json`, `rmp-serde` and `tokio` may be used here:
 //! both packages depend on exactly those.
 

@@ -7,10 +7,13 @@
 //! - [`FaultProxy`] forwards both directions byte for byte and follows a seeded [`FaultPlan`]:
 //!   it cuts connections at chosen bytes (in the middle of a literal, a line, a reply), stalls
 //!   them past the client's timeout, injects `* BYE`, or answers a command with a tagged
-//!   `NO [UNAVAILABLE]` instead of forwarding it. Faults fire one after the other, each inside
-//!   a given command (`FETCH`, `APPEND`) and its answer, or anywhere in the traffic after some
-//!   command; every one that fired is recorded ([`Fired`]: connection, direction, byte offset,
-//!   command) so a trial can check that it really hit the phase it meant to hit.
+//!   `NO [UNAVAILABLE]` instead of forwarding it. Faults armed by a command (`FETCH`,
+//!   `APPEND`) fire one after the other, each inside its command and answer; roaming faults
+//!   fall on a given byte of the whole traffic, whichever connection carries it. Every one that
+//!   fired is recorded ([`Fired`]: connection, direction, byte offset, command) so a trial can
+//!   check that it really hit the phase it meant to hit, and [`FaultProxy::sessions_ended`]
+//!   waits until every server has closed its side, so that a trial checks the servers' final
+//!   state, not one that a late byte could still change.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -197,9 +200,11 @@ pub enum FaultKind {
     /// first byte of the triggering command (`ToServer`) or of what the server sent after it
     /// (`ToClient`). When the trigger names a command, the fault stays inside it: a command or
     /// answer shorter than `offset` is cut before its last byte. Otherwise the fault roams:
-    /// from the command that armed it, `offset` counts the bytes of `direction` on every
-    /// connection, and the one that carries the last is cut: a random byte of the proxy's
-    /// traffic, in any phase.
+    /// `offset` counts the bytes of `direction` on every connection since the proxy started,
+    /// and the connection that carries byte `offset` is cut there: a byte of the proxy's
+    /// traffic, in whatever phase carries it. Roaming faults wait for no other fault (each
+    /// direction takes its own in the order of their offsets), so one placed below what a run
+    /// is sure to send is sure to fire, however the sessions' timing falls.
     Cut { direction: Direction, offset: u64 },
     /// Stops forwarding both ways for `duration` where a cut would close; the connection stays
     /// open (until the client gives up). Then, with `resume`, forwarding goes on: what the
@@ -230,7 +235,8 @@ pub struct Trigger {
     /// Text the command line must contain, case-insensitive (`BODY.PEEK[]`: body fetches, not
     /// listings).
     pub containing: Option<String>,
-    /// Matching commands let through first, counted from when the previous fault fired.
+    /// Matching commands let through first, counted from when the previous fault fired (not
+    /// for roaming faults, which only their offset places).
     pub skip: u32,
 }
 
@@ -341,6 +347,11 @@ impl Fault {
         self
     }
 
+    /// Whether the fault roams: a cut, stall or BYE whose trigger names no command.
+    pub fn roams(&self) -> bool {
+        !self.trigger.within_command() && !matches!(self.kind, FaultKind::No { .. })
+    }
+
     /// `cut`, `stall`, `bye` or `no`.
     pub fn name(&self) -> &'static str {
         match self.kind {
@@ -376,16 +387,21 @@ impl std::fmt::Display for Fault {
         if let Some(c) = &t.containing {
             write!(f, " containing {c:?}")?;
         }
-        write!(f, " after {} matching", t.skip)
+        if self.roams() {
+            write!(f, " of all traffic")
+        } else {
+            write!(f, " after {} matching", t.skip)
+        }
     }
 }
 
-/// Faults in the order they fire, drawn from a seed.
+/// Faults drawn from a seed: those armed by commands fire in this order, roaming ones in the
+/// order of their offsets.
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
     /// The seed everything random in the plan came from.
     pub seed: u64,
-    /// The faults, first to fire first.
+    /// The faults (of those armed by commands, first to fire first).
     pub faults: Vec<Fault>,
     rng: SplitMix64,
 }
@@ -470,7 +486,8 @@ pub struct Fired {
     pub direction: Direction,
     /// Bytes of that stream forwarded on this connection before the fault.
     pub offset: u64,
-    /// Of those, bytes of the triggering command (`ToServer`) or of its answer (`ToClient`).
+    /// Of those, bytes of the triggering command (`ToServer`) or of its answer (`ToClient`);
+    /// for a roaming fault, bytes of its direction on all connections.
     pub into_command: u64,
     /// The triggering command, shortened (`A12 UID FETCH 1:10 (UID BODY.PEEK[])`).
     pub command: String,
@@ -517,29 +534,55 @@ struct Shared {
     name: String,
     planner: StdMutex<Planner>,
     connections: AtomicU64,
+    /// Connections whose server has not closed its side yet.
+    live: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
 struct Planner {
-    /// Faults not fired yet; the first is the next to arm.
+    /// Faults armed by commands, not fired yet; the first is the next to arm.
     queue: VecDeque<(usize, Fault)>,
     /// Matching commands seen since the first of the queue became next.
     seen: u32,
-    /// A fault is armed (on a connection, or roaming): the next waits until it fired.
+    /// A fault of the queue is armed on a connection: the next waits until it fired.
     busy: bool,
-    /// A cut, stall or BYE whose trigger names no command: armed on the proxy, it counts the
-    /// bytes of its direction on every connection and fires on whichever carries the one it
-    /// waits for (an idle connection cannot hold it back).
-    roaming: Option<Roaming>,
+    /// Server to client, then client to server. Roaming faults fire on whichever connection
+    /// carries their byte (an idle connection cannot hold them back) and wait for no other
+    /// fault.
+    traffic: [Traffic; 2],
     fired: Vec<Fired>,
 }
 
-#[derive(Debug)]
-struct Roaming {
-    index: usize,
-    fault: Fault,
-    /// Bytes of its direction forwarded, on all connections, since it was armed.
+/// One direction of the proxy's traffic.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Bytes forwarded on all connections since the proxy started.
     passed: u64,
+    /// Its roaming faults not fired yet, lowest offset first.
+    roaming: VecDeque<(usize, Fault)>,
+}
+
+impl Planner {
+    fn traffic(&mut self, direction: Direction) -> &mut Traffic {
+        &mut self.traffic[usize::from(direction == Direction::ToServer)]
+    }
+}
+
+/// The byte offset of a roaming fault in its direction's traffic.
+fn roaming_offset(fault: &Fault) -> u64 {
+    match &fault.kind {
+        FaultKind::Cut { offset, .. }
+        | FaultKind::Stall { offset, .. }
+        | FaultKind::Bye { offset, .. } => *offset,
+        FaultKind::No { .. } => 0,
+    }
+}
+
+fn roaming_direction(fault: &Fault) -> Direction {
+    match &fault.kind {
+        FaultKind::Cut { direction, .. } | FaultKind::Stall { direction, .. } => *direction,
+        FaultKind::Bye { .. } | FaultKind::No { .. } => Direction::ToClient,
+    }
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -547,8 +590,7 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The next fault, when this command line arms it on its connection. A fault that roams
-    /// is armed on the proxy instead.
+    /// The next fault of the queue, when this command line arms it on its connection.
     fn try_arm(&self, line: &[u8]) -> Option<(usize, Fault)> {
         let mut p = lock(&self.planner);
         if p.busy {
@@ -564,59 +606,62 @@ impl Shared {
         }
         p.seen = 0;
         p.busy = true;
-        let (index, fault) = p.queue.pop_front()?;
-        if fault.trigger.within_command() || matches!(fault.kind, FaultKind::No { .. }) {
-            return Some((index, fault));
-        }
-        p.roaming = Some(Roaming {
-            index,
-            fault,
-            passed: 0,
-        });
-        None
+        p.queue.pop_front()
     }
 
-    /// The roaming fault, when it fires in this unit of `direction`.
-    fn roam(&self, direction: Direction, unit: &[u8], starts_reply: bool) -> Option<Firing> {
+    /// Counts a unit of `direction` about to be forwarded, up to the first roaming fault that
+    /// fires in it, if one does (a fault armed on the connection fires before it: `armed`, the
+    /// bytes that fault lets through).
+    fn forward(
+        &self,
+        direction: Direction,
+        unit: &[u8],
+        starts_reply: bool,
+        armed: Option<usize>,
+    ) -> Option<Firing> {
         let mut p = lock(&self.planner);
-        let r = p.roaming.as_mut()?;
+        let t = p.traffic(direction);
+        if let Some(at) = armed {
+            t.passed += at as u64;
+            return None;
+        }
         let len = unit.len() as u64;
-        let at = match &r.fault.kind {
-            FaultKind::Cut {
-                direction: d,
-                offset,
+        let at = t.roaming.front().and_then(|(_, fault)| match &fault.kind {
+            FaultKind::Cut { offset, .. } | FaultKind::Stall { offset, .. } => {
+                (t.passed + len > *offset).then(|| offset.saturating_sub(t.passed))
             }
-            | FaultKind::Stall {
-                direction: d,
-                offset,
-                ..
-            } if *d == direction => {
-                (r.passed + len > *offset).then(|| offset.saturating_sub(r.passed))
-            }
-            FaultKind::Bye { offset, .. } if direction == Direction::ToClient => {
-                (starts_reply && r.passed >= *offset).then_some(0)
-            }
-            _ => return None,
-        };
+            FaultKind::Bye { offset, .. } => (starts_reply && t.passed >= *offset).then_some(0),
+            FaultKind::No { .. } => None,
+        });
         let Some(at) = at else {
-            r.passed += len;
+            t.passed += len;
             return None;
         };
-        let r = p.roaming.take()?;
+        let (index, fault) = t.roaming.pop_front()?;
+        let into = t.passed + at;
+        t.passed = into;
         Some(Firing {
-            index: r.index,
-            fault: r.fault,
+            index,
+            fault,
             command: String::new(),
-            into: r.passed + at,
+            into,
             at: at as usize,
             clamped: false,
         })
     }
 
-    fn record(&self, fired: Fired) {
+    /// Counts the rest of a unit held by a stall, forwarded now.
+    fn resumed(&self, direction: Direction, bytes: usize) {
+        lock(&self.planner).traffic(direction).passed += bytes as u64;
+    }
+
+    /// Records a fault that fired; one of the queue lets the next be armed.
+    fn record(&self, fired: Fired, roamed: bool) {
         eprintln!("fault proxy {}: {fired}", self.name);
         let mut p = lock(&self.planner);
-        p.busy = false;
+        if !roamed {
+            p.busy = false;
+        }
         p.fired.push(fired);
     }
 
@@ -632,28 +677,74 @@ impl FaultProxy {
     /// Listens on 127.0.0.1 and forwards every connection to `127.0.0.1:upstream`, following
     /// the plan. `name` (`source`, `destination`) labels what it prints.
     pub async fn start(name: &str, upstream: u16, plan: &FaultPlan) -> Result<Self> {
+        let mut planner = Planner {
+            queue: VecDeque::new(),
+            seen: 0,
+            busy: false,
+            traffic: Default::default(),
+            fired: Vec::new(),
+        };
+        for (index, fault) in plan.faults.iter().cloned().enumerate() {
+            if !fault.roams() {
+                planner.queue.push_back((index, fault));
+                continue;
+            }
+            anyhow::ensure!(
+                fault.trigger.skip == 0,
+                "fault {index} ({fault}) roams: its offset alone places it, it skips nothing"
+            );
+            planner
+                .traffic(roaming_direction(&fault))
+                .roaming
+                .push_back((index, fault));
+        }
+        for t in &mut planner.traffic {
+            t.roaming
+                .make_contiguous()
+                .sort_by_key(|(index, fault)| (roaming_offset(fault), *index));
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         eprintln!("fault proxy {name} (127.0.0.1:{port} -> {upstream}): {plan}");
         let shared = Arc::new(Shared {
             name: name.to_owned(),
-            planner: StdMutex::new(Planner {
-                queue: plan.faults.iter().cloned().enumerate().collect(),
-                seen: 0,
-                busy: false,
-                roaming: None,
-                fired: Vec::new(),
-            }),
+            planner: StdMutex::new(planner),
             connections: AtomicU64::new(0),
+            live: tokio::sync::watch::Sender::new(0),
         });
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let shared = accepting.clone();
+                // Counted before the task runs, so that no session is missed by a wait that
+                // starts right after the client connected.
+                shared.live.send_modify(|n| *n += 1);
                 tokio::spawn(async move { serve(shared, client, upstream).await });
             }
         });
         Ok(Self { port, task, shared })
+    }
+
+    /// Waits until every proxied session has ended and its server has closed its side: what
+    /// the proxy forwarded (a stalled APPEND's rest, say) has then been handled by the server,
+    /// stored or dropped, and nothing can reach a server any more until a client connects
+    /// again. Call it once the client has closed its sessions.
+    ///
+    /// # Errors
+    ///
+    /// When sessions are still open after `limit`, with how many.
+    pub async fn sessions_ended(&self, limit: Duration) -> Result<()> {
+        let mut live = self.shared.live.subscribe();
+        let ended = tokio::time::timeout(limit, live.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        anyhow::ensure!(
+            ended,
+            "{}: {} sessions still open after {limit:?}",
+            self.shared.name,
+            *live.borrow()
+        );
+        Ok(())
     }
 
     /// The port to connect to.
@@ -669,7 +760,18 @@ impl FaultProxy {
     /// Faults planned but not fired yet.
     pub fn pending(&self) -> usize {
         let p = lock(&self.shared.planner);
-        p.queue.len() + usize::from(p.busy)
+        p.queue.len()
+            + usize::from(p.busy)
+            + p.traffic.iter().map(|t| t.roaming.len()).sum::<usize>()
+    }
+
+    /// Bytes forwarded so far on all connections, to the server and to the client.
+    pub fn traffic(&self) -> (u64, u64) {
+        let mut p = lock(&self.shared.planner);
+        (
+            p.traffic(Direction::ToServer).passed,
+            p.traffic(Direction::ToClient).passed,
+        )
     }
 
     /// Connections accepted so far.
@@ -680,8 +782,10 @@ impl FaultProxy {
     /// One line per fired fault, for assertion messages.
     pub fn report(&self) -> String {
         let fired = self.fired();
+        let (to_server, to_client) = self.traffic();
         let mut out = format!(
-            "{}: {} fired, {} pending, {} connections",
+            "{}: {} fired, {} pending, {} connections, {to_server} bytes to the server, \
+             {to_client} to the client",
             self.shared.name,
             fired.len(),
             self.pending(),
@@ -726,7 +830,8 @@ struct Firing {
     index: usize,
     fault: Fault,
     command: String,
-    /// Bytes of the command or answer before it (roaming: of its direction since armed).
+    /// Bytes of the command or answer before it (roaming: of its direction on all
+    /// connections since the proxy started).
     into: u64,
     at: usize,
     clamped: bool,
@@ -813,7 +918,17 @@ enum Ended {
     Faulted,
 }
 
+/// Counts a session as live until it is dropped (counted up by the accepting task).
+struct Live<'a>(&'a Shared);
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.live.send_modify(|n| *n -= 1);
+    }
+}
+
 async fn serve(shared: Arc<Shared>, client: TcpStream, upstream: u16) {
+    let _live = Live(&shared);
     let id = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
@@ -825,18 +940,26 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, upstream: u16) {
         ..ConnState::default()
     });
     let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
     let client_write = Mutex::new(client_write);
-    // Whichever direction ends first ends both: the sockets close with this function.
+    // Whichever direction ends first ends both.
     let ended = tokio::select! {
-        e = to_server(&shared, &conn, id, client_read, server_write, &client_write) => e,
-        e = to_client(&shared, &conn, id, server_read, &client_write) => e,
+        e = to_server(&shared, &conn, id, client_read, &mut server_write, &client_write) => e,
+        e = to_client(&shared, &conn, id, &mut server_read, &client_write) => e,
     };
     let _ = ended;
     let armed = lock(&conn).armed.take();
     if let Some(a) = armed {
         shared.release(a.index, a.fault);
     }
+    // The client's side closes now. The server gets the end of the stream after what was
+    // forwarded, finishes with it (stores an APPEND it got whole, drops one cut short) and
+    // closes: only then is the session over (`FaultProxy::sessions_ended`). What it still
+    // sends is dropped, as a vanished client would never read it.
+    drop(client_write);
+    let _ = server_write.shutdown().await;
+    let mut rest = vec![0u8; 64 * 1024];
+    while matches!(server_read.read(&mut rest).await, Ok(n) if n > 0) {}
 }
 
 /// Sleeps while a stall fired by the other direction lasts.
@@ -862,17 +985,20 @@ fn record(
     } else {
         f.command.clone()
     };
-    shared.record(Fired {
-        index: f.index,
-        kind: f.fault.name(),
-        connection: id,
-        direction,
-        offset,
-        into_command: f.into,
-        command,
-        clamped: f.clamped,
-        in_literal,
-    });
+    shared.record(
+        Fired {
+            index: f.index,
+            kind: f.fault.name(),
+            connection: id,
+            direction,
+            offset,
+            into_command: f.into,
+            command,
+            clamped: f.clamped,
+            in_literal,
+        },
+        f.fault.roams(),
+    );
 }
 
 /// Client to server: commands are matched against the plan; `NO` faults answer them, cuts and
@@ -882,7 +1008,7 @@ async fn to_server(
     conn: &StdMutex<ConnState>,
     id: u64,
     client_read: tokio::net::tcp::OwnedReadHalf,
-    mut server_write: tokio::net::tcp::OwnedWriteHalf,
+    server_write: &mut tokio::net::tcp::OwnedWriteHalf,
     client_write: &Mutex<tokio::net::tcp::OwnedWriteHalf>,
 ) -> Ended {
     let mut units = Units::new(client_read);
@@ -918,7 +1044,7 @@ async fn to_server(
                         in_literal: false,
                     };
                     drop(c);
-                    shared.record(fired);
+                    shared.record(fired, false);
                     swallowing = Some((tag, text.clone()));
                     let sync_literal = units.literal_left > 0 && !unit.ends_with(b"+}\r\n");
                     if sync_literal {
@@ -983,7 +1109,13 @@ async fn to_server(
             });
             decision.and_then(|(at, clamped)| c.fire(at, clamped, Direction::ToServer))
         };
-        let firing = firing.or_else(|| shared.roam(Direction::ToServer, &unit, false));
+        let roamed = shared.forward(
+            Direction::ToServer,
+            &unit,
+            false,
+            firing.as_ref().map(|f| f.at),
+        );
+        let firing = firing.or(roamed);
         wait_stall(conn).await;
         let Some(f) = firing else {
             if server_write.write_all(&unit).await.is_err() {
@@ -1013,6 +1145,7 @@ async fn to_server(
                 if server_write.write_all(&unit[f.at..]).await.is_err() {
                     return Ended::Closed;
                 }
+                shared.resumed(Direction::ToServer, unit.len() - f.at);
                 lock(conn).to_server += (unit.len() - f.at) as u64;
             }
             _ => return Ended::Faulted,
@@ -1025,7 +1158,7 @@ async fn to_client(
     shared: &Shared,
     conn: &StdMutex<ConnState>,
     id: u64,
-    server_read: tokio::net::tcp::OwnedReadHalf,
+    server_read: &mut tokio::net::tcp::OwnedReadHalf,
     client_write: &Mutex<tokio::net::tcp::OwnedWriteHalf>,
 ) -> Ended {
     let mut units = Units::new(server_read);
@@ -1079,7 +1212,9 @@ async fn to_client(
             });
             decision.and_then(|(at, clamped)| c.fire(at, clamped, Direction::ToClient))
         };
-        let firing = firing.or_else(|| shared.roam(Direction::ToClient, &unit, starts_reply));
+        let at = firing.as_ref().map(|f| f.at);
+        let roamed = shared.forward(Direction::ToClient, &unit, starts_reply, at);
+        let firing = firing.or(roamed);
         wait_stall(conn).await;
         let mut out = client_write.lock().await;
         let Some(f) = firing else {
@@ -1120,6 +1255,7 @@ async fn to_client(
                 {
                     return Ended::Closed;
                 }
+                shared.resumed(Direction::ToClient, unit.len() - f.at);
                 lock(conn).to_client += (unit.len() - f.at) as u64;
             }
             FaultKind::Bye { text, .. } => {
@@ -1169,15 +1305,23 @@ mod tests {
         );
     }
 
-    /// A toy server: greets, answers `FETCH` with one 10-byte body, anything else with OK, and
-    /// keeps every byte it received.
+    /// A toy server: greets, answers `FETCH` with one 10-byte body, anything else with OK,
+    /// keeps every byte it received (of all connections) and closes at the client's end.
     async fn toy_server() -> (u16, Arc<StdMutex<Vec<u8>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(StdMutex::new(Vec::new()));
         let log = received.clone();
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(toy_session(stream, log.clone()));
+            }
+        });
+        (port, received)
+    }
+
+    async fn toy_session(stream: TcpStream, log: Arc<StdMutex<Vec<u8>>>) {
+        {
             let (read, mut write) = stream.into_split();
             write.write_all(b"* OK toy\r\n").await.unwrap();
             let mut units = Units::new(read);
@@ -1206,8 +1350,7 @@ mod tests {
                     return;
                 }
             }
-        });
-        (port, received)
+        }
     }
 
     /// Connects through the proxy, sends `commands` one at a time and returns everything the
@@ -1291,5 +1434,62 @@ mod tests {
         assert_eq!(received, "a2 NOOP\r\na3 FETCH 1\r\n");
         let kinds: Vec<&str> = proxy.fired().iter().map(|f| f.kind).collect();
         assert_eq!(kinds, ["no", "bye"]);
+    }
+
+    #[tokio::test]
+    async fn roaming_cuts_fall_on_bytes_of_all_traffic_in_the_order_of_their_offsets() {
+        let (upstream, _) = toy_server().await;
+        let mut plan = FaultPlan::new(1);
+        // Planned out of order: byte 40 of what the server sent on all connections, byte 20.
+        plan.push(Fault::cut(Direction::ToClient, 40));
+        plan.push(Fault::cut(Direction::ToClient, 20));
+        let proxy = FaultProxy::start("toy", upstream, &plan).await.unwrap();
+        // Greeting (10 bytes) and `a1 OK done` (12): byte 20 is in the reply.
+        let first = client(proxy.port(), &[b"a1 NOOP\r\n"]).await;
+        assert_eq!(String::from_utf8_lossy(&first), "* OK toy\r\na1 OK done");
+        // 20 bytes passed; a greeting (30), then byte 40 is the 11th of the FETCH answer.
+        let second = client(proxy.port(), &[b"a2 FETCH 1\r\n"]).await;
+        assert_eq!(String::from_utf8_lossy(&second), "* OK toy\r\n* 1 FETCH ");
+        let fired: Vec<(usize, u64, u64)> = proxy
+            .fired()
+            .iter()
+            .map(|f| (f.index, f.connection, f.into_command))
+            .collect();
+        assert_eq!(fired, [(1, 1, 20), (0, 2, 40)], "{}", proxy.report());
+        assert_eq!(proxy.pending(), 0);
+        assert_eq!(proxy.traffic().1, 40);
+
+        let mut skipping = FaultPlan::new(1);
+        skipping.push(Fault::cut(Direction::ToServer, 5).skip(1));
+        let err = FaultProxy::start("toy", upstream, &skipping)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("roams"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sessions_end_once_the_server_has_closed_its_side() {
+        let (upstream, received) = toy_server().await;
+        let mut plan = FaultPlan::new(1);
+        plan.push(Fault::stall(Direction::ToServer, 3, Duration::from_millis(500)).during("NOOP"));
+        let proxy = FaultProxy::start("toy", upstream, &plan).await.unwrap();
+        proxy.sessions_ended(Duration::ZERO).await.unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .unwrap();
+        // A session counts from when the proxy accepted it: the greeting shows it did.
+        let mut greeting = [0u8; 10];
+        stream.read_exact(&mut greeting).await.unwrap();
+        stream.write_all(b"a1 NOOP\r\n").await.unwrap();
+        let err = proxy
+            .sessions_ended(Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("1 sessions still open"), "{err}");
+        // The client is gone before the stall ends; what the proxy held still reaches the
+        // server, which then sees the end of the stream and closes.
+        drop(stream);
+        proxy.sessions_ended(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&lock(&received)), "a1 NOOP\r\n");
     }
 }

@@ -6,7 +6,7 @@
 //! `TESTBED_KEEP` is set). Debian 12's `radicale` package (3.1.8, with python3-vobject 0.9.6.1)
 //! is installed when missing.
 //!
-//! # Radicale 3.1.8 facts (checked against the running server; see `tests/radicale_testbed.rs`)
+//! # Radicale 3.1.8 facts (checked on the running server by the suite's `radicale_testbed`)
 //!
 //! - Storage: vCards are parsed and re-serialized, never stored byte for byte; see
 //!   [`crate::vcard::normalize`] for the differences, and the module documentation of

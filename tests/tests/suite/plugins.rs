@@ -2,15 +2,13 @@
 //! reported, that a panic inside a plugin fails the call (and the job) but not the process,
 //! `migratectl plugins`, and where a daemon started from the build tree finds its plugins.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::daemon::{Daemon, job_file, stdout};
-use common::pair;
+use crate::common::daemon::{Daemon, job_file, stdout};
+use crate::common::pair;
 use migrated_core::{Account, JobStatus, Secret, SettingValue, SourceConnector, SourceSession};
 use migrated_plugin_api::host::{Plugin, PluginSource, Plugins};
 use testbed::CorpusSpec;

@@ -2,12 +2,10 @@
 //! nothing; an editor's atomic save creates the job, which migrates exactly; an edit updates its
 //! settings; removing the file stops nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, stdout};
-use common::pair;
+use crate::common::daemon::{Daemon, stdout};
+use crate::common::pair;
 use migrated_core::JobStatus;
 use testbed::CorpusSpec;
 

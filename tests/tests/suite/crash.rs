@@ -3,36 +3,18 @@
 //! `migrated migrate`, once as the daemon, which must resume the job by itself after each
 //! restart.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, job_file, stdout};
-use common::pair;
+use crate::common::daemon::{Daemon, binary, job_file, stdout};
+use crate::common::pair;
 use migrated_core::JobStatus;
 use testbed::{CorpusSpec, Dovecot, SplitMix64};
 
-/// The `migrated` binary next to this test's target directory (`cargo build --bins` first).
-pub fn migrated_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("migrated");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace --bins` before the tests",
-        bin.display()
-    );
-    bin
-}
-
 /// Writes a job file whose passwords live in 0600 files beside it.
-pub fn write_job(dir: &Path, src: &Dovecot, dst: &Dovecot, extra: &str) -> PathBuf {
+fn write_job(dir: &Path, src: &Dovecot, dst: &Dovecot, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     for (name, d) in [("source.pass", src), ("destination.pass", dst)] {
         let p = dir.join(name);
@@ -98,7 +80,7 @@ async fn sigkill_at_random_moments_then_resume_gives_an_exact_copy_without_dupli
         &p.dst,
         "\n[limits]\nconnections = 2\nbatch_messages = 10\n",
     );
-    let bin = migrated_binary();
+    let bin = binary("migrated");
     let mut rng = SplitMix64::new(testbed::fault_seed("one-shot SIGKILL", 0x5eed));
     let mut mid_copy_kills = 0;
     let kills = 6;

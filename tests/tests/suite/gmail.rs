@@ -2,16 +2,14 @@
 //! writing to a real Dovecot: one folder per label with each message uploaded once, or one copy
 //! with labels as keywords; re-runs and label changes add no duplicates.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::daemon::{Daemon, stdout};
-use common::pair;
+use crate::common::daemon::{Daemon, stdout};
+use crate::common::pair;
 use migrated_core::{Account, JobStatus, SettingValue};
 use migrated_engine::{CopyConfig, Engine};
 use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
@@ -172,7 +170,7 @@ fn engine(
     config.max_backoff = Duration::from_secs(2);
     Engine::new(
         PluginSource::new(gmail_plugin(), gmail_account(e, settings)),
-        common::endpoint(dst),
+        crate::common::endpoint(dst),
         Store::open(store, StoreKey::from_bytes([7; 32])).expect("store opens"),
         config,
         Arc::new(|_| {}),
@@ -403,7 +401,7 @@ async fn gmails_daily_download_limit_makes_the_job_wait_for_the_next_day_instead
     config.max_passes = 2;
     let engine = Engine::new(
         PluginSource::new(gmail_plugin(), account),
-        common::endpoint(&dst),
+        crate::common::endpoint(&dst),
         Store::open(&store, StoreKey::from_bytes([8; 32])).unwrap(),
         config,
         Arc::new(move |e| {

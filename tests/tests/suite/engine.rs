@@ -1,11 +1,9 @@
 //! End-to-end tests of the copy engine against two real Dovecot servers.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Recorder, WITHOUT_CONDSTORE, endpoint, pair, pair_with, small_corpus};
+use crate::common::{Recorder, WITHOUT_CONDSTORE, endpoint, pair, pair_with, small_corpus};
 use migrated_core::{ErrorKind, MappingRules};
 use migrated_engine::{EngineError, Event};
 use testbed::CorpusSpec;
@@ -244,7 +242,7 @@ async fn without_condstore_a_delta_compares_flags_one_by_one() {
     delta_test(p).await;
 }
 
-async fn delta_test(p: common::Pair) {
+async fn delta_test(p: crate::common::Pair) {
     p.quiet_engine(p.config()).run().await.expect("first run");
     p.assert_exact().await;
 

@@ -2,12 +2,10 @@
 //! once with nothing stored, a batch in the Exchange format migrated exactly under a global
 //! concurrency limit counted on the Dovecot side, and batch-wide actions.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, stdout};
+use crate::common::daemon::{Daemon, stdout};
 use testbed::{
     CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use, german_special_use,
 };
@@ -61,7 +59,7 @@ async fn a_csv_batch_migrates_every_mailbox_within_the_concurrency_limit() {
     }
 
     // A daemon that runs at most 3 mailboxes at once.
-    let fake_pair = common::pair(CorpusSpec {
+    let fake_pair = crate::common::pair(CorpusSpec {
         seed: 1,
         messages: 1,
         max_attachment: 0,

@@ -3,14 +3,12 @@
 //! SIGTERM, each time resuming by itself; secrets absent from the store; an unprivileged client
 //! refused; a wrong store key refused without touching the store.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{Daemon, binary, files_under, job_file, stdout};
-use common::pair;
+use crate::common::daemon::{Daemon, binary, files_under, job_file, stdout};
+use crate::common::pair;
 use migrated_core::JobStatus;
 use testbed::CorpusSpec;
 

@@ -4,12 +4,10 @@
 //! deltas copy only what changed, a SIGKILL mid-copy costs nothing and doubles nothing, and a
 //! contact the destination refuses is reported with the server's reply.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::daemon::{Daemon, stdout};
+use crate::common::daemon::{Daemon, stdout};
 use migrated_core::JobStatus;
 use testbed::radicale::{Radicale, RadicaleOptions};
 use testbed::vcard::{Contact, big_contact, contacts_corpus};

@@ -5,15 +5,22 @@
 //! fired during the phase it aimed at, and ends with the destination an exact copy of the
 //! source (nothing lost, nothing twice) and a second run with nothing left to copy.
 //!
+//! No trial depends on timing. Every fault is planned where the copy is sure to pass, however
+//! the cuts and the machine's load fall: at a command the copy sends more often than the plan
+//! needs (a trial of 1200 messages in batches of 10 sends at least 120 body FETCHes and 120
+//! APPENDs; a plan of 20 faults, each after at most 3 matching commands, needs at most 80), or,
+//! for faults that roam, at a byte below what the run surely carries ([`sure_traffic`]). The
+//! check waits until every proxied session has ended on the server's side, so that a byte
+//! held back by a stall has reached the server, or never will, before the destination is
+//! compared.
+//!
 //! Plans are drawn from a seed, printed on stderr; `MIGRATED_FAULT_SEED=<seed>` replays one
 //! (`--nocapture` shows the plan and every fault as it fires).
-
-mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Pair, Recorder, endpoint, pair};
+use crate::common::{Pair, Recorder, endpoint, pair};
 use migrated_engine::{CopyConfig, Engine, Event, Summary};
 use testbed::{CorpusSpec, Direction, Fault, FaultPlan, FaultProxy, Fired, fault_seed};
 
@@ -87,6 +94,12 @@ async fn run_through(
         });
     let took = started.elapsed();
     drop(engine);
+    for proxy in [&src_proxy, &dst_proxy] {
+        proxy
+            .sessions_ended(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", proxy.report()));
+    }
     let events = recorder.events.lock().unwrap().clone();
     eprintln!(
         "run took {took:.1?}: {} copied, {} found already copied\n{}\n{}",
@@ -98,7 +111,7 @@ async fn run_through(
     (src_proxy, dst_proxy, summary, events, took)
 }
 
-/// Every planned fault fired.
+/// Every planned fault fired (each trial plans them where the run is sure to pass).
 fn assert_all_fired(proxy: &FaultProxy, plan: &FaultPlan) -> Vec<Fired> {
     let fired = proxy.fired();
     assert_eq!(
@@ -339,30 +352,59 @@ async fn injected_bye_and_unavailable_on_either_side_are_retried_without_loss_or
     assert_exact_and_settled(&p, &summary).await;
 }
 
+/// Bytes that each direction of a proxy surely carries in a run with [`config`], however the
+/// run is cut and however long it takes, as `(to the server, to the client)` for the source's
+/// proxy and for the destination's. A roaming fault placed below them is sure to fire.
+/// - The bodies: every message passes whole at least once in a FETCH answer from the source
+///   and in an APPEND to the destination.
+/// - The verification: the run ends with an attempt that lists every message on both sides
+///   (copied counts for the whole run, so the last attempt verifies even when it had nothing
+///   left to copy), a FETCH line of over 50 bytes a message (`* 1 FETCH (UID 1 RFC822.SIZE 1
+///   FLAGS () INTERNALDATE "..."` and the Message-ID).
+/// - The source's commands: one `UID FETCH <uids> (UID BODY.PEEK[])` (over 30 bytes) per batch
+///   of at most `batch_messages`.
+/// - The destination's other replies: for each batch it stores, the tagged OK of its APPEND
+///   (over 30 bytes), or, when a cut took that, the listing and the bodies by which the next
+///   pass finds what arrived.
+fn sure_traffic(p: &Pair) -> [(u64, u64); 2] {
+    let per_batch = config(p).batch_messages;
+    let batches: u64 = p
+        .corpus
+        .folders
+        .values()
+        .map(|f| f.messages.len().div_ceil(per_batch) as u64)
+        .sum();
+    let bodies = p.corpus.total_bytes();
+    let listing = 50 * p.corpus.total_messages() as u64;
+    [
+        (30 * batches, bodies + listing),
+        (bodies, 30 * batches + listing),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cuts_at_random_bytes_of_any_session_on_both_sides_lose_nothing_and_copy_nothing_twice() {
     let seed = fault_seed("cuts anywhere", 0xf37c_0006);
     let p = pair(corpus(66, 800)).await;
-    // Each cut roams: armed by some command (login, LIST, STATUS, SELECT, a listing, a copy,
-    // the verification), it falls on a random byte of the proxy's traffic in one direction
-    // after that, on whichever connection carries it. `bulk` is the direction of the bodies.
-    let plan = |seed: u64, bulk: Direction| {
+    // Each cut roams: it falls on a random byte of the proxy's traffic in one direction, on
+    // whichever connection carries it, in whatever phase that is (login, LIST, STATUS, SELECT,
+    // a listing, a copy, the verification), below the bytes the run is sure to send that way.
+    let [source_sure, destination_sure] = sure_traffic(&p);
+    let plan = |seed: u64, (to_server, to_client): (u64, u64)| {
         let mut plan = FaultPlan::new(seed);
         for _ in 0..10 {
-            let direction = if plan.rng().chance(0.5) {
-                Direction::ToClient
+            let (direction, sure) = if plan.rng().chance(0.5) {
+                (Direction::ToClient, to_client)
             } else {
-                Direction::ToServer
+                (Direction::ToServer, to_server)
             };
-            let max = if direction == bulk { 600_000 } else { 3_000 };
-            let offset = plan.rng().below(max);
-            let skip = plan.rng().below(12) as u32;
-            plan.push(Fault::cut(direction, offset).skip(skip));
+            let offset = plan.rng().below(sure);
+            plan.push(Fault::cut(direction, offset));
         }
         plan
     };
-    let source_plan = plan(seed, Direction::ToClient);
-    let destination_plan = plan(seed ^ 0xd5, Direction::ToServer);
+    let source_plan = plan(seed, source_sure);
+    let destination_plan = plan(seed ^ 0xd5, destination_sure);
     let (src, dst, summary, _, _) = run_through(&p, &source_plan, &destination_plan).await;
     for (proxy, plan) in [(&src, &source_plan), (&dst, &destination_plan)] {
         let fired = assert_all_fired(proxy, plan);
@@ -376,7 +418,9 @@ async fn cuts_at_random_bytes_of_any_session_on_both_sides_lose_nothing_and_copy
 /// harness: the client used to give up at its timeout, the next pass found nothing and sent
 /// the batch again, and the server then stored the late one too. Now the answer to a fully
 /// sent APPEND is awaited four timeouts (at least 30 s), and a session given up on is reset so
-/// nothing left in its send buffer can complete an APPEND later.
+/// nothing left in its send buffer can complete an APPEND later. The check comes after the
+/// held session has ended on the server's side (`run_through`), when the late rest has been
+/// stored or dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_completed_by_the_server_after_the_client_timed_out_is_not_stored_twice() {
     let seed = fault_seed("late APPEND", 0xf37c_0005);
@@ -390,7 +434,5 @@ async fn an_append_completed_by_the_server_after_the_client_timed_out_is_not_sto
     let (_src, dst, summary, _, _) =
         run_through(&p, &FaultPlan::new(seed), &destination_plan).await;
     assert_all_fired(&dst, &destination_plan);
-    // Let the held APPEND reach the server.
-    tokio::time::sleep(Duration::from_secs(8)).await;
     assert_exact_and_settled(&p, &summary).await;
 }

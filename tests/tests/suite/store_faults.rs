@@ -16,14 +16,12 @@
 //!   where the kernel allows it, else unmount (the waiting daemon holds no file of the store
 //!   open), `e2fsck`, mount.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, job_file, stdout};
-use common::{Pair, pair};
+use crate::common::daemon::{Daemon, job_file, stdout};
+use crate::common::{Pair, pair};
 use migrated_core::JobStatus;
 use migrated_store::{FaultKind, ItemRecord, Store, StoreError, StoreKey};
 use testbed::{CorpusSpec, Dovecot};

@@ -2,13 +2,11 @@
 //! events, and the batch's report goes by e-mail through a real SMTP server from Debian
 //! (aiosmtpd, on loopback) to the addresses the batch's template names.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, stdout};
+use crate::common::daemon::{Daemon, stdout};
 use migrated_core::JobStatus;
 use testbed::{CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use};
 
@@ -223,7 +221,7 @@ async fn a_finished_batch_says_so_and_its_report_arrives_by_e_mail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_is_an_alert_that_says_what_to_do() {
-    let p = common::pair(CorpusSpec {
+    let p = crate::common::pair(CorpusSpec {
         seed: 9,
         messages: 3,
         max_attachment: 0,
@@ -233,7 +231,7 @@ async fn a_refused_login_is_an_alert_that_says_what_to_do() {
     let mut d = Daemon::new(&p);
     d.start().await;
     let jobs = d.state.join("jobs");
-    let job = common::daemon::job_file(&p, &jobs, "wrong", "");
+    let job = crate::common::daemon::job_file(&p, &jobs, "wrong", "");
     // The source password file says something else than the server knows.
     std::fs::write(jobs.join("src.pass"), "not-the-password").unwrap();
     let text = std::fs::read_to_string(&job).unwrap();

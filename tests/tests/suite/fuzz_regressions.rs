@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[allow(unreachable_pub)]
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod bodies;
 
 /// Longest an input may take here (a debug build): the fuzzer calls anything over 10 s in a

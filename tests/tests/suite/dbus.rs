@@ -2,13 +2,11 @@
 //! a job created, followed by its Progress signals, paused and resumed through D-Bus, ending in
 //! an exact copy.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
-use common::{endpoint, pair};
+use crate::common::daemon::Daemon;
+use crate::common::{endpoint, pair};
 use futures_util::StreamExt;
 use migrated_ipc::dbus::ManagerProxy;
 use testbed::CorpusSpec;
