@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{JobSpec, MappingRules, Secret};
+use crate::{JobSpec, Secret};
 
 /// A job file as read.
 #[derive(Debug, Clone)]
@@ -128,13 +128,7 @@ pub fn validate(spec: &JobSpec, place: &str) -> Result<(), IntakeError> {
             return fail(format!("[{side}] host is missing"));
         }
     }
-    let renames: Vec<(String, String)> = spec
-        .folders
-        .rename
-        .iter()
-        .map(|r| (r.from.clone(), r.to.clone()))
-        .collect();
-    if let Err(e) = MappingRules::compile(&spec.folders.include, &spec.folders.exclude, &renames) {
+    if let Err(e) = spec.folders.rules() {
         return fail(format!("[folders]: {e}"));
     }
     if let Some(mbps) = spec.limits.max_mbps

@@ -182,6 +182,22 @@ pub struct FoldersSpec {
     pub subscriptions: bool,
 }
 
+impl FoldersSpec {
+    /// The include, exclude and rename patterns compiled.
+    ///
+    /// # Errors
+    ///
+    /// A pattern that is not a regular expression, named.
+    pub fn rules(&self) -> Result<crate::MappingRules, crate::MappingError> {
+        let renames: Vec<(String, String)> = self
+            .rename
+            .iter()
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect();
+        crate::MappingRules::compile(&self.include, &self.exclude, &renames)
+    }
+}
+
 /// One rename rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use migrated_carddav::DavEndpoint;
 use migrated_core::Account;
-use migrated_core::MappingRules;
 use migrated_core::{EndpointSpec, JobSpec, intake};
 use migrated_engine::CopyConfig;
 use migrated_imap::{CertCheck, Endpoint, Security};
@@ -40,13 +39,9 @@ impl JobSpecExt for JobSpec {
 
     /// The engine's settings.
     fn copy_config(&self, place: &str) -> anyhow::Result<CopyConfig> {
-        let renames: Vec<(String, String)> = self
+        let rules = self
             .folders
-            .rename
-            .iter()
-            .map(|r| (r.from.clone(), r.to.clone()))
-            .collect();
-        let rules = MappingRules::compile(&self.folders.include, &self.folders.exclude, &renames)
+            .rules()
             .map_err(|e| anyhow::anyhow!("{place}: [folders]: {e}"))?;
         let mut c = CopyConfig::new(self.name.clone());
         c.rules = rules;
