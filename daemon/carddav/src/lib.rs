@@ -132,6 +132,25 @@ impl DavError {
         }
     }
 
+    /// What kind of trouble this is: no answer is network trouble (a TLS failure among it: the
+    /// HTTP client does not tell them apart), 401 a refused login, 507 a full account, 429 and
+    /// 503 a server asking to slow down, 408 a timeout. Other statuses have none: the server
+    /// refused that one request, in its own words.
+    pub fn cause(&self) -> Option<migrated_core::Cause> {
+        use migrated_core::Cause;
+        match self {
+            Self::Network { .. } => Some(Cause::Network),
+            Self::Protocol { .. } => Some(Cause::Protocol),
+            Self::Http { status, .. } => match status {
+                401 => Some(Cause::Authentication),
+                507 => Some(Cause::Quota),
+                429 | 503 => Some(Cause::Throttled),
+                408 => Some(Cause::Network),
+                _ => None,
+            },
+        }
+    }
+
     /// The HTTP status, if the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -396,5 +415,26 @@ mod tests {
                 .unwrap_err()
                 .contains("HTTPS")
         );
+    }
+
+    #[test]
+    fn causes_come_from_the_status() {
+        use migrated_core::Cause;
+        let http = |status| DavError::Http {
+            server: "s".into(),
+            what: "PUT /a".into(),
+            status,
+            reply: String::new(),
+        };
+        assert_eq!(http(401).cause(), Some(Cause::Authentication));
+        assert_eq!(http(507).cause(), Some(Cause::Quota));
+        assert_eq!(http(429).cause(), Some(Cause::Throttled));
+        assert_eq!(http(412).cause(), None);
+        let down = DavError::Network {
+            server: "s".into(),
+            what: "GET /".into(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(down.cause(), Some(Cause::Network));
     }
 }

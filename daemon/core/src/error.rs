@@ -1,4 +1,6 @@
-//! Error kinds shared by sources, sinks and the engine: every error says whether a retry can help.
+//! Error kinds shared by sources, sinks and the engine: every error says whether a retry can
+//! help, and, where one fits, what kind of trouble it is ([`Cause`]), so that the daemon can
+//! choose its advice without reading the error's words.
 
 use std::fmt;
 
@@ -22,6 +24,63 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What kind of trouble an error is, as an administrator would act on it. Errors that fit none
+/// (a message refused for its own reasons, a plugin that broke, a setting out of range) have
+/// no cause; their words say what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// The server refused the login: user, password or token.
+    Authentication,
+    /// TLS could not be set up: an untrusted or mismatched certificate, or no STARTTLS.
+    Tls,
+    /// The server could not be reached or went away: refused or reset connections, timeouts,
+    /// a closed connection.
+    Network,
+    /// The mailbox or account is over its quota.
+    Quota,
+    /// The server asked to slow down (`NO [THROTTLED]`, HTTP 429, a daily limit).
+    Throttled,
+    /// The server's reply made no sense, or it rejected a command as malformed.
+    Protocol,
+}
+
+impl Cause {
+    /// Every cause, in declaration order.
+    pub const ALL: [Self; 6] = [
+        Self::Authentication,
+        Self::Tls,
+        Self::Network,
+        Self::Quota,
+        Self::Throttled,
+        Self::Protocol,
+    ];
+
+    /// The cause's name on the plugin wire and in logs: `authentication`, `tls`, `network`,
+    /// `quota`, `throttled`, `protocol`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Authentication => "authentication",
+            Self::Tls => "tls",
+            Self::Network => "network",
+            Self::Quota => "quota",
+            Self::Throttled => "throttled",
+            Self::Protocol => "protocol",
+        }
+    }
+
+    /// The cause `name` stands for; `None` for a name this version does not know (one a newer
+    /// plugin sent), which then reads as no cause.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An error reported by a source, with the server's own words where there were some.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -30,6 +89,8 @@ pub struct SourceError {
     pub kind: ErrorKind,
     /// What went wrong, naming the server, folder or item, and the server's reply.
     pub message: String,
+    /// What kind of trouble it is, when one fits.
+    pub cause: Option<Cause>,
 }
 
 impl SourceError {
@@ -38,6 +99,7 @@ impl SourceError {
         Self {
             kind: ErrorKind::Temporary,
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -46,6 +108,32 @@ impl SourceError {
         Self {
             kind: ErrorKind::Permanent,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The same error, saying what kind of trouble it is.
+    #[must_use]
+    pub fn with_cause(self, cause: impl Into<Option<Cause>>) -> Self {
+        Self {
+            cause: cause.into(),
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_reads_back_from_its_name_and_unknown_names_read_as_none() {
+        for cause in Cause::ALL {
+            assert_eq!(Cause::from_name(cause.name()), Some(cause));
+        }
+        assert_eq!(Cause::from_name("solar-flare"), None);
+        let e = SourceError::temporary("x").with_cause(Cause::Network);
+        assert_eq!(e.cause, Some(Cause::Network));
+        assert_eq!(e.to_string(), "x");
     }
 }

@@ -22,7 +22,7 @@ pub use contacts::{
     AddressBook, ContactChanges, ContactData, ContactRef, ContactsConnector, ContactsSession,
 };
 pub use endpoint::{AuthMethod, Security};
-pub use error::{ErrorKind, SourceError};
+pub use error::{Cause, ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};
 pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};

@@ -55,6 +55,7 @@ async fn dav<T: Send + 'static>(
         .map_err(|e| EngineError::Contacts {
             kind: ErrorKind::Temporary,
             message: format!("CardDAV call ended: {e}"),
+            cause: None,
         })?
         .map_err(EngineError::from)
 }

@@ -119,16 +119,47 @@ impl ImapError {
     pub fn is_over_quota(&self) -> bool {
         matches!(self, Self::No { reply, .. } if reply.to_ascii_uppercase().contains("OVERQUOTA"))
     }
+
+    /// What kind of trouble this is: from the variant, and for a tagged NO from its response
+    /// code (RFC 5530). A NO without a telling code has none: the server refused that one
+    /// command, in its own words.
+    pub fn cause(&self) -> Option<migrated_core::Cause> {
+        use migrated_core::Cause;
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Closed { .. } => {
+                Some(Cause::Network)
+            }
+            Self::Tls { .. } | Self::NoStartTls { .. } => Some(Cause::Tls),
+            Self::Auth { .. } => Some(Cause::Authentication),
+            Self::Bad { .. } | Self::Protocol { .. } => Some(Cause::Protocol),
+            Self::No { reply, .. } => {
+                let r = reply.to_ascii_uppercase();
+                if r.contains("[OVERQUOTA]") {
+                    Some(Cause::Quota)
+                } else if r.contains("[THROTTLED]") || r.contains("[UNAVAILABLE]") {
+                    Some(Cause::Throttled)
+                } else if r.contains("[AUTHENTICATIONFAILED]")
+                    || r.contains("[AUTHORIZATIONFAILED]")
+                    || r.contains("[EXPIRED]")
+                {
+                    Some(Cause::Authentication)
+                } else {
+                    None
+                }
+            }
+        }
+    }
 }
 
 impl From<ImapError> for migrated_core::SourceError {
     /// A source error of the same kind, keeping the server's words.
     fn from(e: ImapError) -> Self {
-        if e.is_temporary() {
+        let error = if e.is_temporary() {
             Self::temporary(e.to_string())
         } else {
             Self::permanent(e.to_string())
-        }
+        };
+        error.with_cause(e.cause())
     }
 }
 
@@ -164,5 +195,35 @@ mod tests {
             reply: "[AUTHENTICATIONFAILED]".into(),
         };
         assert!(!auth.is_temporary());
+    }
+
+    #[test]
+    fn causes_come_from_the_variant_and_the_response_code() {
+        use migrated_core::{Cause, SourceError};
+        assert_eq!(no("[OVERQUOTA] Quota exceeded").cause(), Some(Cause::Quota));
+        assert_eq!(no("[THROTTLED] Slow down").cause(), Some(Cause::Throttled));
+        assert_eq!(
+            no("[UNAVAILABLE] Try later").cause(),
+            Some(Cause::Throttled)
+        );
+        assert_eq!(
+            no("[AUTHENTICATIONFAILED] Invalid credentials").cause(),
+            Some(Cause::Authentication)
+        );
+        assert_eq!(no("Message too large").cause(), None);
+        let timeout = ImapError::Timeout {
+            server: "s".into(),
+            what: "FETCH".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(timeout.cause(), Some(Cause::Network));
+        let tls = ImapError::Tls {
+            server: "s".into(),
+            reason: "unknown issuer".into(),
+        };
+        // The cause travels with the error into a source error.
+        let e = SourceError::from(tls);
+        assert_eq!(e.cause, Some(Cause::Tls));
+        assert!(e.message.contains("unknown issuer"));
     }
 }

@@ -260,6 +260,7 @@ impl Plugin {
         let broken = |message: String| WireError {
             temporary: false,
             message: format!("plugin {}: {message}", self.info.name),
+            cause: None,
         };
         // The request may hold a password: zeroed when dropped.
         let bytes = Zeroizing::new(wire::encode(request).map_err(broken)?);

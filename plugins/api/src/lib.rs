@@ -33,8 +33,9 @@ pub mod host;
 /// The major version of this ABI. A change of any type in [`wire`] or of [`TableV1`] that is
 /// not a pure addition bumps it, and renames [`TABLE_SYMBOL`].
 pub const ABI_MAJOR: u32 = 1;
-/// The minor version: additions only. 1.1 added [`wire::Request::FetchPart`].
-pub const ABI_MINOR: u32 = 1;
+/// The minor version: additions only. 1.1 added [`wire::Request::FetchPart`], 1.2
+/// [`wire::WireError::cause`].
+pub const ABI_MINOR: u32 = 2;
 
 /// The symbol of the [`AbiVersion`] every plugin exports (NUL-terminated for `dlsym`).
 pub const VERSION_SYMBOL: &[u8] = b"migrated_plugin_abi\0";

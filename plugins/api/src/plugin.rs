@@ -84,6 +84,7 @@ fn wrong_kind(name: &str) -> WireError {
     WireError {
         temporary: false,
         message: format!("plugin {name} does not answer this request (wrong kind of plugin)"),
+        cause: None,
     }
 }
 
@@ -237,6 +238,7 @@ impl<H: Handler> State<H> {
                 let session = self.sessions().get(&id).cloned().ok_or_else(|| WireError {
                     temporary: false,
                     message: format!("plugin {}: no session {id}", H::info().name),
+                    cause: None,
                 })?;
                 let mut session = session.lock().await;
                 H::serve(&mut session, request).await
@@ -296,6 +298,7 @@ impl Reporter {
                 let e = WireError {
                     temporary: false,
                     message,
+                    cause: None,
                 };
                 let bytes = wire::encode(&e).unwrap_or_default();
                 self.send(STATUS_ERROR, &bytes);
@@ -326,11 +329,13 @@ pub unsafe fn info<H: Handler>(ctx: *mut c_void, done: Completion) {
             Err(message) => reporter.finish(Err(WireError {
                 temporary: false,
                 message,
+                cause: None,
             })),
         },
         Err(p) => reporter.finish(Err(WireError {
             temporary: false,
             message: format!("plugin panicked describing itself: {}", panic_message(&*p)),
+            cause: None,
         })),
     }
 }
@@ -373,10 +378,12 @@ pub unsafe fn call<H: Handler>(
                         H::info().name,
                         panic_message(&*e.into_panic())
                     ),
+                    cause: None,
                 }),
                 Err(e) => Err(WireError {
                     temporary: true,
                     message: format!("plugin {}: request cancelled: {e}", H::info().name),
+                    cause: None,
                 }),
             };
             reporter.finish(result);
@@ -388,10 +395,12 @@ pub unsafe fn call<H: Handler>(
         Ok(Err(message)) => reporter.finish(Err(WireError {
             temporary: false,
             message: format!("plugin {}: {message}", H::info().name),
+            cause: None,
         })),
         Err(p) => reporter.finish(Err(WireError {
             temporary: false,
             message: format!("plugin {} panicked: {}", H::info().name, panic_message(&*p)),
+            cause: None,
         })),
     }
 }

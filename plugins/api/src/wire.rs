@@ -5,8 +5,8 @@
 
 pub use migrated_core::{Account, SettingValue};
 use migrated_core::{
-    AddressBook, ContactChanges, ContactData, ErrorKind, FolderInfo, FolderStatus, MessageMeta,
-    Namespace, SourceError,
+    AddressBook, Cause, ContactChanges, ContactData, ErrorKind, FolderInfo, FolderStatus,
+    MessageMeta, Namespace, SourceError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -276,6 +276,11 @@ pub struct WireError {
     pub temporary: bool,
     /// What went wrong, with the server's words.
     pub message: String,
+    /// What kind of trouble it is, by [`Cause::name`] (ABI 1.2). Plugins built for 1.1 send
+    /// none, and a daemon built for 1.1 ignores it. A name as text rather than an enum, so that
+    /// a cause added later reads as none on an older daemon instead of failing the decoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl From<SourceError> for WireError {
@@ -283,17 +288,20 @@ impl From<SourceError> for WireError {
         Self {
             temporary: e.kind == ErrorKind::Temporary,
             message: e.message,
+            cause: e.cause.map(|c| c.name().to_owned()),
         }
     }
 }
 
 impl From<WireError> for SourceError {
     fn from(e: WireError) -> Self {
-        if e.temporary {
+        let cause = e.cause.as_deref().and_then(Cause::from_name);
+        let error = if e.temporary {
             Self::temporary(e.message)
         } else {
             Self::permanent(e.message)
-        }
+        };
+        error.with_cause(cause)
     }
 }
 
@@ -313,4 +321,55 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 /// A message naming what was expected.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, String> {
     rmp_serde::from_slice(bytes).map_err(|e| format!("malformed {what} (MessagePack): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed request as ABI 1.1 spelled it, before causes.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct WireErrorV1_1 {
+        temporary: bool,
+        message: String,
+    }
+
+    #[test]
+    fn a_cause_crosses_the_boundary_and_older_sides_still_understand_each_other() {
+        let sent = SourceError::permanent("refused the login").with_cause(Cause::Authentication);
+        let bytes = encode(&WireError::from(sent)).unwrap();
+        let got = SourceError::from(decode::<WireError>(&bytes, "error").unwrap());
+        assert_eq!(got.cause, Some(Cause::Authentication));
+        assert_eq!(got.kind, ErrorKind::Permanent);
+        // A 1.1 daemon reads a 1.2 plugin's error, ignoring the cause.
+        let old: WireErrorV1_1 = decode(&bytes, "error").unwrap();
+        assert_eq!(old.message, "refused the login");
+        // A 1.1 plugin's error has no cause.
+        let bytes = encode(&WireErrorV1_1 {
+            temporary: true,
+            message: "timeout".into(),
+        })
+        .unwrap();
+        let got = SourceError::from(decode::<WireError>(&bytes, "error").unwrap());
+        assert_eq!((got.kind, got.cause), (ErrorKind::Temporary, None));
+        // A cause this daemon does not know yet reads as none.
+        let newer = WireError {
+            temporary: false,
+            message: "x".into(),
+            cause: Some("solar-flare".into()),
+        };
+        let bytes = encode(&newer).unwrap();
+        let got = SourceError::from(decode::<WireError>(&bytes, "error").unwrap());
+        assert_eq!(got.cause, None);
+        // Without a cause nothing more is sent than 1.1 sent.
+        let plain = encode(&WireError::from(SourceError::temporary("timeout"))).unwrap();
+        assert_eq!(
+            plain,
+            encode(&WireErrorV1_1 {
+                temporary: true,
+                message: "timeout".into(),
+            })
+            .unwrap()
+        );
+    }
 }

@@ -45,11 +45,12 @@ impl ContactsPlugin for CardDavPlugin {
 migrated_plugin_api::export_contacts_plugin!(CardDavPlugin);
 
 fn source_error(e: DavError) -> SourceError {
-    if e.is_temporary() {
+    let error = if e.is_temporary() {
         SourceError::temporary(e.to_string())
     } else {
         SourceError::permanent(e.to_string())
-    }
+    };
+    error.with_cause(e.cause())
 }
 
 /// Runs a blocking CardDAV call off the plugin's async threads.

@@ -233,6 +233,7 @@ fn daily_allowance(user: &str, limit: u64) -> Result<(), SourceError> {
             used as f64 / 1e6,
             limit as f64 / 1e6
         ))
+        .with_cause(migrated_core::Cause::Throttled)
     })
 }
 

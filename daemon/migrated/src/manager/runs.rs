@@ -405,42 +405,34 @@ pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
 
 /// The next step for an administrator after a run failed this way.
 fn what_to_do(e: &EngineError, job: &str) -> String {
-    let text = e.to_string().to_ascii_lowercase();
-    let refused_login = matches!(
-        e,
-        EngineError::Destination(migrated_imap::ImapError::Auth { .. })
-    ) || [
-        "authenticationfailed",
-        "authentication failed",
-        "invalid credentials",
-        "login failed",
-        "http 401",
-    ]
-    .iter()
-    .any(|w| text.contains(w));
-    if refused_login {
-        let side = if text.starts_with("source") {
-            "source"
-        } else {
-            "destination"
-        };
-        return format!(
+    use migrated_core::Cause;
+    // Chosen by the error's cause, which the IMAP and CardDAV clients and the plugins (ABI
+    // 1.2) give, and by the side it came from; never by reading the server's words.
+    let side = match e.side() {
+        Some(Side::Source) => "source",
+        _ => "destination",
+    };
+    match (e, e.cause()) {
+        (_, Some(Cause::Authentication)) => format!(
             "the {side} refused the login: check the user and password (or token), then give them again with `migratectl delta {job} --{side}-password-file FILE`."
-        );
-    }
-    match e {
-        EngineError::MailboxFull(_) => format!(
-            "raise the destination mailbox's quota (or make room in it), then run `migratectl delta {job}`; nothing copied so far is copied again."
         ),
-        EngineError::Destination(migrated_imap::ImapError::Tls { .. })
-        | EngineError::Destination(migrated_imap::ImapError::NoStartTls { .. }) => format!(
-            "the TLS connection was refused: check the host name and port, give the server's CA with ca_file, then `migratectl delta {job}`."
+        (_, Some(Cause::Quota)) => format!(
+            "raise the {side} mailbox's quota (or make room in it), then run `migratectl delta {job}`; nothing copied so far is copied again."
         ),
-        EngineError::Store(_) => format!(
+        (_, Some(Cause::Tls)) => format!(
+            "the TLS connection to the {side} was refused: check the host name and port, give the server's CA with ca_file, then `migratectl delta {job}`."
+        ),
+        (_, Some(Cause::Throttled)) => format!(
+            "the {side} kept asking to slow down: lower [limits] connections or max_mbps (or wait for its daily allowance), then `migratectl delta {job}` resumes where it stopped."
+        ),
+        (EngineError::Store(_), _) => format!(
             "the job store could not be used (see the error above); once that is fixed, `migratectl resume {job}` continues from the ledger."
         ),
-        EngineError::GaveUp { .. } => format!(
+        (EngineError::GaveUp { .. }, _) => format!(
             "temporary errors lasted through every pass: check that both servers are up and reachable, then `migratectl delta {job}` resumes where it stopped."
+        ),
+        (_, Some(Cause::Network)) => format!(
+            "the {side} could not be reached or went away: check host, port and firewall, then `migratectl delta {job}` resumes where it stopped."
         ),
         _ if e.kind() == migrated_core::ErrorKind::Temporary => format!(
             "the server could not be reached or went away: check host, port and firewall, then `migratectl delta {job}` resumes where it stopped."
@@ -454,4 +446,39 @@ fn what_to_do(e: &EngineError, job: &str) -> String {
 /// ` ("Subject")` for messages, or nothing.
 fn titled(subject: Option<&str>) -> String {
     subject.map(|s| format!(" ({s:?})")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrated_core::{Cause, SourceError};
+
+    #[test]
+    fn advice_follows_the_cause_and_the_side_not_the_words() {
+        let source_login = EngineError::from(
+            SourceError::permanent("NO [AUTHENTICATIONFAILED] go away")
+                .with_cause(Cause::Authentication),
+        );
+        assert!(
+            what_to_do(&source_login, "alice").starts_with(
+                "the source refused the login: check the user and password (or token), then give them again with `migratectl delta alice --source-password-file FILE`"
+            )
+        );
+        let destination_login = EngineError::from(migrated_imap::ImapError::Auth {
+            server: "new:993".into(),
+            user: "alice".into(),
+            reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+        });
+        assert!(
+            what_to_do(&destination_login, "alice")
+                .starts_with("the destination refused the login")
+        );
+        let throttled = EngineError::from(
+            SourceError::temporary("daily download limit reached").with_cause(Cause::Throttled),
+        );
+        assert!(what_to_do(&throttled, "alice").starts_with("the source kept asking to slow down"));
+        // Words alone choose nothing: a plugin that gives no cause gets the general advice.
+        let words = EngineError::from(SourceError::permanent("authentication failed"));
+        assert!(what_to_do(&words, "alice").starts_with("read the server's words above"));
+    }
 }
