@@ -185,7 +185,9 @@ impl Daemon {
         what: &str,
         f: impl Fn(&JobSummary) -> bool,
     ) -> JobSummary {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        // A guard against a hang, not a measure of speed: on a loaded machine a Radicale or
+        // Dovecot under test can take minutes for what takes seconds alone.
+        let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let s = self.summary(id).await;
             if f(&s) {
