@@ -113,6 +113,14 @@ impl Store {
         };
         let mut st = self.state();
         if st.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, h)) {
+            if matches!(source, fjall::Error::Poisoned) {
+                // A write of fjall's own (a journal sync, a memtable flush) failed first, so
+                // its words are lost: ask the file system what keeps it from taking writes
+                // (read-only, full, failing), so the advice fits.
+                if let Err(e) = probe(&self.shared.dir) {
+                    fault = StoreFault::of_io(&e);
+                }
+            }
             st.open = None;
             st.closing = Arc::downgrade(h);
             st.fault = Some(fault.clone());
