@@ -437,6 +437,69 @@ fn put_new<S: ContactsDestinationSession>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::TempStore;
+    use crate::fakes::contacts::{DavAccount, FakeContacts, FakeDav, vcard};
+
+    #[tokio::test]
+    async fn a_put_whose_reply_was_lost_is_recognised_and_not_stored_twice() {
+        let book = AddressBook {
+            href: "/src/alice/work/".into(),
+            name: "Work".into(),
+            description: None,
+        };
+        let cards: Vec<ContactData> = (1..=4)
+            .map(|i| ContactData {
+                href: format!("/src/alice/work/{i}.vcf"),
+                etag: format!("\"e{i}\""),
+                vcard: vcard(&format!("urn:uuid:{i}"), &format!("Person {i}")),
+            })
+            .collect();
+        let source = FakeContacts {
+            books: vec![(book, cards.clone())],
+        };
+        let account = Arc::new(std::sync::Mutex::new(DavAccount {
+            late_puts: 1,
+            ..DavAccount::default()
+        }));
+        let store = TempStore::new("contacts-late-put");
+        let mut config = CopyConfig::new("job-contacts");
+        config.initial_backoff = std::time::Duration::from_millis(1);
+        config.max_backoff = std::time::Duration::from_millis(2);
+        let engine = ContactsEngine::new(
+            source.clone(),
+            FakeDav(account.clone()),
+            store.store.clone(),
+            config.clone(),
+            Arc::new(|_| {}),
+        );
+        // The first attempt ends at the lost reply; the next finds that contact in place.
+        let summary = engine.run().await.expect("the run completes");
+        assert_eq!(summary.copied, 4);
+        {
+            let a = account.lock().unwrap();
+            let (name, stored) = &a.books["/dav/alice/work/"];
+            assert_eq!(name, "Work");
+            let mut got: Vec<&Vec<u8>> = stored.values().collect();
+            got.sort();
+            let mut want: Vec<&Vec<u8>> = cards.iter().map(|c| &c.vcard).collect();
+            want.sort();
+            assert_eq!(got, want, "each contact once, under its own name");
+            assert_eq!(a.stored, 4, "no contact was written twice");
+        }
+        // A later run finds everything in the ledger.
+        let summary = ContactsEngine::new(
+            source,
+            FakeDav(account.clone()),
+            store.store.clone(),
+            config,
+            Arc::new(|_| {}),
+        )
+        .run()
+        .await
+        .unwrap();
+        assert_eq!((summary.copied, summary.already_copied), (0, 4));
+        assert_eq!(account.lock().unwrap().stored, 4);
+    }
 
     #[test]
     fn names_and_uids() {
