@@ -1,11 +1,13 @@
 //! A CardDAV client for migrated (RFC 6352 over WebDAV), written once for the CardDAV source
 //! plugin and the daemon's CardDAV sink: service discovery (`/.well-known/carddav`, the
 //! principal, the address-book home), address books, contacts by PROPFIND, `addressbook-multiget`
-//! and `sync-collection` (RFC 6578), MKCOL (RFC 5689) and conditional PUT.
+//! and `sync-collection` (RFC 6578), MKCOL (RFC 5689) and conditional PUT; and, in
+//! `destination`, core's `ContactsDestination` over it.
 //!
 //! Blocking (ureq): callers run it on a blocking thread. Every request has a timeout; every
 //! failure names the server, the request and the server's status and words.
 
+mod destination;
 mod read;
 mod write;
 mod xml;
@@ -18,6 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use migrated_core::{Account, Secret};
 use ureq::http::{self, Method};
 
+pub use destination::{DavDestination, DavDestinationSession};
 pub use xml::{Book, Card, Item};
 
 /// Where and as whom.
@@ -160,14 +163,9 @@ impl DavError {
     }
 }
 
-/// The outcome of a conditional PUT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Put {
-    /// Stored; the new ETag when the server sent one.
-    Stored(Option<String>),
-    /// `If-None-Match: *` and something is there already (412).
-    Exists,
-}
+/// The outcome of a conditional PUT: core's, `Exists` when `If-None-Match: *` met something
+/// (412).
+pub use migrated_core::Put;
 
 /// Changes since a sync token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -369,14 +367,9 @@ fn crlf(text: &str) -> Vec<u8> {
     out
 }
 
-/// The last path segment of an href, without a trailing slash.
-pub fn last_segment(href: &str) -> String {
-    href.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
+/// The last path segment of an href, without a trailing slash (core's, shared with the
+/// contacts engine).
+pub use migrated_core::contacts::last_segment;
 
 #[cfg(test)]
 mod tests {

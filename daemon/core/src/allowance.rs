@@ -61,6 +61,34 @@ impl DailyAllowance {
     }
 }
 
+/// One destination account's share of a [`DailyAllowance`]: what a mail destination reports
+/// so that the engine can hold a daily upload limit without knowing the provider. The counter
+/// is the destination's to choose: the IMAP destination counts over every job of the process
+/// writing to the same account, a test fake over its own runs only.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadMeter<'a> {
+    /// The account as the counter knows it (`user@host:port`), named in the throttling message.
+    pub account: &'a str,
+    /// Bytes received per account and UTC day.
+    pub counter: &'a DailyAllowance,
+}
+
+impl UploadMeter<'_> {
+    /// As [`DailyAllowance::check`] for this account.
+    ///
+    /// # Errors
+    ///
+    /// `(bytes received today, seconds until the next day)` once `limit` is reached.
+    pub fn check(&self, limit: u64) -> Result<(), (u64, u64)> {
+        self.counter.check(self.account, limit)
+    }
+
+    /// Counts bytes the account received.
+    pub fn count(&self, bytes: u64) {
+        self.counter.count(self.account, bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

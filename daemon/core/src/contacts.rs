@@ -55,6 +55,16 @@ pub struct ContactChanges {
     pub complete: bool,
 }
 
+/// The last path segment of an href, without a trailing slash: `/alice/work/` is `work`. The
+/// destination name of a contact and of an address book is made from it.
+pub fn last_segment(href: &str) -> String {
+    href.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Opens sessions to an address-book source.
 pub trait ContactsConnector: Send + Sync {
     /// One session.

@@ -122,6 +122,60 @@ impl SourceError {
     }
 }
 
+/// An error reported by a destination (an IMAP or CardDAV server), with the server's own
+/// words. The same three things as a [`SourceError`]; a type of its own so that the side an
+/// error came from is never lost on its way to the engine's errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DestinationError {
+    /// Whether a retry can help.
+    pub kind: ErrorKind,
+    /// What went wrong, naming the server, folder or item, and the server's reply.
+    pub message: String,
+    /// What kind of trouble it is, when one fits. [`Cause::Quota`] is a full mailbox: the
+    /// engine stops the run there instead of refusing message after message.
+    pub cause: Option<Cause>,
+}
+
+impl DestinationError {
+    /// A temporary error: the engine retries it with backoff.
+    pub fn temporary(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Temporary,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A permanent error: the engine records it against the job or the item.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The same error, saying what kind of trouble it is.
+    #[must_use]
+    pub fn with_cause(self, cause: impl Into<Option<Cause>>) -> Self {
+        Self {
+            cause: cause.into(),
+            ..self
+        }
+    }
+
+    /// Whether a retry can help.
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::Temporary
+    }
+
+    /// Whether the destination said the mailbox or account is over its quota.
+    pub fn is_over_quota(&self) -> bool {
+        self.cause == Some(Cause::Quota)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,12 @@
 //! Domain of migrated: folders, messages, the folder mapping, the pure copy planner, error kinds
-//! and the source trait. Nothing here does I/O, so all of it is unit-tested without a network.
+//! and the source and destination traits. Nothing here does I/O, so all of it is unit-tested
+//! without a network.
 
 pub mod account;
 pub mod allowance;
 pub mod batch;
 pub mod contacts;
+pub mod destination;
 pub mod endpoint;
 pub mod error;
 pub mod folder;
@@ -21,8 +23,12 @@ pub use account::{Account, SettingValue};
 pub use contacts::{
     AddressBook, ContactChanges, ContactData, ContactRef, ContactsConnector, ContactsSession,
 };
+pub use destination::{
+    Append, ContactsDestination, ContactsDestinationSession, MailDestination,
+    MailDestinationSession, Put,
+};
 pub use endpoint::{AuthMethod, Security};
-pub use error::{Cause, ErrorKind, SourceError};
+pub use error::{Cause, DestinationError, ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};
 pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};

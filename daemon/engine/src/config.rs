@@ -45,8 +45,8 @@ pub struct CopyConfig {
     pub max_backoff: Duration,
     /// Bandwidth limits the copy obeys: the job's own and the daemon's global one.
     pub bandwidth: Vec<Arc<RateLimit>>,
-    /// Bytes the destination account may receive per UTC day; `None`: no limit, unless the
-    /// destination is Gmail (500 MB).
+    /// Bytes the destination account may receive per UTC day; `None`: the allowance the
+    /// destination reports (Gmail: 500 MB), or no limit.
     pub daily_upload: Option<u64>,
 }
 

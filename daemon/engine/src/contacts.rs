@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use migrated_carddav::{Client, DavEndpoint, DavError, Put, last_segment};
+use migrated_core::contacts::last_segment;
 use migrated_core::{
-    AddressBook, ContactData, ContactRef, ContactsConnector, ContactsSession, ErrorKind,
+    AddressBook, ContactData, ContactRef, ContactsConnector, ContactsDestination,
+    ContactsDestinationSession, ContactsSession, DestinationError, Put,
 };
 use migrated_store::{ContactRecord, FolderState, JobKey, Store};
 
@@ -27,10 +28,11 @@ use crate::stop::StopSignal;
 /// Contacts fetched and written per batch (one ledger write each).
 const BATCH: usize = 50;
 
-/// Runs contacts jobs.
-pub struct ContactsEngine<C: ContactsConnector + 'static> {
+/// Runs contacts jobs from a source `C` to a destination `D`.
+pub struct ContactsEngine<C: ContactsConnector + 'static, D: ContactsDestination> {
     source: C,
-    destination: DavEndpoint,
+    /// Shared with the blocking threads its calls run on.
+    destination: Arc<D>,
     store: Store,
     config: CopyConfig,
     observer: Observer,
@@ -38,7 +40,9 @@ pub struct ContactsEngine<C: ContactsConnector + 'static> {
     stop: StopSignal,
 }
 
-impl<C: ContactsConnector + 'static> std::fmt::Debug for ContactsEngine<C> {
+impl<C: ContactsConnector + 'static, D: ContactsDestination> std::fmt::Debug
+    for ContactsEngine<C, D>
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContactsEngine")
             .field("job", &self.config.job_id)
@@ -46,17 +50,13 @@ impl<C: ContactsConnector + 'static> std::fmt::Debug for ContactsEngine<C> {
     }
 }
 
-/// The destination, on a blocking thread (the CardDAV client is synchronous).
+/// The destination, on a blocking thread (its calls block, as the CardDAV client's do).
 async fn dav<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DavError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, DestinationError> + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| EngineError::Contacts {
-            kind: ErrorKind::Temporary,
-            message: format!("CardDAV call ended: {e}"),
-            cause: None,
-        })?
+        .map_err(|e| DestinationError::temporary(format!("CardDAV call ended: {e}")))?
         .map_err(EngineError::from)
 }
 
@@ -96,11 +96,11 @@ fn file_name(source_href: &str) -> String {
     name
 }
 
-impl<C: ContactsConnector + 'static> ContactsEngine<C> {
+impl<C: ContactsConnector + 'static, D: ContactsDestination> ContactsEngine<C, D> {
     /// An engine for one job.
     pub fn new(
         source: C,
-        destination: DavEndpoint,
+        destination: D,
         store: Store,
         config: CopyConfig,
         observer: Observer,
@@ -108,7 +108,7 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
         let job = store.job_key(&config.job_id);
         Self {
             source,
-            destination,
+            destination: Arc::new(destination),
             store,
             config,
             observer,
@@ -160,15 +160,14 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
         };
         emit(Event::Connection(Side::Source, Connection::Authenticated));
         emit(Event::Connection(Side::Destination, Connection::Connecting));
-        let endpoint = self.destination.clone();
+        let destination = self.destination.clone();
         let found = dav(move || {
-            let client = Client::new(endpoint)?;
-            let home = client.discover()?;
-            let books = client.books(&home)?;
-            Ok((client, home, books))
+            let client = destination.connect()?;
+            let books = client.books()?;
+            Ok((client, books))
         })
         .await;
-        let (client, home, dest_books) = match found {
+        let (client, dest_books) = match found {
             Ok(f) => f,
             Err(e) => {
                 emit(Event::Connection(
@@ -179,6 +178,7 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
             }
         };
         let client = Arc::new(client);
+        let home = client.home().to_owned();
         emit(Event::Connection(
             Side::Destination,
             Connection::Authenticated,
@@ -263,7 +263,7 @@ impl<C: ContactsConnector + 'static> ContactsEngine<C> {
                 let hrefs: Vec<String> = chunk.iter().map(|c| c.href.clone()).collect();
                 let cards = src.fetch(&book.href, &hrefs).await?;
                 let (c, dest2, ledger2) = (client.clone(), dest.clone(), ledger.clone());
-                let outcome = dav(move || Ok(write_batch(&c, &dest2, &ledger2, cards))).await?;
+                let outcome = dav(move || Ok(write_batch(&*c, &dest2, &ledger2, cards))).await?;
                 let records = outcome.records;
                 let s2 = self.store.clone();
                 let n = records.len() as u64;
@@ -339,13 +339,13 @@ struct Outcome {
     records: Vec<(String, ContactRecord)>,
     bytes: u64,
     refused: Vec<Refused>,
-    temporary: Option<DavError>,
+    temporary: Option<DestinationError>,
 }
 
 /// PUTs a batch: new contacts only where nothing is (`If-None-Match: *`), changed ones over
 /// their earlier copy. Stops at the first temporary error.
-fn write_batch(
-    client: &Client,
+fn write_batch<S: ContactsDestinationSession>(
+    client: &S,
     book: &str,
     ledger: &HashMap<String, ContactRecord>,
     cards: Vec<ContactData>,
@@ -397,7 +397,11 @@ fn write_batch(
 /// is there is this contact when an earlier run stopped after its PUT (same bytes or UID):
 /// recorded, not copied again. A different contact of that name keeps its place; this one gets
 /// another.
-fn put_new(client: &Client, book: &str, card: &ContactData) -> Result<(String, Put), DavError> {
+fn put_new<S: ContactsDestinationSession>(
+    client: &S,
+    book: &str,
+    card: &ContactData,
+) -> Result<(String, Put), DestinationError> {
     let name = file_name(&card.href);
     let mut href = format!("{book}{name}");
     for attempt in 0..3 {
@@ -407,9 +411,9 @@ fn put_new(client: &Client, book: &str, card: &ContactData) -> Result<(String, P
                 // This contact, stored by an earlier run that stopped before recording it:
                 // the same bytes, or (servers re-serialize vCards) the same UID.
                 if let Some(existing) = client.get(&href)?
-                    && (existing.data == card.vcard
+                    && (existing.vcard == card.vcard
                         || vcard_uid(&card.vcard)
-                            .is_some_and(|u| vcard_uid(&existing.data).as_deref() == Some(&u)))
+                            .is_some_and(|u| vcard_uid(&existing.vcard).as_deref() == Some(&u)))
                 {
                     return Ok((href, Put::Stored(Some(existing.etag))));
                 }
@@ -423,16 +427,79 @@ fn put_new(client: &Client, book: &str, card: &ContactData) -> Result<(String, P
             }
         }
     }
-    Err(DavError::Protocol {
-        server: client.server().to_owned(),
-        what: format!("PUT {href}"),
-        detail: "every name tried for this contact is taken by another".into(),
-    })
+    Err(DestinationError::permanent(format!(
+        "{}: PUT {href}: every name tried for this contact is taken by another",
+        client.server()
+    ))
+    .with_cause(migrated_core::Cause::Protocol))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::TempStore;
+    use crate::fakes::contacts::{DavAccount, FakeContacts, FakeDav, vcard};
+
+    #[tokio::test]
+    async fn a_put_whose_reply_was_lost_is_recognised_and_not_stored_twice() {
+        let book = AddressBook {
+            href: "/src/alice/work/".into(),
+            name: "Work".into(),
+            description: None,
+        };
+        let cards: Vec<ContactData> = (1..=4)
+            .map(|i| ContactData {
+                href: format!("/src/alice/work/{i}.vcf"),
+                etag: format!("\"e{i}\""),
+                vcard: vcard(&format!("urn:uuid:{i}"), &format!("Person {i}")),
+            })
+            .collect();
+        let source = FakeContacts {
+            books: vec![(book, cards.clone())],
+        };
+        let account = Arc::new(std::sync::Mutex::new(DavAccount {
+            late_puts: 1,
+            ..DavAccount::default()
+        }));
+        let store = TempStore::new("contacts-late-put");
+        let mut config = CopyConfig::new("job-contacts");
+        config.initial_backoff = std::time::Duration::from_millis(1);
+        config.max_backoff = std::time::Duration::from_millis(2);
+        let engine = ContactsEngine::new(
+            source.clone(),
+            FakeDav(account.clone()),
+            store.store.clone(),
+            config.clone(),
+            Arc::new(|_| {}),
+        );
+        // The first attempt ends at the lost reply; the next finds that contact in place.
+        let summary = engine.run().await.expect("the run completes");
+        assert_eq!(summary.copied, 4);
+        {
+            let a = account.lock().unwrap();
+            let (name, stored) = &a.books["/dav/alice/work/"];
+            assert_eq!(name, "Work");
+            let mut got: Vec<&Vec<u8>> = stored.values().collect();
+            got.sort();
+            let mut want: Vec<&Vec<u8>> = cards.iter().map(|c| &c.vcard).collect();
+            want.sort();
+            assert_eq!(got, want, "each contact once, under its own name");
+            assert_eq!(a.stored, 4, "no contact was written twice");
+        }
+        // A later run finds everything in the ledger.
+        let summary = ContactsEngine::new(
+            source,
+            FakeDav(account.clone()),
+            store.store.clone(),
+            config,
+            Arc::new(|_| {}),
+        )
+        .run()
+        .await
+        .unwrap();
+        assert_eq!((summary.copied, summary.already_copied), (0, 4));
+        assert_eq!(account.lock().unwrap().stored, 4);
+    }
 
     #[test]
     fn names_and_uids() {

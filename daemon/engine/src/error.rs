@@ -1,8 +1,7 @@
 //! Errors that end a run, each tagged temporary or permanent, with what kind of trouble it is
 //! and which side it came from where that is known.
 
-use migrated_core::{Cause, ErrorKind, SourceError};
-use migrated_imap::ImapError;
+use migrated_core::{Cause, DestinationError, ErrorKind, SourceError};
 use migrated_store::StoreError;
 
 use crate::events::Side;
@@ -13,22 +12,12 @@ pub enum EngineError {
     /// The source failed.
     #[error("source: {0}")]
     Source(#[from] SourceError),
-    /// The destination failed.
+    /// The destination (IMAP or CardDAV) failed.
     #[error("destination: {0}")]
-    Destination(#[from] ImapError),
-    /// The CardDAV destination failed.
-    #[error("destination: {message}")]
-    Contacts {
-        /// Whether a retry can help.
-        kind: ErrorKind,
-        /// What went wrong, with the server's status and words.
-        message: String,
-        /// What kind of trouble it is, when one fits.
-        cause: Option<Cause>,
-    },
+    Destination(#[from] DestinationError),
     /// The destination mailbox is over its quota: the run stops; raise the quota and resume.
     #[error("destination mailbox full: {0}")]
-    MailboxFull(ImapError),
+    MailboxFull(DestinationError),
     /// A daily allowance is used up; the run waits for the next day.
     #[error("{0}")]
     Throttled(String),
@@ -53,9 +42,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Source(e) => e.kind,
-            Self::Destination(e) if e.is_temporary() => ErrorKind::Temporary,
-            Self::Destination(_) => ErrorKind::Permanent,
-            Self::Contacts { kind, .. } => *kind,
+            Self::Destination(e) => e.kind,
             Self::MailboxFull(_) => ErrorKind::Permanent,
             Self::Store(_) | Self::GaveUp { .. } | Self::Stopped | Self::Throttled(_) => {
                 ErrorKind::Temporary
@@ -72,8 +59,7 @@ impl EngineError {
     pub fn cause(&self) -> Option<Cause> {
         match self {
             Self::Source(e) => e.cause,
-            Self::Destination(e) => e.cause(),
-            Self::Contacts { cause, .. } => *cause,
+            Self::Destination(e) => e.cause,
             Self::MailboxFull(_) => Some(Cause::Quota),
             Self::Throttled(_) => Some(Cause::Throttled),
             Self::Store(_) | Self::Stopped | Self::GaveUp { .. } => None,
@@ -84,25 +70,10 @@ impl EngineError {
     pub fn side(&self) -> Option<Side> {
         match self {
             Self::Source(_) => Some(Side::Source),
-            Self::Destination(_)
-            | Self::Contacts { .. }
-            | Self::MailboxFull(_)
-            | Self::Throttled(_) => Some(Side::Destination),
+            Self::Destination(_) | Self::MailboxFull(_) | Self::Throttled(_) => {
+                Some(Side::Destination)
+            }
             Self::Store(_) | Self::Stopped | Self::GaveUp { .. } => None,
-        }
-    }
-}
-
-impl From<migrated_carddav::DavError> for EngineError {
-    fn from(e: migrated_carddav::DavError) -> Self {
-        Self::Contacts {
-            kind: if e.is_temporary() {
-                ErrorKind::Temporary
-            } else {
-                ErrorKind::Permanent
-            },
-            message: e.to_string(),
-            cause: e.cause(),
         }
     }
 }
@@ -113,15 +84,18 @@ mod tests {
 
     #[test]
     fn the_cause_and_side_of_each_kind_of_error() {
-        let refused = migrated_imap::ImapError::Auth {
-            server: "s:993".into(),
-            user: "alice".into(),
-            reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
-        };
+        let refused = DestinationError::permanent(
+            "s:993 refused the login of \"alice\": NO [AUTHENTICATIONFAILED] Authentication failed.",
+        )
+        .with_cause(Cause::Authentication);
         let e = EngineError::from(refused);
         assert_eq!(
-            (e.cause(), e.side()),
-            (Some(Cause::Authentication), Some(Side::Destination))
+            (e.cause(), e.side(), e.kind()),
+            (
+                Some(Cause::Authentication),
+                Some(Side::Destination),
+                ErrorKind::Permanent
+            )
         );
         let e = EngineError::from(SourceError::temporary("timeout").with_cause(Cause::Network));
         assert_eq!(
@@ -130,23 +104,21 @@ mod tests {
         );
         let e = EngineError::from(SourceError::permanent("no such folder"));
         assert_eq!(e.cause(), None);
-        let full = migrated_imap::ImapError::No {
-            server: "s:993".into(),
-            command: "APPEND".into(),
-            reply: "NO [OVERQUOTA] Quota exceeded".into(),
-        };
-        assert_eq!(EngineError::MailboxFull(full).cause(), Some(Cause::Quota));
-        let dav = migrated_carddav::DavError::Http {
-            server: "https://dav".into(),
-            what: "PROPFIND /".into(),
-            status: 401,
-            reply: String::new(),
-        };
-        let e = EngineError::from(dav);
+        let full =
+            DestinationError::permanent("s:993 refused APPEND: NO [OVERQUOTA] Quota exceeded")
+                .with_cause(Cause::Quota);
+        let e = EngineError::MailboxFull(full);
         assert_eq!(
-            (e.cause(), e.side()),
-            (Some(Cause::Authentication), Some(Side::Destination))
+            (e.cause(), e.kind()),
+            (Some(Cause::Quota), ErrorKind::Permanent)
         );
+        assert!(
+            e.to_string().starts_with("destination mailbox full: s:993"),
+            "{e}"
+        );
+        let busy = EngineError::from(DestinationError::temporary("HTTP 503"));
+        assert_eq!(busy.kind(), ErrorKind::Temporary);
+        assert_eq!(busy.to_string(), "destination: HTTP 503");
         assert_eq!(
             (EngineError::Stopped.cause(), EngineError::Stopped.side()),
             (None, None)

@@ -1,4 +1,7 @@
-//! The copy engine: copies one mailbox from a source to an IMAP destination, exactly once.
+//! The copy engine: copies one mailbox from a source to a destination, exactly once, and one
+//! account's address books likewise. Both sides are core's traits (`SourceConnector` and
+//! `MailDestination`, `ContactsConnector` and `ContactsDestination`): the engine knows no
+//! protocol and no provider; its unit tests run it against in-memory fakes (`fakes`).
 //!
 //! A run connects, scans folders, maps them, creates what is missing on the destination, plans
 //! every folder against the ledger, and copies the planned batches over several connections.
@@ -9,6 +12,8 @@ mod config;
 mod contacts;
 mod error;
 mod events;
+#[cfg(test)]
+mod fakes;
 mod ledger;
 mod mail;
 mod memory;

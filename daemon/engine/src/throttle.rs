@@ -1,9 +1,11 @@
 //! Bandwidth limits: a token bucket per limit. A job has its own and may share the daemon's
 //! global one; workers take tokens for the bytes of each batch before sending it, so the
-//! rate holds whatever the number of connections.
+//! rate holds whatever the number of connections. And the words of a daily upload allowance
+//! used up (the allowance itself is the destination's: its meter and its limit).
 
 use std::time::Duration;
 
+use migrated_core::allowance::UploadMeter;
 use tokio::time::Instant;
 
 /// A bytes-per-second limit.
@@ -56,17 +58,11 @@ impl RateLimit {
     }
 }
 
-/// Bytes uploaded per destination account and UTC day, over every job of this process.
-static UPLOADED: migrated_core::allowance::DailyAllowance =
-    migrated_core::allowance::DailyAllowance::new();
-
-/// Gmail's daily limit for IMAP uploads per account.
-pub(crate) const GMAIL_DAILY_UPLOAD: u64 = 500_000_000;
-
-/// Refuses a batch once the account's daily allowance is used, in the words the backoff
-/// reads: the job waits until 00:00 UTC, shown as Throttled, instead of failing.
-pub(crate) fn daily_upload_allowance(account: &str, limit: u64) -> Result<(), String> {
-    UPLOADED.check(account, limit).map_err(|(used, rest)| {
+/// Refuses a batch once the destination account's daily allowance is used, in the words the
+/// backoff reads: the job waits until 00:00 UTC, shown as Throttled, instead of failing.
+pub(crate) fn daily_upload_allowance(meter: &UploadMeter<'_>, limit: u64) -> Result<(), String> {
+    let account = meter.account;
+    meter.check(limit).map_err(|(used, rest)| {
         format!(
             "NO [THROTTLED] {account} has received {:.0} MB today, its daily upload allowance is \
              {:.0} MB; the job continues at 00:00 UTC. Suggested Backoff Time: {rest} seconds",
@@ -74,11 +70,6 @@ pub(crate) fn daily_upload_allowance(account: &str, limit: u64) -> Result<(), St
             limit as f64 / 1e6
         )
     })
-}
-
-/// Counts bytes sent to an account today.
-pub(crate) fn count_upload(account: &str, bytes: u64) {
-    UPLOADED.count(account, bytes);
 }
 
 #[cfg(test)]

@@ -163,6 +163,25 @@ impl From<ImapError> for migrated_core::SourceError {
     }
 }
 
+impl From<ImapError> for migrated_core::DestinationError {
+    /// A destination error of the same kind, keeping the server's words; any reply that says
+    /// OVERQUOTA is a full mailbox ([`migrated_core::Cause::Quota`]), with or without its
+    /// brackets.
+    fn from(e: ImapError) -> Self {
+        let error = if e.is_temporary() {
+            Self::temporary(e.to_string())
+        } else {
+            Self::permanent(e.to_string())
+        };
+        let cause = if e.is_over_quota() {
+            Some(migrated_core::Cause::Quota)
+        } else {
+            e.cause()
+        };
+        error.with_cause(cause)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +240,15 @@ mod tests {
             server: "s".into(),
             reason: "unknown issuer".into(),
         };
-        // The cause travels with the error into a source error.
+        // The cause travels with the error into a source or destination error.
+        let d = migrated_core::DestinationError::from(ImapError::Tls {
+            server: "s".into(),
+            reason: "unknown issuer".into(),
+        });
+        assert_eq!((d.cause, d.is_temporary()), (Some(Cause::Tls), false));
+        let full = migrated_core::DestinationError::from(no("[OVERQUOTA] Quota exceeded"));
+        assert!(full.is_over_quota() && !full.is_temporary(), "{full:?}");
+        assert!(full.message.contains("Quota exceeded"));
         let e = SourceError::from(tls);
         assert_eq!(e.cause, Some(Cause::Tls));
         assert!(e.message.contains("unknown issuer"));

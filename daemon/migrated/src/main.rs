@@ -399,6 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let key = StoreKey::load(credentials.as_deref(), &key_file)?;
             let store = tokio::task::spawn_blocking(move || Store::open(&store, key)).await??;
             let observer = progress_printer(quiet);
+            let destination = migrated_imap::ImapDestination::new(destination);
             let engine = Engine::new(source, destination, store, config, observer);
             let summary = engine.run().await?;
             print_summary(&summary);

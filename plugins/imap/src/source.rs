@@ -1,10 +1,9 @@
 //! The generic IMAP source: the engine's source calls on an IMAP account.
 
 use migrated_core::{
-    Flags, FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError,
-    SourceSession, SpecialUse,
+    FolderInfo, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceError, SourceSession,
 };
-use migrated_imap::{Endpoint, FetchedMeta, ImapSession};
+use migrated_imap::{Endpoint, ImapSession};
 
 /// Connects to an IMAP account as a source.
 #[derive(Debug, Clone)]
@@ -36,19 +35,6 @@ impl ImapSourceSession {
             uid_next: 0,
             span: 0,
         }
-    }
-}
-
-fn meta(m: FetchedMeta) -> MessageMeta {
-    MessageMeta {
-        uid: m.uid,
-        size: m.size,
-        flags: Flags::new(&m.flags),
-        internal_date: m.internal_date,
-        message_id: m.message_id,
-        subject: m.subject,
-        modseq: m.modseq,
-        content_key: None,
     }
 }
 
@@ -84,19 +70,7 @@ impl SourceSession for ImapSourceSession {
 
     async fn list_folders(&mut self) -> Result<Vec<FolderInfo>, SourceError> {
         let entries = self.imap.list().await.map_err(SourceError::from)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| FolderInfo {
-                special_use: e
-                    .special_use
-                    .as_deref()
-                    .and_then(SpecialUse::from_attribute),
-                name: e.name,
-                delimiter: e.delimiter,
-                no_select: e.no_select,
-                subscribed: e.subscribed,
-            })
-            .collect())
+        Ok(entries.into_iter().map(FolderInfo::from).collect())
     }
 
     async fn open_folder(&mut self, folder: &str) -> Result<FolderStatus, SourceError> {
@@ -107,12 +81,7 @@ impl SourceSession for ImapSourceSession {
             .map_err(SourceError::from)?;
         self.uid_next = s.uid_next;
         self.span = 0;
-        Ok(FolderStatus {
-            uid_validity: s.uid_validity,
-            uid_next: s.uid_next,
-            messages: s.messages,
-            highest_modseq: s.highest_modseq,
-        })
+        Ok(s)
     }
 
     async fn list_messages(
@@ -125,7 +94,7 @@ impl SourceSession for ImapSourceSession {
             .fetch_meta(min_uid, changed_since)
             .await
             .map_err(SourceError::from)?;
-        Ok(list.into_iter().map(meta).collect())
+        Ok(list.into_iter().map(MessageMeta::from).collect())
     }
 
     async fn list_messages_page(
@@ -162,7 +131,7 @@ impl SourceSession for ImapSourceSession {
             self.span = (self.span / 2).max(1);
         }
         let next = (max < last).then(|| max + 1);
-        Ok((list.into_iter().map(meta).collect(), next))
+        Ok((list.into_iter().map(MessageMeta::from).collect(), next))
     }
 
     async fn fetch_bodies(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, SourceError> {

@@ -323,7 +323,7 @@ async fn a_wrong_password_is_a_clear_permanent_error() {
     source.secret = migrated_imap::Secret::new("not-the-password-Xy7");
     let engine = migrated_engine::Engine::new(
         testbed::plugins::imap_source(&source),
-        endpoint(&p.dst),
+        migrated_imap::ImapDestination::new(endpoint(&p.dst)),
         p.store(),
         p.config(),
         Arc::new(|_| {}),
@@ -508,7 +508,7 @@ async fn a_server_that_throttles_makes_the_job_wait_then_finish() {
     let recorder = Arc::new(Recorder::default());
     let engine = migrated_engine::Engine::new(
         testbed::plugins::imap_source(&endpoint(&p.src)),
-        destination,
+        migrated_imap::ImapDestination::new(destination),
         p.store(),
         p.config(),
         recorder.observer(),

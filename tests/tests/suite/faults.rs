@@ -70,7 +70,7 @@ async fn run_through(
     let recorder = Arc::new(Recorder::default());
     let engine = Engine::new(
         testbed::plugins::imap_source(&src),
-        dst,
+        migrated_imap::ImapDestination::new(dst),
         p.store(),
         config(p),
         recorder.observer(),

@@ -164,13 +164,13 @@ fn engine(
     dst: &Dovecot,
     store: &Path,
     settings: &[(&str, SettingValue)],
-) -> Engine<PluginSource> {
+) -> Engine<PluginSource, migrated_imap::ImapDestination> {
     let mut config = CopyConfig::new("gmail-job");
     config.initial_backoff = Duration::from_millis(100);
     config.max_backoff = Duration::from_secs(2);
     Engine::new(
         PluginSource::new(gmail_plugin(), gmail_account(e, settings)),
-        crate::common::endpoint(dst),
+        migrated_imap::ImapDestination::new(crate::common::endpoint(dst)),
         Store::open(store, StoreKey::from_bytes([7; 32])).expect("store opens"),
         config,
         Arc::new(|_| {}),
@@ -401,7 +401,7 @@ async fn gmails_daily_download_limit_makes_the_job_wait_for_the_next_day_instead
     config.max_passes = 2;
     let engine = Engine::new(
         PluginSource::new(gmail_plugin(), account),
-        crate::common::endpoint(&dst),
+        migrated_imap::ImapDestination::new(crate::common::endpoint(&dst)),
         Store::open(&store, StoreKey::from_bytes([8; 32])).unwrap(),
         config,
         Arc::new(move |e| {

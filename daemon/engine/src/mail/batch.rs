@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use migrated_core::{MessageMeta, SourceConnector, SourceSession};
-use migrated_imap::{AppendItem, ImapError, ImapSession};
+use migrated_core::{
+    Append, DestinationError, MailDestination, MailDestinationSession, MessageMeta,
+    SourceConnector, SourceSession,
+};
 use migrated_store::{Intent, ItemRecord};
 
 use super::{Batch, Engine, FolderWork};
@@ -35,13 +37,13 @@ enum Appended {
     NotSent,
 }
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Copies one batch over the worker's sessions (connecting them when needed). `open` is
     /// the folder open on the source session; `bounds` the worker's UID bounds per folder.
     pub(super) async fn copy_batch(
         &self,
         src: &mut Option<C::Session>,
-        dst: &mut Option<ImapSession>,
+        dst: &mut Option<D::Session>,
         open: &mut Option<usize>,
         bounds: &mut HashMap<usize, UidBound>,
         w: &FolderWork,
@@ -88,7 +90,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     /// Announces, appends and records fetched messages of one folder.
     async fn append_batch(
         &self,
-        dst: &mut Option<ImapSession>,
+        dst: &mut Option<D::Session>,
         bounds: &mut HashMap<usize, UidBound>,
         w: &FolderWork,
         folder: usize,
@@ -96,21 +98,19 @@ impl<C: SourceConnector + 'static> Engine<C> {
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
         if dst.is_none() {
-            *dst = Some(ImapSession::connect(&sh.destination).await?);
+            *dst = Some(sh.destination.connect().await?);
             bounds.clear();
         }
         let Some(d) = dst.as_mut() else {
             unreachable!("connected above")
         };
-        // A daily allowance on the destination account (Gmail: 500 MB): checked before
-        // anything is announced or sent.
-        let account = &sh.upload_account;
-        let daily = sh.config.daily_upload.or_else(|| {
-            d.has("X-GM-EXT-1")
-                .then_some(crate::throttle::GMAIL_DAILY_UPLOAD)
-        });
+        // A daily allowance on the destination account (the job's, else the one the
+        // destination reports, as Gmail's 500 MB): checked before anything is announced or
+        // sent.
+        let meter = sh.destination.upload_meter();
+        let daily = sh.config.daily_upload.or_else(|| d.upload_allowance());
         if let Some(limit) = daily {
-            crate::throttle::daily_upload_allowance(account, limit)
+            crate::throttle::daily_upload_allowance(&meter, limit)
                 .map_err(EngineError::Throttled)?;
         }
         // Where this batch's UIDs will start, at the latest: STATUS once per folder and
@@ -167,7 +167,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 .filter(|(_, o)| matches!(o, Appended::Stored(_)))
                 .map(|((_, b, _), _)| b.len() as u64)
                 .sum();
-            crate::throttle::count_upload(account, sent);
+            meter.count(sent);
         }
         self.record_appended(w, seq, present, &outcomes, temporary)
             .await
@@ -181,7 +181,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         seq: u64,
         present: &[Fetched<'_>],
         outcomes: &[Appended],
-        temporary: Option<ImapError>,
+        temporary: Option<DestinationError>,
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
         let mut records = Vec::new();
@@ -310,25 +310,20 @@ async fn fetch_in_parts<S: SourceSession>(
 /// Appends a batch: one MULTIAPPEND when the destination offers it, then one by one if the batch
 /// was refused, to find the message the server will not take. Stops at the first temporary
 /// error and returns it.
-async fn append_all(
-    d: &mut ImapSession,
+async fn append_all<T: MailDestinationSession>(
+    d: &mut T,
     folder: &str,
     messages: &[Fetched<'_>],
-) -> (Vec<Appended>, Option<ImapError>) {
-    let flag_lists: Vec<String> = messages
+) -> (Vec<Appended>, Option<DestinationError>) {
+    let items: Vec<Append<'_>> = messages
         .iter()
-        .map(|(m, _, _)| m.flags.to_imap_list())
-        .collect();
-    let items: Vec<AppendItem<'_>> = messages
-        .iter()
-        .zip(&flag_lists)
-        .map(|((m, body, _), flags)| AppendItem {
-            flags,
+        .map(|(m, body, _)| Append {
+            flags: &m.flags,
             internal_date: &m.internal_date,
             body,
         })
         .collect();
-    if items.len() > 1 && d.has("MULTIAPPEND") {
+    if items.len() > 1 && d.multiappend() {
         match d.append(folder, &items).await {
             Ok(Some(uids)) => {
                 return (

@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 
-use migrated_core::{ErrorKind, SourceConnector};
-use migrated_imap::ImapSession;
+use migrated_core::{ErrorKind, MailDestination, SourceConnector};
 
 use super::Engine;
 use crate::error::EngineError;
 use crate::events::{Connection, Event, Phase, Side};
 use crate::retry::Backoff;
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Connects to the source, then the destination, reporting each side's connection state.
-    pub(super) async fn connect(&self) -> Result<(C::Session, ImapSession), EngineError> {
+    pub(super) async fn connect(&self) -> Result<(C::Session, D::Session), EngineError> {
         let sh = &self.shared;
         let emit = |e| (sh.observer)(e);
         emit(Event::Phase(Phase::Connecting));
@@ -103,14 +102,18 @@ impl<C: SourceConnector + 'static> Engine<C> {
     pub(super) async fn connect_destination(
         &self,
         on_login: Option<Box<dyn Fn() + Send + Sync>>,
-    ) -> Result<ImapSession, EngineError> {
+    ) -> Result<D::Session, EngineError> {
         let sh = &self.shared;
         let mut pauses = Backoff::new(&sh.config);
         let mut attempt = 1;
+        let on_login = on_login.map(Arc::new);
         loop {
             let connected = match &on_login {
-                Some(f) => ImapSession::connect_observed(&sh.destination, f).await,
-                None => ImapSession::connect(&sh.destination).await,
+                Some(f) => {
+                    let f = f.clone();
+                    sh.destination.connect_observed(Box::new(move || f())).await
+                }
+                None => sh.destination.connect().await,
             };
             match connected {
                 Ok(s) => return Ok(s),

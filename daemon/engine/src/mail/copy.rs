@@ -7,8 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use migrated_core::{ErrorKind, SourceConnector};
-use migrated_imap::ImapSession;
+use migrated_core::{ErrorKind, MailDestination, SourceConnector};
 
 use super::batch::UidBound;
 use super::scan::PassPlan;
@@ -17,7 +16,7 @@ use crate::error::EngineError;
 use crate::events::{Event, Phase};
 use crate::retry::{batch_pause, server_backoff};
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Copies a pass's batches: uploads first, then the messages placed from other folders'
     /// uploads. Folders with nothing to copy are complete at once. Returns the folders' work
     /// and the temporary errors met.
@@ -97,7 +96,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
         let mut src: Option<C::Session> = None;
-        let mut dst: Option<ImapSession> = None;
+        let mut dst: Option<D::Session> = None;
         let mut open: Option<usize> = None;
         let mut bounds: HashMap<usize, UidBound> = HashMap::new();
         let mut consecutive_failures = 0u32;

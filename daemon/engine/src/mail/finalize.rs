@@ -6,15 +6,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use migrated_core::SourceConnector;
-use migrated_imap::ImapSession;
+use migrated_core::{MailDestination, MailDestinationSession, SourceConnector};
 
 use super::{Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::{Event, FolderReport, Phase, Summary};
 use crate::ledger::store_call;
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Writes the folder's checkpoint after a pass that left nothing undone.
     pub(super) async fn finish_folder(&self, w: &FolderWork) -> Result<(), EngineError> {
         let sh = &self.shared;
@@ -37,7 +36,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     pub(super) async fn finalize(
         &self,
         mut src: C::Session,
-        mut dst: ImapSession,
+        mut dst: D::Session,
         mapped: &Mapped,
         mut reports: HashMap<String, FolderReport>,
         started: Instant,

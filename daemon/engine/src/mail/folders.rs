@@ -4,20 +4,21 @@
 
 use std::collections::{HashMap, HashSet};
 
-use migrated_core::{FolderPlan, SourceConnector, SpecialUse};
-use migrated_imap::{FolderEntry, ImapSession};
+use migrated_core::{
+    FolderInfo, FolderPlan, MailDestination, MailDestinationSession, SourceConnector,
+};
 
 use super::Engine;
 use crate::error::EngineError;
 use crate::events::{Event, Phase};
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Creates what is missing. Returns, by source folder, why a folder could not be created.
     pub(super) async fn create_folders(
         &self,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         plans: &[FolderPlan],
-        dest_entries: &[FolderEntry],
+        dest_entries: &[FolderInfo],
     ) -> Result<HashMap<String, String>, EngineError> {
         let sh = &self.shared;
         (sh.observer)(Event::Phase(Phase::CreatingFolders));
@@ -36,8 +37,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
             if !plan.destination.eq_ignore_ascii_case("INBOX")
                 && !existing.contains(plan.destination.as_str())
             {
-                let usage = plan.create_with_use.map(SpecialUse::attribute);
-                if let Err(e) = dst.create(&plan.destination, usage).await {
+                if let Err(e) = dst
+                    .create_folder(&plan.destination, plan.create_with_use)
+                    .await
+                {
                     if e.is_temporary() {
                         return Err(e.into());
                     }

@@ -2,7 +2,8 @@
 //! finalize, verify. This module holds the engine and the order of the phases: an attempt
 //! connects, scans and creates folders, then makes passes (scan, copy) until one leaves
 //! nothing undone and the run is finalized; `crate::retry` decides when a failed pass or
-//! attempt is tried again. Each phase lives in its own file.
+//! attempt is tried again. Each phase lives in its own file. The destination is any
+//! `MailDestination`: what a provider allows (a daily upload allowance) it reports itself.
 //!
 //! | file          | phase                                                                  |
 //! |---------------|------------------------------------------------------------------------|
@@ -26,13 +27,15 @@ mod recovery;
 mod scan;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use migrated_core::{FolderPlan, Mapping, MessageMeta, SourceConnector};
-use migrated_imap::{Endpoint, ImapSession};
+use migrated_core::{FolderPlan, MailDestination, Mapping, MessageMeta, SourceConnector};
 use migrated_store::{FolderKey, FolderState, JobKey, Store};
 
 use crate::config::CopyConfig;
@@ -40,12 +43,13 @@ use crate::error::EngineError;
 use crate::events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
 use crate::stop::StopSignal;
 
-/// Runs copy jobs. Cheap to clone; one engine can run one job at a time per `run` call.
-pub struct Engine<C: SourceConnector + 'static> {
-    shared: Arc<Shared<C>>,
+/// Runs copy jobs from a source `C` to a destination `D`. Cheap to clone; one engine can run
+/// one job at a time per `run` call.
+pub struct Engine<C: SourceConnector + 'static, D: MailDestination + 'static> {
+    shared: Arc<Shared<C, D>>,
 }
 
-impl<C: SourceConnector + 'static> std::fmt::Debug for Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> std::fmt::Debug for Engine<C, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("job", &self.shared.config.job_id)
@@ -53,9 +57,9 @@ impl<C: SourceConnector + 'static> std::fmt::Debug for Engine<C> {
     }
 }
 
-struct Shared<C> {
+struct Shared<C, D> {
     source: C,
-    destination: Endpoint,
+    destination: D,
     store: Store,
     config: CopyConfig,
     observer: Observer,
@@ -68,8 +72,6 @@ struct Shared<C> {
     stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.
     stop_after_full: AtomicBool,
-    /// `user@host:port` of the destination: the key of its daily upload allowance.
-    upload_account: String,
 }
 
 /// One folder's work in a pass.
@@ -94,9 +96,9 @@ struct Mapped {
 
 /// What a pass starts from: the attempt's sessions and folders, and the folder reports of
 /// its earlier passes.
-struct Passes<S> {
+struct Passes<S, T> {
     src: S,
-    dst: ImapSession,
+    dst: T,
     mapped: Mapped,
     reports: HashMap<String, FolderReport>,
     /// This pass, from 1 in each attempt.
@@ -106,7 +108,7 @@ struct Passes<S> {
 }
 
 /// What an attempt or pass of a mail run comes to.
-type Try<S> = crate::retry::Try<Summary, Passes<S>>;
+type Try<S, T> = crate::retry::Try<Summary, Passes<S, T>>;
 
 /// A batch of messages of one folder.
 struct Batch {
@@ -117,17 +119,16 @@ struct Batch {
     deferred: bool,
 }
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// An engine for one job.
     pub fn new(
         source: C,
-        destination: Endpoint,
+        destination: D,
         store: Store,
         config: CopyConfig,
         observer: Observer,
     ) -> Self {
         let job = store.job_key(&config.job_id);
-        let upload_account = format!("{}@{}", destination.user, destination.server());
         Self {
             shared: Arc::new(Shared {
                 source,
@@ -142,7 +143,6 @@ impl<C: SourceConnector + 'static> Engine<C> {
                 failed: Mutex::new(Vec::new()),
                 stop: StopSignal::new(),
                 stop_after_full: AtomicBool::new(false),
-                upload_account,
             }),
         }
     }
@@ -188,7 +188,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     }
 
     /// A fresh attempt: connects, scans, creates folders, and makes the first pass.
-    async fn attempt(&self, started: Instant) -> Result<Try<C::Session>, EngineError> {
+    async fn attempt(&self, started: Instant) -> Result<Try<C::Session, D::Session>, EngineError> {
         let sh = &self.shared;
         if let Ok(mut v) = sh.excluded.lock() {
             v.clear();
@@ -217,7 +217,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
 
     /// One pass: plans every folder against the ledger and copies what is left. Done (with the
     /// run's summary) when nothing was left undone; else the state the next pass starts from.
-    async fn pass(&self, mut run: Passes<C::Session>) -> Result<Try<C::Session>, EngineError> {
+    async fn pass(
+        &self,
+        mut run: Passes<C::Session, D::Session>,
+    ) -> Result<Try<C::Session, D::Session>, EngineError> {
         if run.pass > 1 {
             (self.shared.observer)(Event::Phase(Phase::ScanningFolders));
             run.src = self.connect_source(None).await?;

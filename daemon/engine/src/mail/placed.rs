@@ -6,8 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
-use migrated_core::{MessageMeta, SourceConnector};
-use migrated_imap::ImapSession;
+use migrated_core::{Flags, MailDestination, MailDestinationSession, MessageMeta, SourceConnector};
 use migrated_store::{FolderKey, Intent, ItemRecord};
 
 use super::{Engine, FolderWork};
@@ -15,7 +14,7 @@ use crate::error::EngineError;
 use crate::events::Event;
 use crate::ledger::store_call;
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Splits a folder's messages into those it uploads and those stored by another folder
     /// (same content key, as Gmail shows one message under each of its labels): the latter
     /// are copied on the destination after the uploads.
@@ -54,7 +53,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     /// messages that must be uploaded after all (no usable earlier copy).
     pub(super) async fn copy_placed<'m>(
         &self,
-        dst: &mut Option<ImapSession>,
+        dst: &mut Option<D::Session>,
         w: &FolderWork,
         messages: Vec<&'m MessageMeta>,
     ) -> Result<Vec<&'m MessageMeta>, EngineError> {
@@ -96,13 +95,13 @@ impl<C: SourceConnector + 'static> Engine<C> {
             return Ok(upload);
         }
         if dst.is_none() {
-            *dst = Some(ImapSession::connect(&sh.destination).await?);
+            *dst = Some(sh.destination.connect().await?);
         }
         let Some(d) = dst.as_mut() else {
             unreachable!("connected above")
         };
         for ((from, validity), group) in groups {
-            let opened = d.open(&from, true).await?;
+            let opened = d.open_folder(&from, true).await?;
             if opened.uid_validity != validity {
                 // The earlier copies were renumbered: upload instead.
                 upload.extend(group.iter().map(|(m, _)| *m));
@@ -120,10 +119,10 @@ impl<C: SourceConnector + 'static> Engine<C> {
             let (s2, key) = (sh.store.clone(), w.key);
             let seq = store_call(move || s2.begin_intent(key, &intent)).await?;
             let uids: Vec<u32> = group.iter().map(|(_, rec)| rec.dest_uid).collect();
-            let pairs = d.copy(&uids, &w.plan.destination).await?;
+            let pairs = d.copy_messages(&uids, &w.plan.destination).await?;
             let new_uid: HashMap<u32, u32> = pairs.unwrap_or_default().into_iter().collect();
             let mut records = Vec::with_capacity(group.len());
-            let mut restamp: HashMap<String, Vec<u32>> = HashMap::new();
+            let mut restamp: HashMap<&Flags, Vec<u32>> = HashMap::new();
             for (m, rec) in &group {
                 let dest_uid = new_uid.get(&rec.dest_uid).copied().unwrap_or(0);
                 records.push((
@@ -135,15 +134,12 @@ impl<C: SourceConnector + 'static> Engine<C> {
                     },
                 ));
                 if dest_uid != 0 && m.flags.fingerprint() != rec.flags_fingerprint {
-                    restamp
-                        .entry(m.flags.to_imap_list())
-                        .or_default()
-                        .push(dest_uid);
+                    restamp.entry(&m.flags).or_default().push(dest_uid);
                 }
             }
             if !restamp.is_empty() {
                 // The copy carries the first copy's flags; this folder's message says otherwise.
-                d.open(&w.plan.destination, false).await?;
+                d.open_folder(&w.plan.destination, false).await?;
                 for (flags, uids) in &restamp {
                     d.store_flags(uids, flags).await?;
                 }

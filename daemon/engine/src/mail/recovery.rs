@@ -3,9 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use migrated_core::SourceSession;
 use migrated_core::planner::match_in_flight;
-use migrated_imap::ImapSession;
+use migrated_core::{MailDestinationSession, SourceSession};
 use migrated_store::{FolderKey, Intent, ItemRecord, Store};
 
 use crate::error::EngineError;
@@ -25,9 +24,12 @@ pub(crate) trait FetchBodies: Send {
     ) -> impl std::future::Future<Output = Result<Vec<Option<Vec<u8>>>, EngineError>> + Send + 'a;
 }
 
-impl FetchBodies for ImapSession {
+/// The destination side, through the destination trait.
+pub(crate) struct Destination<'d, T>(pub &'d mut T);
+
+impl<T: MailDestinationSession> FetchBodies for Destination<'_, T> {
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
-        Ok(self.fetch_bodies(uids).await?)
+        Ok(self.0.fetch_bodies(uids).await?)
     }
 }
 
@@ -72,15 +74,15 @@ pub(crate) async fn hash_bodies<F: FetchBodies>(
 
 /// Finds on the destination the messages whose APPEND was in flight when an earlier run stopped,
 /// records them, and drops the intents. Must run while no other APPEND goes to the folder.
-pub(crate) async fn resolve_intents(
-    dst: &mut ImapSession,
+pub(crate) async fn resolve_intents<T: MailDestinationSession>(
+    dst: &mut T,
     destination: &str,
     store: &Store,
     folder: FolderKey,
     intents: Vec<(u64, Intent)>,
     items: &mut HashMap<u32, ItemRecord>,
 ) -> Result<usize, EngineError> {
-    let state = dst.open(destination, true).await?;
+    let state = dst.open_folder(destination, true).await?;
     let valid = intents
         .iter()
         .all(|(_, i)| i.dest_uid_validity == state.uid_validity);
@@ -95,13 +97,13 @@ pub(crate) async fn resolve_intents(
     };
     let known: HashSet<u32> = items.values().map(|r| r.dest_uid).collect();
     let candidates: Vec<(u32, u32)> = dst
-        .fetch_meta(min_uid, None)
+        .list_messages(min_uid)
         .await?
         .into_iter()
         .filter(|m| !known.contains(&m.uid))
         .map(|m| (m.uid, m.size))
         .collect();
-    let found = hash_bodies(&candidates, dst).await?;
+    let found = hash_bodies(&candidates, &mut Destination(dst)).await?;
     let mut fingerprints = HashMap::new();
     let in_flight: Vec<(u32, [u8; 32])> = intents
         .iter()
@@ -177,21 +179,21 @@ pub(crate) async fn rekey_source<S: SourceSession>(
 /// The destination folder's UIDVALIDITY changed: recorded destination UIDs are void. Find each
 /// recorded message again by content; records not found are dropped so the message is copied
 /// again.
-pub(crate) async fn rekey_destination(
-    dst: &mut ImapSession,
+pub(crate) async fn rekey_destination<T: MailDestinationSession>(
+    dst: &mut T,
     destination: &str,
     store: &Store,
     folder: FolderKey,
     items: &mut HashMap<u32, ItemRecord>,
 ) -> Result<(), EngineError> {
-    dst.open(destination, true).await?;
+    dst.open_folder(destination, true).await?;
     let metas: Vec<(u32, u32)> = dst
-        .fetch_meta(1, None)
+        .list_messages(1)
         .await?
         .into_iter()
         .map(|m| (m.uid, m.size))
         .collect();
-    let hashed = hash_bodies(&metas, dst).await?;
+    let hashed = hash_bodies(&metas, &mut Destination(dst)).await?;
     let mut by_hash: HashMap<[u8; 32], Vec<u32>> = HashMap::new();
     for (uid, hash) in hashed {
         by_hash.entry(hash).or_default().push(uid);

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use migrated_core::mapping::{Mapping, map_folders};
 use migrated_core::planner::{LedgerEntry, PlanOptions, batches, plan_folder};
 use migrated_core::{
-    FolderInfo, FolderPlan, FolderStatus, MessageMeta, Namespace, SourceConnector, SourceSession,
-    SpecialUse,
+    Flags, FolderInfo, FolderPlan, FolderStatus, MailDestination, MailDestinationSession,
+    MessageMeta, SourceConnector, SourceSession,
 };
-use migrated_imap::{FolderEntry, ImapSession};
 use migrated_store::{FolderKey, FolderState, ItemRecord};
 
 use super::recovery::{rekey_destination, rekey_source, resolve_intents};
@@ -30,37 +29,20 @@ pub(super) struct PassPlan {
     pub(super) deferred: VecDeque<Batch>,
 }
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Lists both sides' folders and maps them. Returns the mapping and the destination's
     /// folders as listed (the folder phase creates what is missing).
     pub(super) async fn scan(
         &self,
         src: &mut C::Session,
-        dst: &mut ImapSession,
-    ) -> Result<(Mapping, Vec<FolderEntry>), EngineError> {
+        dst: &mut D::Session,
+    ) -> Result<(Mapping, Vec<FolderInfo>), EngineError> {
         let sh = &self.shared;
         (sh.observer)(Event::Phase(Phase::ScanningFolders));
         let source_folders = src.list_folders().await?;
         let source_ns = src.namespace();
-        let dest_entries = dst.list().await?;
-        let (prefix, delimiter) = dst.namespace();
-        let dest_ns = Namespace {
-            prefix: prefix.to_owned(),
-            delimiter,
-        };
-        let dest_folders: Vec<FolderInfo> = dest_entries
-            .iter()
-            .map(|e| FolderInfo {
-                name: e.name.clone(),
-                delimiter: e.delimiter,
-                no_select: e.no_select,
-                special_use: e
-                    .special_use
-                    .as_deref()
-                    .and_then(SpecialUse::from_attribute),
-                subscribed: e.subscribed,
-            })
-            .collect();
+        let dest_folders = dst.list_folders().await?;
+        let dest_ns = dst.namespace();
         let mapping = map_folders(
             &source_folders,
             &source_ns,
@@ -71,7 +53,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
         for (name, reason) in &mapping.skipped {
             tracing::info!(job = %sh.config.job_id, folder = %name, reason = %reason, "Folder skipped.");
         }
-        Ok((mapping, dest_entries))
+        Ok((mapping, dest_folders))
     }
 
     /// Plans one pass: every folder that can be copied is scanned and its messages cut into
@@ -79,7 +61,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     pub(super) async fn plan_pass(
         &self,
         src: &mut C::Session,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         mapped: &Mapped,
         first_pass: bool,
     ) -> Result<PassPlan, EngineError> {
@@ -146,7 +128,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     async fn prepare_folder(
         &self,
         src: &mut C::Session,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         plan: &FolderPlan,
         first_pass: bool,
     ) -> Result<(FolderWork, Vec<MessageMeta>), EngineError> {
@@ -246,7 +228,7 @@ impl<C: SourceConnector + 'static> Engine<C> {
     async fn checked_state(
         &self,
         src: &mut C::Session,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         plan: &FolderPlan,
         key: FolderKey,
         status: &FolderStatus,
@@ -321,24 +303,23 @@ impl<C: SourceConnector + 'static> Engine<C> {
     /// and records the new fingerprints. Returns how many messages were updated.
     async fn carry_flags(
         &self,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         plan: &FolderPlan,
         key: FolderKey,
         items: &HashMap<u32, ItemRecord>,
-        flag_updates: &[(u32, u32, migrated_core::Flags)],
+        flag_updates: &[(u32, u32, Flags)],
     ) -> Result<u64, EngineError> {
         let sh = &self.shared;
-        let mut by_flags: HashMap<String, Vec<(u32, u32, u64)>> = HashMap::new();
+        let mut by_flags: HashMap<&Flags, Vec<(u32, u32, u64)>> = HashMap::new();
         for (src_uid, dest_uid, flags) in flag_updates {
             if *dest_uid != 0 {
-                by_flags.entry(flags.to_imap_list()).or_default().push((
-                    *src_uid,
-                    *dest_uid,
-                    flags.fingerprint(),
-                ));
+                by_flags
+                    .entry(flags)
+                    .or_default()
+                    .push((*src_uid, *dest_uid, flags.fingerprint()));
             }
         }
-        dst.open(&plan.destination, false).await?;
+        dst.open_folder(&plan.destination, false).await?;
         let mut updated = Vec::new();
         for (flags, group) in &by_flags {
             let uids: Vec<u32> = group.iter().map(|g| g.1).collect();

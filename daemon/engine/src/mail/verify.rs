@@ -4,21 +4,22 @@
 
 use std::collections::{HashMap, HashSet};
 
-use migrated_core::{FolderPlan, SourceConnector, SourceSession};
-use migrated_imap::ImapSession;
+use migrated_core::{
+    FolderPlan, MailDestination, MailDestinationSession, SourceConnector, SourceSession,
+};
 
 use super::Engine;
 use crate::error::EngineError;
 use crate::events::{FailedItem, MissingItem, Summary, VerifyRow};
 use crate::ledger::store_call;
 
-impl<C: SourceConnector + 'static> Engine<C> {
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Compares both sides folder by folder (counts and bytes from fresh listings) and names
     /// every source message that is not on the destination, with what the ledger knows of it.
     pub(super) async fn verify(
         &self,
         src: &mut C::Session,
-        dst: &mut ImapSession,
+        dst: &mut D::Session,
         plans: &[FolderPlan],
         folder_errors: &HashMap<String, String>,
         summary: &Summary,
@@ -31,8 +32,8 @@ impl<C: SourceConnector + 'static> Engine<C> {
             }
             src.open_folder(&plan.source).await?;
             let source = src.list_messages(1, None).await?;
-            dst.open(&plan.destination, true).await?;
-            let destination = dst.fetch_meta(1, None).await?;
+            dst.open_folder(&plan.destination, true).await?;
+            let destination = dst.list_messages(1).await?;
             let present: HashSet<u32> = destination.iter().map(|m| m.uid).collect();
             let key = sh.store.folder_key(sh.job, &plan.source);
             let s2 = sh.store.clone();

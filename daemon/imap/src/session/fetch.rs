@@ -28,6 +28,22 @@ pub struct FetchedMeta {
     pub modseq: Option<u64>,
 }
 
+impl From<FetchedMeta> for migrated_core::MessageMeta {
+    /// The message in core's words: flags normalized, no content key.
+    fn from(m: FetchedMeta) -> Self {
+        Self {
+            uid: m.uid,
+            size: m.size,
+            flags: migrated_core::Flags::new(&m.flags),
+            internal_date: m.internal_date,
+            message_id: m.message_id,
+            subject: m.subject,
+            modseq: m.modseq,
+            content_key: None,
+        }
+    }
+}
+
 /// A message of a Gmail folder: its metadata, X-GM-MSGID and X-GM-LABELS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GmailMeta {

@@ -26,17 +26,25 @@ pub struct FolderEntry {
     pub subscribed: bool,
 }
 
-/// A folder's state from SELECT/EXAMINE or STATUS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MailboxState {
-    /// UIDVALIDITY.
-    pub uid_validity: u32,
-    /// UIDNEXT.
-    pub uid_next: u32,
-    /// EXISTS / MESSAGES.
-    pub messages: u32,
-    /// HIGHESTMODSEQ (CONDSTORE), if offered.
-    pub highest_modseq: Option<u64>,
+/// A folder's state from SELECT/EXAMINE or STATUS: core's [`migrated_core::FolderStatus`]
+/// (UIDVALIDITY, UIDNEXT, EXISTS/MESSAGES, HIGHESTMODSEQ), under the name IMAP gives it.
+pub type MailboxState = migrated_core::FolderStatus;
+
+impl From<FolderEntry> for migrated_core::FolderInfo {
+    /// The folder in core's words: its SPECIAL-USE attribute read as a role (an attribute core
+    /// has no role for, such as Gmail's `\Important`, as none).
+    fn from(e: FolderEntry) -> Self {
+        Self {
+            special_use: e
+                .special_use
+                .as_deref()
+                .and_then(migrated_core::SpecialUse::from_attribute),
+            name: e.name,
+            delimiter: e.delimiter,
+            no_select: e.no_select,
+            subscribed: e.subscribed,
+        }
+    }
 }
 
 impl ImapSession {

@@ -83,6 +83,7 @@ impl Manager {
         let store = self.journal.store().clone();
         let (stop, run): (_, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match sides {
             Sides::Mail(source, destination) => {
+                let destination = migrated_imap::ImapDestination::new(destination);
                 let engine = Engine::new(source, destination, store, config, observer);
                 (
                     engine.stop_handle(),
@@ -90,6 +91,7 @@ impl Manager {
                 )
             }
             Sides::Contacts(source, destination) => {
+                let destination = migrated_carddav::DavDestination::new(destination);
                 let engine = ContactsEngine::new(source, destination, store, config, observer);
                 (
                     engine.stop_handle(),
@@ -464,11 +466,13 @@ mod tests {
                 "the source refused the login: check the user and password (or token), then give them again with `migratectl delta alice --source-password-file FILE`"
             )
         );
-        let destination_login = EngineError::from(migrated_imap::ImapError::Auth {
-            server: "new:993".into(),
-            user: "alice".into(),
-            reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
-        });
+        let destination_login = EngineError::from(migrated_core::DestinationError::from(
+            migrated_imap::ImapError::Auth {
+                server: "new:993".into(),
+                user: "alice".into(),
+                reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
+            },
+        ));
         assert!(
             what_to_do(&destination_login, "alice")
                 .starts_with("the destination refused the login")

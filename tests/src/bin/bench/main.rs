@@ -371,7 +371,11 @@ fn corpus_parts(
             ("erin", false),
             ("frank", true),
         ] {
-            let dest = util::endpoint(&dst, user, &format!("{user}-secret"));
+            let dest = migrated_imap::ImapDestination::new(util::endpoint(
+                &dst,
+                user,
+                &format!("{user}-secret"),
+            ));
             let store_dir = work.join(format!("store-{user}"));
             let wall = rt.block_on(async {
                 let store = migrated_store::Store::open(

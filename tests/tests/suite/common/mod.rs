@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use migrated_engine::{CopyConfig, Engine, Event, Observer};
-use migrated_imap::{AuthMethod, CertCheck, Endpoint, Secret, Security};
+use migrated_imap::{AuthMethod, CertCheck, Endpoint, ImapDestination, Secret, Security};
 use migrated_plugin_api::host::PluginSource;
 use migrated_store::Store;
 use testbed::{
@@ -121,17 +121,21 @@ impl Pair {
         .expect("store opens")
     }
 
-    pub fn engine(&self, config: CopyConfig, observer: Observer) -> Engine<PluginSource> {
+    pub fn engine(
+        &self,
+        config: CopyConfig,
+        observer: Observer,
+    ) -> Engine<PluginSource, ImapDestination> {
         Engine::new(
             testbed::plugins::imap_source(&endpoint(&self.src)),
-            endpoint(&self.dst),
+            ImapDestination::new(endpoint(&self.dst)),
             self.store(),
             config,
             observer,
         )
     }
 
-    pub fn quiet_engine(&self, config: CopyConfig) -> Engine<PluginSource> {
+    pub fn quiet_engine(&self, config: CopyConfig) -> Engine<PluginSource, ImapDestination> {
         self.engine(config, Arc::new(|_| {}))
     }
 
