@@ -68,11 +68,7 @@ impl ContactsDestinationSession for DavDestinationSession {
             .client
             .books(&self.home)?
             .into_iter()
-            .map(|b| AddressBook {
-                href: b.href,
-                name: b.name,
-                description: b.description,
-            })
+            .map(AddressBook::from)
             .collect())
     }
 

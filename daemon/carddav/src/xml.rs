@@ -17,6 +17,17 @@ pub struct Book {
     pub sync_token: Option<String>,
 }
 
+impl From<Book> for migrated_core::AddressBook {
+    /// The book as the engine sees it (the sync token stays with the client).
+    fn from(b: Book) -> Self {
+        Self {
+            href: b.href,
+            name: b.name,
+            description: b.description,
+        }
+    }
+}
+
 /// A contact as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {

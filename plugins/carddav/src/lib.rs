@@ -98,14 +98,7 @@ impl ContactsSession for CardDavSession {
     async fn books(&mut self) -> Result<Vec<AddressBook>, SourceError> {
         let (client, home) = (self.client.clone(), self.home.clone());
         let books = blocking(move || client.books(&home)).await?;
-        Ok(books
-            .into_iter()
-            .map(|b| AddressBook {
-                href: b.href,
-                name: b.name,
-                description: b.description,
-            })
-            .collect())
+        Ok(books.into_iter().map(AddressBook::from).collect())
     }
 
     async fn changes(
