@@ -230,3 +230,85 @@ pub(crate) async fn rekey_destination<T: MailDestinationSession>(
     *items = rekeyed;
     Ok(())
 }
+
+/// Finds on the destination messages this job appended after the last one its ledger records,
+/// whose record (and intent) the store no longer holds, and records them instead of copying
+/// them again. A store keeps what it synced, but a file system the kernel stopped after an
+/// error, once checked and mounted again, can come back without the last synced write (seen
+/// with ext4 `errors=remount-ro` and `e2fsck`): the intent of the batch in flight is gone then.
+/// Only messages above the highest recorded destination UID are candidates, matched by size
+/// first and then by content hash against the source messages still to copy, so a folder
+/// whose destination took nothing since the last record costs nothing but the STATUS already
+/// made. `to_copy` loses the messages found. Both folders must be open (the source's by the
+/// caller).
+pub(crate) async fn adopt_unrecorded<S: SourceSession, T: MailDestinationSession>(
+    src: &mut S,
+    dst: &mut T,
+    destination: &str,
+    store: &Store,
+    folder: FolderKey,
+    items: &mut HashMap<u32, ItemRecord>,
+    to_copy: &mut Vec<migrated_core::MessageMeta>,
+) -> Result<usize, EngineError> {
+    let recorded_max = items.values().map(|r| r.dest_uid).max().unwrap_or(0);
+    dst.open_folder(destination, true).await?;
+    let known: HashSet<u32> = items.values().map(|r| r.dest_uid).collect();
+    let unrecorded: Vec<(u32, u32)> = dst
+        .list_messages(recorded_max.saturating_add(1))
+        .await?
+        .into_iter()
+        .filter(|m| m.uid > recorded_max && !known.contains(&m.uid))
+        .map(|m| (m.uid, m.size))
+        .collect();
+    let sizes: HashSet<u32> = unrecorded.iter().map(|m| m.1).collect();
+    let candidates: Vec<(u32, u32)> = to_copy
+        .iter()
+        .filter(|m| sizes.contains(&m.size))
+        .map(|m| (m.uid, m.size))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let mut on_destination: HashMap<[u8; 32], Vec<u32>> = HashMap::new();
+    for (uid, hash) in hash_bodies(&unrecorded, &mut Destination(dst)).await? {
+        on_destination.entry(hash).or_default().push(uid);
+    }
+    let mut records = Vec::new();
+    for (uid, hash) in hash_bodies(&candidates, &mut Source(src)).await? {
+        let Some(dest_uid) = on_destination.get_mut(&hash).and_then(|v| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.remove(0))
+            }
+        }) else {
+            continue;
+        };
+        let Some(m) = to_copy.iter().find(|m| m.uid == uid) else {
+            continue;
+        };
+        records.push((
+            uid,
+            ItemRecord {
+                dest_uid,
+                flags_fingerprint: m.flags.fingerprint(),
+                hash,
+            },
+        ));
+    }
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let (store2, recs) = (store.clone(), records.clone());
+    store_call(move || store2.resolve_intents(folder, &[], &recs)).await?;
+    let adopted: HashSet<u32> = records.iter().map(|(uid, _)| *uid).collect();
+    to_copy.retain(|m| !adopted.contains(&m.uid));
+    let n = records.len();
+    items.extend(records);
+    tracing::warn!(
+        destination,
+        found = n,
+        "Messages on the destination that the job store had lost the record of were found by content and recorded; they are not copied again."
+    );
+    Ok(n)
+}

@@ -15,7 +15,7 @@ use migrated_core::{
 };
 use migrated_store::{FolderKey, FolderState, ItemRecord};
 
-use super::recovery::{rekey_destination, rekey_source, resolve_intents};
+use super::recovery::{adopt_unrecorded, rekey_destination, rekey_source, resolve_intents};
 use super::{Batch, Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::{Event, ExcludedItem, FolderReport, Phase};
@@ -207,7 +207,28 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             max_message_size: sh.config.max_message_size,
             sync_flags: sh.config.sync_flags,
         };
-        let steps = plan_folder(&listing, &ledger, &options);
+        let mut steps = plan_folder(&listing, &ledger, &options);
+        // The destination holds messages above the last one recorded (UIDNEXT says so): the
+        // store may have lost the record of a batch it had synced.
+        let recorded_max = items.values().map(|r| r.dest_uid).max().unwrap_or(0);
+        // (Without UIDPLUS no destination UID is recorded and nothing tells copies apart.)
+        if !items.is_empty()
+            && items.values().all(|r| r.dest_uid != 0)
+            && !steps.copy.is_empty()
+            && dest_status.uid_next > recorded_max.saturating_add(1)
+        {
+            let found = adopt_unrecorded(
+                src,
+                dst,
+                &plan.destination,
+                store,
+                key,
+                &mut items,
+                &mut steps.copy,
+            )
+            .await?;
+            report.already_copied += found as u64;
+        }
 
         if first_pass {
             self.report_excluded(plan, &steps.excluded);
