@@ -21,7 +21,7 @@ pub use account::{Account, SettingValue};
 pub use contacts::{
     AddressBook, ContactChanges, ContactData, ContactRef, ContactsConnector, ContactsSession,
 };
-pub use endpoint::{AuthMethod, Security};
+pub use endpoint::{AdminLogin, AuthMethod, Security};
 pub use error::{Cause, ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};

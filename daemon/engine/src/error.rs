@@ -116,6 +116,7 @@ mod tests {
         let refused = migrated_imap::ImapError::Auth {
             server: "s:993".into(),
             user: "alice".into(),
+            admin: None,
             reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
         };
         let e = EngineError::from(refused);

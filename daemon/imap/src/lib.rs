@@ -14,6 +14,6 @@ pub mod tls;
 pub mod uidset;
 pub mod utf7;
 
-pub use endpoint::{AuthMethod, CertCheck, Endpoint, Secret, Security};
+pub use endpoint::{Admin, AdminLogin, AuthMethod, CertCheck, Endpoint, Secret, Security};
 pub use error::ImapError;
 pub use session::{AppendItem, FetchedMeta, FolderEntry, GmailMeta, ImapSession, MailboxState};

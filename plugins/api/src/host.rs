@@ -208,6 +208,28 @@ impl Plugin {
         &self.info
     }
 
+    /// Checks that the plugin can log in to this account: an administrator's login on
+    /// behalf of the user needs a plugin of ABI 1.3 or later (an older one would send the
+    /// administrator's password under the user's name).
+    ///
+    /// # Errors
+    ///
+    /// A permanent error naming the plugin, its ABI and what to do.
+    pub fn check_account(&self, account: &Account) -> Result<(), SourceError> {
+        if account.admin_user.is_some() && self.table.minor < crate::ADMIN_LOGIN_MINOR {
+            return Err(SourceError::permanent(format!(
+                "plugin {} ({}) speaks ABI {}, which has no administrator logins (ABI 1.{} and \
+                 later): install a newer build of the plugin, or give the user's own password \
+                 instead of admin_user",
+                self.info.name,
+                self.path.display(),
+                self.abi,
+                crate::ADMIN_LOGIN_MINOR
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a job's settings against those the plugin accepts.
     ///
     /// # Errors
@@ -387,8 +409,9 @@ impl PluginSource {
         on_login: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<PluginSession, SourceError> {
         let mut on_login = on_login;
+        self.plugin.check_account(&self.account)?;
         let request = Request::Connect {
-            account: (*self.account).clone(),
+            account: Box::new((*self.account).clone()),
         };
         let reply = self
             .plugin

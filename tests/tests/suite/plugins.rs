@@ -122,6 +122,9 @@ fn account(settings: &[(&str, SettingValue)]) -> Account {
         secret: Secret::new("not used"),
         timeout_secs: 5,
         path: None,
+        admin_user: None,
+        admin_login: None,
+        admin_separator: None,
         settings: settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
