@@ -122,10 +122,12 @@ enum Command {
     Delta {
         /// Job id or name.
         job: String,
-        /// Read the source password from this file.
+        /// Read the source password from this file (the administrator's, when the source
+        /// logs in with admin_user).
         #[arg(long)]
         source_password_file: Option<PathBuf>,
-        /// Read the destination password from this file.
+        /// Read the destination password from this file (the administrator's, when the
+        /// destination logs in with admin_user).
         #[arg(long)]
         destination_password_file: Option<PathBuf>,
         /// The final delta (cutover): no recurring delta after it, credentials erased at its end.

@@ -155,6 +155,20 @@ pub struct DovecotOptions {
     /// Replaces the capabilities announced after login (`imap_capability`), e.g. to play a
     /// server without CONDSTORE.
     pub imap_capability: Option<String>,
+    /// A master passdb: an administrator who logs in on behalf of users (SASL PLAIN authzid,
+    /// or `user*admin` with `auth_master_user_separator = *`).
+    pub master: Option<MasterUser>,
+}
+
+/// A Dovecot master user. The master passdb is a passwd-file per login user
+/// (`masters/%{login_user}`), so the administrator is refused (`AUTHENTICATIONFAILED`) for the
+/// users in `refused`, the way a site grants an administrator some mailboxes only.
+#[derive(Debug, Clone)]
+pub struct MasterUser {
+    pub user: String,
+    pub password: String,
+    /// Users the master user may not log in as.
+    pub refused: Vec<String>,
 }
 
 impl Default for DovecotOptions {
@@ -165,6 +179,7 @@ impl Default for DovecotOptions {
             special_use: english_special_use(),
             quota_bytes: None,
             imap_capability: None,
+            master: None,
         }
     }
 }
@@ -357,6 +372,17 @@ impl Dovecot {
         }
         let path = self.dir.join("users");
         fs::write(&path, passwd).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(m) = &self.opts.master {
+            let masters = self.dir.join("masters");
+            fs::create_dir(&masters).with_context(|| format!("creating {}", masters.display()))?;
+            for (user, _) in &self.opts.users {
+                if !m.refused.contains(user) {
+                    let f = masters.join(user);
+                    fs::write(&f, format!("{}:{{PLAIN}}{}\n", m.user, m.password))
+                        .with_context(|| format!("writing {}", f.display()))?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -400,6 +426,15 @@ impl Dovecot {
             Layout::Fs => "maildir:~/Maildir:LAYOUT=fs",
         };
         writeln!(c, "mail_location = {location}")?;
+        if self.opts.master.is_some() {
+            writeln!(c, "auth_master_user_separator = *")?;
+            // Logs `Master user logging in as USER`, so tests see which logins were a master's.
+            writeln!(c, "auth_verbose = yes")?;
+            writeln!(
+                c,
+                "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/masters/%{{login_user}}\n  master = yes\n  result_success = continue\n}}"
+            )?;
+        }
         writeln!(
             c,
             "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/users\n}}"
@@ -701,6 +736,11 @@ impl Dovecot {
     }
 
     /// The last 60 lines of the instance's log.
+    /// The whole log of the instance.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         match fs::read(&self.log) {
             Ok(bytes) => {

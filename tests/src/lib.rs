@@ -20,7 +20,8 @@ pub use corpus::{
     write_maildir,
 };
 pub use dovecot::{
-    Dovecot, DovecotOptions, Layout, english_special_use, ensure_installed, german_special_use,
+    Dovecot, DovecotOptions, Layout, MasterUser, english_special_use, ensure_installed,
+    german_special_use,
 };
 pub use faketime::faketime_env;
 pub use fault::{

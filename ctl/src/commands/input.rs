@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use migrated_core::{JobSpec, Secret, intake};
 
-/// A batch template: a job file without users; the destination's `password_file` (the
-/// admin/proxy secret) is read here.
+/// A batch template: a job file without users; its `password_file`s and
+/// `admin_password_file`s (an administrator's secret, for every row) are read here.
 pub(crate) fn load_template(path: &Path) -> anyhow::Result<JobSpec> {
     read_job_file(path, "template").map(|f| f.spec)
 }
@@ -62,8 +62,15 @@ pub(crate) fn load_spec(path: &Path) -> anyhow::Result<JobSpec> {
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
     ] {
-        if e.password.is_none() {
-            e.password = Some(prompt(&format!("{side} ({}@{})", e.user, e.host))?);
+        if e.login_secret().is_none() {
+            let who = match &e.admin_user {
+                Some(admin) => format!(
+                    "{side} administrator {admin} (on behalf of {}@{})",
+                    e.user, e.host
+                ),
+                None => format!("{side} ({}@{})", e.user, e.host),
+            };
+            e.set_login_secret(prompt(&who)?);
         }
     }
     Ok(spec)

@@ -61,6 +61,13 @@ impl DavEndpoint {
                 ));
             }
         };
+        if a.admin_user.is_some() {
+            return Err(
+                "admin_user: CardDAV logs in as the address book's user (HTTP Basic has no \
+                 administrator on behalf of a user): give the user's password"
+                    .into(),
+            );
+        }
         let bearer = match a.auth.as_str() {
             "login" | "plain" => false,
             "xoauth2" => true,
@@ -394,6 +401,9 @@ mod tests {
             timeout_secs: 5,
             settings: Default::default(),
             path: None,
+            admin_user: None,
+            admin_login: None,
+            admin_separator: None,
         };
         let c = Client::new(DavEndpoint::from_account(&a).unwrap()).unwrap();
         assert_eq!(c.url("/a/b/"), "http://[::1]:5232/a/b/");

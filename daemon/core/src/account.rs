@@ -23,10 +23,22 @@ pub struct Account {
     pub danger_accept_invalid_certs: bool,
     /// `login`, `plain` or `xoauth2`.
     pub auth: String,
-    /// Login name.
+    /// Login name: the mailbox's user (with `admin_user`, the user the administrator logs in
+    /// on behalf of).
     pub user: String,
-    /// Password or token.
+    /// Password or token; with `admin_user`, the administrator's password.
     pub secret: Secret,
+    /// ABI 1.3: log in as this administrator on behalf of `user`. A plugin built for 1.2 does
+    /// not know it; the daemon never sends it one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
+    /// ABI 1.3: with `admin_user`, `sasl-plain` (AUTHENTICATE PLAIN, authzid = `user`) or
+    /// `separator` (the login name `user<admin_separator>admin_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_login: Option<String>,
+    /// ABI 1.3: the separator of `separator` (`*` when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_separator: Option<String>,
     /// Limit on every network call, in seconds.
     pub timeout_secs: u64,
     /// A path on the server where discovery starts (CardDAV: the address-book home or a

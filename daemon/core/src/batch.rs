@@ -7,6 +7,11 @@
 //! destination secret (an admin/proxy login). Every problem is reported at once, with the
 //! messages Exchange administrators know. Rows are numbered as a spreadsheet shows them: the
 //! header is row 1.
+//!
+//! When the template logs in to the source as an administrator on behalf of each user
+//! (`admin_user`, Exchange's "Option 2" without repeating the administrator in every row),
+//! [`parse_batch_with`] takes rows without a `Password` (the column may be left out or left
+//! empty); a row that gives one logs in as its user with it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,8 +33,8 @@ pub struct BatchRow {
     pub email: String,
     /// Source login.
     pub source_user: String,
-    /// Source password.
-    pub source_password: Secret,
+    /// Source password; `None` only when the batch's source logs in as an administrator.
+    pub source_password: Option<Secret>,
     /// Destination login, when given.
     pub destination_user: Option<String>,
     /// Destination password, when given.
@@ -132,12 +137,26 @@ fn is_address(s: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | ';' | '<' | '>'))
 }
 
-/// Parses and validates a batch file; every problem is returned at once.
+/// Parses and validates a batch file whose rows each give the source password; every problem
+/// is returned at once.
 ///
 /// # Errors
 ///
 /// The list of [`BatchProblem`]s, in file order.
 pub fn parse_batch(text: &str) -> Result<Vec<BatchRow>, Vec<BatchProblem>> {
+    parse_batch_with(text, false)
+}
+
+/// As [`parse_batch`]; with `password_optional` (the template's source logs in as an
+/// administrator) the `Password` column may be missing or empty.
+///
+/// # Errors
+///
+/// The list of [`BatchProblem`]s, in file order.
+pub fn parse_batch_with(
+    text: &str,
+    password_optional: bool,
+) -> Result<Vec<BatchRow>, Vec<BatchProblem>> {
     if text.trim().is_empty() {
         return Err(vec![BatchProblem::Empty]);
     }
@@ -152,6 +171,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchRow>, Vec<BatchProblem>> {
     let index = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let mut problems: Vec<BatchProblem> = REQUIRED
         .iter()
+        .filter(|c| !(password_optional && **c == "Password"))
         .filter(|c| index(c).is_none())
         .map(|c| BatchProblem::MissingColumn((*c).to_owned()))
         .collect();
@@ -191,7 +211,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchRow>, Vec<BatchProblem>> {
             ("UserName", &field(user_i)),
             ("Password", &field(pass_i)),
         ] {
-            if value.is_empty() {
+            if value.is_empty() && !(password_optional && column == "Password") {
                 problems.push(BatchProblem::EmptyField {
                     row,
                     column: column.into(),
@@ -221,7 +241,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<BatchRow>, Vec<BatchProblem>> {
             row,
             email,
             source_user: field(user_i),
-            source_password: Secret::new(field(pass_i)),
+            source_password: optional(pass_i).map(Secret::new),
             destination_user: optional(duser_i),
             destination_password: optional(dpass_i).map(Secret::new),
         });
@@ -249,7 +269,10 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].email, "bob@new.example");
         assert_eq!(rows[1].source_user, "bob");
-        assert_eq!(rows[1].source_password.expose(), "pw2");
+        assert_eq!(
+            rows[1].source_password.as_ref().map(Secret::expose),
+            Some("pw2")
+        );
         assert_eq!(rows[1].row, 3);
         assert_eq!(rows[0].destination_user, None);
     }
@@ -262,6 +285,30 @@ mod tests {
             rows[0].destination_password.as_ref().map(Secret::expose),
             Some("q")
         );
+    }
+
+    #[test]
+    fn with_an_administrator_rows_need_no_password_and_one_given_is_kept() {
+        let rows = parse_batch_with(
+            "EmailAddress,UserName,Password\na@x.example,a,\nb@x.example,b,own\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(rows[0].source_password, None);
+        assert_eq!(
+            rows[1].source_password.as_ref().map(Secret::expose),
+            Some("own")
+        );
+        let rows = parse_batch_with("EmailAddress,UserName\na@x.example,a\n", true).unwrap();
+        assert_eq!(
+            (rows[0].source_user.as_str(), &rows[0].source_password),
+            ("a", &None)
+        );
+        // Without one, the column and each value are required, as Exchange has them.
+        let err = parse_batch("EmailAddress,UserName,Password\na@x.example,a,\n").unwrap_err();
+        assert_eq!(err[0].to_string(), "Row 2: Password is empty.");
+        let err = parse_batch_with("EmailAddress,UserName\na@x.example,a\n", false).unwrap_err();
+        assert_eq!(err, vec![BatchProblem::MissingColumn("Password".into())]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! How a job reaches a server: the transport security and the login method, as job files
-//! name them (`security = "starttls"`, `auth = "plain"`). Serde enums, so a wrong word is
-//! refused where the file is read, with its line and the words allowed.
+//! How a job reaches a server: the transport security, the login method and the form of an
+//! administrator's login on behalf of the user, as job files name them (`security =
+//! "starttls"`, `auth = "plain"`, `admin_login = "separator"`). Serde enums, so a wrong word
+//! is refused where the file is read, with its line and the words allowed.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,41 @@ pub enum AuthMethod {
     /// `AUTHENTICATE XOAUTH2` with an OAuth 2 access token as the secret.
     #[serde(rename = "xoauth2")]
     XOAuth2,
+}
+
+/// How an administrator logs in on behalf of the mailbox's user (`admin_login`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminLogin {
+    /// `AUTHENTICATE PLAIN` with an authorization identity (RFC 4616): authzid = the user,
+    /// authcid = the administrator, the administrator's password. Dovecot master users, Cyrus
+    /// admins and proxy servers, and most servers with a notion of an administrator take it.
+    #[default]
+    #[serde(rename = "sasl-plain")]
+    SaslPlain,
+    /// One login name made of the user, a separator and the administrator (`alice*admin`),
+    /// sent with the endpoint's `auth` (`LOGIN` or `AUTHENTICATE PLAIN`): Dovecot's
+    /// `auth_master_user_separator`, also what UW-IMAP-style servers offer.
+    #[serde(rename = "separator")]
+    Separator,
+}
+
+impl AdminLogin {
+    /// Parses a job's `admin_login` value (as the plugin ABI's [`crate::Account`] carries it).
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "sasl-plain" => Some(Self::SaslPlain),
+            "separator" => Some(Self::Separator),
+            _ => None,
+        }
+    }
+
+    /// The job's word for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::SaslPlain => "sasl-plain",
+            Self::Separator => "separator",
+        }
+    }
 }
 
 impl Security {
@@ -87,23 +123,36 @@ mod tests {
         for a in [AuthMethod::Login, AuthMethod::Plain, AuthMethod::XOAuth2] {
             assert_eq!(AuthMethod::parse(a.as_str()), Some(a));
         }
+        for a in [AdminLogin::SaslPlain, AdminLogin::Separator] {
+            assert_eq!(AdminLogin::parse(a.as_str()), Some(a));
+        }
     }
 
     #[test]
     fn serde_uses_the_job_file_words() {
-        #[derive(Deserialize, Serialize)]
+        #[derive(Debug, Deserialize, Serialize)]
         struct E {
             security: Security,
             auth: AuthMethod,
+            admin_login: AdminLogin,
         }
-        let e: E = toml::from_str("security = \"starttls\"\nauth = \"xoauth2\"\n").unwrap();
+        let text = "security = \"starttls\"\nauth = \"xoauth2\"\nadmin_login = \"separator\"\n";
+        let e: E = toml::from_str(text).unwrap();
         assert_eq!(
-            (e.security, e.auth),
-            (Security::StartTls, AuthMethod::XOAuth2)
+            (e.security, e.auth, e.admin_login),
+            (
+                Security::StartTls,
+                AuthMethod::XOAuth2,
+                AdminLogin::Separator
+            )
         );
-        assert_eq!(
-            toml::to_string(&e).unwrap(),
-            "security = \"starttls\"\nauth = \"xoauth2\"\n"
+        assert_eq!(toml::to_string(&e).unwrap(), text);
+        let err = toml::from_str::<E>(&text.replace("\"separator\"", "\"master\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("expected `sasl-plain` or `separator`"),
+            "{err}"
         );
     }
 }

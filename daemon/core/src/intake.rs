@@ -8,8 +8,14 @@
 //! - `password_file` is read once, here; a relative path is relative to the job file's
 //!   directory (credential files often sit beside it). Giving both `password_file` and
 //!   `password` is an error. The file's first line is the secret.
+//! - `admin_password_file` (an administrator logging in on behalf of the user, see
+//!   [`crate::EndpointSpec::admin_user`]) is read the same way, into `admin_password`.
 //! - `batch = "staff.csv"` makes the file a batch template; the CSV's path is returned (also
 //!   relative to the job file's directory), not read.
+//! - The login settings of each side are checked here with the line they are on
+//!   (`admin_login`, `admin_separator` with `admin_user`, no user's password beside an
+//!   administrator's); [`validate`] checks them again, without lines, for what the control
+//!   API sends.
 //!
 //! Reading files is the caller's: `read` is given the path of each credential file, so this
 //! module does no I/O of its own and is tested without files.
@@ -84,28 +90,144 @@ pub fn load(
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
     ] {
-        let Some(file) = e.password_file.take() else {
-            continue;
-        };
-        if e.password.is_some() {
-            return Err(IntakeError::new(
-                place,
-                format!("[{side}]: give password_file or password, not both"),
-            ));
+        for (field, inline, file) in [
+            ("password", &mut e.password, &mut e.password_file),
+            (
+                "admin_password",
+                &mut e.admin_password,
+                &mut e.admin_password_file,
+            ),
+        ] {
+            let Some(path) = file.take() else {
+                continue;
+            };
+            if inline.is_some() {
+                return Err(IntakeError::new(
+                    place,
+                    format!("[{side}]: give {field}_file or {field}, not both"),
+                ));
+            }
+            let path = base.join(path);
+            let text = read(&path).map_err(|err| {
+                IntakeError::new(
+                    place,
+                    format!(
+                        "[{side}] {field}_file: cannot read {}: {err}",
+                        path.display()
+                    ),
+                )
+            })?;
+            *inline = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
         }
-        let file = base.join(file);
-        let text = read(&file).map_err(|err| {
-            IntakeError::new(
-                place,
-                format!(
-                    "[{side}] password_file: cannot read {}: {err}",
-                    file.display()
-                ),
-            )
-        })?;
-        e.password = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
+    }
+    for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+        if let Err((field, message)) = check_login(e) {
+            let place = match line_of(text, side, field) {
+                Some(line) => format!("{place}, line {line}"),
+                None => place.to_owned(),
+            };
+            return Err(IntakeError::new(&place, format!("[{side}] {message}")));
+        }
     }
     Ok(JobFile { spec, batch_csv })
+}
+
+/// The line (from 1) of `field` in the file's `[section]`, for errors found after parsing.
+fn line_of(text: &str, section: &str, field: &str) -> Option<usize> {
+    let table = toml::de::DeTable::parse(text).ok()?;
+    let (_, value) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == section)?;
+    let toml::de::DeValue::Table(t) = value.get_ref() else {
+        return None;
+    };
+    // `password` may have come from `password_file`.
+    let names = [field.to_owned(), format!("{field}_file")];
+    let (key, _) = t
+        .iter()
+        .find(|(k, _)| names.iter().any(|n| k.get_ref() == n))?;
+    Some(text.get(..key.span().start)?.matches('\n').count() + 1)
+}
+
+/// Checks how an endpoint logs in: the administrator's settings come with `admin_user`, never
+/// beside the user's own password, and a separator the user's name does not contain.
+///
+/// # Errors
+///
+/// The field at fault and what is wrong with it, prefixed by the field.
+fn check_login(e: &crate::EndpointSpec) -> Result<(), (&'static str, String)> {
+    let fail = |field: &'static str, message: String| Err((field, format!("{field}: {message}")));
+    let Some(admin) = &e.admin_user else {
+        let stray = [
+            ("admin_password", e.admin_password.is_some()),
+            ("admin_password_file", e.admin_password_file.is_some()),
+            ("admin_login", e.admin_login.is_some()),
+            ("admin_separator", e.admin_separator.is_some()),
+        ];
+        if let Some((field, _)) = stray.into_iter().find(|(_, given)| *given) {
+            return fail(
+                field,
+                "give admin_user too: the administrator who logs in on behalf of user".into(),
+            );
+        }
+        return Ok(());
+    };
+    if admin.trim().is_empty() {
+        return fail("admin_user", "is empty: name the administrator".into());
+    }
+    if e.password.is_some() || e.password_file.is_some() {
+        return fail(
+            "password",
+            "with admin_user the administrator's password is sent (admin_password_file), never \
+             the user's: remove password, or remove admin_user to log in as the user"
+                .into(),
+        );
+    }
+    if e.auth == crate::AuthMethod::XOAuth2 {
+        return fail(
+            "auth",
+            "\"xoauth2\" takes a token, and an administrator logs in with a password: remove auth \
+             or admin_user"
+                .into(),
+        );
+    }
+    let login = e.admin_login.unwrap_or_default();
+    if login != crate::AdminLogin::Separator {
+        if e.admin_separator.is_some() {
+            return fail(
+                "admin_separator",
+                "only admin_login = \"separator\" takes a separator".into(),
+            );
+        }
+        return Ok(());
+    }
+    let sep = e.separator();
+    if sep.is_empty()
+        || sep
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return fail(
+            "admin_separator",
+            format!(
+                "{sep:?} cannot separate two names: give the server's auth_master_user_separator \
+                 (often \"*\")"
+            ),
+        );
+    }
+    if e.user.contains(sep) {
+        return fail(
+            "user",
+            format!(
+                "{:?} contains the separator {sep:?}, so the server would split the login name \
+                 there: set admin_separator to the server's other choice, or use admin_login = \
+                 \"sasl-plain\"",
+                e.user
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Checks a job (or a batch's job) as far as it can be checked without a network or the
@@ -126,6 +248,9 @@ pub fn validate(spec: &JobSpec, place: &str) -> Result<(), IntakeError> {
         }
         if e.host.trim().is_empty() {
             return fail(format!("[{side}] host is missing"));
+        }
+        if let Err((_, message)) = check_login(e) {
+            return fail(format!("[{side}] {message}"));
         }
     }
     if let Err(e) = spec.folders.rules() {
@@ -239,6 +364,86 @@ mod tests {
         assert_eq!(
             err.message,
             "batch: expected the name of a CSV file, found 3"
+        );
+    }
+
+    const ADMIN_JOB: &str = "name = \"alice\"\n[source]\nhost = \"old\"\nuser = \"alice\"\nadmin_user = \"admin\"\nadmin_password_file = \"admin.pass\"\n[destination]\nhost = \"new\"\nuser = \"alice\"\nadmin_user = \"root\"\nadmin_login = \"separator\"\nadmin_password = \"inline\"\n";
+
+    #[test]
+    fn an_admin_password_file_is_read_like_a_password_file() {
+        let read = files(&[("/j/admin.pass", "admin-secret\n")]);
+        let job = load(ADMIN_JOB, Path::new("/j"), "job file a.toml", read).unwrap();
+        let s = &job.spec.source;
+        assert_eq!(s.admin_user.as_deref(), Some("admin"));
+        assert_eq!(s.login_secret().map(Secret::expose), Some("admin-secret"));
+        assert!(s.password.is_none() && s.admin_password_file.is_none());
+        let d = &job.spec.destination;
+        assert_eq!(d.admin_login, Some(crate::AdminLogin::Separator));
+        assert_eq!(d.separator(), "*");
+        assert_eq!(d.login_secret().map(Secret::expose), Some("inline"));
+        assert_eq!(validate(&job.spec, "job \"alice\""), Ok(()));
+    }
+
+    #[test]
+    fn admin_settings_are_refused_with_their_file_line_and_field() {
+        let read = || files(&[("/j/admin.pass", "a"), ("/j/alice.pass", "p")]);
+        let check = |from: &str, to: &str| {
+            assert!(ADMIN_JOB.contains(from), "{from}");
+            let text = ADMIN_JOB.replacen(from, to, 1);
+            load(&text, Path::new("/j"), "job file a.toml", read())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            check("admin_user = \"root\"\n", ""),
+            "job file a.toml, line 11: [destination] admin_password: give admin_user too: the administrator who logs in on behalf of user"
+        );
+        assert_eq!(
+            check(
+                "admin_password_file = \"admin.pass\"\n",
+                "admin_password_file = \"admin.pass\"\npassword_file = \"alice.pass\"\n"
+            ),
+            "job file a.toml, line 7: [source] password: with admin_user the administrator's password is sent (admin_password_file), never the user's: remove password, or remove admin_user to log in as the user"
+        );
+        assert!(
+            check(
+                "user = \"alice\"\nadmin_user = \"root\"",
+                "user = \"a*b\"\nadmin_user = \"root\""
+            )
+            .starts_with(
+                "job file a.toml, line 9: [destination] user: \"a*b\" contains the separator \"*\""
+            )
+        );
+        assert!(
+            check("admin_login = \"separator\"\n", "admin_separator = \" \"\nadmin_login = \"separator\"\n")
+                .starts_with("job file a.toml, line 11: [destination] admin_separator: \" \" cannot separate two names")
+        );
+        assert_eq!(
+            check("admin_login = \"separator\"\n", "admin_separator = \"%\"\n"),
+            "job file a.toml, line 11: [destination] admin_separator: only admin_login = \"separator\" takes a separator"
+        );
+        assert!(
+            check(
+                "admin_user = \"admin\"\n",
+                "admin_user = \"admin\"\nauth = \"xoauth2\"\n"
+            )
+            .starts_with("job file a.toml, line 6: [source] auth: \"xoauth2\" takes a token")
+        );
+        assert_eq!(
+            check(
+                "admin_password_file = \"admin.pass\"\n",
+                "admin_password_file = \"admin.pass\"\nadmin_password = \"x\"\n"
+            ),
+            "job file a.toml: [source]: give admin_password_file or admin_password, not both"
+        );
+        // The control API's specs have no lines: the same words, without one.
+        let mut spec = load(ADMIN_JOB, Path::new("/j"), "p", read()).unwrap().spec;
+        spec.source.password = Some(Secret::new("p"));
+        assert!(
+            validate(&spec, "job \"alice\"")
+                .unwrap_err()
+                .to_string()
+                .starts_with("job \"alice\": [source] password: with admin_user")
         );
     }
 

@@ -27,7 +27,7 @@ pub use destination::{
     Append, ContactsDestination, ContactsDestinationSession, MailDestination,
     MailDestinationSession, Put,
 };
-pub use endpoint::{AuthMethod, Security};
+pub use endpoint::{AdminLogin, AuthMethod, Security};
 pub use error::{Cause, DestinationError, ErrorKind, SourceError};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};

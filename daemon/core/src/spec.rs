@@ -140,6 +140,27 @@ pub struct EndpointSpec {
     pub password_file: Option<PathBuf>,
     /// The password inline. Allowed, but the job file must then be readable by root only.
     pub password: Option<Secret>,
+    /// Log in as this administrator on behalf of `user` (a Dovecot master user, a Cyrus
+    /// admin, a proxy-authorization account): the administrator's password is sent, never the
+    /// user's, so the endpoint gives no `password`. In a batch template it serves every row
+    /// that gives no password of its own; a row that gives one logs in as its user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
+    /// File holding the administrator's password (first line). Preferred over
+    /// `admin_password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_file: Option<PathBuf>,
+    /// The administrator's password inline (the job file then readable by root only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<Secret>,
+    /// How the administrator logs in: `sasl-plain` (default: AUTHENTICATE PLAIN with the user
+    /// as authorization identity) or `separator` (the login name `user<separator>admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_login: Option<crate::AdminLogin>,
+    /// The separator of `admin_login = "separator"`, as the server's
+    /// `auth_master_user_separator` sets it (default `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_separator: Option<String>,
     /// Seconds to wait for any network reply (default 60).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -160,6 +181,55 @@ impl EndpointSpec {
     /// The plugin a source endpoint names, `imap` when it names none.
     pub fn plugin_name(&self) -> &str {
         self.plugin.as_deref().unwrap_or("imap")
+    }
+
+    /// Whether the endpoint logs in as an administrator on behalf of its user.
+    pub fn is_admin_login(&self) -> bool {
+        self.admin_user.is_some()
+    }
+
+    /// The secret this endpoint logs in with: the administrator's with `admin_user`, else the
+    /// user's password or token. `None` when it was not given (or was erased).
+    pub fn login_secret(&self) -> Option<&Secret> {
+        if self.is_admin_login() {
+            self.admin_password.as_ref()
+        } else {
+            self.password.as_ref()
+        }
+    }
+
+    /// Sets the secret this endpoint logs in with (see [`EndpointSpec::login_secret`]).
+    pub fn set_login_secret(&mut self, secret: Secret) {
+        if self.is_admin_login() {
+            self.admin_password = Some(secret);
+        } else {
+            self.password = Some(secret);
+        }
+    }
+
+    /// Drops every secret and credential file of the endpoint; the names stay.
+    pub fn erase_secrets(&mut self) {
+        self.password = None;
+        self.password_file = None;
+        self.admin_password = None;
+        self.admin_password_file = None;
+    }
+
+    /// Makes the endpoint log in as its user with the user's own password: the
+    /// administrator's login and secret are dropped (a batch row that gives a password).
+    pub fn use_own_password(&mut self, password: Secret) {
+        self.password = Some(password);
+        self.password_file = None;
+        self.admin_user = None;
+        self.admin_password = None;
+        self.admin_password_file = None;
+        self.admin_login = None;
+        self.admin_separator = None;
+    }
+
+    /// The separator of the `separator` form: the job's, else `*`.
+    pub fn separator(&self) -> &str {
+        self.admin_separator.as_deref().unwrap_or("*")
     }
 }
 

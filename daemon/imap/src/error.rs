@@ -43,12 +43,14 @@ pub enum ImapError {
         after: Duration,
     },
     /// Authentication refused.
-    #[error("{server} refused the login of {user:?}: {reply}")]
+    #[error("{server} refused the login of {}: {reply}", who(user, admin.as_deref()))]
     Auth {
         /// `host:port`.
         server: String,
-        /// The login name (never the password).
+        /// The login name, the mailbox's user (never the password).
         user: String,
+        /// The administrator who logged in on behalf of `user`, if one did.
+        admin: Option<String>,
         /// The server's reply.
         reply: String,
     },
@@ -92,6 +94,14 @@ pub enum ImapError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// Who logged in, for messages: `"alice"`, or `"admin" on behalf of "alice"`.
+pub fn who(user: &str, admin: Option<&str>) -> String {
+    match admin {
+        None => format!("{user:?}"),
+        Some(a) => format!("{a:?} on behalf of {user:?}"),
+    }
 }
 
 impl ImapError {
@@ -211,6 +221,7 @@ mod tests {
         let auth = ImapError::Auth {
             server: "s".into(),
             user: "u".into(),
+            admin: None,
             reply: "[AUTHENTICATIONFAILED]".into(),
         };
         assert!(!auth.is_temporary());

@@ -10,7 +10,7 @@ use migrated_carddav::DavEndpoint;
 use migrated_core::Account;
 use migrated_core::{EndpointSpec, JobSpec, intake};
 use migrated_engine::CopyConfig;
-use migrated_imap::{CertCheck, Endpoint, Security};
+use migrated_imap::{Admin, CertCheck, Endpoint, Security};
 use migrated_plugin_api::host::{ContactsPluginSource, Plugin, PluginSource, Plugins};
 use migrated_plugin_api::wire::Kind;
 
@@ -158,6 +158,9 @@ pub(crate) fn plugin_source(
     }
     let mut account = Account::from(&endpoint);
     account.settings = spec.source.settings.clone();
+    plugin
+        .check_account(&account)
+        .map_err(|e| anyhow::anyhow!("{place}: [source] admin_user: {e}"))?;
     Ok(PluginSource::new(plugin.clone(), account))
 }
 
@@ -184,12 +187,25 @@ impl EndpointSpecExt for EndpointSpec {
         }
         let (security, auth) = (self.security, self.auth);
         // Job files and the control API arrive with their secrets resolved (intake::load).
-        let secret = self.password.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: missing; give password_file (preferred) or password",
-                place("password_file")
-            )
+        let secret = self.login_secret().cloned().ok_or_else(|| {
+            if self.is_admin_login() {
+                anyhow::anyhow!(
+                    "{}: missing; give the administrator's password in admin_password_file \
+                     (preferred) or admin_password",
+                    place("admin_password_file")
+                )
+            } else {
+                anyhow::anyhow!(
+                    "{}: missing; give password_file (preferred) or password",
+                    place("password_file")
+                )
+            }
         })?;
+        let admin = self.admin_user.as_ref().map(|user| Admin {
+            user: user.clone(),
+            login: self.admin_login.unwrap_or_default(),
+            separator: self.separator().to_owned(),
+        });
         let cert_check = match (&self.ca_file, self.danger_accept_invalid_certs) {
             (_, true) => CertCheck::DangerAcceptAnyCertificate,
             (Some(ca), false) => CertCheck::CaFile(ca.clone()),
@@ -205,6 +221,7 @@ impl EndpointSpecExt for EndpointSpec {
             auth,
             user: self.user.clone(),
             secret,
+            admin,
             timeout: Duration::from_secs(self.timeout_secs.max(1)),
         })
     }

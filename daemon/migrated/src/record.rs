@@ -115,10 +115,8 @@ impl JobRecord {
 
     /// Erases the credentials (at completion): a finished job keeps no secret.
     pub(crate) fn erase_credentials(&mut self) {
-        self.spec.source.password = None;
-        self.spec.source.password_file = None;
-        self.spec.destination.password = None;
-        self.spec.destination.password_file = None;
+        self.spec.source.erase_secrets();
+        self.spec.destination.erase_secrets();
     }
 
     /// Whether completion erases the credentials: always, unless recurring deltas still need
@@ -127,8 +125,10 @@ impl JobRecord {
         self.spec.schedule.delta_every_hours.is_none() || self.final_delta
     }
 
+    /// Whether both sides have the secret they log in with (the user's, or the
+    /// administrator's for a side with `admin_user`).
     pub(crate) fn has_credentials(&self) -> bool {
-        self.spec.source.password.is_some() && self.spec.destination.password.is_some()
+        self.spec.source.login_secret().is_some() && self.spec.destination.login_secret().is_some()
     }
 }
 

@@ -208,6 +208,28 @@ impl Plugin {
         &self.info
     }
 
+    /// Checks that the plugin can log in to this account: an administrator's login on
+    /// behalf of the user needs a plugin of ABI 1.3 or later (an older one would send the
+    /// administrator's password under the user's name).
+    ///
+    /// # Errors
+    ///
+    /// A permanent error naming the plugin, its ABI and what to do.
+    pub fn check_account(&self, account: &Account) -> Result<(), SourceError> {
+        if account.admin_user.is_some() && self.table.minor < crate::ADMIN_LOGIN_MINOR {
+            return Err(SourceError::permanent(format!(
+                "plugin {} ({}) speaks ABI {}, which has no administrator logins (ABI 1.{} and \
+                 later): install a newer build of the plugin, or give the user's own password \
+                 instead of admin_user",
+                self.info.name,
+                self.path.display(),
+                self.abi,
+                crate::ADMIN_LOGIN_MINOR
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a job's settings against those the plugin accepts.
     ///
     /// # Errors
@@ -387,8 +409,9 @@ impl PluginSource {
         on_login: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<PluginSession, SourceError> {
         let mut on_login = on_login;
+        self.plugin.check_account(&self.account)?;
         let request = Request::Connect {
-            account: (*self.account).clone(),
+            account: Box::new((*self.account).clone()),
         };
         let reply = self
             .plugin
@@ -625,5 +648,65 @@ impl ContactsSession for ContactsPluginSession {
             Reply::Cards(c) => Ok(c),
             other => Err(unexpected(&s.plugin, &other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(unsafe_code)]
+    unsafe extern "C" fn info(_: *mut c_void, _: crate::Completion) {}
+    #[allow(unsafe_code)]
+    unsafe extern "C" fn call(_: *const u8, _: usize, _: *mut c_void, _: crate::Completion) {}
+
+    fn plugin(minor: u32) -> Plugin {
+        let table: &'static TableV1 = Box::leak(Box::new(TableV1 { minor, info, call }));
+        Plugin {
+            path: PathBuf::from("/usr/lib/migrated/plugins/libold.so"),
+            abi: AbiVersion { major: 1, minor },
+            info: Info {
+                name: "old".into(),
+                version: "0".into(),
+                description: String::new(),
+                kinds: vec![wire::Kind::Mail],
+                settings: Vec::new(),
+            },
+            table,
+        }
+    }
+
+    fn account(admin: Option<&str>) -> Account {
+        Account {
+            host: "h".into(),
+            port: 143,
+            security: "plain".into(),
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+            auth: "login".into(),
+            user: "alice".into(),
+            secret: migrated_core::Secret::new("pw"),
+            timeout_secs: 5,
+            path: None,
+            settings: Default::default(),
+            admin_user: admin.map(str::to_owned),
+            admin_login: None,
+            admin_separator: None,
+        }
+    }
+
+    #[test]
+    fn a_plugin_older_than_1_3_is_never_given_an_administrators_account() {
+        let old = plugin(2);
+        assert!(old.check_account(&account(None)).is_ok());
+        let err = old.check_account(&account(Some("admin"))).unwrap_err();
+        assert!(
+            err.message.starts_with(
+                "plugin old (/usr/lib/migrated/plugins/libold.so) speaks ABI 1.2, which has no administrator logins (ABI 1.3 and later)"
+            ),
+            "{}",
+            err.message
+        );
+        assert!(plugin(3).check_account(&account(Some("admin"))).is_ok());
     }
 }

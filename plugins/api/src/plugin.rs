@@ -219,7 +219,8 @@ impl<H: Handler> State<H> {
             Request::Connect { account } => {
                 let notes = reporter;
                 let (session, namespace) =
-                    H::connect(account, Box::new(move || notes.note(Note::Authenticating))).await?;
+                    H::connect(*account, Box::new(move || notes.note(Note::Authenticating)))
+                        .await?;
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
                 self.sessions()
                     .insert(id, Arc::new(tokio::sync::Mutex::new(session)));

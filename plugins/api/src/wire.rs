@@ -114,8 +114,8 @@ impl SettingInfo {
 pub enum Request {
     /// Connect and log in. Notes: [`Note::Authenticating`] once the connection is up.
     Connect {
-        /// Where and as whom.
-        account: Account,
+        /// Where and as whom (boxed in memory only: the wire carries the account itself).
+        account: Box<Account>,
     },
     /// Every folder with its role and subscription.
     ListFolders {
@@ -370,6 +370,63 @@ mod tests {
                 message: "timeout".into(),
             })
             .unwrap()
+        );
+    }
+
+    /// An account as ABI 1.2 spelled it, before administrator logins.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct AccountV1_2 {
+        host: String,
+        port: u16,
+        security: String,
+        ca_file: Option<String>,
+        danger_accept_invalid_certs: bool,
+        auth: String,
+        user: String,
+        secret: migrated_core::Secret,
+        timeout_secs: u64,
+        #[serde(default)]
+        settings: std::collections::BTreeMap<String, SettingValue>,
+    }
+
+    #[test]
+    fn an_administrator_login_crosses_the_boundary_and_a_user_login_is_sent_as_in_1_2() {
+        let old = AccountV1_2 {
+            host: "h".into(),
+            port: 143,
+            security: "plain".into(),
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+            auth: "login".into(),
+            user: "alice".into(),
+            secret: migrated_core::Secret::new("pw"),
+            timeout_secs: 5,
+            settings: Default::default(),
+        };
+        // A 1.2 daemon's account reads as a user's login.
+        let bytes = encode(&Request::Connect {
+            account: Box::new(decode(&encode(&old).unwrap(), "account").unwrap()),
+        })
+        .unwrap();
+        let Request::Connect { account } = decode::<Request>(&bytes, "request").unwrap() else {
+            panic!("not a Connect");
+        };
+        assert_eq!(account.admin_user, None);
+        // Without an administrator, this daemon sends what 1.2 sent.
+        assert_eq!(encode(&*account).unwrap(), encode(&old).unwrap());
+        // With one, it crosses whole.
+        let mut admin = *account;
+        admin.admin_user = Some("admin".into());
+        admin.admin_login = Some("separator".into());
+        admin.admin_separator = Some("*".into());
+        let got: Account = decode(&encode(&admin).unwrap(), "account").unwrap();
+        assert_eq!(
+            (
+                got.admin_user.as_deref(),
+                got.admin_login.as_deref(),
+                got.admin_separator.as_deref()
+            ),
+            (Some("admin"), Some("separator"), Some("*"))
         );
     }
 }

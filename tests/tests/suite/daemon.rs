@@ -1029,9 +1029,63 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
         "[limits]\nmax_mbps = 2\n",
     );
     let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    // A second job logs in as an administrator on both sides (SASL PLAIN on the source, the
+    // `alice*admin` name on the destination), against Dovecots with a master passdb.
+    let admin_password = "admin-pw-never-shown-5x";
+    let master = || {
+        Some(testbed::MasterUser {
+            user: "admin".into(),
+            password: admin_password.into(),
+            refused: Vec::new(),
+        })
+    };
+    let msrc = testbed::Dovecot::start(testbed::DovecotOptions {
+        master: master(),
+        ..testbed::DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    let mdst = testbed::Dovecot::start(testbed::DovecotOptions {
+        layout: testbed::Layout::Fs,
+        master: master(),
+        ..testbed::DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    testbed::write_maildir(
+        &msrc,
+        "alice",
+        &CorpusSpec {
+            seed: 64,
+            messages: 120,
+            max_attachment: 0,
+            size_factor: 1.0,
+        },
+    )
+    .unwrap();
+    let admin_file = d.state.join("jobs/admin.pass");
+    std::fs::write(&admin_file, admin_password).unwrap();
+    let admin_job = d.state.join("jobs/admin-secrets.toml");
+    let side = |port: u16, form: &str| {
+        format!(
+            "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\nuser = \"alice\"\nadmin_user = \"admin\"\nadmin_login = \"{form}\"\nadmin_password_file = \"{}\"\n",
+            admin_file.display()
+        )
+    };
+    std::fs::write(
+        &admin_job,
+        format!(
+            "name = \"admin-secrets\"\n[source]\n{}[destination]\n{}[limits]\nmax_mbps = 2\n",
+            side(msrc.imap_port(), "sasl-plain"),
+            side(mdst.imap_port(), "separator")
+        ),
+    )
+    .unwrap();
+    let admin_id = stdout(&d.ctl(&["create", admin_job.to_str().unwrap()]));
     let passwords = [
         p.src.password("alice").unwrap().to_owned(),
         p.dst.password("alice").unwrap().to_owned(),
+        admin_password.to_owned(),
     ];
     let holds = |bytes: &[u8]| {
         passwords
@@ -1051,16 +1105,28 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
         .output()
         .unwrap();
     assert!(!holds(&ps.stdout), "ps shows a password");
-    d.wait_until(&id, "completion", |s| {
-        s.status == Some(JobStatus::Completed)
+    // While the administrator's job runs, its sealed record holds the administrator's
+    // password: never in clear in the store's files.
+    d.wait_until(&admin_id, "copying", |s| {
+        s.status == Some(JobStatus::Copying)
     })
     .await;
+    for f in files_under(&d.state.join("store")) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!holds(&bytes), "{} holds a password", f.display());
+    }
+    for id in [&id, &admin_id] {
+        d.wait_until(id, "completion", |s| s.status == Some(JobStatus::Completed))
+            .await;
+    }
     // Not in the journal-bound log (debug level), the events, the status or the report.
     assert!(!d.log().is_empty());
     assert!(!holds(d.log().as_bytes()), "the log holds a password");
     for args in [
         vec!["events", id.as_str()],
         vec!["--json", "status", id.as_str()],
+        vec!["events", admin_id.as_str()],
+        vec!["--json", "status", admin_id.as_str()],
         vec!["report", "--format", "csv"],
         vec!["--json", "list"],
     ] {

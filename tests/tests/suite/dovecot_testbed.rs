@@ -23,6 +23,7 @@ fn options(layout: Layout, special_use: Vec<(String, String)>) -> DovecotOptions
         special_use,
         quota_bytes: None,
         imap_capability: None,
+        master: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn gmail_account(e: &GmailEmulator, settings: &[(&str, SettingValue)]) -> Accoun
         auth: AuthMethod::Login,
         user: SAMPLE_ADDRESS.to_owned(),
         secret: Secret::new(PASSWORD),
+        admin: None,
         timeout: Duration::from_secs(30),
     });
     account.settings = settings

@@ -32,6 +32,7 @@ fn endpoint(emu: &GmailEmulator, password: &str) -> Endpoint {
         auth: AuthMethod::Login,
         user: USER.into(),
         secret: Secret::new(password),
+        admin: None,
         timeout: T,
     }
 }

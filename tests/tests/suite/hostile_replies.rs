@@ -59,6 +59,7 @@ async fn against(verb: &'static str, hostile: fn(&str) -> Vec<u8>) -> String {
         auth: AuthMethod::Login,
         user: "u".into(),
         secret: Secret::new("p"),
+        admin: None,
         timeout: Duration::from_secs(5),
     };
     let mut s = ImapSession::connect(&endpoint)

@@ -87,6 +87,7 @@ async fn list_against(script: Hostile) -> (Result<usize, String>, Duration) {
         auth: AuthMethod::Login,
         user: "u".into(),
         secret: Secret::new("p"),
+        admin: None,
         timeout: Duration::from_secs(3),
     };
     let t = Instant::now();
@@ -180,6 +181,7 @@ async fn a_server_without_starttls_is_refused_before_the_password_is_sent() {
         auth: AuthMethod::Login,
         user: "u".into(),
         secret: Secret::new("never-sent-secret"),
+        admin: None,
         timeout: Duration::from_secs(3),
     };
     let e = ImapSession::connect(&endpoint)

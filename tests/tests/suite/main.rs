@@ -10,6 +10,7 @@
 
 mod common;
 
+mod admin_logins;
 mod alerts;
 mod batch;
 mod contacts;

@@ -1,5 +1,6 @@
 //! Opening a session: TCP, TLS or STARTTLS, the greeting, LOGIN or AUTHENTICATE (PLAIN,
-//! XOAUTH2), then CAPABILITY and NAMESPACE.
+//! XOAUTH2) as the user or as an administrator on behalf of the user, then CAPABILITY and
+//! NAMESPACE.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{ImapSession, unpanicked, unparsable};
-use crate::endpoint::{AuthMethod, Endpoint, Security};
+use crate::endpoint::{Credentials, Endpoint, Security};
 use crate::error::ImapError;
 use crate::stream::Stream;
 use crate::{tls, utf7};
@@ -135,25 +136,20 @@ impl ImapSession {
         }
 
         on_login();
-        let user = endpoint.user.as_str();
-        let secret = endpoint.secret.expose();
+        let credentials = endpoint.credentials();
         let login = async {
-            match endpoint.auth {
-                AuthMethod::Login => client.login(user, secret).await.map_err(|(e, _)| e),
-                AuthMethod::Plain => {
-                    let ir = format!("\0{user}\0{secret}").into_bytes();
-                    client
-                        .authenticate("PLAIN", SaslResponse(ir))
-                        .await
-                        .map_err(|(e, _)| e)
+            match (&credentials, credentials.initial_response()) {
+                (Credentials::Login { name, secret }, _) => {
+                    client.login(name, secret).await.map_err(|(e, _)| e)
                 }
-                AuthMethod::XOAuth2 => {
-                    let ir = format!("user={user}\x01auth=Bearer {secret}\x01\x01").into_bytes();
-                    client
-                        .authenticate("XOAUTH2", SaslResponse(ir))
-                        .await
-                        .map_err(|(e, _)| e)
-                }
+                (Credentials::XOAuth2 { .. }, Some(ir)) => client
+                    .authenticate("XOAUTH2", SaslResponse(ir))
+                    .await
+                    .map_err(|(e, _)| e),
+                (_, ir) => client
+                    .authenticate("PLAIN", SaslResponse(ir.unwrap_or_default()))
+                    .await
+                    .map_err(|(e, _)| e),
             }
         };
         let inner = tokio::time::timeout(t, unpanicked(login))
@@ -164,7 +160,8 @@ impl ImapSession {
                 async_imap::error::Error::No(reply) | async_imap::error::Error::Bad(reply) => {
                     ImapError::Auth {
                         server: server.clone(),
-                        user: user.to_owned(),
+                        user: endpoint.user.clone(),
+                        admin: endpoint.admin.as_ref().map(|a| a.user.clone()),
                         reply,
                     }
                 }
@@ -174,6 +171,7 @@ impl ImapSession {
                     reply: other.to_string(),
                 },
             })?;
+        drop(credentials);
 
         let mut session = Self {
             inner,

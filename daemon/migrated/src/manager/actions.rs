@@ -97,11 +97,12 @@ impl Manager {
                 .map_err(|e| ControlError::new(ErrorKind::Conflict, e.to_string()))?
         };
         if let Some(e) = self.jobs.get_mut(id) {
-            if source.is_some() {
-                e.record.spec.source.password = source;
+            // A side that logs in as an administrator is given the administrator's password.
+            if let Some(s) = source {
+                e.record.spec.source.set_login_secret(s);
             }
-            if destination.is_some() {
-                e.record.spec.destination.password = destination;
+            if let Some(s) = destination {
+                e.record.spec.destination.set_login_secret(s);
             }
             e.record.cancel_requested = false;
             e.record.finished = None;

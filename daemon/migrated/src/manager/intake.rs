@@ -19,7 +19,7 @@ impl Manager {
         template: JobSpec,
         csv: &str,
     ) -> Result<String, ControlError> {
-        use migrated_core::batch::{BatchProblem, parse_batch};
+        use migrated_core::batch::{BatchProblem, parse_batch_with};
         let mut problems = Vec::new();
         if name.trim().is_empty() || name.contains('/') {
             return Err(ControlError::new(
@@ -34,7 +34,8 @@ impl Manager {
         {
             problems.push(BatchProblem::Exists(name.clone()));
         }
-        let rows = match parse_batch(csv) {
+        // A source administrator serves every row that gives no password of its own.
+        let rows = match parse_batch_with(csv, template.source.is_admin_login()) {
             Ok(rows) => rows,
             Err(p) => {
                 problems.extend(p);
@@ -46,20 +47,24 @@ impl Manager {
             let mut spec = template.clone();
             spec.name = format!("{name}/{}", row.email);
             spec.source.user = row.source_user.clone();
-            spec.source.password = Some(row.source_password.clone());
             spec.source.password_file = None;
+            // A row's own password logs in as its user, even where the template names an
+            // administrator; without one, the template's administrator logs in.
+            if let Some(p) = &row.source_password {
+                spec.source.use_own_password(p.clone());
+            }
             spec.destination.user = row
                 .destination_user
                 .clone()
                 .unwrap_or_else(|| row.email.clone());
             spec.destination.password_file = None;
             if let Some(p) = &row.destination_password {
-                spec.destination.password = Some(p.clone());
-            } else if spec.destination.password.is_none() {
+                spec.destination.use_own_password(p.clone());
+            } else if spec.destination.login_secret().is_none() {
                 return Err(ControlError::new(
                     ErrorKind::Invalid,
                     format!(
-                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination (admin) password",
+                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination password or its admin_user and admin_password_file",
                         row.row
                     ),
                 ));
@@ -129,13 +134,18 @@ impl Manager {
             return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
         }
         for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
-            if e.password_file.is_some() {
-                return Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "{place}: [{side}] password_file: the client reads the file and sends the secret; the daemon takes no paths"
-                    ),
-                ));
+            for (field, given) in [
+                ("password_file", e.password_file.is_some()),
+                ("admin_password_file", e.admin_password_file.is_some()),
+            ] {
+                if given {
+                    return Err(ControlError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "{place}: [{side}] {field}: the client reads the file and sends the secret; the daemon takes no paths"
+                        ),
+                    ));
+                }
             }
         }
         let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
@@ -144,7 +154,9 @@ impl Manager {
         };
         let mut check = spec.clone();
         for e in [&mut check.source, &mut check.destination] {
-            e.password = Some(e.password.take().unwrap_or_else(|| Secret::new("-")));
+            if e.login_secret().is_none() {
+                e.set_login_secret(Secret::new("-"));
+            }
         }
         let checked = match kind {
             Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)

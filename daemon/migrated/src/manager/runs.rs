@@ -351,14 +351,16 @@ impl Manager {
                 if let Some(entry) = self.jobs.get_mut(id) {
                     entry.record.error = Some(message.clone());
                 }
-                let name = self.jobs[id].record.spec.name.clone();
+                let spec = &self.jobs[id].record.spec;
+                let admin = match e.side() {
+                    Some(Side::Source) => spec.source.is_admin_login(),
+                    _ => spec.destination.is_admin_login(),
+                };
+                let advice = what_to_do(&e, &spec.name, admin);
                 self.event(
                     id,
                     "error",
-                    format!(
-                        "Run failed: {message}. What to do: {}",
-                        what_to_do(&e, &name)
-                    ),
+                    format!("Run failed: {message}. What to do: {advice}"),
                 );
                 JobStatus::Failed
             }
@@ -405,8 +407,9 @@ pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
     }
 }
 
-/// The next step for an administrator after a run failed this way.
-fn what_to_do(e: &EngineError, job: &str) -> String {
+/// The next step for an administrator after a run failed this way; `admin`: the side the
+/// error came from logs in as an administrator on behalf of the user.
+fn what_to_do(e: &EngineError, job: &str, admin: bool) -> String {
     use migrated_core::Cause;
     // Chosen by the error's cause, which the IMAP and CardDAV clients and the plugins (ABI
     // 1.2) give, and by the side it came from; never by reading the server's words.
@@ -415,6 +418,9 @@ fn what_to_do(e: &EngineError, job: &str) -> String {
         _ => "destination",
     };
     match (e, e.cause()) {
+        (_, Some(Cause::Authentication)) if admin => format!(
+            "the {side} refused the administrator's login on behalf of the user: check that admin_user may log in as this user there (a Dovecot master passdb, a Cyrus admin, the server's proxy-authorization rights) and its password, then `migratectl delta {job}` (with `--{side}-password-file FILE` holding the administrator's password if it changed)."
+        ),
         (_, Some(Cause::Authentication)) => format!(
             "the {side} refused the login: check the user and password (or token), then give them again with `migratectl delta {job} --{side}-password-file FILE`."
         ),
@@ -462,7 +468,7 @@ mod tests {
                 .with_cause(Cause::Authentication),
         );
         assert!(
-            what_to_do(&source_login, "alice").starts_with(
+            what_to_do(&source_login, "alice", false).starts_with(
                 "the source refused the login: check the user and password (or token), then give them again with `migratectl delta alice --source-password-file FILE`"
             )
         );
@@ -470,19 +476,28 @@ mod tests {
             migrated_imap::ImapError::Auth {
                 server: "new:993".into(),
                 user: "alice".into(),
+                admin: None,
                 reply: "NO [AUTHENTICATIONFAILED] Authentication failed.".into(),
             },
         ));
         assert!(
-            what_to_do(&destination_login, "alice")
+            what_to_do(&destination_login, "alice", false)
                 .starts_with("the destination refused the login")
+        );
+        assert!(
+            what_to_do(&destination_login, "alice", true).starts_with(
+                "the destination refused the administrator's login on behalf of the user: check that admin_user may log in as this user there"
+            )
         );
         let throttled = EngineError::from(
             SourceError::temporary("daily download limit reached").with_cause(Cause::Throttled),
         );
-        assert!(what_to_do(&throttled, "alice").starts_with("the source kept asking to slow down"));
+        assert!(
+            what_to_do(&throttled, "alice", false)
+                .starts_with("the source kept asking to slow down")
+        );
         // Words alone choose nothing: a plugin that gives no cause gets the general advice.
         let words = EngineError::from(SourceError::permanent("authentication failed"));
-        assert!(what_to_do(&words, "alice").starts_with("read the server's words above"));
+        assert!(what_to_do(&words, "alice", false).starts_with("read the server's words above"));
     }
 }

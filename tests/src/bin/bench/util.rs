@@ -81,6 +81,7 @@ pub(crate) fn endpoint(d: &Dovecot, user: &str, secret: &str) -> migrated_imap::
         auth: migrated_imap::AuthMethod::Login,
         user: user.to_owned(),
         secret: migrated_imap::Secret::new(secret),
+        admin: None,
         timeout: Duration::from_secs(60),
     }
 }

@@ -88,6 +88,7 @@ pub fn endpoint(d: &Dovecot) -> Endpoint {
         auth: AuthMethod::Login,
         user: "alice".into(),
         secret: Secret::new(d.password("alice").expect("alice exists")),
+        admin: None,
         timeout: Duration::from_secs(30),
     }
 }
