@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{batches, daemon, follow, jobs, reports};
+use commands::{authorize, batches, daemon, follow, jobs, reports};
 use control::Control;
 use migrated_core::Action;
 use migrated_ipc::{ClientError, ErrorKind};
@@ -174,6 +174,24 @@ enum Command {
     /// optionally DestinationUserName,DestinationPassword) and a template with the endpoints.
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// Authorizes a personal mailbox with OAuth 2 (the device authorization grant, RFC 8628):
+    /// prints a page and a code for the user to enter, waits for their consent and writes the
+    /// refresh token (mode 0600) to the side's `refresh_token_file`, or to --out. Needs no
+    /// daemon; then `migratectl create JOBFILE` (or `delta JOB --SIDE-password-file FILE`).
+    Authorize {
+        /// The job file whose [source.oauth2] or [destination.oauth2] names the provider and
+        /// client.
+        job: PathBuf,
+        /// Which side to authorize.
+        #[arg(long, value_enum, default_value = "source")]
+        side: authorize::Side,
+        /// Where to write the refresh token, instead of the side's refresh_token_file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How long to wait for the user's consent, in seconds.
+        #[arg(long, default_value_t = 900)]
+        wait_secs: u64,
+    },
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -327,6 +345,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .render(&mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Authorize {
+            job,
+            side,
+            out,
+            wait_secs,
+        } => {
+            let (job, side, out) = (job.clone(), *side, out.clone());
+            let wait = std::time::Duration::from_secs(*wait_secs);
+            tokio::task::spawn_blocking(move || authorize::run(&job, side, out.as_deref(), wait))
+                .await??;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let path = socket_path(cli.socket);
@@ -334,7 +364,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let bus = cli.bus;
     let mut ctl = Control::connect(&path, bus).await?;
     match cli.command {
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man | Command::Authorize { .. } => {
+            unreachable!("handled above")
+        }
         Command::Create { job } => jobs::create(&mut ctl, &job, json).await,
         Command::Test { job } => jobs::test(&mut ctl, &job, json).await,
         Command::List { tag, status, sort } => {

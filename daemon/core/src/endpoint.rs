@@ -32,6 +32,10 @@ pub enum AuthMethod {
     /// `AUTHENTICATE XOAUTH2` with an OAuth 2 access token as the secret.
     #[serde(rename = "xoauth2")]
     XOAuth2,
+    /// OAuth 2 with tokens the daemon obtains and refreshes (the endpoint's `[oauth2]`
+    /// table), sent with `OAUTHBEARER` or `XOAUTH2`, whichever the server announces.
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 /// How an administrator logs in on behalf of the mailbox's user (`admin_login`).
@@ -97,6 +101,7 @@ impl AuthMethod {
             "login" => Some(Self::Login),
             "plain" => Some(Self::Plain),
             "xoauth2" => Some(Self::XOAuth2),
+            "oauth2" => Some(Self::OAuth2),
             _ => None,
         }
     }
@@ -107,6 +112,7 @@ impl AuthMethod {
             Self::Login => "login",
             Self::Plain => "plain",
             Self::XOAuth2 => "xoauth2",
+            Self::OAuth2 => "oauth2",
         }
     }
 }
@@ -120,7 +126,12 @@ mod tests {
         for s in [Security::Tls, Security::StartTls, Security::Plain] {
             assert_eq!(Security::parse(s.as_str()), Some(s));
         }
-        for a in [AuthMethod::Login, AuthMethod::Plain, AuthMethod::XOAuth2] {
+        for a in [
+            AuthMethod::Login,
+            AuthMethod::Plain,
+            AuthMethod::XOAuth2,
+            AuthMethod::OAuth2,
+        ] {
             assert_eq!(AuthMethod::parse(a.as_str()), Some(a));
         }
         for a in [AdminLogin::SaslPlain, AdminLogin::Separator] {

@@ -120,6 +120,12 @@ pub fn load(
             *inline = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
         }
     }
+    for (side, e) in [
+        ("source", &mut spec.source),
+        ("destination", &mut spec.destination),
+    ] {
+        resolve_oauth2(e, side, base, place, &read)?;
+    }
     for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
         if let Err((field, message)) = check_login(e) {
             let place = match line_of(text, side, field) {
@@ -130,6 +136,72 @@ pub fn load(
         }
     }
     Ok(JobFile { spec, batch_csv })
+}
+
+/// Reads an `[oauth2]` table's credential files (the service account key whole, the others'
+/// first line) into the spec, and gives an endpoint without a host its provider's server.
+fn resolve_oauth2(
+    e: &mut crate::EndpointSpec,
+    side: &str,
+    base: &Path,
+    place: &str,
+    read: &impl Fn(&Path) -> std::io::Result<String>,
+) -> Result<(), IntakeError> {
+    let Some(o) = &mut e.oauth2 else {
+        return Ok(());
+    };
+    for (field, inline, file, whole) in [
+        (
+            "client_secret",
+            &mut o.client_secret,
+            &mut o.client_secret_file,
+            false,
+        ),
+        (
+            "refresh_token",
+            &mut o.refresh_token,
+            &mut o.refresh_token_file,
+            false,
+        ),
+        (
+            "service_account_key",
+            &mut o.service_account_key,
+            &mut o.service_account_key_file,
+            true,
+        ),
+    ] {
+        let Some(path) = file.take() else {
+            continue;
+        };
+        if inline.is_some() {
+            return Err(IntakeError::new(
+                place,
+                format!("[{side}.oauth2]: give {field}_file or {field}, not both"),
+            ));
+        }
+        let path = base.join(path);
+        let text = read(&path).map_err(|err| {
+            IntakeError::new(
+                place,
+                format!(
+                    "[{side}.oauth2] {field}_file: cannot read {}: {err}",
+                    path.display()
+                ),
+            )
+        })?;
+        let value = if whole {
+            text
+        } else {
+            text.lines().next().unwrap_or("").trim().to_owned()
+        };
+        *inline = Some(Secret::new(value));
+    }
+    if e.host.trim().is_empty()
+        && let Some(host) = o.imap_host()
+    {
+        e.host = host.to_owned();
+    }
+    Ok(())
 }
 
 /// The line (from 1) of `field` in the file's `[section]`, for errors found after parsing.
@@ -158,6 +230,42 @@ fn line_of(text: &str, section: &str, field: &str) -> Option<usize> {
 /// The field at fault and what is wrong with it, prefixed by the field.
 fn check_login(e: &crate::EndpointSpec) -> Result<(), (&'static str, String)> {
     let fail = |field: &'static str, message: String| Err((field, format!("{field}: {message}")));
+    match (&e.oauth2, e.auth == crate::AuthMethod::OAuth2) {
+        (None, true) => {
+            return fail(
+                "auth",
+                "\"oauth2\" needs an [oauth2] table saying how tokens are obtained (provider, \
+                 grant, client_id, refresh_token_file or service_account_key_file)"
+                    .into(),
+            );
+        }
+        (Some(_), false) => {
+            return fail(
+                "oauth2",
+                "is only read with auth = \"oauth2\": add it, or remove the [oauth2] table".into(),
+            );
+        }
+        (Some(o), true) => {
+            if e.admin_user.is_some() {
+                return fail(
+                    "admin_user",
+                    "an OAuth 2 login needs no administrator: a service account or an \
+                     application logs in for each user; remove admin_user"
+                        .into(),
+                );
+            }
+            if e.password.is_some() {
+                return fail(
+                    "password",
+                    "an OAuth 2 login sends tokens, not a password: remove password".into(),
+                );
+            }
+            if let Err((field, message)) = o.check() {
+                return Err(("oauth2", format!("oauth2 {field}: {message}")));
+            }
+        }
+        (None, false) => {}
+    }
     let Some(admin) = &e.admin_user else {
         let stray = [
             ("admin_password", e.admin_password.is_some()),

@@ -131,7 +131,8 @@ impl JobStatus {
             (CreatingFolders, ScanningFolders | Copying | Finalizing) => true,
             (Copying, ScanningFolders | Finalizing) => true,
             (Finalizing, Completed | CompletedWithErrors) => true,
-            (s, Connecting | Failed | Stopping | WaitingForStore)
+            // Waiting for credentials: an OAuth 2 grant the provider refused mid-run.
+            (s, Connecting | Failed | Stopping | WaitingForStore | WaitingForCredentials)
                 if s.is_running() && s != Stopping =>
             {
                 true

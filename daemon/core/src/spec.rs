@@ -117,7 +117,9 @@ pub enum OnRemove {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
-    /// Host name or address.
+    /// Host name or address (with `[oauth2] provider`, the provider's IMAP server when left
+    /// out).
+    #[serde(default)]
     pub host: String,
     /// Port; default 993 with `security = "tls"`, 143 otherwise.
     pub port: Option<u16>,
@@ -161,6 +163,9 @@ pub struct EndpointSpec {
     /// `auth_master_user_separator` sets it (default `*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_separator: Option<String>,
+    /// With `auth = "oauth2"`: how the daemon obtains and refreshes access tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<crate::OAuth2Spec>,
     /// Seconds to wait for any network reply (default 60).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -183,6 +188,15 @@ impl EndpointSpec {
         self.plugin.as_deref().unwrap_or("imap")
     }
 
+    /// Whether one credential serves every mailbox of a batch, so its CSV rows need no
+    /// password: an administrator's login, a service account, an application's token.
+    pub fn shared_login(&self) -> bool {
+        self.is_admin_login()
+            || self
+                .oauth_grant()
+                .is_some_and(|o| o.grant != crate::Grant::RefreshToken)
+    }
+
     /// Whether the endpoint logs in as an administrator on behalf of its user.
     pub fn is_admin_login(&self) -> bool {
         self.admin_user.is_some()
@@ -191,7 +205,9 @@ impl EndpointSpec {
     /// The secret this endpoint logs in with: the administrator's with `admin_user`, else the
     /// user's password or token. `None` when it was not given (or was erased).
     pub fn login_secret(&self) -> Option<&Secret> {
-        if self.is_admin_login() {
+        if let Some(o) = self.oauth_grant() {
+            o.grant_secret()
+        } else if self.is_admin_login() {
             self.admin_password.as_ref()
         } else {
             self.password.as_ref()
@@ -200,7 +216,13 @@ impl EndpointSpec {
 
     /// Sets the secret this endpoint logs in with (see [`EndpointSpec::login_secret`]).
     pub fn set_login_secret(&mut self, secret: Secret) {
-        if self.is_admin_login() {
+        if let Some(o) = self
+            .oauth2
+            .as_mut()
+            .filter(|_| self.auth == crate::AuthMethod::OAuth2)
+        {
+            o.set_grant_secret(secret);
+        } else if self.is_admin_login() {
             self.admin_password = Some(secret);
         } else {
             self.password = Some(secret);
@@ -213,11 +235,25 @@ impl EndpointSpec {
         self.password_file = None;
         self.admin_password = None;
         self.admin_password_file = None;
+        if let Some(o) = &mut self.oauth2 {
+            o.erase_secrets();
+        }
+    }
+
+    /// The `[oauth2]` table when the endpoint logs in with OAuth 2 tokens the daemon obtains.
+    pub fn oauth_grant(&self) -> Option<&crate::OAuth2Spec> {
+        self.oauth2
+            .as_ref()
+            .filter(|_| self.auth == crate::AuthMethod::OAuth2)
     }
 
     /// Makes the endpoint log in as its user with the user's own password: the
     /// administrator's login and secret are dropped (a batch row that gives a password).
     pub fn use_own_password(&mut self, password: Secret) {
+        if self.auth == crate::AuthMethod::OAuth2 {
+            self.auth = crate::AuthMethod::Login;
+        }
+        self.oauth2 = None;
         self.password = Some(password);
         self.password_file = None;
         self.admin_user = None;

@@ -2,6 +2,7 @@
 //! an administrator's login on behalf of the user.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use migrated_core::{AdminLogin, AuthMethod, Secret, Security};
@@ -37,6 +38,9 @@ pub struct Endpoint {
     pub secret: Secret,
     /// An administrator who logs in on behalf of `user`, or `None` to log in as the user.
     pub admin: Option<Admin>,
+    /// With [`AuthMethod::OAuth2`]: where tokens come from and the mechanism; `None` sends
+    /// `secret` as the token, by whichever mechanism the server announces.
+    pub oauth: Option<OAuth>,
     /// Limit on every network call (connect, each reply, each write).
     pub timeout: Duration,
 }
@@ -52,6 +56,16 @@ pub struct Admin {
     pub separator: String,
 }
 
+/// An OAuth 2 login's tokens and mechanism.
+#[derive(Debug, Clone, Default)]
+pub struct OAuth {
+    /// Asked for a token before each login, told when the server refuses one; `None`: the
+    /// endpoint's secret is the token.
+    pub tokens: Option<Arc<dyn migrated_core::AccessTokens>>,
+    /// `None`: OAUTHBEARER if the server announces it, else XOAUTH2.
+    pub mechanism: Option<migrated_core::Mechanism>,
+}
+
 /// What goes on the wire to log in (never shown: it holds the secret).
 #[derive(PartialEq, Eq)]
 pub(crate) enum Credentials<'a> {
@@ -65,6 +79,8 @@ pub(crate) enum Credentials<'a> {
     },
     /// `AUTHENTICATE XOAUTH2` for `user` with the token.
     XOAuth2 { user: &'a str, token: &'a str },
+    /// `AUTHENTICATE OAUTHBEARER` (RFC 7628) for `user` with the token.
+    OAuthBearer { user: &'a str, token: &'a str },
 }
 
 impl Credentials<'_> {
@@ -79,6 +95,9 @@ impl Credentials<'_> {
             } => Some(format!("{authzid}\0{authcid}\0{secret}").into_bytes()),
             Self::XOAuth2 { user, token } => {
                 Some(format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes())
+            }
+            Self::OAuthBearer { user, token } => {
+                Some(format!("n,a={},\x01auth=Bearer {token}\x01\x01", gs2_name(user)).into_bytes())
             }
         }
     }
@@ -108,9 +127,28 @@ impl Endpoint {
                 authcid: name,
                 secret,
             },
-            AuthMethod::XOAuth2 => Credentials::XOAuth2 {
+            // The token of an OAuth 2 login is chosen when connecting (`oauth_credentials`).
+            AuthMethod::XOAuth2 | AuthMethod::OAuth2 => Credentials::XOAuth2 {
                 user: &self.user,
                 token: secret,
+            },
+        }
+    }
+
+    /// The credentials of an OAuth 2 login with `token`, by `mechanism`.
+    pub(crate) fn oauth_credentials<'a>(
+        &'a self,
+        token: &'a str,
+        mechanism: migrated_core::Mechanism,
+    ) -> Credentials<'a> {
+        match mechanism {
+            migrated_core::Mechanism::XOAuth2 => Credentials::XOAuth2 {
+                user: &self.user,
+                token,
+            },
+            migrated_core::Mechanism::OAuthBearer => Credentials::OAuthBearer {
+                user: &self.user,
+                token,
             },
         }
     }
@@ -130,6 +168,11 @@ impl Endpoint {
     }
 }
 
+/// A user name as a GS2 header's `a=` carries it (RFC 5801 §4: `,` and `=` escaped).
+fn gs2_name(user: &str) -> String {
+    user.replace('=', "=3D").replace(',', "=2C")
+}
+
 impl TryFrom<migrated_core::Account> for Endpoint {
     type Error = String;
 
@@ -143,7 +186,7 @@ impl TryFrom<migrated_core::Account> for Endpoint {
         })?;
         let auth = AuthMethod::parse(&a.auth).ok_or_else(|| {
             format!(
-                "auth {:?} is not one of \"login\", \"plain\", \"xoauth2\"",
+                "auth {:?} is not one of \"login\", \"plain\", \"xoauth2\", \"oauth2\"",
                 a.auth
             )
         })?;
@@ -167,6 +210,7 @@ impl TryFrom<migrated_core::Account> for Endpoint {
         };
         Ok(Self {
             admin,
+            oauth: None,
             host: a.host,
             port: a.port,
             security,
@@ -226,8 +270,26 @@ mod tests {
                 login,
                 separator: separator.into(),
             }),
+            oauth: None,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn oauth_tokens_go_in_the_form_each_mechanism_defines() {
+        let mut e = endpoint(AuthMethod::OAuth2, None);
+        e.user = "a,b=c@example.com".into();
+        let x = e.oauth_credentials("tok", migrated_core::Mechanism::XOAuth2);
+        assert_eq!(
+            x.initial_response().unwrap(),
+            b"user=a,b=c@example.com\x01auth=Bearer tok\x01\x01"
+        );
+        // RFC 7628 §3.1 over a GS2 header (RFC 5801), whose `a=` escapes `,` and `=`.
+        let b = e.oauth_credentials("tok", migrated_core::Mechanism::OAuthBearer);
+        assert_eq!(
+            b.initial_response().unwrap(),
+            b"n,a=a=2Cb=3Dc@example.com,\x01auth=Bearer tok\x01\x01"
+        );
     }
 
     fn wire(e: &Endpoint) -> (Option<String>, Option<Vec<u8>>) {

@@ -54,6 +54,16 @@ pub enum ImapError {
         /// The server's reply.
         reply: String,
     },
+    /// No OAuth 2 access token could be had to log in with.
+    #[error("no access token to log in to {server} as {user:?}: {error}")]
+    Token {
+        /// `host:port`.
+        server: String,
+        /// The mailbox's user.
+        user: String,
+        /// The token endpoint's refusal or failure.
+        error: migrated_core::TokenError,
+    },
     /// A tagged NO.
     #[error("{server} refused {command}: {reply}")]
     No {
@@ -111,6 +121,7 @@ impl ImapError {
     pub fn is_temporary(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Timeout { .. } | Self::Closed { .. } => true,
+            Self::Token { error, .. } => error.is_temporary(),
             Self::No { reply, .. } => {
                 let r = reply.to_ascii_uppercase();
                 ["[UNAVAILABLE]", "[THROTTLED]", "[INUSE]", "[SERVERBUG]"]
@@ -141,6 +152,7 @@ impl ImapError {
             }
             Self::Tls { .. } | Self::NoStartTls { .. } => Some(Cause::Tls),
             Self::Auth { .. } => Some(Cause::Authentication),
+            Self::Token { error, .. } => error.cause,
             Self::Bad { .. } | Self::Protocol { .. } => Some(Cause::Protocol),
             Self::No { reply, .. } => {
                 let r = reply.to_ascii_uppercase();

@@ -17,6 +17,6 @@ pub mod uidset;
 pub mod utf7;
 
 pub use destination::{ImapDestination, ImapDestinationSession};
-pub use endpoint::{Admin, AdminLogin, AuthMethod, CertCheck, Endpoint, Secret, Security};
+pub use endpoint::{Admin, AdminLogin, AuthMethod, CertCheck, Endpoint, OAuth, Secret, Security};
 pub use error::ImapError;
 pub use session::{AppendItem, FetchedMeta, FolderEntry, GmailMeta, ImapSession, MailboxState};

@@ -10,7 +10,7 @@ use migrated_carddav::DavEndpoint;
 use migrated_core::Account;
 use migrated_core::{EndpointSpec, JobSpec, intake};
 use migrated_engine::CopyConfig;
-use migrated_imap::{Admin, CertCheck, Endpoint, Security};
+use migrated_imap::{Admin, CertCheck, Endpoint, OAuth, Secret, Security};
 use migrated_plugin_api::host::{ContactsPluginSource, Plugin, PluginSource, Plugins};
 use migrated_plugin_api::wire::Kind;
 
@@ -158,10 +158,19 @@ pub(crate) fn plugin_source(
     }
     let mut account = Account::from(&endpoint);
     account.settings = spec.source.settings.clone();
+    let field = if endpoint.oauth.is_some() {
+        "auth"
+    } else {
+        "admin_user"
+    };
     plugin
         .check_account(&account)
-        .map_err(|e| anyhow::anyhow!("{place}: [source] admin_user: {e}"))?;
-    Ok(PluginSource::new(plugin.clone(), account))
+        .map_err(|e| anyhow::anyhow!("{place}: [source] {field}: {e}"))?;
+    let source = PluginSource::new(plugin.clone(), account);
+    Ok(match endpoint.oauth.and_then(|o| o.tokens) {
+        Some(tokens) => source.with_tokens(tokens),
+        None => source,
+    })
 }
 
 /// Converting an endpoint spec.
@@ -206,6 +215,21 @@ impl EndpointSpecExt for EndpointSpec {
             login: self.admin_login.unwrap_or_default(),
             separator: self.separator().to_owned(),
         });
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        let (secret, oauth) = match self.oauth_grant() {
+            None => (secret, None),
+            // The grant's secret stays here; what goes to the server (or a plugin) is an
+            // access token fetched for each connection.
+            Some(o) => {
+                let tokens = migrated_oauth::Tokens::new(o, &self.user, timeout)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", place("oauth2")))?;
+                let oauth = OAuth {
+                    tokens: Some(Arc::new(tokens)),
+                    mechanism: o.mechanism,
+                };
+                (Secret::default(), Some(oauth))
+            }
+        };
         let cert_check = match (&self.ca_file, self.danger_accept_invalid_certs) {
             (_, true) => CertCheck::DangerAcceptAnyCertificate,
             (Some(ca), false) => CertCheck::CaFile(ca.clone()),
@@ -222,7 +246,8 @@ impl EndpointSpecExt for EndpointSpec {
             user: self.user.clone(),
             secret,
             admin,
-            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            oauth,
+            timeout,
         })
     }
 }

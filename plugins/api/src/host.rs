@@ -227,6 +227,16 @@ impl Plugin {
                 crate::ADMIN_LOGIN_MINOR
             )));
         }
+        if account.auth == "oauth2" && self.table.minor < crate::OAUTH2_MINOR {
+            return Err(SourceError::permanent(format!(
+                "plugin {} ({}) speaks ABI {}, which has no OAuth 2 logins (ABI 1.{} and later): \
+                 install a newer build of the plugin",
+                self.info.name,
+                self.path.display(),
+                self.abi,
+                crate::OAUTH2_MINOR
+            )));
+        }
         Ok(())
     }
 
@@ -380,6 +390,7 @@ unsafe extern "C" fn copy_completion(ctx: *mut c_void, status: u32, data: *const
 pub struct PluginSource {
     plugin: Arc<Plugin>,
     account: Arc<Account>,
+    tokens: Option<Arc<dyn migrated_core::AccessTokens>>,
 }
 
 impl PluginSource {
@@ -388,7 +399,16 @@ impl PluginSource {
         Self {
             plugin,
             account: Arc::new(account),
+            tokens: None,
         }
+    }
+
+    /// An OAuth 2 source: before each connection the account's secret becomes a token from
+    /// `tokens`; a login refused with it is tried once more with a new one.
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: Arc<dyn migrated_core::AccessTokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 }
 
@@ -408,10 +428,52 @@ impl PluginSource {
         &self,
         on_login: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<PluginSession, SourceError> {
+        let Some(tokens) = &self.tokens else {
+            return self.open_with((*self.account).clone(), on_login).await;
+        };
         let mut on_login = on_login;
-        self.plugin.check_account(&self.account)?;
+        let mut retried = false;
+        loop {
+            let t = tokens.clone();
+            let token = tokio::task::spawn_blocking(move || t.token())
+                .await
+                .map_err(|e| SourceError::temporary(format!("fetching a token: {e}")))?
+                .map_err(|e| {
+                    let message = format!(
+                        "no access token to log in to {}:{} as {:?}: {}",
+                        self.account.host, self.account.port, self.account.user, e.message
+                    );
+                    let error = if e.is_temporary() {
+                        SourceError::temporary(message)
+                    } else {
+                        SourceError::permanent(message)
+                    };
+                    error.with_cause(e.cause)
+                })?;
+            let mut account = (*self.account).clone();
+            account.secret = token.token.clone();
+            match self.open_with(account, on_login.take()).await {
+                Err(e) if e.cause == Some(migrated_core::Cause::Authentication) => {
+                    tokens.refused(&token.token);
+                    if retried {
+                        return Err(e);
+                    }
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_with(
+        &self,
+        account: Account,
+        on_login: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<PluginSession, SourceError> {
+        let mut on_login = on_login;
+        self.plugin.check_account(&account)?;
         let request = Request::Connect {
-            account: Box::new((*self.account).clone()),
+            account: Box::new(account),
         };
         let reply = self
             .plugin
@@ -602,6 +664,7 @@ impl ContactsConnector for ContactsPluginSource {
         let source = PluginSource {
             plugin: self.plugin.clone(),
             account: self.account.clone(),
+            tokens: None,
         };
         source.open(None).await.map(ContactsPluginSession)
     }

@@ -35,12 +35,17 @@ pub mod host;
 pub const ABI_MAJOR: u32 = 1;
 /// The minor version: additions only. 1.1 added [`wire::Request::FetchPart`], 1.2
 /// [`wire::WireError::cause`], 1.3 the administrator's login in [`wire::Account`]
-/// (`admin_user`, `admin_login`, `admin_separator`).
-pub const ABI_MINOR: u32 = 3;
+/// (`admin_user`, `admin_login`, `admin_separator`), 1.4 `auth = "oauth2"` (the secret is an
+/// access token the daemon fetched for this connection; the plugin picks OAUTHBEARER or
+/// XOAUTH2 from what the server announces).
+pub const ABI_MINOR: u32 = 4;
 
 /// The first minor version whose plugins log in as an administrator on behalf of a user
 /// ([`wire::Account::admin_user`]); the daemon sends an older plugin no such account.
 pub const ADMIN_LOGIN_MINOR: u32 = 3;
+
+/// The first minor version whose plugins take OAuth 2 logins (`auth = "oauth2"`).
+pub const OAUTH2_MINOR: u32 = 4;
 
 /// The symbol of the [`AbiVersion`] every plugin exports (NUL-terminated for `dlsym`).
 pub const VERSION_SYMBOL: &[u8] = b"migrated_plugin_abi\0";

@@ -40,6 +40,7 @@ fn gmail_account(e: &GmailEmulator, settings: &[(&str, SettingValue)]) -> Accoun
         user: SAMPLE_ADDRESS.to_owned(),
         secret: Secret::new(PASSWORD),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(30),
     });
     account.settings = settings

@@ -33,6 +33,7 @@ fn endpoint(emu: &GmailEmulator, password: &str) -> Endpoint {
         user: USER.into(),
         secret: Secret::new(password),
         admin: None,
+        oauth: None,
         timeout: T,
     }
 }

@@ -60,6 +60,7 @@ async fn against(verb: &'static str, hostile: fn(&str) -> Vec<u8>) -> String {
         user: "u".into(),
         secret: Secret::new("p"),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(5),
     };
     let mut s = ImapSession::connect(&endpoint)

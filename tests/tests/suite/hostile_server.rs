@@ -88,6 +88,7 @@ async fn list_against(script: Hostile) -> (Result<usize, String>, Duration) {
         user: "u".into(),
         secret: Secret::new("p"),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(3),
     };
     let t = Instant::now();
@@ -182,6 +183,7 @@ async fn a_server_without_starttls_is_refused_before_the_password_is_sent() {
         user: "u".into(),
         secret: Secret::new("never-sent-secret"),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(3),
     };
     let e = ImapSession::connect(&endpoint)

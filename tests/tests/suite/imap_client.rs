@@ -18,6 +18,7 @@ fn endpoint(d: &Dovecot, security: Security, port: u16, cert_check: CertCheck) -
         user: "alice".into(),
         secret: Secret::new(d.password("alice").unwrap()),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(10),
     }
 }
@@ -187,6 +188,7 @@ async fn a_silent_server_times_out_with_a_clear_error() {
         user: "u".into(),
         secret: Secret::new("p"),
         admin: None,
+        oauth: None,
         timeout: Duration::from_millis(500),
     };
     let err = ImapSession::connect(&e).await.expect_err("no greeting");

@@ -1,5 +1,6 @@
 //! Opening a session: TCP, TLS or STARTTLS, the greeting, LOGIN or AUTHENTICATE (PLAIN,
-//! XOAUTH2) as the user or as an administrator on behalf of the user, then CAPABILITY and
+//! XOAUTH2, OAUTHBEARER) as the user or as an administrator on behalf of the user, or with an
+//! OAuth 2 token fetched (and on refusal fetched anew) for this login, then CAPABILITY and
 //! NAMESPACE.
 
 use std::collections::HashSet;
@@ -11,19 +12,196 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{ImapSession, unpanicked, unparsable};
+use migrated_core::{AuthMethod, Mechanism};
+
 use crate::endpoint::{Credentials, Endpoint, Security};
 use crate::error::ImapError;
 use crate::stream::Stream;
 use crate::{tls, utf7};
 
-/// SASL PLAIN and XOAUTH2 initial responses.
-struct SaslResponse(Vec<u8>);
+/// A SASL initial response (PLAIN, XOAUTH2, OAUTHBEARER), then what answers a failure's
+/// challenge: nothing for XOAUTH2, `%x01` for OAUTHBEARER (RFC 7628 §3.2.3).
+struct SaslResponse(Vec<u8>, &'static [u8]);
 
 impl async_imap::Authenticator for SaslResponse {
     type Response = Vec<u8>;
 
     fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
-        std::mem::take(&mut self.0)
+        if self.0.is_empty() {
+            self.1.to_vec()
+        } else {
+            std::mem::take(&mut self.0)
+        }
+    }
+}
+
+type Client = async_imap::Client<Stream>;
+type Inner = async_imap::Session<Stream>;
+
+/// One login attempt. A refusal gives the client back, so another can be tried on the same
+/// connection.
+async fn log_in(
+    endpoint: &Endpoint,
+    client: Client,
+    credentials: &Credentials<'_>,
+) -> Result<Inner, (ImapError, Option<Client>)> {
+    let server = endpoint.server();
+    let t = endpoint.timeout;
+    let attempt = async move {
+        match (credentials, credentials.initial_response()) {
+            (Credentials::Login { name, secret }, _) => client.login(name, secret).await,
+            (Credentials::XOAuth2 { .. }, Some(ir)) => {
+                client.authenticate("XOAUTH2", SaslResponse(ir, b"")).await
+            }
+            (Credentials::OAuthBearer { .. }, Some(ir)) => {
+                client
+                    .authenticate("OAUTHBEARER", SaslResponse(ir, b"\x01"))
+                    .await
+            }
+            (_, ir) => {
+                client
+                    .authenticate("PLAIN", SaslResponse(ir.unwrap_or_default(), b""))
+                    .await
+            }
+        }
+    };
+    match tokio::time::timeout(t, unpanicked(attempt)).await {
+        Err(_) => Err((
+            ImapError::Timeout {
+                server,
+                what: "the login".into(),
+                after: t,
+            },
+            None,
+        )),
+        Ok(Err(panic)) => Err((unparsable(&server, "login", &panic), None)),
+        Ok(Ok(Ok(session))) => Ok(session),
+        Ok(Ok(Err((e, client)))) => Err(match e {
+            async_imap::error::Error::No(reply) | async_imap::error::Error::Bad(reply) => (
+                ImapError::Auth {
+                    server,
+                    user: endpoint.user.clone(),
+                    admin: endpoint.admin.as_ref().map(|a| a.user.clone()),
+                    reply,
+                },
+                Some(client),
+            ),
+            other => (
+                ImapError::Closed {
+                    server,
+                    command: "login".into(),
+                    reply: other.to_string(),
+                },
+                None,
+            ),
+        }),
+    }
+}
+
+/// An OAuth 2 login: the mechanism the job names or the server announces (OAUTHBEARER, else
+/// XOAUTH2), a token from the endpoint's tokens (or its secret), and once the server refuses a
+/// token, one more attempt with a new one, since a token can expire or be revoked between
+/// being handed out and being used.
+async fn oauth_login(endpoint: &Endpoint, mut client: Client) -> Result<Inner, ImapError> {
+    let server = endpoint.server();
+    let oauth = endpoint.oauth.clone().unwrap_or_default();
+    let mechanism = match oauth.mechanism {
+        Some(m) => m,
+        None => {
+            let caps = announced(&mut client, endpoint).await?;
+            if caps.contains("AUTH=OAUTHBEARER") {
+                Mechanism::OAuthBearer
+            } else if caps.contains("AUTH=XOAUTH2") {
+                Mechanism::XOAuth2
+            } else {
+                return Err(ImapError::Auth {
+                    server,
+                    user: endpoint.user.clone(),
+                    admin: None,
+                    reply: "the server announces neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2, so \
+                            it takes no OAuth 2 token: log in with a password"
+                        .into(),
+                });
+            }
+        }
+    };
+    let Some(tokens) = oauth.tokens else {
+        let credentials = endpoint.oauth_credentials(endpoint.secret.expose(), mechanism);
+        return log_in(endpoint, client, &credentials)
+            .await
+            .map_err(|(e, _)| e);
+    };
+    let mut client = client;
+    let mut retried = false;
+    loop {
+        let token = fetch_token(&tokens, endpoint).await?;
+        let credentials = endpoint.oauth_credentials(token.expose(), mechanism);
+        match log_in(endpoint, client, &credentials).await {
+            Ok(session) => return Ok(session),
+            Err((e, again)) => {
+                tokens.refused(&token);
+                match again {
+                    Some(c) if !retried => {
+                        retried = true;
+                        client = c;
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// A token from `tokens`, fetched off the async threads (it may call the token endpoint).
+async fn fetch_token(
+    tokens: &std::sync::Arc<dyn migrated_core::AccessTokens>,
+    endpoint: &Endpoint,
+) -> Result<migrated_core::Secret, ImapError> {
+    let t = tokens.clone();
+    let got = tokio::task::spawn_blocking(move || t.token())
+        .await
+        .map_err(|e| ImapError::Protocol {
+            server: endpoint.server(),
+            command: "the token request".into(),
+            detail: e.to_string(),
+        })?;
+    got.map(|a| a.token).map_err(|error| ImapError::Token {
+        server: endpoint.server(),
+        user: endpoint.user.clone(),
+        error,
+    })
+}
+
+/// The capabilities a server announces before login. On the raw stream, like NAMESPACE:
+/// the unauthenticated client runs no untagged-reply command, and nothing is buffered
+/// between the greeting and the login.
+async fn announced(client: &mut Client, endpoint: &Endpoint) -> Result<HashSet<String>, ImapError> {
+    let server = endpoint.server();
+    let t = endpoint.timeout;
+    let stream = client.get_mut();
+    tokio::time::timeout(t, async {
+        stream.write_all(b"C1 CAPABILITY\r\n").await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| ImapError::Timeout {
+        server: server.clone(),
+        what: "CAPABILITY".into(),
+        after: t,
+    })?
+    .map_err(|e| ImapError::Closed {
+        server: server.clone(),
+        command: "CAPABILITY".into(),
+        reply: e.to_string(),
+    })?;
+    let mut caps = HashSet::new();
+    loop {
+        let line = read_line(stream, t, &server, "CAPABILITY").await?;
+        if let Some(rest) = line.strip_prefix("* CAPABILITY ") {
+            caps.extend(rest.split_ascii_whitespace().map(str::to_ascii_uppercase));
+        } else if line.starts_with("C1 ") {
+            return Ok(caps);
+        }
     }
 }
 
@@ -136,42 +314,14 @@ impl ImapSession {
         }
 
         on_login();
-        let credentials = endpoint.credentials();
-        let login = async {
-            match (&credentials, credentials.initial_response()) {
-                (Credentials::Login { name, secret }, _) => {
-                    client.login(name, secret).await.map_err(|(e, _)| e)
-                }
-                (Credentials::XOAuth2 { .. }, Some(ir)) => client
-                    .authenticate("XOAUTH2", SaslResponse(ir))
-                    .await
-                    .map_err(|(e, _)| e),
-                (_, ir) => client
-                    .authenticate("PLAIN", SaslResponse(ir.unwrap_or_default()))
-                    .await
-                    .map_err(|(e, _)| e),
-            }
+        let inner = if endpoint.auth == AuthMethod::OAuth2 {
+            oauth_login(endpoint, client).await?
+        } else {
+            let credentials = endpoint.credentials();
+            log_in(endpoint, client, &credentials)
+                .await
+                .map_err(|(e, _)| e)?
         };
-        let inner = tokio::time::timeout(t, unpanicked(login))
-            .await
-            .map_err(|_| timeout_err("the login"))?
-            .map_err(|panic| unparsable(&server, "login", &panic))?
-            .map_err(|e| match e {
-                async_imap::error::Error::No(reply) | async_imap::error::Error::Bad(reply) => {
-                    ImapError::Auth {
-                        server: server.clone(),
-                        user: endpoint.user.clone(),
-                        admin: endpoint.admin.as_ref().map(|a| a.user.clone()),
-                        reply,
-                    }
-                }
-                other => ImapError::Closed {
-                    server: server.clone(),
-                    command: "login".into(),
-                    reply: other.to_string(),
-                },
-            })?;
-        drop(credentials);
 
         let mut session = Self {
             inner,

@@ -34,8 +34,9 @@ impl Manager {
         {
             problems.push(BatchProblem::Exists(name.clone()));
         }
-        // A source administrator serves every row that gives no password of its own.
-        let rows = match parse_batch_with(csv, template.source.is_admin_login()) {
+        // A source administrator, service account or application serves every row that
+        // gives no password of its own.
+        let rows = match parse_batch_with(csv, template.source.shared_login()) {
             Ok(rows) => rows,
             Err(p) => {
                 problems.extend(p);

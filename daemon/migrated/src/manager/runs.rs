@@ -352,17 +352,33 @@ impl Manager {
                     entry.record.error = Some(message.clone());
                 }
                 let spec = &self.jobs[id].record.spec;
-                let admin = match e.side() {
-                    Some(Side::Source) => spec.source.is_admin_login(),
-                    _ => spec.destination.is_admin_login(),
+                let endpoint = match e.side() {
+                    Some(Side::Source) => &spec.source,
+                    _ => &spec.destination,
                 };
-                let advice = what_to_do(&e, &spec.name, admin);
-                self.event(
-                    id,
-                    "error",
-                    format!("Run failed: {message}. What to do: {advice}"),
-                );
-                JobStatus::Failed
+                let oauth = endpoint
+                    .oauth_grant()
+                    .filter(|_| e.cause() == Some(migrated_core::Cause::Authentication))
+                    .map(|o| o.grant);
+                if let Some(grant) = oauth {
+                    // A refused OAuth 2 grant (a revoked refresh token, a delegation taken
+                    // away) needs new credentials, not a retry: the job waits for them.
+                    let advice = oauth_advice(grant, e.side(), &spec.name);
+                    self.event(
+                        id,
+                        "error",
+                        format!("Waiting for credentials: {message}. What to do: {advice}"),
+                    );
+                    JobStatus::WaitingForCredentials
+                } else {
+                    let advice = what_to_do(&e, &spec.name, endpoint.is_admin_login());
+                    self.event(
+                        id,
+                        "error",
+                        format!("Run failed: {message}. What to do: {advice}"),
+                    );
+                    JobStatus::Failed
+                }
             }
         };
         if status == JobStatus::Queued {
@@ -447,6 +463,25 @@ fn what_to_do(e: &EngineError, job: &str, admin: bool) -> String {
         ),
         _ => format!(
             "read the server's words above, correct the job file, and run `migratectl delta {job}`; `migratectl report {job}` shows what was copied."
+        ),
+    }
+}
+
+/// What to do when a side's OAuth 2 grant was refused.
+fn oauth_advice(grant: migrated_core::Grant, side: Option<Side>, job: &str) -> String {
+    let side = match side {
+        Some(Side::Source) => "source",
+        _ => "destination",
+    };
+    match grant {
+        migrated_core::Grant::RefreshToken => format!(
+            "the provider no longer honours the {side}'s refresh token (revoked, expired, or the user's password changed): get a new one with `migratectl authorize JOBFILE --side {side} --out FILE` (or from the provider's console), then `migratectl delta {job} --{side}-password-file FILE`; nothing copied so far is copied again."
+        ),
+        migrated_core::Grant::ServiceAccount => format!(
+            "check that the service account's key is still valid and that domain-wide delegation (Google Admin console, Security > API controls) lists its client id with the scope https://mail.google.com/ for this user's domain; give a new key with `migratectl delta {job} --{side}-password-file KEYFILE` if it changed."
+        ),
+        migrated_core::Grant::ClientCredentials => format!(
+            "check the application's client secret and that it is granted IMAP.AccessAsApp with a service principal that has FullAccess to this mailbox (Exchange Online); give a new secret with `migratectl delta {job} --{side}-password-file FILE` if it changed."
         ),
     }
 }

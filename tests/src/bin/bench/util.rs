@@ -82,6 +82,7 @@ pub(crate) fn endpoint(d: &Dovecot, user: &str, secret: &str) -> migrated_imap::
         user: user.to_owned(),
         secret: migrated_imap::Secret::new(secret),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(60),
     }
 }

@@ -89,6 +89,7 @@ pub fn endpoint(d: &Dovecot) -> Endpoint {
         user: "alice".into(),
         secret: Secret::new(d.password("alice").expect("alice exists")),
         admin: None,
+        oauth: None,
         timeout: Duration::from_secs(30),
     }
 }
