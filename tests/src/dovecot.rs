@@ -470,6 +470,13 @@ impl Dovecot {
             writeln!(c, "auth_mechanisms = plain login xoauth2 oauthbearer")?;
             // No cache: a token is checked at every login, so an expired one is refused.
             writeln!(c, "auth_cache_size = 0")?;
+            // Each failed login from an IP delays the next ones from it (anvil's auth penalty,
+            // 2, 4, 8, 15 s): a token tested right after refusals would expire waiting.
+            // Dovecot's documented switch: the auth process cannot reach the penalty socket.
+            writeln!(
+                c,
+                "service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}"
+            )?;
         } else {
             writeln!(c, "auth_mechanisms = plain login xoauth2")?;
         }

@@ -622,8 +622,8 @@ impl OAuthHandle {
         }
     }
 
-    /// The user codes of device authorizations waiting for a user, oldest first is not
-    /// guaranteed.
+    /// The user codes (without the dash) of the device authorizations waiting for a user, in
+    /// no particular order.
     pub fn pending_user_codes(&self) -> Vec<String> {
         self.lock()
             .devices
@@ -647,11 +647,11 @@ impl OAuthHandle {
     fn set_device(&self, user_code: &str, status: DeviceStatus) -> bool {
         let mut s = self.lock();
         let want = normalize_user_code(user_code);
-        match s
-            .devices
-            .values_mut()
-            .find(|d| d.user_code == want && d.status == DeviceStatus::Pending)
-        {
+        match s.devices.values_mut().find(|d| {
+            d.user_code == want
+                && d.status == DeviceStatus::Pending
+                && Instant::now() < d.expires_at
+        }) {
             Some(d) => {
                 d.status = status;
                 true
