@@ -158,6 +158,64 @@ pub struct DovecotOptions {
     /// A master passdb: an administrator who logs in on behalf of users (SASL PLAIN authzid,
     /// or `user*admin` with `auth_master_user_separator = *`).
     pub master: Option<MasterUser>,
+    /// Token logins (XOAUTH2, OAUTHBEARER) checked by Dovecot's oauth2 passdb against an
+    /// RFC 7662 introspection endpoint; password logins keep the passwd-file passdb.
+    pub oauth2: Option<DovecotOAuth2>,
+}
+
+/// Dovecot's `passdb { driver = oauth2 }` against an introspection endpoint such as
+/// [`crate::oauth::OAuthHandle::introspection_url`].
+///
+/// Passdbs, in order: the passwd-file (`mechanisms = plain login`); a user-token oauth2 passdb
+/// (`introspection_mode = post`, `username_attribute = username`, `active_attribute = active`,
+/// `active_value = true`): the token must be live and its `username` the login user; and, with
+/// [`DovecotOAuth2::app_access`], an application-token oauth2 passdb.
+///
+/// # Application tokens (client credentials)
+///
+/// Dovecot 2.3's oauth2 passdb cannot ask the provider whether a token opens a given mailbox:
+/// it posts only `token=...` (plus its own client id and secret) to the introspection URL, which
+/// it does not expand with the user, and it then requires the reply's `username_attribute` to
+/// equal the login user under `username_format`. What it can do, and what the test bed does:
+/// a second oauth2 passdb whose `username_format` is a constant (`application`), so that any
+/// live token passes the user check, and whose `scope = IMAP.AccessAsApp` requires the role
+/// that the test server's introspection lists in the `scope` of application tokens only
+/// ([`crate::oauth::APP_ROLE`]; Exchange carries it in the token's `roles`). Which mailboxes
+/// are open to applications is then Dovecot's own static `username_filter` on that passdb
+/// ([`crate::oauth::AppAccess::Mailboxes`]), not the provider's grant: every application with
+/// a live token opens the same mailboxes. The emulators check the provider's per-application
+/// grant instead ([`crate::oauth::OAuthHandle::grant_app_access`]).
+///
+/// Why no other arrangement: an introspection reply without `username` makes the user passdb
+/// fail with an internal failure, and Dovecot then answers a later refusal with `NO
+/// [UNAVAILABLE]` (temporary) instead of the 401 challenge; so application tokens report their
+/// client id as `username` (RFC 6749 §4.4: the client is its own resource owner), which never
+/// equals a mailbox, and user tokens reach the application passdb only to fail its scope check
+/// (a plain refusal). Expired and revoked tokens are `active: false`, refused by both.
+///
+/// No auth cache (`auth_cache_size = 0`): every login asks the introspection endpoint, so a
+/// token accepted once is refused as soon as it expires or is revoked.
+#[derive(Debug, Clone)]
+pub struct DovecotOAuth2 {
+    pub introspection_url: String,
+    /// Accept application tokens for these mailboxes; `None`: user tokens only.
+    pub app_access: Option<crate::oauth::AppAccess>,
+}
+
+impl DovecotOAuth2 {
+    /// User tokens only, checked against this server's introspection endpoint.
+    pub fn new(server: &crate::oauth::OAuthHandle) -> Self {
+        Self {
+            introspection_url: server.introspection_url(),
+            app_access: None,
+        }
+    }
+
+    /// Also application tokens, for these mailboxes.
+    pub fn with_app_access(mut self, access: crate::oauth::AppAccess) -> Self {
+        self.app_access = Some(access);
+        self
+    }
 }
 
 /// A Dovecot master user. The master passdb is a passwd-file per login user
@@ -180,6 +238,7 @@ impl Default for DovecotOptions {
             quota_bytes: None,
             imap_capability: None,
             master: None,
+            oauth2: None,
         }
     }
 }
@@ -407,7 +466,20 @@ impl Dovecot {
         }
         // Loopback only, test passwords: plaintext LOGIN without TLS is what we want to test too.
         writeln!(c, "disable_plaintext_auth = no")?;
-        writeln!(c, "auth_mechanisms = plain login xoauth2")?;
+        if self.opts.oauth2.is_some() {
+            writeln!(c, "auth_mechanisms = plain login xoauth2 oauthbearer")?;
+            // No cache: a token is checked at every login, so an expired one is refused.
+            writeln!(c, "auth_cache_size = 0")?;
+            // Each failed login from an IP delays the next ones from it (anvil's auth penalty,
+            // 2, 4, 8, 15 s): a token tested right after refusals would expire waiting.
+            // Dovecot's documented switch: the auth process cannot reach the penalty socket.
+            writeln!(
+                c,
+                "service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}"
+            )?;
+        } else {
+            writeln!(c, "auth_mechanisms = plain login xoauth2")?;
+        }
         // A wrong-password test should not sleep two seconds.
         writeln!(c, "auth_failure_delay = 0")?;
         writeln!(c, "first_valid_uid = 1")?;
@@ -426,19 +498,28 @@ impl Dovecot {
             Layout::Fs => "maildir:~/Maildir:LAYOUT=fs",
         };
         writeln!(c, "mail_location = {location}")?;
+        // With token logins, password passdbs must not see XOAUTH2/OAUTHBEARER tokens.
+        let password_mechs = if self.opts.oauth2.is_some() {
+            "\n  mechanisms = plain login"
+        } else {
+            ""
+        };
         if self.opts.master.is_some() {
             writeln!(c, "auth_master_user_separator = *")?;
             // Logs `Master user logging in as USER`, so tests see which logins were a master's.
             writeln!(c, "auth_verbose = yes")?;
             writeln!(
                 c,
-                "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/masters/%{{login_user}}\n  master = yes\n  result_success = continue\n}}"
+                "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/masters/%{{login_user}}\n  master = yes\n  result_success = continue{password_mechs}\n}}"
             )?;
         }
         writeln!(
             c,
-            "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/users\n}}"
+            "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/users{password_mechs}\n}}"
         )?;
+        if let Some(o) = &self.opts.oauth2 {
+            self.write_oauth2_passdbs(&mut c, o)?;
+        }
         writeln!(
             c,
             "userdb {{\n  driver = passwd-file\n  args = {d}/users\n}}"
@@ -508,6 +589,60 @@ impl Dovecot {
         }
         writeln!(c, "}}")?;
         fs::write(&self.conf, c).with_context(|| format!("writing {}", self.conf.display()))?;
+        Ok(())
+    }
+
+    /// The oauth2 passdbs and their config files (see [`DovecotOAuth2`]).
+    fn write_oauth2_passdbs(&self, c: &mut String, o: &DovecotOAuth2) -> Result<()> {
+        if o.introspection_url.contains(['\n', ' ']) {
+            bail!(
+                "DovecotOAuth2.introspection_url {:?}: no spaces or newlines",
+                o.introspection_url
+            );
+        }
+        let common = format!(
+            "introspection_mode = post\nintrospection_url = {}\nactive_attribute = active\n\
+             active_value = true\n",
+            o.introspection_url
+        );
+        let user_conf = self.dir.join("oauth2-user.conf.ext");
+        fs::write(
+            &user_conf,
+            format!("{common}username_attribute = username\nusername_format = %Lu\n"),
+        )
+        .with_context(|| format!("writing {}", user_conf.display()))?;
+        writeln!(
+            c,
+            "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}",
+            user_conf.display()
+        )?;
+        let Some(access) = &o.app_access else {
+            return Ok(());
+        };
+        let app_conf = self.dir.join("oauth2-app.conf.ext");
+        fs::write(
+            &app_conf,
+            format!(
+                "{common}username_attribute = client_id\nusername_format = application\n\
+                 scope = {}\n",
+                crate::oauth::APP_ROLE
+            ),
+        )
+        .with_context(|| format!("writing {}", app_conf.display()))?;
+        let filter = match access {
+            crate::oauth::AppAccess::AllMailboxes => String::new(),
+            crate::oauth::AppAccess::Mailboxes(list) => {
+                if list.is_empty() || list.iter().any(|u| u.contains([' ', '\n', '!', '*', '?'])) {
+                    bail!("AppAccess::Mailboxes {list:?}: a non-empty list of plain user names");
+                }
+                format!("\n  username_filter = {}", list.join(" ").to_lowercase())
+            }
+        };
+        writeln!(
+            c,
+            "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer{filter}\n  args = {}\n}}",
+            app_conf.display()
+        )?;
         Ok(())
     }
 

@@ -53,8 +53,8 @@
 //!
 //! # Commands
 //!
-//! Any state: CAPABILITY, NOOP, ID, LOGOUT. Not authenticated: LOGIN, AUTHENTICATE PLAIN and
-//! XOAUTH2 (with or without SASL-IR). Authenticated: NAMESPACE, ENABLE (enables nothing), LIST
+//! Any state: CAPABILITY, NOOP, ID, LOGOUT. Not authenticated: LOGIN, AUTHENTICATE PLAIN,
+//! XOAUTH2 and OAUTHBEARER (RFC 7628; with or without SASL-IR). Authenticated: NAMESPACE, ENABLE (enables nothing), LIST
 //! (with LIST-EXTENDED selection options SUBSCRIBED/SPECIAL-USE, return options SUBSCRIBED,
 //! SPECIAL-USE, CHILDREN, STATUS (LIST-STATUS), several patterns), XLIST, LSUB, STATUS, SELECT,
 //! EXAMINE, GETQUOTAROOT, GETQUOTA, IDLE. Selected: FETCH and UID FETCH (UID, FLAGS,
@@ -72,6 +72,21 @@
 //! `/` and space as in Gmail), `is:starred|important|unread|read`, `has:userlabels|nouserlabels`,
 //! `rfc822msgid:`, `from:`, `to:`, `subject:`, bare words (searched in the raw message), and `-`
 //! to negate a term; terms are ANDed. Other operators answer `NO`.
+//!
+//! # Tokens
+//!
+//! Without [`GmailOptions::oauth`], XOAUTH2 and OAUTHBEARER take the account's password as the
+//! token and a wrong one is answered `NO` at once. With it, tokens are checked in-process with
+//! the OAuth test server ([`crate::oauth::OAuthHandle::authorize`]): the SASL user must be the
+//! account and the token live and either that user's or an application token granted the
+//! account. A refused token gets Gmail's failure exchange (RFC 7628 §3.2.2): `+ ` and the
+//! base64 of `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`, the
+//! client's dummy answer (an empty line for XOAUTH2, `AQ==` for OAUTHBEARER; anything is
+//! taken), then `NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)`. With
+//! [`GmailOptions::bye_on_token_expiry`], a session logged in with a token ends with
+//! [`TOKEN_EXPIRED_BYE`] when the token expires or is revoked (checked before each command
+//! and while waiting for one, IDLE included), as Exchange Online does; Gmail keeps such
+//! sessions open.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -117,10 +132,16 @@ pub const CAPABILITIES: &str = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST
      X-GM-EXT-1 UIDPLUS ENABLE MOVE ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE";
 /// CAPABILITY before login.
 pub const PRE_AUTH_CAPABILITIES: &str = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST \
-     CHILDREN X-GM-EXT-1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN";
+     CHILDREN X-GM-EXT-1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=OAUTHBEARER";
 
 /// Gmail's answer to a wrong password.
 pub const AUTH_FAILED: &str = "[AUTHENTICATIONFAILED] Invalid credentials (Failure)";
+/// What a token-logged session gets when its token expires, with
+/// [`GmailOptions::bye_on_token_expiry`] (Exchange Online's words).
+pub const TOKEN_EXPIRED_BYE: &str = "* BYE Session invalidated - AccessTokenExpired";
+/// The JSON of a refused token (RFC 7628 §3.2.2, as Gmail sends it).
+pub const TOKEN_FAILURE_JSON: &str =
+    r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
 
 const READ_ONLY: &str = "[CANNOT] read-only emulator";
 const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Draft", "\\Deleted", "\\Seen"];
@@ -191,6 +212,11 @@ pub struct GmailOptions {
     pub label_literals: LabelLiterals,
     /// Leave the open folder's own label out of X-GM-LABELS, as Gmail does.
     pub omit_selected_label: bool,
+    /// Check XOAUTH2/OAUTHBEARER tokens with this OAuth test server instead of taking the
+    /// password as the token.
+    pub oauth: Option<crate::oauth::OAuthHandle>,
+    /// End a token-logged session with [`TOKEN_EXPIRED_BYE`] once its token is no longer live.
+    pub bye_on_token_expiry: bool,
 }
 
 impl Default for GmailOptions {
@@ -199,6 +225,8 @@ impl Default for GmailOptions {
             locale: Locale::English,
             label_literals: LabelLiterals::WhenNeededAndEvery(3),
             omit_selected_label: true,
+            oauth: None,
+            bye_on_token_expiry: false,
         }
     }
 }
@@ -750,6 +778,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
         state,
         authed: false,
         selected: None,
+        token: None,
     };
     let greeting = format!(
         "* OK Gimap ready for requests from {} emulator\r\n",
@@ -758,7 +787,22 @@ async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
     if conn.wr.write_all(greeting.as_bytes()).await.is_err() {
         return;
     }
-    while let Ok(Some(input)) = conn.read_command().await {
+    loop {
+        let input = match conn.token_deadline() {
+            None => conn.read_command().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, conn.read_command()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = conn.bye_expired().await;
+                    return;
+                }
+            },
+        };
+        let Ok(Some(input)) = input else { return };
+        if conn.token_dead() {
+            let _ = conn.bye_expired().await;
+            return;
+        }
         match conn.handle(input).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
@@ -810,6 +854,9 @@ struct Conn {
     state: Arc<Mutex<State>>,
     authed: bool,
     selected: Option<Selected>,
+    /// With `bye_on_token_expiry`: the token this session logged in with, its server and
+    /// expiry.
+    token: Option<(crate::oauth::OAuthHandle, String, std::time::SystemTime)>,
 }
 
 /// `{n}` or `{n+}` ending a line: `(n, non-synchronizing)`.
@@ -839,7 +886,64 @@ fn first_words(buf: &[u8]) -> (String, String) {
     (tag, cmd)
 }
 
+/// XOAUTH2: `user=<user>\x01auth=Bearer <token>\x01\x01`.
+fn xoauth2_fields(decoded: &str) -> Option<(&str, &str)> {
+    let mut user = None;
+    let mut token = None;
+    for field in decoded.split('\x01') {
+        if let Some(u) = field.strip_prefix("user=") {
+            user = Some(u);
+        } else if let Some(t) = field.strip_prefix("auth=Bearer ") {
+            token = Some(t);
+        }
+    }
+    user.zip(token)
+}
+
+/// OAUTHBEARER (RFC 7628 §3.1): `n,a=<user>,\x01host=..\x01port=..\x01auth=Bearer <token>\x01\x01`;
+/// the user is the gs2 authzid (`=2C` for `,`, `=3D` for `=`; only plain names are taken).
+fn oauthbearer_fields(decoded: &str) -> Option<(&str, &str)> {
+    let mut fields = decoded.split('\x01');
+    let gs2 = fields.next()?;
+    let mut parts = gs2.split(',');
+    if !matches!(parts.next()?, "n" | "y") {
+        return None;
+    }
+    let user = parts.next()?.strip_prefix("a=")?;
+    if user.contains('=') {
+        return None;
+    }
+    let token = fields.find_map(|f| {
+        f.strip_prefix("auth=").and_then(|v| {
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
+    })?;
+    Some((user, token))
+}
+
 impl Conn {
+    /// When the session's token expires (it may be revoked sooner: see `token_dead`).
+    fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let (_, _, expires) = self.token.as_ref()?;
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    fn token_dead(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|(server, token, _)| !server.is_live(token))
+    }
+
+    async fn bye_expired(&mut self) -> io::Result<()> {
+        self.send(&format!("{TOKEN_EXPIRED_BYE}\r\n")).await?;
+        self.wr.shutdown().await
+    }
+
     async fn send(&mut self, text: &str) -> io::Result<()> {
         self.wr.write_all(text.as_bytes()).await
     }
@@ -958,7 +1062,7 @@ impl Conn {
             .and_then(Tok::atom)
             .unwrap_or("")
             .to_ascii_uppercase();
-        if mechanism != "PLAIN" && mechanism != "XOAUTH2" {
+        if !["PLAIN", "XOAUTH2", "OAUTHBEARER"].contains(&mechanism.as_str()) {
             return self
                 .send(&format!(
                     "{tag} NO [CANNOT] Unsupported mechanism (Failure)\r\n"
@@ -985,26 +1089,40 @@ impl Conn {
                 .send(&format!("{tag} BAD Invalid base64 (Failure)\r\n"))
                 .await;
         };
-        let credentials = if mechanism == "PLAIN" {
-            let mut parts = decoded.split('\0');
-            let _authzid = parts.next();
-            parts.next().zip(parts.next())
-        } else {
-            // user=<user>\x01auth=Bearer <token>\x01\x01
-            let mut user = None;
-            let mut token = None;
-            for field in decoded.split('\x01') {
-                if let Some(u) = field.strip_prefix("user=") {
-                    user = Some(u);
-                } else if let Some(t) = field.strip_prefix("auth=Bearer ") {
-                    token = Some(t);
-                }
+        let credentials = match mechanism.as_str() {
+            "PLAIN" => {
+                let mut parts = decoded.split('\0');
+                let _authzid = parts.next();
+                parts.next().zip(parts.next())
             }
-            user.zip(token)
+            "XOAUTH2" => xoauth2_fields(&decoded),
+            _ => oauthbearer_fields(&decoded),
         };
-        let ok = {
+        let (oauth, bye) = {
             let s = lock(&self.state);
-            credentials.is_some_and(|(u, p)| u.eq_ignore_ascii_case(&s.user) && p == s.password)
+            (s.options.oauth.clone(), s.options.bye_on_token_expiry)
+        };
+        let token_login = mechanism != "PLAIN";
+        let ok = match (&oauth, token_login) {
+            (Some(server), true) => {
+                let account = lock(&self.state).user.clone();
+                credentials
+                    .and_then(|(u, token)| {
+                        if !u.eq_ignore_ascii_case(&account) {
+                            return None;
+                        }
+                        let info = server.authorize(token, u)?;
+                        if bye {
+                            self.token = Some((server.clone(), token.to_owned(), info.expires_at));
+                        }
+                        Some(())
+                    })
+                    .is_some()
+            }
+            _ => {
+                let s = lock(&self.state);
+                credentials.is_some_and(|(u, p)| u.eq_ignore_ascii_case(&s.user) && p == s.password)
+            }
         };
         if ok {
             self.authed = true;
@@ -1013,6 +1131,12 @@ impl Conn {
                 "* CAPABILITY {CAPABILITIES}\r\n{tag} OK {user} authenticated (Success)\r\n"
             ))
             .await
+        } else if oauth.is_some() && token_login {
+            // RFC 7628 §3.2.2: the error as a challenge, the client's dummy answer, then NO.
+            let challenge = b64::encode(TOKEN_FAILURE_JSON.as_bytes(), b64::STANDARD, true);
+            self.send(&format!("+ {challenge}\r\n")).await?;
+            let _dummy = self.read_line().await?;
+            self.send(&format!("{tag} NO {AUTH_FAILED}\r\n")).await
         } else {
             self.send(&format!("{tag} NO {AUTH_FAILED}\r\n")).await
         }
@@ -1020,7 +1144,16 @@ impl Conn {
 
     async fn idle(&mut self, tag: &str) -> io::Result<()> {
         self.send("+ idling\r\n").await?;
-        let line = self.read_line().await?;
+        let line = match self.token_deadline() {
+            None => self.read_line().await?,
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.read_line()).await {
+                Ok(line) => line?,
+                Err(_) => {
+                    self.bye_expired().await?;
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+            },
+        };
         if line.trim().eq_ignore_ascii_case("DONE") {
             self.send(&format!("{tag} OK IDLE terminated (Success)\r\n"))
                 .await

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod gmail;
 pub mod imap;
 pub mod mutf7;
+pub mod oauth;
 pub mod plugins;
 pub mod radicale;
 pub mod vcard;
@@ -20,8 +21,8 @@ pub use corpus::{
     write_maildir,
 };
 pub use dovecot::{
-    Dovecot, DovecotOptions, Layout, MasterUser, english_special_use, ensure_installed,
-    german_special_use,
+    Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser, english_special_use,
+    ensure_installed, german_special_use,
 };
 pub use faketime::faketime_env;
 pub use fault::{
@@ -29,5 +30,9 @@ pub use fault::{
     fault_seed,
 };
 pub use imap::{Account, FolderInfo, MessageRecord, Session, Tls, login};
+pub use oauth::{
+    AppAccess, Grant, OAuthCounters, OAuthHandle, OAuthOptions, OAuthServer, ServiceAccountKey,
+    ServiceAccountOptions, TokenInfo,
+};
 pub use plugins::plugins_dir;
 pub use verify::{FolderDiff, VerifyReport, verify};

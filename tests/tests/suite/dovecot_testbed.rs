@@ -24,6 +24,7 @@ fn options(layout: Layout, special_use: Vec<(String, String)>) -> DovecotOptions
         quota_bytes: None,
         imap_capability: None,
         master: None,
+        oauth2: None,
     }
 }
 
