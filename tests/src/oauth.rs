@@ -23,7 +23,9 @@
 //!     poll), `expired_token`, `access_denied`; once approved, an access and a refresh token for
 //!     the user who approved. A device code is good for one token answer.
 //! - `/device_authorization` (RFC 8628 §3.1, §3.2): `device_code`, `user_code`,
-//!   `verification_uri` (and Google's spelling `verification_url`), `expires_in`, `interval`.
+//!   `verification_uri` (RFC 8628 and Microsoft; Google spells it `verification_url`, and no
+//!   provider sends both, which a client's parser may refuse as a duplicate), `expires_in`,
+//!   `interval`.
 //! - `/introspect` (RFC 7662): `token=...` gives `{"active":true,"username":..,"scope":..,
 //!   "exp":..,"client_id":..}` for a live access token, `{"active":false}` for anything else
 //!   (expired, revoked, unknown, or a refresh token). Dovecot's oauth2 passdb calls it; callers
@@ -1274,7 +1276,7 @@ fn device_authorization(h: &OAuthHandle, req: &Request, form: &Form) -> Result<V
     let uri = format!("{}/device", h.0.base_url);
     Ok(json!({
         "device_code": device_code, "user_code": shown,
-        "verification_uri": uri, "verification_url": uri,
+        "verification_uri": uri,
         "verification_uri_complete": format!("{uri}?user_code={shown}"),
         "expires_in": whole_secs(life), "interval": whole_secs(interval),
     }))

@@ -77,6 +77,9 @@ pub fn authorize(
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
             ),
+            RequestTokenError::Parse(e, _) => format!(
+                "the device authorization endpoint {device_url} answered with no device code: {e}"
+            ),
             other => format!("the device authorization endpoint {device_url}: {other}"),
         })?;
     show(&Prompt {
@@ -98,6 +101,9 @@ pub fn authorize(
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
             ),
+            RequestTokenError::Parse(e, _) => {
+                format!("the token endpoint {token_url} answered with no token: {e}")
+            }
             other => format!("the token endpoint {token_url}: {other}"),
         })?;
     token

@@ -159,12 +159,14 @@ impl Daemon {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(binary("migratectl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap()
+        self.ctl_command(args).output().unwrap()
+    }
+
+    /// `migratectl` with this daemon's socket and `args`, to spawn.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary("migratectl"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
     }
 
     pub async fn summary(&self, id: &str) -> JobSummary {
