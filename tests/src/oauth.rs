@@ -902,10 +902,15 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>> {
 fn serve(stream: TcpStream, handle: &OAuthHandle) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut out = stream.try_clone()?;
-    let Some(req) = read_request(&stream)? else {
-        return Ok(());
+    let routed = match read_request(&stream) {
+        Ok(None) => return Ok(()),
+        Ok(Some(req)) => route(handle, &req),
+        Err(e) => Err(fail(
+            "invalid_request",
+            format!("malformed HTTP request: {e:#}"),
+        )),
     };
-    let (status, body, basic) = match route(handle, &req) {
+    let (status, body, basic) = match routed {
         Ok(v) => (200, v, false),
         Err(f) => (
             f.status,

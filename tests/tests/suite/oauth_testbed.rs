@@ -246,6 +246,36 @@ fn refresh_grant_issues_tokens_and_refuses_bad_clients_and_revoked_tokens() {
 }
 
 #[test]
+fn the_endpoints_take_forms_by_post_only_and_answer_errors_in_json() {
+    let s = server(60);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut resp = agent.get(&s.token_url()).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    assert_eq!(
+        post(&format!("{}/authorize", s.base_url()), &[], None).0,
+        404
+    );
+    // RFC 6749 §3.2: parameters must not appear twice.
+    assert_error(
+        &post(
+            &s.token_url(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("grant_type", "client_credentials"),
+            ],
+            None,
+        ),
+        400,
+        "invalid_request",
+    );
+}
+
+#[test]
 fn refresh_tokens_rotate_when_asked_and_the_old_one_stays_valid() {
     let s = OAuthServer::start(OAuthOptions {
         rotate_refresh_tokens: true,
