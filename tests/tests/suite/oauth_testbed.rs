@@ -583,9 +583,39 @@ fn device_grant_polls_as_rfc_8628_says() {
         401,
         "invalid_client",
     );
+    // A public client (no secret, as a command-line tool registered with Microsoft).
+    s.register_public_client("cli");
+    s.set_device_code_lifetime(Duration::from_secs(600));
+    let (status, v) = post(
+        &s.device_authorization_url(),
+        &[("client_id", "cli"), ("scope", "offline_access")],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(s.approve_device(v["user_code"].as_str().unwrap(), "erin@example.org"));
+    let (status, v) = post(
+        &s.token_url(),
+        &[
+            ("grant_type", DEVICE_CODE),
+            ("device_code", v["device_code"].as_str().unwrap()),
+            ("client_id", "cli"),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(
+        &s.token_url(),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", v["refresh_token"].as_str().unwrap()),
+            ("client_id", "cli"),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
     let c = s.counters();
-    assert_eq!(c.device_code_grants, 1);
-    assert_eq!(c.device_authorizations, 3);
+    assert_eq!(c.device_code_grants, 2);
+    assert_eq!(c.device_authorizations, 4);
     assert_eq!(c.slow_downs, 1);
 }
 
