@@ -887,6 +887,46 @@ fn dovecot_takes_application_tokens_for_the_mailboxes_it_lists() {
     assert!(o.challenge.is_some(), "{o:?}");
 }
 
+#[test]
+fn dovecot_takes_service_account_tokens_for_each_domain_user() {
+    let s = server(3600);
+    let users = ["ann@example.org", "ben@example.org", "cat@example.org"];
+    let dc = Dovecot::start_blocking(DovecotOptions {
+        users: users
+            .iter()
+            .map(|u| ((*u).to_owned(), format!("{u}-pw")))
+            .collect(),
+        oauth2: Some(DovecotOAuth2::new(&s)),
+        ..DovecotOptions::default()
+    })
+    .unwrap();
+    let dir = temp_dir();
+    let key = s
+        .register_service_account(
+            &dir,
+            ServiceAccountOptions::gmail("batch@project-2.iam.gserviceaccount.com"),
+        )
+        .unwrap();
+    let now = now_secs();
+    let mut tokens = Vec::new();
+    for user in users {
+        let claims = json!({"iss": key.client_email, "sub": user, "scope": GMAIL_SCOPE,
+                            "aud": s.token_url(), "iat": now, "exp": now + 3600});
+        let (status, v) = jwt_grant(&s, &assertion(&key, &claims));
+        assert_eq!(status, 200, "{v}");
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    for (user, token) in users.iter().zip(&tokens) {
+        let mut c = RawImap::connect(dc.imap_port());
+        assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(user, token)));
+    }
+    // Each token opens its own user's mailbox only.
+    let mut c = RawImap::connect(dc.imap_port());
+    let o = c.authenticate("XOAUTH2", &xoauth2(users[1], &tokens[0]));
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 const GMAIL_USER: &str = "someone@gmail.example";
 
 async fn emulator(s: &OAuthServer, bye: bool) -> GmailEmulator {
