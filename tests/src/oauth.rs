@@ -43,9 +43,11 @@
 //!
 //! No TLS, no authorization-code grant or consent page (tests approve device codes through
 //! [`OAuthHandle::approve_device`]), no JWT access tokens (they are opaque random strings, as
-//! Google's), no `id_token`, no per-IP throttling, no `ext_expires_in` grace, no Microsoft
-//! AADSTS codes beyond a few descriptions, and the clock is the machine's real clock (a process
-//! under libfaketime sees another one). `slow_down` does not lengthen the interval the server
+//! Google's; Microsoft's are JWTs a client must not parse anyway), no `id_token`, no per-IP
+//! throttling or rate limits, `ext_expires_in` equal to `expires_in`, no AADSTS error numbers,
+//! no refresh-token expiry of its own (only revocation), introspection callers are not
+//! authenticated, one request per connection (`Connection: close`), and the clock is the
+//! machine's real clock (a process under libfaketime sees another one). `slow_down` does not lengthen the interval the server
 //! enforces afterwards (RFC 8628 lets the client add 5 s; the server keeps the configured one).
 
 use std::collections::HashMap;
@@ -358,7 +360,8 @@ impl OAuthServer {
         })
     }
 
-    /// A handle that outlives no server: give it to emulators.
+    /// A handle for emulators. It keeps validating in-process after the server is dropped
+    /// (only HTTP stops).
     pub fn handle(&self) -> OAuthHandle {
         self.handle.clone()
     }
@@ -904,10 +907,15 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>> {
 fn serve(stream: TcpStream, handle: &OAuthHandle) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut out = stream.try_clone()?;
-    let Some(req) = read_request(&stream)? else {
-        return Ok(());
+    let routed = match read_request(&stream) {
+        Ok(None) => return Ok(()),
+        Ok(Some(req)) => route(handle, &req),
+        Err(e) => Err(fail(
+            "invalid_request",
+            format!("malformed HTTP request: {e:#}"),
+        )),
     };
-    let (status, body, basic) = match route(handle, &req) {
+    let (status, body, basic) = match routed {
         Ok(v) => (200, v, false),
         Err(f) => (
             f.status,

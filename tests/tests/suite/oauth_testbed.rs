@@ -246,6 +246,36 @@ fn refresh_grant_issues_tokens_and_refuses_bad_clients_and_revoked_tokens() {
 }
 
 #[test]
+fn the_endpoints_take_forms_by_post_only_and_answer_errors_in_json() {
+    let s = server(60);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut resp = agent.get(&s.token_url()).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    assert_eq!(
+        post(&format!("{}/authorize", s.base_url()), &[], None).0,
+        404
+    );
+    // RFC 6749 §3.2: parameters must not appear twice.
+    assert_error(
+        &post(
+            &s.token_url(),
+            &[
+                ("grant_type", "refresh_token"),
+                ("grant_type", "client_credentials"),
+            ],
+            None,
+        ),
+        400,
+        "invalid_request",
+    );
+}
+
+#[test]
 fn refresh_tokens_rotate_when_asked_and_the_old_one_stays_valid() {
     let s = OAuthServer::start(OAuthOptions {
         rotate_refresh_tokens: true,
@@ -553,9 +583,39 @@ fn device_grant_polls_as_rfc_8628_says() {
         401,
         "invalid_client",
     );
+    // A public client (no secret, as a command-line tool registered with Microsoft).
+    s.register_public_client("cli");
+    s.set_device_code_lifetime(Duration::from_secs(600));
+    let (status, v) = post(
+        &s.device_authorization_url(),
+        &[("client_id", "cli"), ("scope", "offline_access")],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(s.approve_device(v["user_code"].as_str().unwrap(), "erin@example.org"));
+    let (status, v) = post(
+        &s.token_url(),
+        &[
+            ("grant_type", DEVICE_CODE),
+            ("device_code", v["device_code"].as_str().unwrap()),
+            ("client_id", "cli"),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(
+        &s.token_url(),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", v["refresh_token"].as_str().unwrap()),
+            ("client_id", "cli"),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
     let c = s.counters();
-    assert_eq!(c.device_code_grants, 1);
-    assert_eq!(c.device_authorizations, 3);
+    assert_eq!(c.device_code_grants, 2);
+    assert_eq!(c.device_authorizations, 4);
     assert_eq!(c.slow_downs, 1);
 }
 
@@ -704,24 +764,68 @@ fn dovecot(s: &OAuthServer, app: Option<AppAccess>) -> Dovecot {
     .expect("Dovecot with the oauth2 passdb starts")
 }
 
+/// Tokens that must expire soon live this long; the others an hour.
+const SHORT: Duration = Duration::from_secs(3);
+
+fn client_credentials(s: &OAuthServer, client: &str, secret: &str) -> String {
+    let (status, v) = post(
+        &s.token_url(),
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", OUTLOOK_APP_SCOPE),
+            ("client_id", client),
+            ("client_secret", secret),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
 #[test]
 fn dovecot_accepts_live_tokens_and_refuses_expired_and_revoked_ones() {
-    let s = server(3);
+    let s = server(3600);
     let dc = dovecot(&s, None);
     let rt = s.issue_refresh_token(CLIENT, "alice", GMAIL_SCOPE);
-    let at = access_token(&s, &rt);
-    let expires_at = s.validate(&at).unwrap().expires_at;
-    let before = s.counters().introspections;
 
+    // A short-lived token: accepted over both mechanisms, refused by both once expired (no
+    // cache lets it pass).
+    s.set_access_token_lifetime(SHORT);
+    let short = access_token(&s, &rt);
+    let expires_at = s.validate(&short).unwrap().expires_at;
+    let before = s.counters().introspections;
     let mut c = RawImap::connect(dc.imap_port());
-    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &at)));
+    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &short)));
     assert!(c.cmd("SELECT INBOX").contains(" OK "));
     let mut c = RawImap::connect(dc.imap_port());
-    assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer("alice", &at)));
+    assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer("alice", &short)));
+    sleep_past(expires_at);
+    let mut c = RawImap::connect(dc.imap_port());
+    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &short));
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+    assert_eq!(
+        o.challenge.as_deref(),
+        Some(r#"{"status":"401","schemes":"bearer","scope":"mail"}"#)
+    );
+    let mut c = RawImap::connect(dc.imap_port());
+    let o = c.authenticate("OAUTHBEARER", &oauthbearer("alice", &short));
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+    assert_eq!(
+        o.challenge.as_deref(),
+        Some(r#"{"status":"invalid_token"}"#)
+    );
+    assert_eq!(
+        s.counters().introspections - before,
+        4,
+        "every token login asked the introspection endpoint"
+    );
+
     // Someone else's mailbox: refused with the 401 challenge.
+    s.set_access_token_lifetime(Duration::from_secs(3600));
+    let at = access_token(&s, &rt);
     let mut c = RawImap::connect(dc.imap_port());
     let o = c.authenticate("XOAUTH2", &xoauth2("bob", &at));
-    assert!(o.done.contains(" NO "), "{o:?}");
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
     assert!(o.challenge.as_deref().unwrap().contains("\"401\""), "{o:?}");
     // Password logins still work; a password is not a token.
     let mut c = RawImap::connect(dc.imap_port());
@@ -729,34 +833,11 @@ fn dovecot_accepts_live_tokens_and_refuses_expired_and_revoked_ones() {
     let mut c = RawImap::connect(dc.imap_port());
     let o = c.authenticate("XOAUTH2", &xoauth2("alice", "alice-pw"));
     assert!(o.done.contains(" NO "), "{o:?}");
-    assert_eq!(
-        s.counters().introspections - before,
-        4,
-        "every token login asked the introspection endpoint"
-    );
 
-    // Expired: refused by both mechanisms (no cache lets it pass).
-    sleep_past(expires_at);
+    // Once the grant is revoked (RFC 7009) its token is refused at once and no new one can be
+    // had.
     let mut c = RawImap::connect(dc.imap_port());
-    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &at));
-    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
-    assert_eq!(
-        o.challenge.as_deref(),
-        Some(r#"{"status":"401","schemes":"bearer","scope":"mail"}"#)
-    );
-    let mut c = RawImap::connect(dc.imap_port());
-    let o = c.authenticate("OAUTHBEARER", &oauthbearer("alice", &at));
-    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
-    assert_eq!(
-        o.challenge.as_deref(),
-        Some(r#"{"status":"invalid_token"}"#)
-    );
-
-    // A fresh token works again; once its grant is revoked (RFC 7009) it is refused at once and
-    // no new one can be had.
-    let at2 = access_token(&s, &rt);
-    let mut c = RawImap::connect(dc.imap_port());
-    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &at2)));
+    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &at)));
     let (status, _) = post(
         &s.revocation_url(),
         &[("token", &rt)],
@@ -764,39 +845,37 @@ fn dovecot_accepts_live_tokens_and_refuses_expired_and_revoked_ones() {
     );
     assert_eq!(status, 200);
     let mut c = RawImap::connect(dc.imap_port());
-    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &at2));
-    assert!(o.done.contains(" NO "), "{o:?}");
+    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &at));
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
     assert_error(&refresh(&s, &rt), 400, "invalid_grant");
 }
 
 #[test]
 fn dovecot_takes_application_tokens_for_the_mailboxes_it_lists() {
-    let s = server(3);
+    let s = server(3600);
     let dc = dovecot(&s, Some(AppAccess::Mailboxes(vec!["alice".into()])));
     s.register_client("m365-app", "app-secret");
-    let (status, v) = post(
-        &s.token_url(),
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", OUTLOOK_APP_SCOPE),
-            ("client_id", "m365-app"),
-            ("client_secret", "app-secret"),
-        ],
-        None,
-    );
-    assert_eq!(status, 200, "{v}");
-    let app = v["access_token"].as_str().unwrap().to_owned();
-    let expires_at = s.validate(&app).unwrap().expires_at;
 
+    s.set_access_token_lifetime(SHORT);
+    let short = client_credentials(&s, "m365-app", "app-secret");
+    let expires_at = s.validate(&short).unwrap().expires_at;
     let mut c = RawImap::connect(dc.imap_port());
-    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &app)));
+    assert_accepted(&c.authenticate("XOAUTH2", &xoauth2("alice", &short)));
     assert!(c.cmd("SELECT INBOX").contains(" OK "));
     let mut c = RawImap::connect(dc.imap_port());
-    assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer("alice", &app)));
+    assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer("alice", &short)));
+    sleep_past(expires_at);
+    let mut c = RawImap::connect(dc.imap_port());
+    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &short));
+    assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+
+    s.set_access_token_lifetime(Duration::from_secs(3600));
+    let app = client_credentials(&s, "m365-app", "app-secret");
     // Not a listed mailbox: refused, with the challenge (a refusal, not a temporary failure).
     let mut c = RawImap::connect(dc.imap_port());
     let o = c.authenticate("XOAUTH2", &xoauth2("bob", &app));
     assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+    assert!(o.challenge.is_some(), "{o:?}");
     // A user token opens its own mailbox only, even with the application passdb there.
     let rt = s.issue_refresh_token(CLIENT, "bob", GMAIL_SCOPE);
     let user_at = access_token(&s, &rt);
@@ -805,11 +884,47 @@ fn dovecot_takes_application_tokens_for_the_mailboxes_it_lists() {
     let mut c = RawImap::connect(dc.imap_port());
     let o = c.authenticate("XOAUTH2", &xoauth2("alice", &user_at));
     assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
-    // Expired application token.
-    sleep_past(expires_at);
+    assert!(o.challenge.is_some(), "{o:?}");
+}
+
+#[test]
+fn dovecot_takes_service_account_tokens_for_each_domain_user() {
+    let s = server(3600);
+    let users = ["ann@example.org", "ben@example.org", "cat@example.org"];
+    let dc = Dovecot::start_blocking(DovecotOptions {
+        users: users
+            .iter()
+            .map(|u| ((*u).to_owned(), format!("{u}-pw")))
+            .collect(),
+        oauth2: Some(DovecotOAuth2::new(&s)),
+        ..DovecotOptions::default()
+    })
+    .unwrap();
+    let dir = temp_dir();
+    let key = s
+        .register_service_account(
+            &dir,
+            ServiceAccountOptions::gmail("batch@project-2.iam.gserviceaccount.com"),
+        )
+        .unwrap();
+    let now = now_secs();
+    let mut tokens = Vec::new();
+    for user in users {
+        let claims = json!({"iss": key.client_email, "sub": user, "scope": GMAIL_SCOPE,
+                            "aud": s.token_url(), "iat": now, "exp": now + 3600});
+        let (status, v) = jwt_grant(&s, &assertion(&key, &claims));
+        assert_eq!(status, 200, "{v}");
+        tokens.push(v["access_token"].as_str().unwrap().to_owned());
+    }
+    for (user, token) in users.iter().zip(&tokens) {
+        let mut c = RawImap::connect(dc.imap_port());
+        assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(user, token)));
+    }
+    // Each token opens its own user's mailbox only.
     let mut c = RawImap::connect(dc.imap_port());
-    let o = c.authenticate("XOAUTH2", &xoauth2("alice", &app));
+    let o = c.authenticate("XOAUTH2", &xoauth2(users[1], &tokens[0]));
     assert!(o.done.contains(" NO [AUTHENTICATIONFAILED]"), "{o:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 const GMAIL_USER: &str = "someone@gmail.example";
@@ -829,9 +944,25 @@ async fn emulator(s: &OAuthServer, bye: bool) -> GmailEmulator {
     .unwrap()
 }
 
+/// A refresh grant over HTTP (blocking: call it off the runtime).
+fn token_at(token_url: &str, rt: &str) -> String {
+    let (status, v) = post(
+        token_url,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gmail_emulator_checks_tokens_with_the_oauth_server() {
-    let s = server(2);
+    let s = server(3600);
     let emu = emulator(&s, false).await;
     let port = emu.port();
     s.register_client("app", "app-secret");
@@ -840,22 +971,8 @@ async fn gmail_emulator_checks_tokens_with_the_oauth_server() {
     let rt = s.issue_refresh_token(CLIENT, GMAIL_USER, GMAIL_SCOPE);
     let other_rt = s.issue_refresh_token(CLIENT, "other@gmail.example", GMAIL_SCOPE);
     let token_url = s.token_url();
-    tokio::task::spawn_blocking(move || {
-        let token = |rt: &str| {
-            let (status, v) = post(
-                &token_url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", rt),
-                    ("client_id", CLIENT),
-                    ("client_secret", SECRET),
-                ],
-                None,
-            );
-            assert_eq!(status, 200, "{v}");
-            v["access_token"].as_str().unwrap().to_owned()
-        };
-        let at = token(&rt);
+    let s = tokio::task::spawn_blocking(move || {
+        let at = token_at(&token_url, &rt);
         let mut c = RawImap::connect(port);
         assert!(c.cmd("CAPABILITY").contains(" OK "));
         assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &at)));
@@ -863,10 +980,12 @@ async fn gmail_emulator_checks_tokens_with_the_oauth_server() {
         let mut c = RawImap::connect(port);
         assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer(GMAIL_USER, &at)));
 
-        // Another user's token; the password as a token: Gmail's failure exchange.
+        // Another user's token; the password as a token; another SASL user: Gmail's failure
+        // exchange.
+        let other = token_at(&token_url, &other_rt);
         for (mech, ir) in [
-            ("XOAUTH2", xoauth2(GMAIL_USER, &token(&other_rt))),
-            ("OAUTHBEARER", oauthbearer(GMAIL_USER, &token(&other_rt))),
+            ("XOAUTH2", xoauth2(GMAIL_USER, &other)),
+            ("OAUTHBEARER", oauthbearer(GMAIL_USER, &other)),
             ("XOAUTH2", xoauth2(GMAIL_USER, "app-password")),
             ("XOAUTH2", xoauth2("other@gmail.example", &at)),
         ] {
@@ -876,27 +995,18 @@ async fn gmail_emulator_checks_tokens_with_the_oauth_server() {
             assert!(o.done.ends_with(&format!("NO {AUTH_FAILED}")), "{o:?}");
         }
         // An application token granted this mailbox.
-        let (status, v) = post(
-            &token_url,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", OUTLOOK_APP_SCOPE),
-                ("client_id", "app"),
-                ("client_secret", "app-secret"),
-            ],
-            None,
-        );
-        assert_eq!(status, 200, "{v}");
+        let app = client_credentials(&s, "app", "app-secret");
         let mut c = RawImap::connect(port);
-        assert_accepted(&c.authenticate(
-            "XOAUTH2",
-            &xoauth2(GMAIL_USER, v["access_token"].as_str().unwrap()),
-        ));
+        assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &app)));
 
         // Expired.
-        sleep_past(handle.validate(&at).unwrap().expires_at);
+        handle.set_access_token_lifetime(SHORT);
+        let short = token_at(&token_url, &rt);
         let mut c = RawImap::connect(port);
-        let o = c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &at));
+        assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &short)));
+        sleep_past(handle.validate(&short).unwrap().expires_at);
+        let mut c = RawImap::connect(port);
+        let o = c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &short));
         assert_eq!(o.challenge.as_deref(), Some(TOKEN_FAILURE_JSON));
         assert!(o.done.ends_with(&format!("NO {AUTH_FAILED}")), "{o:?}");
         // Password logins are still taken.
@@ -905,34 +1015,26 @@ async fn gmail_emulator_checks_tokens_with_the_oauth_server() {
             c.cmd(&format!("LOGIN {GMAIL_USER} app-password"))
                 .contains(" OK ")
         );
+        s
     })
     .await
     .unwrap();
     // Two other-user tokens, the password, the expired token (the wrong SASL user is refused
     // before the token is looked at).
     assert_eq!(s.counters().failed_validations, 4);
+    drop(emu);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gmail_emulator_ends_sessions_whose_token_expired_or_was_revoked() {
-    let s = server(2);
+    let s = server(SHORT.as_secs());
     let emu = emulator(&s, true).await;
     let port = emu.port();
     let handle = s.handle();
     let rt = s.issue_refresh_token(CLIENT, GMAIL_USER, GMAIL_SCOPE);
     let token_url = s.token_url();
     tokio::task::spawn_blocking(move || {
-        let (_, v) = post(
-            &token_url,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &rt),
-                ("client_id", CLIENT),
-                ("client_secret", SECRET),
-            ],
-            None,
-        );
-        let at = v["access_token"].as_str().unwrap().to_owned();
+        let at = token_at(&token_url, &rt);
         let expires_at = handle.validate(&at).unwrap().expires_at;
         let mut c = RawImap::connect(port);
         assert_accepted(&c.authenticate("XOAUTH2", &xoauth2(GMAIL_USER, &at)));
@@ -942,25 +1044,24 @@ async fn gmail_emulator_ends_sessions_whose_token_expired_or_was_revoked() {
         assert_eq!(c.line(), TOKEN_EXPIRED_BYE);
         assert_eq!(c.line(), "", "closed after BYE");
 
-        // Password sessions are not affected; a revoked token ends its session at the next
-        // command.
-        let (_, v) = post(
-            &token_url,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &rt),
-                ("client_id", CLIENT),
-                ("client_secret", SECRET),
-            ],
-            None,
-        );
-        let at = v["access_token"].as_str().unwrap().to_owned();
+        // A revoked token ends its session at the next command.
+        handle.set_access_token_lifetime(Duration::from_secs(3600));
+        let at = token_at(&token_url, &rt);
         let mut c = RawImap::connect(port);
         assert_accepted(&c.authenticate("OAUTHBEARER", &oauthbearer(GMAIL_USER, &at)));
+        assert!(c.cmd("NOOP").contains(" OK "));
         assert_eq!(handle.revoke_user(GMAIL_USER), 3);
         c.send("t9 NOOP");
         assert_eq!(c.line(), TOKEN_EXPIRED_BYE);
+        // Password sessions are not affected.
+        let mut c = RawImap::connect(port);
+        assert!(
+            c.cmd(&format!("LOGIN {GMAIL_USER} app-password"))
+                .contains(" OK ")
+        );
+        assert!(c.cmd("NOOP").contains(" OK "));
     })
     .await
     .unwrap();
+    drop(emu);
 }
