@@ -10,6 +10,9 @@
 //! - A refresh token revoked before the run: Waiting for credentials with what to do; a new
 //!   one from `migratectl authorize` (the device grant, RFC 8628) and `migratectl delta` resume
 //!   it to an exact copy.
+//! - Microsoft 365 application access (client credentials): a batch whose destination logs
+//!   in with the application's token for each mailbox; the mailbox it was not granted fails
+//!   with the server's words and waits for credentials, the others complete.
 //! - No token, refresh token, client secret or key in argv, the log, the events or the store's
 //!   files.
 
@@ -20,7 +23,9 @@ use std::time::{Duration, Instant};
 use crate::common::daemon::{Daemon, files_under, stdout};
 use migrated_core::JobStatus;
 use testbed::gmail::{GmailEmulator, GmailOptions, SAMPLE_ADDRESS, sample_mailbox};
-use testbed::oauth::{GMAIL_SCOPE, OAuthOptions, OAuthServer, ServiceAccountOptions};
+use testbed::oauth::{
+    AppAccess, GMAIL_SCOPE, OAuthOptions, OAuthServer, OUTLOOK_APP_SCOPE, ServiceAccountOptions,
+};
 use testbed::{
     CorpusSpec, Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser, english_special_use,
     german_special_use,
@@ -286,7 +291,7 @@ async fn a_batch_of_three_workspace_mailboxes_copies_from_one_service_account_ke
         &dir,
         "staff.toml",
         &format!(
-            "[source]\n{}auth = \"oauth2\"\n[source.oauth2]\ngrant = \"service-account\"\nscope = \"{GMAIL_SCOPE}\"\nservice_account_key_file = \"{}\"\n\
+            "[source]\n{}auth = \"oauth2\"\n[source.oauth2]\ngrant = \"service-account\"\nmechanism = \"xoauth2\"\nscope = \"{GMAIL_SCOPE}\"\nservice_account_key_file = \"{}\"\n\
              [destination]\n{}admin_user = \"admin\"\nadmin_password_file = \"{}\"\n",
             plain(src.imap_port()),
             key.path.display(),
@@ -319,10 +324,8 @@ async fn a_batch_of_three_workspace_mailboxes_copies_from_one_service_account_ke
             serde_json::from_str(&stdout(&d.ctl(&["--json", "batch", "status", "staff"]))).unwrap();
         let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
         let finished = |j: &serde_json::Value| {
-            j["status"]
-                .as_str()
-                .and_then(JobStatus::from_label)
-                .is_some_and(JobStatus::is_finished)
+            serde_json::from_value::<JobStatus>(j["status"].clone())
+                .is_ok_and(JobStatus::is_finished)
         };
         if jobs.len() == 3 && jobs.iter().all(finished) {
             break jobs;
@@ -506,4 +509,136 @@ async fn a_revoked_refresh_token_waits_for_credentials_and_resumes_after_delta_w
     .unwrap();
     assert!(report.is_exact(), "{report}");
     assert_sealed(&d, &id, &[CLIENT_SECRET, &old, &new]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_token_opens_each_granted_mailbox_and_a_mailbox_not_granted_waits() {
+    let server = OAuthServer::start(OAuthOptions::default()).unwrap();
+    const APP: &str = "00000000-0000-4000-8000-00000000app1";
+    const APP_SECRET: &str = "app-secret-m365-2w7";
+    server.register_client(APP, APP_SECRET);
+    let users = ["ann", "ben", "cat"];
+    let src = Dovecot::start(DovecotOptions {
+        users: users
+            .iter()
+            .map(|u| ((*u).to_owned(), format!("src-{u}-pw")))
+            .collect(),
+        ..DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    // Exchange Online: the application's service principal has FullAccess to ann and ben.
+    let mail = |u: &str| format!("{u}@contoso.example");
+    let granted = AppAccess::Mailboxes(vec![mail("ann"), mail("ben")]);
+    server.grant_app_access(APP, granted.clone());
+    let dst = Dovecot::start(DovecotOptions {
+        layout: Layout::Fs,
+        users: users
+            .iter()
+            .map(|u| (mail(u), format!("dst-{u}-pw")))
+            .collect(),
+        oauth2: Some(DovecotOAuth2::new(&server.handle()).with_app_access(granted)),
+        ..DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut corpora = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let spec = CorpusSpec {
+            seed: 950 + i as u64,
+            messages: 15,
+            max_attachment: 0,
+            size_factor: 1.0,
+        };
+        corpora.push(testbed::write_maildir(&src, u, &spec).unwrap());
+    }
+    let mut d = Daemon::in_dir(daemon_dir("application"));
+    d.start().await;
+    let dir = d.state.join("batches");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = write(&dir, "app.secret", APP_SECRET);
+    let template = write(
+        &dir,
+        "m365.toml",
+        &format!(
+            "[source]\n{}[destination]\n{}auth = \"oauth2\"\n[destination.oauth2]\ngrant = \"client-credentials\"\ntoken_url = \"{}\"\nscope = \"{OUTLOOK_APP_SCOPE}\"\nclient_id = \"{APP}\"\nclient_secret_file = \"{}\"\n",
+            plain(src.imap_port()),
+            plain(dst.imap_port()),
+            server.token_url(),
+            secret.display()
+        ),
+    );
+    let mut csv = String::from("EmailAddress,UserName,Password\n");
+    for u in users {
+        csv.push_str(&format!("{},{u},src-{u}-pw\n", mail(u)));
+    }
+    let csv = write(&dir, "m365.csv", &csv);
+    let out = d.ctl(&[
+        "batch",
+        "create",
+        "m365",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--template",
+        template.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let jobs = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(&d.ctl(&["--json", "batch", "status", "m365"]))).unwrap();
+        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+        let settled = |j: &serde_json::Value| {
+            serde_json::from_value::<JobStatus>(j["status"].clone())
+                .is_ok_and(|s| s.is_finished() || s == JobStatus::WaitingForCredentials)
+        };
+        if jobs.len() == 3 && jobs.iter().all(settled) {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "not done: {v}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for j in &jobs {
+        let name = j["name"].as_str().unwrap();
+        let expected = if name.ends_with("/cat@contoso.example") {
+            "WaitingForCredentials"
+        } else {
+            "Completed"
+        };
+        assert_eq!(j["status"], expected, "{j}\n{}", d.log());
+    }
+    for (u, corpus) in users.iter().zip(&corpora).take(2) {
+        let report = testbed::verify(
+            &src.account(u).unwrap(),
+            &dst.account(&mail(u)).unwrap(),
+            &corpus.mapping_to(&dst),
+        )
+        .await
+        .unwrap();
+        assert!(report.is_exact(), "{u}:\n{report}");
+    }
+    let cat = jobs
+        .iter()
+        .find(|j| {
+            j["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("/cat@contoso.example")
+        })
+        .unwrap();
+    let events = stdout(&d.ctl(&["events", cat["id"].as_str().unwrap()]));
+    assert!(
+        events.contains("refused the login of \"cat@contoso.example\"")
+            && events.contains("AUTHENTICATIONFAILED")
+            && events.contains("IMAP.AccessAsApp"),
+        "{events}"
+    );
+    let c = server.counters();
+    assert!(c.client_credentials_grants >= 1, "{c:?}");
+    assert_eq!(c.refresh_grants + c.jwt_bearer_grants, 0, "{c:?}");
+    assert_sealed(&d, cat["id"].as_str().unwrap(), &[APP_SECRET]);
 }

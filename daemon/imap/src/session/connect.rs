@@ -82,7 +82,7 @@ async fn log_in(
                     server,
                     user: endpoint.user.clone(),
                     admin: endpoint.admin.as_ref().map(|a| a.user.clone()),
-                    reply,
+                    reply: server_words(&reply),
                 },
                 Some(client),
             ),
@@ -96,6 +96,17 @@ async fn log_in(
             ),
         }),
     }
+}
+
+/// The server's words of a refused AUTHENTICATE, which async-imap hands over as the debug form
+/// of the response (`code: None, info: Some("[AUTHENTICATIONFAILED] ...")`): the text alone.
+fn server_words(reply: &str) -> String {
+    let Some(start) = reply.find("info: Some(\"") else {
+        return reply.to_owned();
+    };
+    let inner = &reply[start + "info: Some(\"".len()..];
+    let inner = inner.strip_suffix("\")").unwrap_or(inner);
+    inner.replace("\\\"", "\"")
 }
 
 /// An OAuth 2 login: the mechanism the job names or the server announces (OAUTHBEARER, else
@@ -504,6 +515,20 @@ fn parse_quoted(s: &str) -> Option<(String, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_authenticate_is_reported_in_the_servers_words() {
+        assert_eq!(
+            server_words(
+                "code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")"
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(
+            server_words("[AUTHENTICATIONFAILED] Invalid credentials"),
+            "[AUTHENTICATIONFAILED] Invalid credentials"
+        );
+    }
 
     #[test]
     fn namespace_replies_are_parsed() {
