@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::common::daemon::{Daemon, stdout};
 use testbed::{
@@ -162,46 +161,14 @@ impl Bed {
         }
         let file = self.dir.join(format!("{k}.csv"));
         std::fs::write(&file, csv).unwrap();
-        let out = self.daemon.ctl(&[
-            "batch",
-            "create",
-            k,
-            "--csv",
-            file.to_str().unwrap(),
-            "--template",
-            template.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "batch {k}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.daemon.create_batch(k, &file, &template);
     }
 
     /// Waits until every job of batch `k` has finished; their summaries.
     async fn finished(&self, k: &str) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let v: serde_json::Value =
-                serde_json::from_str(&stdout(&self.daemon.ctl(&["--json", "batch", "status", k])))
-                    .unwrap();
-            let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-            let done = |j: &serde_json::Value| {
-                matches!(
-                    j["status"].as_str(),
-                    Some("Completed" | "CompletedWithErrors" | "Failed" | "Cancelled")
-                )
-            };
-            if jobs.len() == 3 && jobs.iter().all(done) {
-                return jobs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "batch {k} not done: {v}\n{}",
-                self.daemon.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.daemon
+            .wait_batch(k, 3, migrated_core::JobStatus::is_finished)
+            .await
     }
 
     async fn assert_exact(&self, user: &str) {

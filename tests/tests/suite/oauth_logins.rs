@@ -304,35 +304,8 @@ async fn a_batch_of_three_workspace_mailboxes_copies_from_one_service_account_ke
         csv.push_str(&format!("{u},{u}\n"));
     }
     let csv = write(&dir, "staff.csv", &csv);
-    let out = d.ctl(&[
-        "batch",
-        "create",
-        "staff",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--template",
-        template.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let jobs = loop {
-        let v: serde_json::Value =
-            serde_json::from_str(&stdout(&d.ctl(&["--json", "batch", "status", "staff"]))).unwrap();
-        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-        let finished = |j: &serde_json::Value| {
-            serde_json::from_value::<JobStatus>(j["status"].clone())
-                .is_ok_and(JobStatus::is_finished)
-        };
-        if jobs.len() == 3 && jobs.iter().all(finished) {
-            break jobs;
-        }
-        assert!(Instant::now() < deadline, "not done: {v}\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    d.create_batch("staff", &csv, &template);
+    let jobs = d.wait_batch("staff", 3, JobStatus::is_finished).await;
     for j in &jobs {
         assert_eq!(j["status"], "Completed", "{j}\n{}", d.log());
     }
@@ -573,35 +546,12 @@ async fn an_applications_token_opens_each_granted_mailbox_and_a_mailbox_not_gran
         csv.push_str(&format!("{},{u},src-{u}-pw\n", mail(u)));
     }
     let csv = write(&dir, "m365.csv", &csv);
-    let out = d.ctl(&[
-        "batch",
-        "create",
-        "m365",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--template",
-        template.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let jobs = loop {
-        let v: serde_json::Value =
-            serde_json::from_str(&stdout(&d.ctl(&["--json", "batch", "status", "m365"]))).unwrap();
-        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
-        let settled = |j: &serde_json::Value| {
-            serde_json::from_value::<JobStatus>(j["status"].clone())
-                .is_ok_and(|s| s.is_finished() || s == JobStatus::WaitingForCredentials)
-        };
-        if jobs.len() == 3 && jobs.iter().all(settled) {
-            break jobs;
-        }
-        assert!(Instant::now() < deadline, "not done: {v}\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    d.create_batch("m365", &csv, &template);
+    let jobs = d
+        .wait_batch("m365", 3, |s| {
+            s.is_finished() || s == JobStatus::WaitingForCredentials
+        })
+        .await;
     for j in &jobs {
         let name = j["name"].as_str().unwrap();
         let expected = if name.ends_with("/cat@contoso.example") {

@@ -162,6 +162,53 @@ impl Daemon {
         self.ctl_command(args).output().unwrap()
     }
 
+    /// `migratectl batch create NAME --csv CSV --template TEMPLATE`, which must succeed.
+    pub fn create_batch(&self, name: &str, csv: &Path, template: &Path) {
+        let out = self.ctl(&[
+            "batch",
+            "create",
+            name,
+            "--csv",
+            csv.to_str().unwrap(),
+            "--template",
+            template.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "batch {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until batch `name` has `jobs` jobs and each is in a status `settled` takes;
+    /// their summaries (`batch status --json`).
+    pub async fn wait_batch(
+        &self,
+        name: &str,
+        jobs: usize,
+        settled: impl Fn(migrated_core::JobStatus) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&stdout(&self.ctl(&["--json", "batch", "status", name])))
+                    .unwrap();
+            let list = v["jobs"].as_array().cloned().unwrap_or_default();
+            let done = |j: &serde_json::Value| {
+                serde_json::from_value(j["status"].clone()).is_ok_and(&settled)
+            };
+            if list.len() == jobs && list.iter().all(done) {
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {name} not done: {v}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `migratectl` with this daemon's socket and `args`, to spawn.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(binary("migratectl"));
