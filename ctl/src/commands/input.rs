@@ -40,7 +40,17 @@ pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
 pub(crate) fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read password file {}", path.display()))?;
-    Ok(Secret::new(text.lines().next().unwrap_or("").to_owned()))
+    Ok(secret_of(text))
+}
+
+/// The secret a credential file holds: its first line, or the whole file when it is a JSON
+/// document (a service account's key, for a side that logs in with one).
+fn secret_of(text: String) -> Secret {
+    if serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.is_object()) {
+        Secret::new(text)
+    } else {
+        Secret::new(text.lines().next().unwrap_or("").to_owned())
+    }
 }
 
 pub(crate) fn prompt(what: &str) -> anyhow::Result<Secret> {
@@ -74,4 +84,15 @@ pub(crate) fn load_spec(path: &Path) -> anyhow::Result<JobSpec> {
         }
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_key_file_is_taken_whole_and_a_password_file_by_its_first_line() {
+        let key = "{\n  \"type\": \"service_account\"\n}\n".to_owned();
+        assert_eq!(super::secret_of(key.clone()).expose(), key);
+        assert_eq!(super::secret_of("pw\nnotes\n".into()).expose(), "pw");
+        assert_eq!(super::secret_of("{pw\n".into()).expose(), "{pw");
+    }
 }
