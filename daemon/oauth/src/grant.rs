@@ -66,10 +66,6 @@ impl Grant {
         })
     }
 
-    pub(crate) fn kind(&self) -> migrated_core::Grant {
-        self.kind
-    }
-
     /// One exchange at the token endpoint.
     pub(crate) fn fetch(&self) -> Result<AccessToken, TokenError> {
         match self.kind {

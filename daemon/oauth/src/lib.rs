@@ -23,9 +23,7 @@ mod service_account;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use migrated_core::{AccessToken, AccessTokens, Cause, Grant, OAuth2Spec, Secret, TokenError};
-
-pub use service_account::ServiceAccountKey;
+use migrated_core::{AccessToken, AccessTokens, Cause, OAuth2Spec, Secret, TokenError};
 
 /// Tokens for one endpoint: its grant, the user they are for, and the current token.
 #[derive(Debug)]
@@ -53,11 +51,6 @@ impl Tokens {
             grant: grant::Grant::new(spec, user, timeout)?,
             current: Mutex::new(None),
         })
-    }
-
-    /// The grant these tokens come from.
-    pub fn kind(&self) -> Grant {
-        self.grant.kind()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {

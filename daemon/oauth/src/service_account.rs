@@ -9,18 +9,18 @@ use serde::{Deserialize, Serialize};
 
 /// The fields of a key file the assertion needs.
 #[derive(Deserialize)]
-pub struct ServiceAccountKey {
+pub(crate) struct ServiceAccountKey {
     /// `service_account`.
     #[serde(rename = "type")]
     kind: String,
     /// The account, the assertion's issuer.
-    pub client_email: String,
+    pub(crate) client_email: String,
     /// The key's id, sent as `kid`.
     #[serde(default)]
-    pub private_key_id: Option<String>,
+    pub(crate) private_key_id: Option<String>,
     /// The token endpoint the key is for.
     #[serde(default)]
-    pub token_uri: Option<String>,
+    pub(crate) token_uri: Option<String>,
     private_key: Secret,
 }
 
@@ -49,7 +49,7 @@ impl ServiceAccountKey {
     /// # Errors
     ///
     /// Not JSON, not a service account key, or a private key that is not an RSA PEM key.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let key: Self = serde_json::from_str(text).map_err(|e| {
             format!("not a service account key file (JSON from the Google Cloud console): {e}")
         })?;

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use migrated_core::Grant;
 
 /// Serves each connection one canned reply, in order, and keeps the request bodies.
 fn endpoint(replies: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<String>>>) {

@@ -27,8 +27,8 @@ use testbed::oauth::{
     AppAccess, GMAIL_SCOPE, OAuthOptions, OAuthServer, OUTLOOK_APP_SCOPE, ServiceAccountOptions,
 };
 use testbed::{
-    CorpusSpec, Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser, english_special_use,
-    german_special_use,
+    Corpus, CorpusSpec, Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser,
+    english_special_use, german_special_use,
 };
 
 const CLIENT: &str = "migrated-e2e.apps.example";
@@ -60,6 +60,35 @@ fn refresh_grant(side: &str, server: &OAuthServer, secret: &Path, refresh: &Path
         secret.display(),
         refresh.display()
     )
+}
+
+/// A corpus of `messages` for each user on `src`, seeded from `seed`.
+fn corpora(src: &Dovecot, users: &[impl AsRef<str>], seed: u64, messages: usize) -> Vec<Corpus> {
+    users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let spec = CorpusSpec {
+                seed: seed + i as u64,
+                messages,
+                max_attachment: 0,
+                size_factor: 1.0,
+            };
+            testbed::write_maildir(src, u.as_ref(), &spec).unwrap()
+        })
+        .collect()
+}
+
+/// The copy of `from`'s mailbox on `src` to `to`'s on `dst` is exact.
+async fn assert_exact(src: &Dovecot, from: &str, dst: &Dovecot, to: &str, corpus: &Corpus) {
+    let report = testbed::verify(
+        &src.account(from).unwrap(),
+        &dst.account(to).unwrap(),
+        &corpus.mapping_to(dst),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_exact(), "{from}:\n{report}");
 }
 
 /// None of `secrets` in the daemon's argv, its log, the job's events or any file of its state
@@ -262,16 +291,7 @@ async fn a_batch_of_three_workspace_mailboxes_copies_from_one_service_account_ke
     })
     .await
     .unwrap();
-    let mut corpora = Vec::new();
-    for (i, u) in users.iter().enumerate() {
-        let spec = CorpusSpec {
-            seed: 900 + i as u64,
-            messages: 20,
-            max_attachment: 0,
-            size_factor: 1.0,
-        };
-        corpora.push(testbed::write_maildir(&src, u, &spec).unwrap());
-    }
+    let corpora = corpora(&src, &users, 900, 20);
     let mut d = Daemon::in_dir(daemon_dir("service-account"));
     d.start().await;
     let dir = d.state.join("batches");
@@ -310,14 +330,7 @@ async fn a_batch_of_three_workspace_mailboxes_copies_from_one_service_account_ke
         assert_eq!(j["status"], "Completed", "{j}\n{}", d.log());
     }
     for (u, corpus) in users.iter().zip(&corpora) {
-        let report = testbed::verify(
-            &src.account(u).unwrap(),
-            &dst.account(u).unwrap(),
-            &corpus.mapping_to(&dst),
-        )
-        .await
-        .unwrap();
-        assert!(report.is_exact(), "{u}:\n{report}");
+        assert_exact(&src, u, &dst, u, corpus).await;
     }
     let c = server.counters();
     assert!(
@@ -353,17 +366,7 @@ async fn a_revoked_refresh_token_waits_for_credentials_and_resumes_after_delta_w
     })
     .await
     .unwrap();
-    let corpus = testbed::write_maildir(
-        &src,
-        "alice",
-        &CorpusSpec {
-            seed: 77,
-            messages: 30,
-            max_attachment: 0,
-            size_factor: 1.0,
-        },
-    )
-    .unwrap();
+    let corpus = corpora(&src, &["alice"], 77, 30).remove(0);
     let mut d = Daemon::in_dir(daemon_dir("revoked"));
     d.start().await;
     let dir = d.state.join("jobs");
@@ -473,14 +476,7 @@ async fn a_revoked_refresh_token_waits_for_credentials_and_resumes_after_delta_w
         "{done:?}\n{}",
         d.log()
     );
-    let report = testbed::verify(
-        &src.account("alice").unwrap(),
-        &dst.account("alice").unwrap(),
-        &corpus.mapping_to(&dst),
-    )
-    .await
-    .unwrap();
-    assert!(report.is_exact(), "{report}");
+    assert_exact(&src, "alice", &dst, "alice", &corpus).await;
     assert_sealed(&d, &id, &[CLIENT_SECRET, &old, &new]);
 }
 
@@ -515,16 +511,7 @@ async fn an_applications_token_opens_each_granted_mailbox_and_a_mailbox_not_gran
     })
     .await
     .unwrap();
-    let mut corpora = Vec::new();
-    for (i, u) in users.iter().enumerate() {
-        let spec = CorpusSpec {
-            seed: 950 + i as u64,
-            messages: 15,
-            max_attachment: 0,
-            size_factor: 1.0,
-        };
-        corpora.push(testbed::write_maildir(&src, u, &spec).unwrap());
-    }
+    let corpora = corpora(&src, &users, 950, 15);
     let mut d = Daemon::in_dir(daemon_dir("application"));
     d.start().await;
     let dir = d.state.join("batches");
@@ -562,14 +549,7 @@ async fn an_applications_token_opens_each_granted_mailbox_and_a_mailbox_not_gran
         assert_eq!(j["status"], expected, "{j}\n{}", d.log());
     }
     for (u, corpus) in users.iter().zip(&corpora).take(2) {
-        let report = testbed::verify(
-            &src.account(u).unwrap(),
-            &dst.account(&mail(u)).unwrap(),
-            &corpus.mapping_to(&dst),
-        )
-        .await
-        .unwrap();
-        assert!(report.is_exact(), "{u}:\n{report}");
+        assert_exact(&src, u, &dst, &mail(u), corpus).await;
     }
     let cat = jobs
         .iter()

@@ -142,7 +142,6 @@ async fn oauth_login(endpoint: &Endpoint, mut client: Client) -> Result<Inner, I
             .await
             .map_err(|(e, _)| e);
     };
-    let mut client = client;
     let mut retried = false;
     loop {
         let token = fetch_token(&tokens, endpoint).await?;
