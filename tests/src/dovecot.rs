@@ -161,6 +161,9 @@ pub struct DovecotOptions {
     /// Token logins (XOAUTH2, OAUTHBEARER) checked by Dovecot's oauth2 passdb against an
     /// RFC 7662 introspection endpoint; password logins keep the passwd-file passdb.
     pub oauth2: Option<DovecotOAuth2>,
+    /// Fixed (IMAP, IMAPS) ports instead of free ones, for state that names its server's port
+    /// (the store fixtures of an earlier release, tests/fixtures/).
+    pub ports: Option<(u16, u16)>,
 }
 
 /// Dovecot's `passdb { driver = oauth2 }` against an introspection endpoint such as
@@ -239,6 +242,7 @@ impl Default for DovecotOptions {
             imap_capability: None,
             master: None,
             oauth2: None,
+            ports: None,
         }
     }
 }
@@ -318,7 +322,10 @@ impl Dovecot {
         // before Dovecot binds it: retry with fresh ports when that happens.
         let mut last_err = None;
         for _attempt in 0..4 {
-            let (imap, imaps) = free_ports()?;
+            let (imap, imaps) = match dc.opts.ports {
+                Some(fixed) => fixed,
+                None => free_ports()?,
+            };
             dc.imap_port = imap;
             dc.imaps_port = imaps;
             dc.write_config(&name)?;
@@ -326,7 +333,8 @@ impl Dovecot {
                 Ok(()) => return Ok(dc),
                 Err(e) => {
                     dc.stop();
-                    let in_use = dc.log_tail().contains("Address already in use");
+                    let in_use =
+                        dc.log_tail().contains("Address already in use") && dc.opts.ports.is_none();
                     last_err = Some(e);
                     if !in_use {
                         break;

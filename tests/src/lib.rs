@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod dovecot;
 pub mod faketime;
 pub mod fault;
+pub mod fixture;
 pub mod gmail;
 pub mod imap;
 pub mod mutf7;

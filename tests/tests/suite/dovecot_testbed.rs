@@ -25,6 +25,7 @@ fn options(layout: Layout, special_use: Vec<(String, String)>) -> DovecotOptions
         imap_capability: None,
         master: None,
         oauth2: None,
+        ports: None,
     }
 }
 

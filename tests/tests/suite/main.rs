@@ -33,3 +33,4 @@ mod packaging;
 mod plugins;
 mod radicale_testbed;
 mod store_faults;
+mod store_upgrade;
