@@ -20,10 +20,11 @@ use migrated_store::{ContactRecord, FolderState, JobKey, Store};
 
 use crate::config::CopyConfig;
 use crate::error::EngineError;
-use crate::events::{Connection, Event, FailedItem, FolderReport, Observer, Phase, Side, Summary};
+use crate::events::{Connection, Event, Observer, Side, Summary};
 use crate::ledger::store_call;
 use crate::retry::Try;
 use crate::stop::StopSignal;
+use migrated_core::{FolderReport, ItemRow, Phase};
 
 /// Contacts fetched and written per batch (one ledger write each).
 const BATCH: usize = 50;
@@ -280,7 +281,7 @@ impl<C: ContactsConnector + 'static, D: ContactsDestination> ContactsEngine<C, D
                 } in outcome.refused
                 {
                     report.failed += 1;
-                    let item = FailedItem {
+                    let item = ItemRow {
                         folder: book.name.clone(),
                         uid: 0,
                         size,

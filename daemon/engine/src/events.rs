@@ -3,22 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The phases users of migration tools know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Opening connections.
-    Connecting,
-    /// Connected to the source; logging in.
-    Authenticating,
-    /// Listing folders and messages, resolving interrupted APPENDs.
-    ScanningFolders,
-    /// Creating missing destination folders and subscriptions.
-    CreatingFolders,
-    /// Copying messages and flags.
-    Copying,
-    /// Writing final checkpoints.
-    Finalizing,
-}
+use migrated_core::{FolderReport, ItemRow, Phase, VerifyRow};
 
 /// Which side of the migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,99 +39,6 @@ impl Connection {
     }
 }
 
-/// A message over the size limit, not copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExcludedItem {
-    /// Source folder.
-    pub folder: String,
-    /// Source UID.
-    pub uid: u32,
-    /// Size in bytes.
-    pub size: u64,
-    /// Message-ID, if any.
-    pub message_id: Option<String>,
-    /// Subject, if any.
-    pub subject: Option<String>,
-    /// Why it was excluded.
-    pub reason: String,
-}
-
-/// A message the destination refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedItem {
-    /// Source folder.
-    pub folder: String,
-    /// Source UID.
-    pub uid: u32,
-    /// Size in bytes.
-    pub size: u64,
-    /// Message-ID, if any.
-    pub message_id: Option<String>,
-    /// Subject, if any.
-    pub subject: Option<String>,
-    /// The server's words.
-    pub reason: String,
-}
-
-/// A message the verification did not find on the destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingItem {
-    /// Source UID.
-    pub uid: u32,
-    /// Size in bytes.
-    pub size: u64,
-    /// Message-ID, if any.
-    pub message_id: Option<String>,
-    /// Subject, if any.
-    pub subject: Option<String>,
-    /// Why it is not there, as far as the ledger knows.
-    pub reason: String,
-}
-
-/// One folder compared on both sides after a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyRow {
-    /// Source name.
-    pub source: String,
-    /// Destination name.
-    pub destination: String,
-    /// Messages in the source folder.
-    pub source_messages: u64,
-    /// Their bytes (RFC822.SIZE).
-    pub source_bytes: u64,
-    /// Messages in the destination folder.
-    pub destination_messages: u64,
-    /// Their bytes.
-    pub destination_bytes: u64,
-    /// Source messages not on the destination.
-    pub missing: Vec<MissingItem>,
-}
-
-/// Per-folder outcome.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FolderReport {
-    /// Source name.
-    pub source: String,
-    /// Destination name.
-    pub destination: String,
-    /// Messages on the source when listed.
-    pub messages: u64,
-    /// Bytes on the source when listed.
-    pub bytes: u64,
-    /// Copied in this run.
-    pub copied: u64,
-    /// Already copied by an earlier run.
-    pub already_copied: u64,
-    /// Flag changes carried.
-    pub flags_updated: u64,
-    /// Excluded (too large).
-    pub excluded: u64,
-    /// Refused by the destination.
-    pub failed: u64,
-    /// Why the folder could not be copied at all, if so.
-    pub error: Option<String>,
-}
-
 /// Events, in order.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -174,10 +66,10 @@ pub enum Event {
     },
     /// A folder finished.
     FolderDone(FolderReport),
-    /// A message was excluded.
-    Excluded(ExcludedItem),
-    /// A message was refused.
-    Failed(FailedItem),
+    /// A message was excluded (over the size limit).
+    Excluded(ItemRow),
+    /// A message was refused by the destination.
+    Failed(ItemRow),
     /// The server asked to slow down (`NO [THROTTLED]`, "Suggested Backoff Time", overload):
     /// the worker waits `delay` before its next batch.
     Throttled {
@@ -212,9 +104,9 @@ pub struct Summary {
     /// Flag changes carried.
     pub flags_updated: u64,
     /// Excluded messages.
-    pub excluded: Vec<ExcludedItem>,
+    pub excluded: Vec<ItemRow>,
     /// Refused messages.
-    pub failed: Vec<FailedItem>,
+    pub failed: Vec<ItemRow>,
     /// Per folder.
     pub per_folder: Vec<FolderReport>,
     /// Folders not copied and why (virtual, excluded by a pattern).

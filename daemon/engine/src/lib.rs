@@ -24,10 +24,7 @@ mod throttle;
 pub use config::{CopyConfig, DEFAULT_MEMORY_BUDGET};
 pub use contacts::ContactsEngine;
 pub use error::EngineError;
-pub use events::{
-    Connection, Event, ExcludedItem, FailedItem, FolderReport, MissingItem, Observer, Phase, Side,
-    Summary, VerifyRow,
-};
+pub use events::{Connection, Event, Observer, Side, Summary};
 pub use mail::Engine;
 pub use memory::MemoryBudget;
 pub use stop::StopSignal;

@@ -13,8 +13,9 @@ pub mod text;
 
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
+// The report rows are core's: the store keeps and the API sends the same types.
+pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail,
-    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
-    VerifyRow,
+    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail, JobSummary,
+    PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
 };

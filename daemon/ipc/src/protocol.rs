@@ -1,6 +1,6 @@
 //! Requests and replies of the control API (version 1).
 
-use migrated_core::{Action, JobSpec, JobStatus, Secret};
+use migrated_core::{Action, FolderReport, ItemRow, JobSpec, JobStatus, Secret, VerifyRow};
 use serde::{Deserialize, Serialize};
 
 /// Protocol version. A daemon refuses clients of another version with a message naming both.
@@ -316,64 +316,6 @@ pub struct JobSummary {
     pub credentials: bool,
 }
 
-/// One folder's statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FolderRow {
-    /// Source name.
-    pub source: String,
-    /// Destination name.
-    pub destination: String,
-    /// Messages on the source.
-    pub messages: u64,
-    /// Copied in the last run.
-    pub copied: u64,
-    /// Copied by earlier runs.
-    pub already_copied: u64,
-    /// Excluded.
-    pub excluded: u64,
-    /// Refused.
-    pub failed: u64,
-    /// Why the folder could not be copied, if so.
-    pub error: Option<String>,
-}
-
-/// An excluded or failed message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemRow {
-    /// Source folder.
-    pub folder: String,
-    /// Source UID.
-    pub uid: u32,
-    /// Size in bytes.
-    pub size: u64,
-    /// Message-ID.
-    pub message_id: Option<String>,
-    /// Subject (decoded), or a contact's full name.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// Why, in the server's words.
-    pub reason: String,
-}
-
-/// One folder compared on both sides after a run (the verification report).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyRow {
-    /// Source folder.
-    pub source: String,
-    /// Destination folder.
-    pub destination: String,
-    /// Messages in the source folder.
-    pub source_messages: u64,
-    /// Their bytes.
-    pub source_bytes: u64,
-    /// Messages in the destination folder.
-    pub destination_messages: u64,
-    /// Their bytes.
-    pub destination_bytes: u64,
-    /// Source messages not on the destination, with why.
-    pub missing: Vec<ItemRow>,
-}
-
 /// A batch at a glance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchSummary {
@@ -423,7 +365,7 @@ pub struct JobDetail {
     /// The summary.
     pub summary: JobSummary,
     /// Per folder, from the current or last run.
-    pub folders: Vec<FolderRow>,
+    pub folders: Vec<FolderReport>,
     /// Excluded messages of the last run.
     pub excluded: Vec<ItemRow>,
     /// Failed messages of the last run.

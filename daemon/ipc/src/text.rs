@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::protocol::FolderRow;
+use migrated_core::FolderReport;
 
 /// `HH:MM:SS` of a unix time (UTC).
 pub fn clock(unix: u64) -> String {
@@ -12,7 +12,7 @@ pub fn clock(unix: u64) -> String {
 
 /// The per-folder table: names on both sides, messages, copied now, copied before, excluded,
 /// failed, and the folder's error if any.
-pub fn folder_table(rows: &[FolderRow]) -> String {
+pub fn folder_table(rows: &[FolderReport]) -> String {
     let mut out = format!(
         "{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}\n",
         "SOURCE FOLDER", "DESTINATION", "MESSAGES", "COPIED", "BEFORE", "EXCLUDED", "FAILED"

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use migrated_engine::{Engine, Event, Phase, Summary};
+use migrated_engine::{Engine, Event, Summary};
 use migrated_store::{Store, StoreKey};
 
 /// Migrates mailboxes between IMAP servers.
@@ -433,7 +433,7 @@ fn progress_printer(quiet: bool) -> migrated_engine::Observer {
         }
         let Ok(mut s) = state.lock() else { return };
         match event {
-            Event::Phase(p) => eprintln!("{}", phase_name(p)),
+            Event::Phase(p) => eprintln!("{}", p.label()),
             Event::Totals {
                 items,
                 bytes,
@@ -489,20 +489,8 @@ fn progress_printer(quiet: bool) -> migrated_engine::Observer {
     })
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Connecting => "Connecting",
-        Phase::Authenticating => "Authenticating",
-        Phase::ScanningFolders => "Scanning folders",
-        Phase::CreatingFolders => "Creating folders",
-        Phase::Copying => "Copying",
-        Phase::Finalizing => "Finalizing",
-    }
-}
-
 fn print_summary(s: &Summary) {
-    let rows: Vec<_> = s.per_folder.iter().map(manager::folder_row).collect();
-    print!("{}", migrated_ipc::text::folder_table(&rows));
+    print!("{}", migrated_ipc::text::folder_table(&s.per_folder));
     for (name, reason) in &s.skipped_folders {
         println!("skipped {name}: {reason}");
     }

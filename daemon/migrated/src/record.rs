@@ -1,13 +1,26 @@
 //! The job record the store keeps (sealed): the spec with its credentials until they are
 //! erased, the status, and the report of the last run.
 
-use migrated_core::{JobSpec, JobStatus};
-use migrated_ipc::{EventRow, FolderRow, ItemRow, JobDetail, JobSummary};
+use migrated_core::{FolderReport, ItemRow, JobSpec, JobStatus, VerifyRow};
+use migrated_ipc::{EventRow, JobDetail, JobSummary};
 use serde::{Deserialize, Serialize};
+
+/// The format of [`JobRecord`] this build writes.
+///
+/// - 0: records without a version (up to commit c6e85a1): their report rows were the control
+///   API's (the same serde names as core's, per folder without `bytes` and `flags_updated`).
+/// - 1: the report rows are core's ([`FolderReport`], [`ItemRow`], [`VerifyRow`]).
+///
+/// A later format adds a step to [`JobRecord::upgrade`] and a store fixture of the release
+/// before it (tests/fixtures/, tests/suite/store_upgrade.rs).
+pub(crate) const RECORD_VERSION: u32 = 1;
 
 /// What the store keeps of a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct JobRecord {
+    /// The record's format ([`RECORD_VERSION`] when written by this build; 0 when absent).
+    #[serde(default)]
+    pub version: u32,
     /// Generated id: the only job reference that appears in store keys.
     pub id: String,
     /// What the administrator asked for. Secrets are erased when the job completes.
@@ -53,12 +66,12 @@ pub(crate) struct RunReport {
     pub bytes_total: u64,
     pub bytes_done: u64,
     pub current_folder: Option<String>,
-    pub folders: Vec<FolderRow>,
+    pub folders: Vec<FolderReport>,
     pub excluded: Vec<ItemRow>,
     pub failed: Vec<ItemRow>,
     pub duration_secs: f64,
     /// The last verification (kept over runs that changed nothing).
-    pub verification: Vec<migrated_ipc::VerifyRow>,
+    pub verification: Vec<VerifyRow>,
     pub verified_at: Option<u64>,
 }
 
@@ -72,7 +85,49 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A record of a later release than this build: it is not read, so that nothing of it is lost
+/// by writing it back in an older format.
+#[derive(Debug)]
+pub(crate) struct LaterRecord {
+    id: String,
+    found: u32,
+}
+
+impl std::fmt::Display for LaterRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "job {} was written by a later release of migrated (job record format {}; this build reads formats up to {RECORD_VERSION}): run that release again, or restore the store from a backup made before it ran",
+            self.id, self.found
+        )
+    }
+}
+
+impl std::error::Error for LaterRecord {}
+
 impl JobRecord {
+    /// Brings a record read from the store to this build's format; whether it changed (and
+    /// must be written back).
+    ///
+    /// # Errors
+    ///
+    /// [`LaterRecord`] for a record of a later format.
+    pub(crate) fn upgrade(&mut self) -> Result<bool, LaterRecord> {
+        match self.version {
+            RECORD_VERSION => Ok(false),
+            // 0 -> 1: the rows' new fields (`bytes`, `flags_updated`) read as 0 by their serde
+            // defaults; nothing else changed shape.
+            0 => {
+                self.version = RECORD_VERSION;
+                Ok(true)
+            }
+            found => Err(LaterRecord {
+                id: self.id.clone(),
+                found,
+            }),
+        }
+    }
+
     pub(crate) fn summary(&self) -> JobSummary {
         let side = |e: &migrated_core::EndpointSpec| format!("{}@{}", e.user, e.host);
         JobSummary {
@@ -177,10 +232,29 @@ mod tests {
             r.dropin,
             Some(("staff.toml".into(), "abcdef0123456789-120".into()))
         );
+        assert_eq!(r.version, 0);
+        let mut r = r;
+        assert!(r.upgrade().expect("a format-0 record upgrades"));
+        assert_eq!(r.version, RECORD_VERSION);
+        assert!(!r.upgrade().unwrap(), "an upgraded record stays as it is");
         // It writes back in the current format and reads again the same.
         let again: JobRecord =
             rmp_serde::from_slice(&rmp_serde::to_vec_named(&r).unwrap()).unwrap();
         assert_eq!(again.spec.source.security, r.spec.source.security);
         assert_eq!(again.run.items_done, 400);
+        assert_eq!(again.version, RECORD_VERSION);
+    }
+
+    #[test]
+    fn a_record_of_a_later_format_is_refused_naming_the_job_and_both_formats() {
+        let mut r: JobRecord = rmp_serde::from_slice(RECORD_V0).unwrap();
+        r.version = RECORD_VERSION + 1;
+        let err = r.upgrade().expect_err("refused").to_string();
+        assert!(err.contains("job j0123456789ab"), "{err}");
+        assert!(
+            err.contains(&format!("format {}", RECORD_VERSION + 1)),
+            "{err}"
+        );
+        assert!(err.contains("restore the store from a backup"), "{err}");
     }
 }

@@ -466,7 +466,7 @@ async fn a_bandwidth_limit_is_never_exceeded() {
     let s2 = started.clone();
     let inner = recorder.observer();
     let observer: migrated_engine::Observer = Arc::new(move |e| {
-        if matches!(e, Event::Phase(migrated_engine::Phase::Copying)) {
+        if matches!(e, Event::Phase(migrated_core::Phase::Copying)) {
             s2.lock().unwrap().get_or_insert(std::time::Instant::now());
         }
         inner(e);

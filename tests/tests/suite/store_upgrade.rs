@@ -117,6 +117,10 @@ async fn a_store_of_the_release_before_record_versions_opens_keeps_its_reports_a
     assert!(report.is_exact(), "destination differs:\n{report}");
     let log = d.log();
     assert!(
+        log.contains("Job records brought to this release's format.") && log.contains("jobs=2"),
+        "both records were upgraded: {log}"
+    );
+    assert!(
         !log.contains("does not decode") && !log.contains("ERROR"),
         "{log}"
     );

@@ -14,8 +14,9 @@ use migrated_store::{Intent, ItemRecord};
 
 use super::{Batch, Engine, FolderWork};
 use crate::error::EngineError;
-use crate::events::{Event, FailedItem};
+use crate::events::Event;
 use crate::ledger::store_call;
+use migrated_core::ItemRow;
 
 /// A lower bound of the UIDs the destination gives the next messages appended to a folder.
 #[derive(Debug, Clone, Copy)]
@@ -206,7 +207,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 }
                 Appended::Refused(reason) => {
                     failed += 1;
-                    let item = FailedItem {
+                    let item = ItemRow {
                         folder: w.plan.source.clone(),
                         uid: m.uid,
                         size: u64::from(m.size),

@@ -9,8 +9,9 @@ use migrated_core::{ErrorKind, MailDestination, SourceConnector};
 
 use super::Engine;
 use crate::error::EngineError;
-use crate::events::{Connection, Event, Phase, Side};
+use crate::events::{Connection, Event, Side};
 use crate::retry::Backoff;
+use migrated_core::Phase;
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Connects to the source, then the destination, reporting each side's connection state.

@@ -13,8 +13,9 @@ use super::batch::UidBound;
 use super::scan::PassPlan;
 use super::{Batch, Engine, FolderWork};
 use crate::error::EngineError;
-use crate::events::{Event, Phase};
+use crate::events::Event;
 use crate::retry::{batch_pause, server_backoff};
+use migrated_core::Phase;
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Copies a pass's batches: uploads first, then the messages placed from other folders'

@@ -10,8 +10,9 @@ use migrated_core::{MailDestination, MailDestinationSession, SourceConnector};
 
 use super::{Engine, FolderWork, Mapped};
 use crate::error::EngineError;
-use crate::events::{Event, FolderReport, Phase, Summary};
+use crate::events::{Event, Summary};
 use crate::ledger::store_call;
+use migrated_core::{FolderReport, Phase};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Writes the folder's checkpoint after a pass that left nothing undone.

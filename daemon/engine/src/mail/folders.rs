@@ -10,7 +10,8 @@ use migrated_core::{
 
 use super::Engine;
 use crate::error::EngineError;
-use crate::events::{Event, Phase};
+use crate::events::Event;
+use migrated_core::Phase;
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Creates what is missing. Returns, by source folder, why a folder could not be created.

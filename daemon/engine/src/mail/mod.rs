@@ -40,8 +40,9 @@ use migrated_store::{FolderKey, FolderState, JobKey, Store};
 
 use crate::config::CopyConfig;
 use crate::error::EngineError;
-use crate::events::{Event, ExcludedItem, FailedItem, FolderReport, Observer, Phase, Summary};
+use crate::events::{Event, Observer, Summary};
 use crate::stop::StopSignal;
+use migrated_core::{FolderReport, ItemRow, Phase};
 
 /// Runs copy jobs from a source `C` to a destination `D`. Cheap to clone; one engine can run
 /// one job at a time per `run` call.
@@ -66,8 +67,8 @@ struct Shared<C, D> {
     job: JobKey,
     items_done: AtomicU64,
     bytes_done: AtomicU64,
-    excluded: Mutex<Vec<ExcludedItem>>,
-    failed: Mutex<Vec<FailedItem>>,
+    excluded: Mutex<Vec<ItemRow>>,
+    failed: Mutex<Vec<ItemRow>>,
     /// Raised to stop the run after the batches in flight (pause, cancel, shutdown).
     stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.

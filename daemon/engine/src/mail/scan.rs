@@ -18,8 +18,9 @@ use migrated_store::{FolderKey, FolderState, ItemRecord};
 use super::recovery::{adopt_unrecorded, rekey_destination, rekey_source, resolve_intents};
 use super::{Batch, Engine, FolderWork, Mapped};
 use crate::error::EngineError;
-use crate::events::{Event, ExcludedItem, FolderReport, Phase};
+use crate::events::Event;
 use crate::ledger::store_call;
+use migrated_core::{FolderReport, ItemRow, Phase};
 
 /// What a pass copies: every folder's work, the batches to upload, and the batches placed on
 /// the destination from another folder's upload once every upload is done.
@@ -301,7 +302,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     fn report_excluded(&self, plan: &FolderPlan, excluded: &[MessageMeta]) {
         let sh = &self.shared;
         for m in excluded {
-            let item = ExcludedItem {
+            let item = ItemRow {
                 folder: plan.source.clone(),
                 uid: m.uid,
                 size: u64::from(m.size),

@@ -10,8 +10,9 @@ use migrated_core::{
 
 use super::Engine;
 use crate::error::EngineError;
-use crate::events::{FailedItem, MissingItem, Summary, VerifyRow};
+use crate::events::Summary;
 use crate::ledger::store_call;
+use migrated_core::{ItemRow, VerifyRow};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Compares both sides folder by folder (counts and bytes from fresh listings) and names
@@ -57,7 +58,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                         r.dest_uid
                     ),
                     None => {
-                        let said = |items: &[FailedItem]| {
+                        let said = |items: &[ItemRow]| {
                             items
                                 .iter()
                                 .find(|f| f.folder == plan.source && f.uid == m.uid)
@@ -81,7 +82,8 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                         }
                     }
                 };
-                row.missing.push(MissingItem {
+                row.missing.push(ItemRow {
+                    folder: plan.source.clone(),
                     uid: m.uid,
                     size: u64::from(m.size),
                     message_id: m.message_id.clone(),

@@ -183,6 +183,7 @@ impl Manager {
         );
         let t = now();
         let record = JobRecord {
+            version: crate::record::RECORD_VERSION,
             id: id.clone(),
             spec,
             status: JobStatus::Queued,

@@ -34,8 +34,6 @@ use crate::journal::{Journal, Outage, Written};
 use crate::msg::{Msg, Update};
 use crate::record::{JobRecord, now};
 
-pub(crate) use runs::folder_row;
-
 /// Settings of the daemon.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -115,7 +113,11 @@ impl Manager {
     ) -> anyhow::Result<Self> {
         let mut jobs = HashMap::new();
         let mut resumed = Vec::new();
-        for (id, record) in store.jobs::<JobRecord>()? {
+        let mut upgraded = Vec::new();
+        for (id, mut record) in store.jobs::<JobRecord>()? {
+            if record.upgrade()? {
+                upgraded.push(id.clone());
+            }
             // Waiting for the store when the daemon stopped: the store opened, so it goes on.
             if record.status.is_running() || record.status == JobStatus::WaitingForStore {
                 resumed.push((id.clone(), record.status));
@@ -133,6 +135,16 @@ impl Manager {
             dropin_problems: Vec::new(),
             dropin_consumed,
         };
+        for id in &upgraded {
+            manager.persist(id);
+        }
+        if !upgraded.is_empty() {
+            tracing::info!(
+                jobs = upgraded.len(),
+                format = crate::record::RECORD_VERSION,
+                "Job records brought to this release's format."
+            );
+        }
         for (id, was) in resumed {
             // The ledger says what is already copied.
             if let Some(e) = manager.jobs.get_mut(&id) {

@@ -3,7 +3,7 @@
 //! or a batch's last mailbox, finishes.
 
 use migrated_core::JobStatus;
-use migrated_ipc::{ItemRow, JobSummary};
+use migrated_ipc::JobSummary;
 
 use super::Manager;
 use crate::msg::Msg;
@@ -128,30 +128,7 @@ impl Manager {
     }
 
     /// Keeps a run's verification and says in the events (and journal) what it found.
-    pub(super) fn verified(&mut self, id: &str, rows: &[migrated_engine::VerifyRow]) {
-        let rows: Vec<migrated_ipc::VerifyRow> = rows
-            .iter()
-            .map(|r| migrated_ipc::VerifyRow {
-                source: r.source.clone(),
-                destination: r.destination.clone(),
-                source_messages: r.source_messages,
-                source_bytes: r.source_bytes,
-                destination_messages: r.destination_messages,
-                destination_bytes: r.destination_bytes,
-                missing: r
-                    .missing
-                    .iter()
-                    .map(|m| ItemRow {
-                        folder: r.source.clone(),
-                        uid: m.uid,
-                        size: m.size,
-                        message_id: m.message_id.clone(),
-                        subject: m.subject.clone(),
-                        reason: m.reason.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
+    pub(super) fn verified(&mut self, id: &str, rows: Vec<migrated_core::VerifyRow>) {
         let missing: usize = rows
             .iter()
             .flat_map(|r| &r.missing)

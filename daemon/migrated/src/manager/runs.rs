@@ -6,11 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migrated_core::JobStatus;
-use migrated_engine::{
-    Connection, ContactsEngine, Engine, EngineError, Event, Phase, Side, Summary,
-};
+use migrated_engine::{Connection, ContactsEngine, Engine, EngineError, Event, Side, Summary};
 use migrated_ipc::text::clock;
-use migrated_ipc::{FolderRow, ItemRow};
 use migrated_plugin_api::wire::Kind;
 
 use super::Manager;
@@ -124,14 +121,7 @@ impl Manager {
         let mut publish = true;
         match event {
             Event::Phase(phase) => {
-                let status = match phase {
-                    Phase::Connecting => JobStatus::Connecting,
-                    Phase::Authenticating => JobStatus::Authenticating,
-                    Phase::ScanningFolders => JobStatus::ScanningFolders,
-                    Phase::CreatingFolders => JobStatus::CreatingFolders,
-                    Phase::Copying => JobStatus::Copying,
-                    Phase::Finalizing => JobStatus::Finalizing,
-                };
+                let status = JobStatus::from(phase);
                 let current = entry.record.status;
                 if current != JobStatus::Stopping && current.can_become(status) {
                     self.set_status(id, status);
@@ -173,7 +163,7 @@ impl Manager {
                 publish = entry.last_publish.elapsed() >= Duration::from_millis(250);
             }
             Event::FolderDone(f) => {
-                let row = folder_row(&f);
+                let row = f;
                 match entry
                     .record
                     .run
@@ -194,14 +184,7 @@ impl Manager {
                     i.size,
                     i.reason
                 );
-                entry.record.run.excluded.push(ItemRow {
-                    folder: i.folder,
-                    uid: i.uid,
-                    size: i.size,
-                    message_id: i.message_id,
-                    subject: i.subject,
-                    reason: i.reason,
-                });
+                entry.record.run.excluded.push(i);
                 self.event(id, "warning", msg);
                 return;
             }
@@ -213,14 +196,7 @@ impl Manager {
                     titled(i.subject.as_deref()),
                     i.reason
                 );
-                entry.record.run.failed.push(ItemRow {
-                    folder: i.folder,
-                    uid: i.uid,
-                    size: i.size,
-                    message_id: i.message_id,
-                    subject: i.subject,
-                    reason: i.reason,
-                });
+                entry.record.run.failed.push(i);
                 self.event(id, "warning", msg);
                 return;
             }
@@ -296,7 +272,7 @@ impl Manager {
                 run.items_total = run.items_total.max(summary.copied);
                 run.bytes_done = summary.bytes;
                 run.current_folder = None;
-                run.folders = summary.per_folder.iter().map(folder_row).collect();
+                run.folders = summary.per_folder.clone();
                 let errors = !summary.failed.is_empty()
                     || summary.per_folder.iter().any(|f| f.error.is_some());
                 let message = format!(
@@ -333,7 +309,7 @@ impl Manager {
                         ),
                     );
                 }
-                if let Some(rows) = &summary.verification {
+                if let Some(rows) = summary.verification.clone() {
                     self.verified(id, rows);
                 }
                 if errors {
@@ -407,19 +383,6 @@ impl Manager {
                 self.notify_finished(id);
             }
         }
-    }
-}
-
-pub(crate) fn folder_row(f: &migrated_engine::FolderReport) -> FolderRow {
-    FolderRow {
-        source: f.source.clone(),
-        destination: f.destination.clone(),
-        messages: f.messages,
-        copied: f.copied,
-        already_copied: f.already_copied,
-        excluded: f.excluded,
-        failed: f.failed,
-        error: f.error.clone(),
     }
 }
 

@@ -1,0 +1,133 @@
+//! What a run reports, in one vocabulary for the engine that finds it, the store that keeps it
+//! and the control API that shows it: the phases users of migration tools know, a folder's
+//! figures, an item (message or contact) that was not copied and why, and a folder compared on
+//! both sides after a run.
+//!
+//! The store keeps these in its job records and the control API serializes the same types,
+//! so their serde names are a stored format: add fields with `#[serde(default)]`, never rename.
+
+use serde::{Deserialize, Serialize};
+
+use crate::JobStatus;
+
+/// The phases of a run, as the job's status names them while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening connections.
+    Connecting,
+    /// Connected to the source; logging in.
+    Authenticating,
+    /// Listing folders and messages, resolving interrupted APPENDs.
+    ScanningFolders,
+    /// Creating missing destination folders and subscriptions.
+    CreatingFolders,
+    /// Copying messages and flags.
+    Copying,
+    /// Writing final checkpoints.
+    Finalizing,
+}
+
+impl Phase {
+    /// The label users see (the status's).
+    pub fn label(self) -> &'static str {
+        JobStatus::from(self).label()
+    }
+}
+
+impl From<Phase> for JobStatus {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Connecting => Self::Connecting,
+            Phase::Authenticating => Self::Authenticating,
+            Phase::ScanningFolders => Self::ScanningFolders,
+            Phase::CreatingFolders => Self::CreatingFolders,
+            Phase::Copying => Self::Copying,
+            Phase::Finalizing => Self::Finalizing,
+        }
+    }
+}
+
+/// One folder (or address book) of a run: what the source holds and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderReport {
+    /// Source name.
+    pub source: String,
+    /// Destination name.
+    pub destination: String,
+    /// Messages on the source when listed.
+    pub messages: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Copied in this run.
+    pub copied: u64,
+    /// Already copied by an earlier run.
+    pub already_copied: u64,
+    /// Flag changes carried.
+    #[serde(default)]
+    pub flags_updated: u64,
+    /// Excluded (over the size limit).
+    pub excluded: u64,
+    /// Refused by the destination.
+    pub failed: u64,
+    /// Why the folder could not be copied at all, if so.
+    pub error: Option<String>,
+}
+
+/// A message (or contact) that was not copied: excluded, refused, or missing at verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRow {
+    /// Source folder (or address book).
+    pub folder: String,
+    /// Source UID (0 for a contact).
+    pub uid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Message-ID, if any.
+    pub message_id: Option<String>,
+    /// Subject (decoded), or a contact's full name.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Why, in the server's words or the rule's.
+    pub reason: String,
+}
+
+/// One folder compared on both sides after a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRow {
+    /// Source folder.
+    pub source: String,
+    /// Destination folder.
+    pub destination: String,
+    /// Messages in the source folder.
+    pub source_messages: u64,
+    /// Their bytes (RFC822.SIZE).
+    pub source_bytes: u64,
+    /// Messages in the destination folder.
+    pub destination_messages: u64,
+    /// Their bytes.
+    pub destination_bytes: u64,
+    /// Source messages not on the destination, with why as far as the ledger knows.
+    pub missing: Vec<ItemRow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_the_running_statuses() {
+        assert_eq!(JobStatus::from(Phase::Copying), JobStatus::Copying);
+        assert_eq!(Phase::ScanningFolders.label(), "Scanning folders");
+    }
+
+    #[test]
+    fn a_folder_row_of_the_earlier_wire_form_reads_with_zero_bytes_and_flags() {
+        // The control API's FolderRow before the vocabulary was one: no bytes, no flags_updated.
+        let old = "source = \"INBOX\"\ndestination = \"INBOX\"\nmessages = 3\ncopied = 2\n\
+            already_copied = 1\nexcluded = 0\nfailed = 0\n";
+        let row: FolderReport = toml::from_str(old).unwrap();
+        assert_eq!(row.messages, 3);
+        assert_eq!((row.bytes, row.flags_updated), (0, 0));
+    }
+}
