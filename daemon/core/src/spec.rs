@@ -267,6 +267,41 @@ impl EndpointSpec {
     pub fn separator(&self) -> &str {
         self.admin_separator.as_deref().unwrap_or("*")
     }
+
+    /// The account a source plugin or the CardDAV client receives for this endpoint;
+    /// `default_port` when the spec names none (IMAP's 143/993, HTTP's 80/443). The secret is
+    /// the login secret, empty when not given yet or when OAuth 2 logs in (a token is fetched
+    /// for each connection instead).
+    pub fn account(&self, default_port: u16) -> crate::Account {
+        let admin_login = self.admin_login.unwrap_or_default();
+        crate::Account {
+            host: self.host.clone(),
+            port: self.port.unwrap_or(default_port),
+            security: self.security.as_str().to_owned(),
+            ca_file: self
+                .ca_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+            auth: self.auth.as_str().to_owned(),
+            user: self.user.clone(),
+            secret: match self.oauth_grant() {
+                Some(_) => Secret::default(),
+                None => self.login_secret().cloned().unwrap_or_default(),
+            },
+            admin_user: self.admin_user.clone(),
+            admin_login: self
+                .admin_user
+                .as_ref()
+                .map(|_| admin_login.as_str().to_owned()),
+            admin_separator: (self.admin_user.is_some()
+                && admin_login == crate::AdminLogin::Separator)
+                .then(|| self.separator().to_owned()),
+            timeout_secs: self.timeout_secs.max(1),
+            path: self.path.clone(),
+            settings: self.settings.clone(),
+        }
+    }
 }
 
 /// Folder selection and renaming; patterns are regular expressions on the source path with

@@ -103,26 +103,46 @@ pub(crate) fn source_kind(
     })
 }
 
-/// An endpoint as the account a plugin (or the CardDAV sink) receives, the secret read from
-/// its file.
-fn account(e: &EndpointSpec, place: &str, section: &str) -> anyhow::Result<Account> {
-    let mut check = e.clone();
-    check.plugin = None;
-    check.settings.clear();
-    check.path = None;
-    let endpoint = check.endpoint(place, section)?;
-    let mut account = Account::from(&endpoint);
-    account.settings = e.settings.clone();
-    account.path = e.path.clone();
-    // CardDAV over HTTPS defaults to 443, not IMAP's 993.
-    if e.port.is_none() {
-        account.port = if endpoint.security == Security::Plain {
-            80
-        } else {
-            443
-        };
+/// What converting a spec asks of its credentials: a run needs them; checking a job when it is
+/// created does not (they may come later, with `delta`, and the first login checks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credentials {
+    /// The login secret must be there.
+    Needed,
+    /// Everything but the login secret is checked.
+    Later,
+}
+
+/// The error for a side without the secret it logs in with, naming the field to fill.
+fn missing_secret(e: &EndpointSpec, place: &str, section: &str) -> anyhow::Error {
+    if e.is_admin_login() {
+        anyhow::anyhow!(
+            "{place}: [{section}] admin_password_file: missing; give the administrator's password in admin_password_file (preferred) or admin_password"
+        )
+    } else {
+        anyhow::anyhow!(
+            "{place}: [{section}] password_file: missing; give password_file (preferred) or password"
+        )
     }
-    Ok(account)
+}
+
+/// A CardDAV side as the account the contacts plugin or the CardDAV client receives.
+fn dav_account(
+    e: &EndpointSpec,
+    place: &str,
+    section: &str,
+    credentials: Credentials,
+) -> anyhow::Result<Account> {
+    if credentials == Credentials::Needed && e.login_secret().is_none() {
+        return Err(missing_secret(e, place, section));
+    }
+    // HTTP's ports, not IMAP's.
+    let default_port = if e.security == Security::Plain {
+        80
+    } else {
+        443
+    };
+    Ok(e.account(default_port))
 }
 
 /// The two sides of a contacts job: the contacts plugin and the CardDAV destination.
@@ -130,11 +150,17 @@ pub(crate) fn contacts_sides(
     spec: &JobSpec,
     plugins: &Plugins,
     place: &str,
+    credentials: Credentials,
 ) -> anyhow::Result<(ContactsPluginSource, DavEndpoint)> {
     let plugin = source_plugin(&spec.source, plugins, place)?;
-    let source = account(&spec.source, place, "source")?;
-    let destination = DavEndpoint::from_account(&account(&spec.destination, place, "destination")?)
-        .map_err(|e| anyhow::anyhow!("{place}: [destination] {e}"))?;
+    let source = dav_account(&spec.source, place, "source", credentials)?;
+    let destination = DavEndpoint::from_account(&dav_account(
+        &spec.destination,
+        place,
+        "destination",
+        credentials,
+    )?)
+    .map_err(|e| anyhow::anyhow!("{place}: [destination] {e}"))?;
     DavEndpoint::from_account(&source).map_err(|e| anyhow::anyhow!("{place}: [source] {e}"))?;
     Ok((
         ContactsPluginSource::new(plugin.clone(), source),
@@ -147,8 +173,9 @@ pub(crate) fn plugin_source(
     spec: &JobSpec,
     plugins: &Plugins,
     place: &str,
+    credentials: Credentials,
 ) -> anyhow::Result<PluginSource> {
-    let endpoint = spec.source.endpoint(place, "source")?;
+    let endpoint = spec.source.endpoint_for(place, "source", credentials)?;
     let plugin = source_plugin(&spec.source, plugins, place)?;
     if !plugin.info().kinds.contains(&Kind::Mail) {
         bail!(
@@ -175,12 +202,27 @@ pub(crate) fn plugin_source(
 
 /// Converting an endpoint spec.
 pub(crate) trait EndpointSpecExt {
-    fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint>;
+    fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint> {
+        self.endpoint_for(place, section, Credentials::Needed)
+    }
+    fn endpoint_for(
+        &self,
+        place: &str,
+        section: &str,
+        credentials: Credentials,
+    ) -> anyhow::Result<Endpoint>;
 }
 
 impl EndpointSpecExt for EndpointSpec {
-    /// The IMAP endpoint, with the secret read from its file.
-    fn endpoint(&self, place: &str, section: &str) -> anyhow::Result<Endpoint> {
+    /// The IMAP endpoint, with the secret read from its file (empty with
+    /// [`Credentials::Later`] when it is not there yet).
+    fn endpoint_for(
+        &self,
+        place: &str,
+        section: &str,
+        credentials: Credentials,
+    ) -> anyhow::Result<Endpoint> {
+        let at = place;
         let place = |field: &str| format!("{place}: [{section}] {field}");
         if self.path.is_some() {
             bail!(
@@ -196,20 +238,11 @@ impl EndpointSpecExt for EndpointSpec {
         }
         let (security, auth) = (self.security, self.auth);
         // Job files and the control API arrive with their secrets resolved (intake::load).
-        let secret = self.login_secret().cloned().ok_or_else(|| {
-            if self.is_admin_login() {
-                anyhow::anyhow!(
-                    "{}: missing; give the administrator's password in admin_password_file \
-                     (preferred) or admin_password",
-                    place("admin_password_file")
-                )
-            } else {
-                anyhow::anyhow!(
-                    "{}: missing; give password_file (preferred) or password",
-                    place("password_file")
-                )
-            }
-        })?;
+        let secret = match (self.login_secret(), credentials) {
+            (Some(secret), _) => secret.clone(),
+            (None, Credentials::Later) => Secret::default(),
+            (None, Credentials::Needed) => return Err(missing_secret(self, at, section)),
+        };
         let admin = self.admin_user.as_ref().map(|user| Admin {
             user: user.clone(),
             login: self.admin_login.unwrap_or_default(),
@@ -220,6 +253,17 @@ impl EndpointSpecExt for EndpointSpec {
             None => (secret, None),
             // The grant's secret stays here; what goes to the server (or a plugin) is an
             // access token fetched for each connection.
+            // The grant's secret is still to come: the settings are checked, no token is
+            // fetched.
+            Some(o) if o.grant_secret().is_none() => {
+                o.check()
+                    .map_err(|(field, e)| anyhow::anyhow!("{}.{field}: {e}", place("oauth2")))?;
+                let oauth = OAuth {
+                    tokens: None,
+                    mechanism: o.mechanism,
+                };
+                (Secret::default(), Some(oauth))
+            }
             Some(o) => {
                 let tokens = migrated_oauth::Tokens::new(o, &self.user, timeout)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", place("oauth2")))?;
@@ -271,5 +315,63 @@ mod tests {
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("security = \"ssl\""), "{err}");
         assert!(err.contains("`tls`, `starttls`, `plain`"), "{err}");
+    }
+
+    fn side(text: &str) -> EndpointSpec {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_side_without_its_secret_is_checked_at_creation_and_refused_for_a_run() {
+        let e = side("host = \"imap.example.org\"\nuser = \"alice\"\n");
+        let checked = e
+            .endpoint_for("job file j.toml", "source", Credentials::Later)
+            .expect("everything but the secret checks");
+        assert_eq!((checked.port, checked.secret.expose()), (993, ""));
+        let err = e
+            .endpoint("job file j.toml", "source")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "job file j.toml: [source] password_file: missing; give password_file (preferred) or password"
+        );
+        let admin = side("host = \"h\"\nuser = \"alice\"\nadmin_user = \"root\"\n");
+        let err = admin.endpoint("j", "destination").unwrap_err().to_string();
+        assert!(
+            err.contains("[destination] admin_password_file: missing"),
+            "{err}"
+        );
+        // A mistake other than the secret is still found without it.
+        let bad = side("host = \"h\"\nuser = \"u\"\npath = \"/dav/\"\n");
+        let err = bad
+            .endpoint_for("j", "source", Credentials::Later)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[source] path: only CardDAV endpoints"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_carddav_side_takes_http_ports_and_its_path_without_passing_through_imap() {
+        let e = side(
+            "host = \"dav.example.org\"\nuser = \"alice\"\npassword = \"pw\"\npath = \"/alice/\"\n",
+        );
+        let a = dav_account(&e, "j", "destination", Credentials::Needed).unwrap();
+        assert_eq!((a.port, a.path.as_deref()), (443, Some("/alice/")));
+        assert_eq!(a.secret.expose(), "pw");
+        let plain = side("host = \"h\"\nuser = \"u\"\nsecurity = \"plain\"\n");
+        assert_eq!(
+            dav_account(&plain, "j", "source", Credentials::Later)
+                .unwrap()
+                .port,
+            80
+        );
+        let err = dav_account(&plain, "j", "source", Credentials::Needed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[source] password_file: missing"), "{err}");
     }
 }

@@ -386,7 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let place = format!("job file {}", job.display());
             let config = file.copy_config(&place)?;
             let plugins = load_plugins(cli.daemon.plugins_dir.as_deref());
-            let source = job::plugin_source(&file, &plugins, &place)?;
+            let source = job::plugin_source(&file, &plugins, &place, job::Credentials::Needed)?;
             let destination = file.destination.endpoint(&place, "destination")?;
             std::fs::create_dir_all(&store)
                 .with_context(|| format!("cannot create store directory {}", store.display()))?;

@@ -2,7 +2,7 @@
 //! before anything is stored: a bad job or batch changes nothing and gets one error naming
 //! the job (or row) and field; a batch reports every problem of every row at once.
 
-use migrated_core::{JobSpec, JobStatus, Secret};
+use migrated_core::{JobSpec, JobStatus};
 use migrated_ipc::{ControlError, ErrorKind};
 use migrated_plugin_api::wire::Kind;
 
@@ -153,19 +153,15 @@ impl Manager {
             Ok(k) => k,
             Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
         };
-        let mut check = spec.clone();
-        for e in [&mut check.source, &mut check.destination] {
-            if e.login_secret().is_none() {
-                e.set_login_secret(Secret::new("-"));
-            }
-        }
+        // Everything but the secrets, which may come later (`delta`) and are checked by the
+        // first login.
+        let later = crate::job::Credentials::Later;
+        let plugins = &self.settings.plugins;
         let checked = match kind {
-            Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)
-                .and_then(|_| check.destination.endpoint(&place, "destination"))
+            Kind::Mail => crate::job::plugin_source(&spec, plugins, &place, later)
+                .and_then(|_| spec.destination.endpoint_for(&place, "destination", later))
                 .map(|_| ()),
-            Kind::Contacts => {
-                crate::job::contacts_sides(&check, &self.settings.plugins, &place).map(|_| ())
-            }
+            Kind::Contacts => crate::job::contacts_sides(&spec, plugins, &place, later).map(|_| ()),
         };
         if let Err(err) = checked {
             return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));

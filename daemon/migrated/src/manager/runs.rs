@@ -48,12 +48,21 @@ impl Manager {
             let plugins = &self.settings.plugins;
             let sides = match crate::job::source_kind(&record.spec.source, plugins, &place)? {
                 Kind::Mail => Sides::Mail(
-                    crate::job::plugin_source(&record.spec, plugins, &place)?,
+                    crate::job::plugin_source(
+                        &record.spec,
+                        plugins,
+                        &place,
+                        crate::job::Credentials::Needed,
+                    )?,
                     record.spec.destination.endpoint(&place, "destination")?,
                 ),
                 Kind::Contacts => {
-                    let (source, destination) =
-                        crate::job::contacts_sides(&record.spec, plugins, &place)?;
+                    let (source, destination) = crate::job::contacts_sides(
+                        &record.spec,
+                        plugins,
+                        &place,
+                        crate::job::Credentials::Needed,
+                    )?;
                     Sides::Contacts(source, destination)
                 }
             };
