@@ -10,6 +10,7 @@ pub mod fault;
 pub mod fixture;
 pub mod gmail;
 pub mod imap;
+pub mod link;
 pub mod mutf7;
 pub mod oauth;
 pub mod plugins;
@@ -31,6 +32,7 @@ pub use fault::{
     fault_seed,
 };
 pub use imap::{Account, FolderInfo, MessageRecord, Session, Tls, login};
+pub use link::{LinkModel, LinkProxy};
 pub use oauth::{
     AppAccess, Grant, OAuthCounters, OAuthHandle, OAuthOptions, OAuthServer, ServiceAccountKey,
     ServiceAccountOptions, TokenInfo,

@@ -27,6 +27,7 @@ mod gmail_emulator;
 mod hostile_replies;
 mod hostile_server;
 mod imap_client;
+mod link_testbed;
 mod oauth_logins;
 mod oauth_testbed;
 mod packaging;

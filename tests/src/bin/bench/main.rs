@@ -14,6 +14,7 @@ mod folders;
 mod large;
 mod mailboxes;
 mod util;
+mod wan;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use util::{Measured, measure, row, secret_file};
 
 /// The parts, in the order they run. `--skip-NAME` leaves one out, `--only NAME,...` runs only
 /// those.
-const PARTS: [(&str, &str); 8] = [
+const PARTS: [(&str, &str); 9] = [
     (
         "copy",
         "migrated migrate on the corpus, verified exact, then a no-op delta",
@@ -58,6 +59,10 @@ const PARTS: [(&str, &str); 8] = [
         "deflate",
         "raw deflate (levels 1 and 6) over the corpus; does Dovecot offer COMPRESS",
     ),
+    (
+        "wan",
+        "an 86 MB mailbox through a delay-and-rate link (--rtt-ms, --mbit): migrated, its no-op delta, mbsync",
+    ),
 ];
 
 /// Command-line options.
@@ -72,6 +77,9 @@ pub(crate) struct Options {
     pub(crate) small_folder: usize,
     pub(crate) big_folder: usize,
     doveadm_fsync_never: bool,
+    pub(crate) wan_rtts_ms: Vec<u64>,
+    pub(crate) wan_mbit: Option<u64>,
+    pub(crate) wan_messages: usize,
 }
 
 impl Options {
@@ -90,6 +98,9 @@ impl Options {
             small_folder: 2000,
             big_folder: if quick { 10_000 } else { 100_000 },
             doveadm_fsync_never: false,
+            wan_rtts_ms: vec![0, 10, 50, 150],
+            wan_mbit: Some(200),
+            wan_messages: if quick { 300 } else { 1000 },
         };
         let mut i = 0;
         while i < args.len() {
@@ -107,7 +118,8 @@ impl Options {
                     println!(
                         "scripts/bench [--quick] [--only PART,...] [--skip-PART]... [--messages N] [--size-factor F]\n\
                          \x20             [--mailboxes N] [--mailbox-messages N] [--large-message-mb N]\n\
-                         \x20             [--small-folder N] [--big-folder N] [--doveadm-fsync-never]\n\n\
+                         \x20             [--small-folder N] [--big-folder N] [--doveadm-fsync-never]\n\
+                         \x20             [--rtt-ms MS,...] [--mbit N (0: unlimited)] [--wan-messages N]\n\n\
                          --quick: 2,000 corpus messages, 10 mailboxes, a 10,000-message big folder\n\nparts:"
                     );
                     for (p, what) in PARTS {
@@ -122,6 +134,14 @@ impl Options {
                 "--large-message-mb" => o.large_message_mb = value()?.parse()?,
                 "--small-folder" => o.small_folder = value()?.parse()?,
                 "--big-folder" => o.big_folder = value()?.parse()?,
+                "--rtt-ms" => {
+                    o.wan_rtts_ms = value()?
+                        .split(',')
+                        .map(|v| v.trim().parse())
+                        .collect::<Result<_, _>>()?;
+                }
+                "--mbit" => o.wan_mbit = Some(value()?.parse()?).filter(|m| *m > 0),
+                "--wan-messages" => o.wan_messages = value()?.parse()?,
                 "--only" => {
                     let list = value()?;
                     let mut parts = Vec::new();
@@ -216,6 +236,9 @@ fn run(
     }
     if opts.runs("folders") {
         folders::run(opts, bin, rt, work)?;
+    }
+    if opts.runs("wan") {
+        wan::run(opts, bin, rt, work)?;
     }
     Ok(())
 }

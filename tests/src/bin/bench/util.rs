@@ -95,17 +95,30 @@ pub(crate) fn job_file(
     (src, src_user): (&Dovecot, &str),
     (dst, dst_user): (&Dovecot, &str),
 ) -> anyhow::Result<PathBuf> {
+    job_file_via(
+        dir,
+        id,
+        (src, src_user, src.imap_port()),
+        (dst, dst_user, dst.imap_port()),
+    )
+}
+
+/// As [`job_file`], reaching each server on the given port (a [`testbed::LinkProxy`]'s).
+pub(crate) fn job_file_via(
+    dir: &Path,
+    id: &str,
+    (src, src_user, src_port): (&Dovecot, &str, u16),
+    (dst, dst_user, dst_port): (&Dovecot, &str, u16),
+) -> anyhow::Result<PathBuf> {
     let src_pass = secret_file(dir, &format!("{id}.src.pass"), src.password(src_user)?)?;
     let dst_pass = secret_file(dir, &format!("{id}.dst.pass"), dst.password(dst_user)?)?;
     let job = dir.join(format!("{id}.toml"));
     std::fs::write(
         &job,
         format!(
-            "id = \"{id}\"\n[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"{src_user}\"\npassword_file = \"{}\"\n\
-             [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nuser = \"{dst_user}\"\npassword_file = \"{}\"\n",
-            src.imap_port(),
+            "id = \"{id}\"\n[source]\nhost = \"127.0.0.1\"\nport = {src_port}\nsecurity = \"plain\"\nuser = \"{src_user}\"\npassword_file = \"{}\"\n\
+             [destination]\nhost = \"127.0.0.1\"\nport = {dst_port}\nsecurity = \"plain\"\nuser = \"{dst_user}\"\npassword_file = \"{}\"\n",
             src_pass.display(),
-            dst.imap_port(),
             dst_pass.display()
         ),
     )?;
