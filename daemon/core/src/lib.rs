@@ -37,6 +37,6 @@ pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
 pub use message::{Flags, MessageMeta};
 pub use oauth2::{AccessToken, AccessTokens, Grant, Mechanism, OAuth2Spec, Provider, TokenError};
 pub use planner::{FolderSteps, LedgerEntry, PlanOptions};
-pub use report::{FolderReport, ItemRow, Phase, VerifyRow};
+pub use report::{FolderReport, ItemRow, Phase, PhaseTime, VerifyRow};
 pub use source::{FolderStatus, SourceConnector, SourceSession};
 pub use spec::{EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, OnRemove, RenameSpec, Secret};

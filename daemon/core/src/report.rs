@@ -1,7 +1,7 @@
 //! What a run reports, in one vocabulary for the engine that finds it, the store that keeps it
 //! and the control API that shows it: the phases users of migration tools know, a folder's
 //! figures, an item (message or contact) that was not copied and why, and a folder compared on
-//! both sides after a run.
+//! both sides after a run, and where the run's time went.
 //!
 //! The store keeps these in its job records and the control API serializes the same types,
 //! so their serde names are a stored format: add fields with `#[serde(default)]`, never rename.
@@ -109,6 +109,16 @@ pub struct VerifyRow {
     pub destination_bytes: u64,
     /// Source messages not on the destination, with why as far as the ledger knows.
     pub missing: Vec<ItemRow>,
+}
+
+/// Where a run's wall time went: one phase of its profile (`connect`, `scan`, `folders`,
+/// `copy`, `finalize`, `verify`), summed over the run's passes and retries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    /// The phase.
+    pub phase: String,
+    /// Seconds spent in it.
+    pub secs: f64,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use migrated_core::{FolderReport, ItemRow, Phase, VerifyRow};
+use migrated_core::{FolderReport, ItemRow, Phase, PhaseTime, VerifyRow};
 
 /// Which side of the migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,8 @@ pub struct Summary {
     /// Both sides compared folder by folder after a run that changed something; `None` when
     /// nothing changed (the last verification stands).
     pub verification: Option<Vec<VerifyRow>>,
+    /// Where the run's time went, phase by phase (mail runs).
+    pub timings: Vec<PhaseTime>,
 }
 
 impl Summary {

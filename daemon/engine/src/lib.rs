@@ -20,6 +20,7 @@ mod memory;
 mod retry;
 mod stop;
 mod throttle;
+pub mod timings;
 
 pub use config::{CopyConfig, DEFAULT_MEMORY_BUDGET};
 pub use contacts::ContactsEngine;

@@ -380,6 +380,9 @@ pub struct JobDetail {
     /// When that verification ran (unix time).
     #[serde(default)]
     pub verified_at: Option<u64>,
+    /// Where the last mail run's time went, phase by phase.
+    #[serde(default)]
+    pub timings: Vec<migrated_core::PhaseTime>,
 }
 
 /// A loaded source plugin.

@@ -118,6 +118,10 @@ enum Command {
         /// Print no progress lines.
         #[arg(long)]
         quiet: bool,
+        /// After the summary, print where the run's time went, phase by phase (connect, scan,
+        /// folders, copy, finalize, verify).
+        #[arg(long)]
+        timings: bool,
     },
 }
 
@@ -381,6 +385,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             store,
             key_file,
             quiet,
+            timings,
         } => {
             let file = migrated_core::JobSpec::load(&job)?;
             let place = format!("job file {}", job.display());
@@ -403,6 +408,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let engine = Engine::new(source, destination, store, config, observer);
             let summary = engine.run().await?;
             print_summary(&summary);
+            if timings {
+                println!(
+                    "timings: {}",
+                    migrated_engine::timings::line(&summary.timings)
+                );
+            }
             Ok(
                 if summary.failed.is_empty() && summary.per_folder.iter().all(|f| f.error.is_none())
                 {

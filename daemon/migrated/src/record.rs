@@ -73,6 +73,8 @@ pub(crate) struct RunReport {
     /// The last verification (kept over runs that changed nothing).
     pub verification: Vec<VerifyRow>,
     pub verified_at: Option<u64>,
+    /// Where the last mail run's time went, phase by phase.
+    pub timings: Vec<migrated_core::PhaseTime>,
 }
 
 /// Seconds since the epoch: the wall clock the manager reads (schedule windows, recurring
@@ -165,6 +167,7 @@ impl JobRecord {
             events,
             verification: self.run.verification.clone(),
             verified_at: self.run.verified_at,
+            timings: self.run.timings.clone(),
         }
     }
 

@@ -79,12 +79,14 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             + summary.failed.len() as u64;
         if changed > 0 || summary.per_folder.iter().any(|f| f.error.is_some()) {
             self.stopping()?;
+            sh.clock.mark("verify");
             summary.verification = Some(
                 self.verify(&mut src, &mut dst, plans, folder_errors, &summary)
                     .await?,
             );
         }
         summary.duration = started.elapsed();
+        summary.timings = sh.clock.totals(Instant::now());
         drop(src);
         dst.logout().await;
         Ok(summary)

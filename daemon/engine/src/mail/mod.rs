@@ -73,6 +73,8 @@ struct Shared<C, D> {
     stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.
     stop_after_full: AtomicBool,
+    /// Where the run's time goes.
+    clock: Arc<crate::timings::PhaseClock>,
 }
 
 /// One folder's work in a pass.
@@ -130,6 +132,15 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         observer: Observer,
     ) -> Self {
         let job = store.job_key(&config.job_id);
+        // Every phase change marks the profile on its way to the observer.
+        let clock = Arc::new(crate::timings::PhaseClock::default());
+        let marks = clock.clone();
+        let observer: Observer = Arc::new(move |e: Event| {
+            if let Event::Phase(p) = &e {
+                marks.mark(crate::timings::name(*p));
+            }
+            observer(e);
+        });
         Self {
             shared: Arc::new(Shared {
                 source,
@@ -144,6 +155,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 failed: Mutex::new(Vec::new()),
                 stop: StopSignal::new(),
                 stop_after_full: AtomicBool::new(false),
+                clock,
             }),
         }
     }
@@ -176,6 +188,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let sh = &self.shared;
         let started = Instant::now();
         sh.stop_after_full.store(false, Ordering::Relaxed);
+        sh.clock.reset();
         sh.items_done.store(0, Ordering::Relaxed);
         sh.bytes_done.store(0, Ordering::Relaxed);
         crate::retry::run(

@@ -441,3 +441,25 @@ async fn an_upload_allowance_the_destination_reports_throttles_the_run() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_profiles_its_time_by_phase_in_the_order_the_phases_ran() {
+    let (src, dst) = inbox_pair(12);
+    let store = TempStore::new("timings");
+    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
+        .run()
+        .await
+        .unwrap();
+    let phases: Vec<&str> = summary.timings.iter().map(|t| t.phase.as_str()).collect();
+    assert_eq!(
+        phases,
+        ["connect", "scan", "folders", "copy", "finalize", "verify"]
+    );
+    assert!(summary.timings.iter().all(|t| t.secs >= 0.0));
+    // A run that changes nothing does not verify.
+    let again = engine(&src, FakeDestination::new(dst), &store, config())
+        .run()
+        .await
+        .unwrap();
+    assert!(!again.timings.iter().any(|t| t.phase == "verify"));
+}

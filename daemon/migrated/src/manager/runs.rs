@@ -277,6 +277,7 @@ impl Manager {
                 };
                 let run = &mut entry.record.run;
                 run.duration_secs = summary.duration.as_secs_f64();
+                run.timings = summary.timings.clone();
                 run.items_done = summary.copied;
                 run.items_total = run.items_total.max(summary.copied);
                 run.bytes_done = summary.bytes;

@@ -82,7 +82,16 @@ pub(crate) fn run(
             (&dst, &m_user, to_dst.port()),
         )?;
         let store = work.join(format!("wan-store-{rtt}"));
-        let copy = measure(&mut util::migrate(bin, &job, &store))?;
+        let out = work.join(format!("wan-{rtt}.out"));
+        let copy = measure(
+            util::migrate(bin, &job, &store)
+                .arg("--timings")
+                .stdout(std::fs::File::create(&out)?),
+        )?;
+        let profile = std::fs::read_to_string(&out)?
+            .lines()
+            .find_map(|l| l.strip_prefix("timings: ").map(str::to_owned))
+            .unwrap_or_default();
         let report = rt.block_on(testbed::verify(
             &src.account("alice")?,
             &dst.account(&m_user)?,
@@ -134,6 +143,7 @@ pub(crate) fn run(
             mbsync.map_or("-".to_owned(), |s| format!("{s:.2}")),
             mbsync.map_or("-".to_owned(), |s| format!("{:.2}x", s / ours)),
         );
+        println!("{:>8} migrated's profile: {profile}", "");
     }
     println!(
         "(migrated's copies verified exact; mbsync copies the same folders but Sent, Trash and the other special-use ones)"
