@@ -136,8 +136,10 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let sh = &self.shared;
         let store = &sh.store;
         let key = store.folder_key(sh.job, &plan.source);
-        let status = src.open_folder(&plan.source).await?;
-        let dest_status = dst.status(&plan.destination).await?;
+        // The two sides at once: each waits a round trip.
+        let (status, dest_status) =
+            tokio::join!(src.open_folder(&plan.source), dst.status(&plan.destination));
+        let (status, dest_status) = (status?, dest_status?);
         let (state, mut items) = self
             .checked_state(src, dst, plan, key, &status, dest_status.uid_validity)
             .await?;

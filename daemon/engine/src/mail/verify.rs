@@ -31,14 +31,23 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             if plan.container_only || folder_errors.contains_key(&plan.source) {
                 continue;
             }
-            src.open_folder(&plan.source).await?;
-            let source = src.list_messages(1, None).await?;
-            dst.open_folder(&plan.destination, true).await?;
-            let destination = dst.list_messages(1).await?;
-            let present: HashSet<u32> = destination.iter().map(|m| m.uid).collect();
+            // Both sides and the ledger at once: over a wide-area link each side's round
+            // trips are what the verification waits for.
             let key = sh.store.folder_key(sh.job, &plan.source);
             let s2 = sh.store.clone();
-            let items = store_call(move || s2.items(key)).await?;
+            let (source, destination, items) = tokio::join!(
+                async {
+                    src.open_folder(&plan.source).await?;
+                    Ok::<_, EngineError>(src.list_messages(1, None).await?)
+                },
+                async {
+                    dst.open_folder(&plan.destination, true).await?;
+                    Ok::<_, EngineError>(dst.list_messages(1).await?)
+                },
+                store_call(move || s2.items(key)),
+            );
+            let (source, destination, items) = (source?, destination?, items?);
+            let present: HashSet<u32> = destination.iter().map(|m| m.uid).collect();
             let mut row = VerifyRow {
                 source: plan.source.clone(),
                 destination: plan.destination.clone(),
