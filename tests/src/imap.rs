@@ -459,6 +459,22 @@ impl Session {
         .await
     }
 
+    /// `CREATE folder (USE (attr))` (RFC 6154), e.g. `attr` = `\\Sent`.
+    pub async fn create_special_use(&mut self, folder: &str, attr: &str) -> Result<()> {
+        let name = mutf7::encode(folder)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        let command = format!("CREATE \"{name}\" (USE ({attr}))");
+        timed(
+            COMMAND_TIMEOUT,
+            &format!("{}: {command}", self.label),
+            self.raw.run_command_and_check_ok(&command),
+        )
+        .await?;
+        self.drain_unsolicited();
+        Ok(())
+    }
+
     pub async fn subscribe(&mut self, folder: &str) -> Result<()> {
         let what = format!("{}: SUBSCRIBE {folder:?}", self.label);
         timed(

@@ -1,0 +1,137 @@
+//! What the end-to-end tests against other servers (Courier, Cyrus) share: a job file between
+//! two accounts, the one-shot `migrated migrate` run, killed with SIGKILL mid-copy, resumed
+//! and run again, and the counts its summary line gives.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testbed::Account;
+
+use crate::common::daemon::binary;
+
+/// A job file from `src` to `dst` (plain IMAP on loopback), passwords in 0600 files beside it.
+pub fn write_job(dir: &Path, src: &Account, dst: &Account, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut sides = String::new();
+    for (section, acct) in [("source", src), ("destination", dst)] {
+        let p = dir.join(format!("{section}.pass"));
+        std::fs::write(&p, format!("{}\n", acct.password)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        sides.push_str(&format!(
+            "\n[{section}]\nhost = \"{}\"\nport = {}\nsecurity = \"plain\"\nuser = \"{}\"\npassword_file = \"{}\"\n",
+            acct.host,
+            acct.port,
+            acct.user,
+            p.display()
+        ));
+    }
+    let path = dir.join("job.toml");
+    std::fs::write(&path, format!("id = \"beds\"\n{sides}{extra}")).unwrap();
+    path
+}
+
+/// What one `migrated migrate` run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// (copied, already there) from the summary line.
+    pub fn counts(&self) -> (u64, u64) {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.contains(" messages copied ("))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}\n{}", self.stdout, self.stderr));
+        let number_before = |word: &str| -> u64 {
+            let head = &line[..line
+                .find(word)
+                .unwrap_or_else(|| panic!("{word:?} in {line}"))];
+            head.trim_end()
+                .rsplit([' ', ','])
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a number before {word:?} in {line}"))
+        };
+        (
+            number_before(" messages copied"),
+            number_before(" already there"),
+        )
+    }
+}
+
+/// Runs `migrated migrate` to its end.
+pub fn migrate(job: &Path, store: &Path) -> Run {
+    let out = Command::new(binary("migrated"))
+        .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
+        .args(["migrate", "--quiet", "--job"])
+        .arg(job)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .expect("migrated runs");
+    Run {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Messages in every selectable folder of `acct` (0 when the login fails).
+pub async fn message_count(acct: &Account) -> u64 {
+    let Ok(mut s) = testbed::login(acct).await else {
+        return 0;
+    };
+    let mut total = 0;
+    for f in s.list_folders().await.unwrap_or_default() {
+        if f.selectable() {
+            total += u64::from(s.examine(&f.name).await.unwrap_or(0));
+        }
+    }
+    let _ = s.logout().await;
+    total
+}
+
+/// Starts `migrated migrate`, kills it with SIGKILL once `dst` holds at least `at` messages,
+/// and returns how many it held then. Panics if the run ended before.
+pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> u64 {
+    let mut child = Command::new(binary("migrated"))
+        .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
+        .args(["migrate", "--quiet", "--job"])
+        .arg(job)
+        .arg("--store")
+        .arg(store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("migrated starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while message_count(dst).await < at {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {at} messages were on the destination"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {at} messages after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().expect("SIGKILL sent");
+    child.wait().unwrap();
+    message_count(dst).await
+}
+
+/// A fresh directory for a job's files and store.
+pub fn job_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("migrated-beds-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

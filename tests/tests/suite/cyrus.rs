@@ -1,0 +1,171 @@
+//! Cyrus IMAP 3.6 (Debian 12's, unpacked: see `testbed::cyrus`): the test bed itself in both
+//! namespace modes, and migrations from it to Dovecot (exact, killed with SIGKILL and resumed,
+//! a delta that copies nothing).
+//!
+//! What Cyrus imposes, named by the tests: the missing parents of a folder are created as real
+//! (selectable, empty) folders, so a Cyrus source has no `\Noselect` containers; 8-bit header
+//! bytes become `X` on APPEND unless `munge8bit: no` (the source bed keeps them).
+
+use std::time::Instant;
+
+use testbed::{
+    CorpusSpec, Cyrus, CyrusOptions, Dovecot, DovecotOptions, Layout, english_special_use, login,
+    write_imap,
+};
+
+use crate::common::beds::{job_dir, kill_mid_copy, migrate, write_job};
+use crate::dovecot_testbed::assert_reads_back;
+
+fn spec(seed: u64, messages: usize) -> CorpusSpec {
+    CorpusSpec {
+        seed,
+        messages,
+        max_attachment: 300_000,
+        size_factor: 0.5,
+    }
+}
+
+fn source_options(alt_namespace: bool) -> CyrusOptions {
+    CyrusOptions {
+        alt_namespace,
+        munge8bit: false,
+        ..CyrusOptions::default()
+    }
+}
+
+async fn testbed_holds_the_corpus(alt_namespace: bool) {
+    let t = Instant::now();
+    let cyrus = Cyrus::start(source_options(alt_namespace))
+        .await
+        .expect("Cyrus starts");
+    eprintln!("Cyrus started in {:?}", t.elapsed());
+    let acct = cyrus.account("alice").unwrap();
+    let t = Instant::now();
+    let written = write_imap(&cyrus, &acct, &spec(71, 80))
+        .await
+        .expect("corpus appended");
+    eprintln!(
+        "{} messages appended in {:?}",
+        written.corpus.total_messages(),
+        t.elapsed()
+    );
+    assert!(
+        written.refused_folders.is_empty(),
+        "{:?}",
+        written.refused_folders
+    );
+    assert!(
+        written.refused_messages.is_empty(),
+        "{:?}",
+        written.refused_messages
+    );
+    let corpus = &written.corpus;
+    let (p, sep) = if alt_namespace {
+        ("", "/")
+    } else {
+        ("INBOX.", ".")
+    };
+    for name in ["Projekte/Übersicht/2019", "Post 📬 日本", "Zürich & Genève"] {
+        let name = format!("{p}{}", name.replace('/', sep));
+        assert!(
+            corpus.folders.contains_key(&name),
+            "{name}: {:?}",
+            corpus.folders.keys()
+        );
+    }
+    // Cyrus made the parents real folders: no containers.
+    assert!(corpus.containers.is_empty(), "{:?}", corpus.containers);
+    let parent = format!("{p}Projekte{sep}Übersicht");
+    assert!(corpus.folders[&parent].messages.is_empty());
+
+    let mut s = login(&acct).await.expect("login");
+    assert_reads_back(&mut s, corpus).await.unwrap();
+    let special: std::collections::BTreeSet<(String, String)> =
+        s.special_use_folders().await.unwrap().into_iter().collect();
+    let want: std::collections::BTreeSet<(String, String)> = english_special_use()
+        .into_iter()
+        .map(|(n, a)| (format!("{p}{n}"), a))
+        .collect();
+    assert_eq!(special, want);
+    s.logout().await.unwrap();
+    let report = testbed::verify(&acct, &acct, &corpus.identity_mapping())
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "{report}");
+    let mut wrong = acct.clone();
+    wrong.password = "wrong".to_owned();
+    assert!(login(&wrong).await.is_err(), "a wrong password is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_cyrus_holds_the_corpus_in_the_standard_namespace() {
+    testbed_holds_the_corpus(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_cyrus_holds_the_corpus_in_the_alternate_namespace() {
+    testbed_holds_the_corpus(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_nothing() {
+    let started = Instant::now();
+    let (cyrus, dovecot) = tokio::join!(
+        Cyrus::start(source_options(false)),
+        Dovecot::start(DovecotOptions {
+            layout: Layout::Fs,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        })
+    );
+    let (cyrus, dovecot) = (
+        cyrus.expect("Cyrus starts"),
+        dovecot.expect("Dovecot starts"),
+    );
+    let src = cyrus.account("alice").unwrap();
+    let dst = dovecot.account("alice").unwrap();
+    let written = write_imap(&cyrus, &src, &spec(72, 300))
+        .await
+        .expect("corpus appended");
+    assert!(
+        written.refused_messages.is_empty(),
+        "{:?}",
+        written.refused_messages
+    );
+    let corpus = &written.corpus;
+    let total = corpus.total_messages() as u64;
+    let dir = job_dir("cyrus-to-dovecot");
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+
+    let t = Instant::now();
+    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
+    let (copied, already) = resumed.counts();
+    eprintln!(
+        "killed at {at_kill} of {total}; the resumed run copied {copied}, found {already} \
+         ({:?} for both runs)",
+        t.elapsed()
+    );
+    assert_eq!(copied + already, total, "{}", resumed.stdout);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&dovecot))
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "Cyrus -> Dovecot differs:\n{report}");
+
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    assert_eq!(delta.counts(), (0, total), "{}", delta.stdout);
+    eprintln!("Cyrus -> Dovecot test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
