@@ -579,6 +579,27 @@ impl Session {
         Ok(())
     }
 
+    /// The whole message with this UID in `folder` (EXAMINE, `UID FETCH uid BODY.PEEK[]`).
+    pub async fn message_bytes(&mut self, folder: &str, uid: u32) -> Result<Vec<u8>> {
+        self.examine(folder).await?;
+        let what = format!("{}: UID FETCH {uid} BODY.PEEK[] in {folder:?}", self.label);
+        let fetched = timed(FETCH_TIMEOUT, &what, async {
+            self.raw
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        self.drain_unsolicited();
+        fetched
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .and_then(|f| f.body())
+            .map(<[u8]>::to_vec)
+            .with_context(|| format!("{what}: no body in the reply"))
+    }
+
     /// Every message of `folder` with flags, INTERNALDATE, size, Message-ID and body hash,
     /// sorted by UID. Bodies are fetched in bounded chunks, and the UIDs received are checked
     /// against the UIDs asked for (async-imap ends a stream quietly on a tagged NO).

@@ -159,3 +159,58 @@ async fn courier_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_no
     eprintln!("Courier -> Dovecot test: {:?} in all", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resumes_after_sigkill()
+{
+    let started = Instant::now();
+    let (dovecot, courier) = tokio::join!(
+        Dovecot::start(DovecotOptions {
+            layout: Layout::MaildirPlusPlus,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        }),
+        Courier::start(CourierOptions::default())
+    );
+    let (dovecot, courier) = (
+        dovecot.expect("Dovecot starts"),
+        courier.expect("Courier starts"),
+    );
+    let corpus = testbed::write_maildir(&dovecot, "alice", &spec(63, 300)).expect("corpus");
+    let src = dovecot.account("alice").unwrap();
+    let dst = courier.account("alice").unwrap();
+    let total = corpus.total_messages() as u64;
+    let refused = corpus.folders[EMOJI_FOLDER].messages.len() as u64;
+    assert!(refused > 0);
+    let dir = job_dir("dovecot-to-courier");
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    eprintln!("{}\n{}", resumed.stdout, resumed.stderr);
+    // Courier refuses the emoji folder: the run says so and fails; everything else arrives.
+    assert!(!resumed.success, "a refused folder fails the run");
+    assert!(resumed.stdout.contains("Post 📬 日本") || resumed.stderr.contains("Post 📬 日本"));
+    let (copied, already) = resumed.counts();
+    assert_eq!(copied + already, total - refused, "{}", resumed.stdout);
+    let mapping: Vec<(String, String)> = corpus
+        .mapping_to(&courier)
+        .into_iter()
+        .filter(|(s, _)| s != EMOJI_FOLDER)
+        .collect();
+    let report = testbed::verify(&src, &dst, &mapping).await.unwrap();
+    assert!(report.is_exact(), "Dovecot -> Courier differs:\n{report}");
+    let delta = migrate(&job, &store);
+    assert_eq!(delta.counts(), (0, total - refused), "{}", delta.stdout);
+    eprintln!("Dovecot -> Courier test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}

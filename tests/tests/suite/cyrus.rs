@@ -169,3 +169,136 @@ async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_noth
     eprintln!("Cyrus -> Dovecot test: {:?} in all", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Dovecot (Maildir++, English special-use names) with a corpus, and an empty Cyrus.
+async fn dovecot_and_cyrus(munge8bit: bool, seed: u64) -> (Dovecot, Cyrus, testbed::Corpus) {
+    let (dovecot, cyrus) = tokio::join!(
+        Dovecot::start(DovecotOptions {
+            layout: Layout::MaildirPlusPlus,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        }),
+        Cyrus::start(CyrusOptions {
+            munge8bit,
+            ..CyrusOptions::default()
+        })
+    );
+    let (dovecot, cyrus) = (
+        dovecot.expect("Dovecot starts"),
+        cyrus.expect("Cyrus starts"),
+    );
+    let corpus = testbed::write_maildir(&dovecot, "alice", &spec(seed, 300)).expect("corpus");
+    (dovecot, cyrus, corpus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_is_exact_with_munge8bit_off_and_resumes_after_sigkill() {
+    let started = Instant::now();
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(false, 73).await;
+    let src = dovecot.account("alice").unwrap();
+    let dst = cyrus.account("alice").unwrap();
+    let total = corpus.total_messages() as u64;
+    let dir = job_dir("dovecot-to-cyrus");
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
+    let (copied, already) = resumed.counts();
+    eprintln!("killed at {at_kill} of {total}; the resumed run copied {copied}, found {already}");
+    assert_eq!(copied + already, total, "{}", resumed.stdout);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&cyrus))
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "Dovecot -> Cyrus differs:\n{report}");
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    assert_eq!(delta.counts(), (0, total), "{}", delta.stdout);
+    eprintln!("Dovecot -> Cyrus test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_as_shipped_replaces_8bit_header_bytes_and_nothing_else() {
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(true, 74).await;
+    let src = dovecot.account("alice").unwrap();
+    let dst = cyrus.account("alice").unwrap();
+    let dir = job_dir("dovecot-to-cyrus-munge");
+    let job = write_job(&dir, &src, &dst, "");
+    let run = migrate(&job, &dir.join("store"));
+    eprintln!("{}\n{}", run.stdout, run.stderr);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&cyrus))
+        .await
+        .unwrap();
+    // Cyrus's munge8bit (on by default) stores every 8-bit byte of a header as 'X': those
+    // messages arrive with other bytes of the same length; nothing else differs.
+    let mut munged = 0;
+    let mut s_src = login(&src).await.unwrap();
+    let mut s_dst = login(&dst).await.unwrap();
+    for f in &report.folders {
+        assert!(f.dst_exists && f.mismatched.is_empty(), "{report}");
+        assert_eq!(f.missing.len(), f.extra.len(), "{report}");
+        let mut twins = f.extra.clone();
+        for m in &f.missing {
+            let pos = twins
+                .iter()
+                .position(|e| e.message_id == m.message_id && e.size == m.size)
+                .unwrap_or_else(|| panic!("no munged twin of {m:?}\n{report}"));
+            let twin = twins.remove(pos);
+            let a = s_src.message_bytes(&f.src_folder, m.src_uid).await.unwrap();
+            let b = s_dst
+                .message_bytes(&f.dst_folder, twin.dst_uid)
+                .await
+                .unwrap();
+            assert_eq!(a.len(), b.len());
+            let header_end = a
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(a.len());
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                if x != y {
+                    assert!(
+                        *x >= 0x80 && *y == b'X',
+                        "{}: byte {i} is {x:#x} -> {y:#x}, not an 8-bit byte made 'X'",
+                        f.src_folder
+                    );
+                    // In the message's header, or the header of one of its MIME parts.
+                    let line_start = a[..i]
+                        .iter()
+                        .rposition(|c| *c == b'\n')
+                        .map_or(0, |p| p + 1);
+                    let line = &a[line_start..i];
+                    assert!(
+                        i < header_end
+                            || line.contains(&b':')
+                            || line.starts_with(b" ")
+                            || line.starts_with(b"\t"),
+                        "{}: byte {i} replaced outside a header line",
+                        f.src_folder
+                    );
+                }
+            }
+            munged += 1;
+        }
+    }
+    s_src.logout().await.unwrap();
+    s_dst.logout().await.unwrap();
+    assert!(
+        munged > 0,
+        "the corpus has 8-bit headers, Cyrus munged none?\n{report}"
+    );
+    eprintln!(
+        "{munged} of {} messages had their 8-bit header bytes replaced",
+        corpus.total_messages()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
