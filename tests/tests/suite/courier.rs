@@ -13,7 +13,7 @@ use testbed::{
     login, write_imap,
 };
 
-use crate::common::beds::{job_dir, kill_mid_copy, migrate, write_job};
+use crate::common::beds::{assert_containers, job_dir, kill_mid_copy, migrate, write_job};
 use crate::dovecot_testbed::assert_reads_back;
 
 const EMOJI_FOLDER: &str = "INBOX.Post 📬 日本";
@@ -152,6 +152,12 @@ async fn courier_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_no
     let mapping = corpus.mapping_to(&dovecot);
     let report = testbed::verify(&src, &dst, &mapping).await.unwrap();
     assert!(report.is_exact(), "Courier -> Dovecot differs:\n{report}");
+    // Courier's containers stay containers.
+    assert_containers(
+        &dst,
+        &["Kunden".to_owned(), "Projekte/Übersicht".to_owned()],
+    )
+    .await;
 
     let delta = migrate(&job, &store);
     assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
@@ -209,6 +215,7 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
         .collect();
     let report = testbed::verify(&src, &dst, &mapping).await.unwrap();
     assert!(report.is_exact(), "Dovecot -> Courier differs:\n{report}");
+    assert_containers(&dst, &corpus.containers).await;
     let delta = migrate(&job, &store);
     assert_eq!(delta.counts(), (0, total - refused), "{}", delta.stdout);
     eprintln!("Dovecot -> Courier test: {:?} in all", started.elapsed());

@@ -135,3 +135,18 @@ pub fn job_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Asserts that each of `names` is listed on `acct` as a container (`\Noselect`), not as a
+/// folder.
+pub async fn assert_containers(acct: &Account, names: &[String]) {
+    let mut s = testbed::login(acct).await.expect("login");
+    let listed = s.list_folders().await.expect("LIST");
+    for name in names {
+        let f = listed
+            .iter()
+            .find(|f| &f.name == name)
+            .unwrap_or_else(|| panic!("container {name} is not listed: {listed:?}"));
+        assert!(!f.selectable(), "container {name} became a folder: {f:?}");
+    }
+    s.logout().await.expect("logout");
+}
