@@ -13,7 +13,9 @@ use testbed::{
     login, write_imap,
 };
 
-use crate::common::beds::{assert_containers, job_dir, kill_mid_copy, migrate, write_job};
+use crate::common::beds::{
+    assert_containers, endpoint_of, job_dir, kill_mid_copy, migrate, write_job,
+};
 use crate::dovecot_testbed::assert_reads_back;
 
 const EMOJI_FOLDER: &str = "INBOX.Post 📬 日本";
@@ -208,6 +210,28 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
     assert!(resumed.stdout.contains("Post 📬 日本") || resumed.stderr.contains("Post 📬 日本"));
     let (copied, already) = resumed.counts();
     assert_eq!(copied + already, total - refused, "{}", resumed.stdout);
+    // The emoji folder's messages are failed, not forgotten: in the summary line and its row.
+    assert_eq!(resumed.failed(), refused, "{}", resumed.stdout);
+    let row = resumed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("INBOX.Post"))
+        .expect("a row for the refused folder");
+    let numbers: Vec<&str> = row
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            refused.to_string(),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            refused.to_string()
+        ],
+        "MESSAGES COPIED BEFORE EXCLUDED FAILED: {row}"
+    );
     let mapping: Vec<(String, String)> = corpus
         .mapping_to(&courier)
         .into_iter()
@@ -218,6 +242,55 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
     assert_containers(&dst, &corpus.containers).await;
     let delta = migrate(&job, &store);
     assert_eq!(delta.counts(), (0, total - refused), "{}", delta.stdout);
+    assert_eq!(delta.failed(), refused, "{}", delta.stdout);
+
+    // The engine's summary, folder report and verification say the same.
+    let store = migrated_store::Store::open(
+        &dir.join("engine-store"),
+        migrated_store::StoreKey::from_bytes([42; 32]),
+    )
+    .unwrap();
+    let engine = migrated_engine::Engine::new(
+        testbed::plugins::imap_source(&endpoint_of(&src)),
+        migrated_imap::ImapDestination::new(endpoint_of(&dst)),
+        store,
+        migrated_engine::CopyConfig::new("job-courier"),
+        std::sync::Arc::new(|_| {}),
+    );
+    let summary = engine.run().await.expect("the run ends with a summary");
+    let failed: Vec<_> = summary
+        .failed
+        .iter()
+        .filter(|f| f.folder == EMOJI_FOLDER)
+        .collect();
+    assert_eq!(failed.len() as u64, refused, "{:?}", summary.failed);
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.reason.contains("refused to create its folder"))
+    );
+    let row = summary
+        .per_folder
+        .iter()
+        .find(|r| r.source == EMOJI_FOLDER)
+        .unwrap();
+    assert_eq!((row.messages, row.failed), (refused, refused), "{row:?}");
+    assert!(row.error.is_some());
+    let verified = summary
+        .verification
+        .expect("a run with a folder error verifies");
+    let vrow = verified
+        .iter()
+        .find(|r| r.source == EMOJI_FOLDER)
+        .expect("a verification row");
+    assert_eq!(
+        (
+            vrow.source_messages,
+            vrow.destination_messages,
+            vrow.missing.len() as u64
+        ),
+        (refused, 0, refused)
+    );
     eprintln!("Dovecot -> Courier test: {:?} in all", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }

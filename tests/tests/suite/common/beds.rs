@@ -41,6 +41,21 @@ pub struct Run {
 }
 
 impl Run {
+    /// The number of failed messages from the summary line.
+    pub fn failed(&self) -> u64 {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.contains(" failed, in "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stdout));
+        let head = &line[..line.find(" failed, in ").unwrap()];
+        head.rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+
     /// (copied, already there) from the summary line.
     pub fn counts(&self) -> (u64, u64) {
         let line = self
@@ -125,7 +140,23 @@ pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> 
     }
     child.kill().expect("SIGKILL sent");
     child.wait().unwrap();
-    message_count(dst).await
+    // The server may still be storing an APPEND whose literal the killed process had sent
+    // (Courier takes a few milliseconds after the client is gone). A resume that looked
+    // before it lands would not see it and copy the message again: wait until the count
+    // holds still, as it does long before an administrator restarts anything.
+    let mut last = message_count(dst).await;
+    let mut still = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while still < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = message_count(dst).await;
+        if now == last {
+            still += 1;
+        } else {
+            (last, still) = (now, 0);
+        }
+    }
+    last
 }
 
 /// A fresh directory for a job's files and store.
@@ -149,4 +180,20 @@ pub async fn assert_containers(acct: &Account, names: &[String]) {
         assert!(!f.selectable(), "container {name} became a folder: {f:?}");
     }
     s.logout().await.expect("logout");
+}
+
+/// The engine's endpoint for a test-bed account (plain IMAP on loopback, LOGIN).
+pub fn endpoint_of(acct: &Account) -> migrated_imap::Endpoint {
+    migrated_imap::Endpoint {
+        host: acct.host.clone(),
+        port: acct.port,
+        security: migrated_imap::Security::Plain,
+        cert_check: migrated_imap::CertCheck::System,
+        auth: migrated_imap::AuthMethod::Login,
+        user: acct.user.clone(),
+        secret: migrated_imap::Secret::new(&acct.password),
+        admin: None,
+        oauth: None,
+        timeout: Duration::from_secs(30),
+    }
 }
