@@ -250,12 +250,20 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
         migrated_store::StoreKey::from_bytes([42; 32]),
     )
     .unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let engine = migrated_engine::Engine::new(
         testbed::plugins::imap_source(&endpoint_of(&src)),
         migrated_imap::ImapDestination::new(endpoint_of(&dst)),
         store,
         migrated_engine::CopyConfig::new("job-courier"),
-        std::sync::Arc::new(|_| {}),
+        {
+            let events = events.clone();
+            std::sync::Arc::new(move |e| {
+                if let migrated_engine::Event::Failed(i) = e {
+                    events.lock().unwrap().push(i);
+                }
+            })
+        },
     );
     let summary = engine.run().await.expect("the run ends with a summary");
     let failed: Vec<_> = summary
@@ -269,6 +277,14 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
             .iter()
             .all(|f| f.reason.contains("refused to create its folder"))
     );
+    // Announced as failed items too: what the daemon's record and report list.
+    let announced = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|f: &&migrated_engine::FailedItem| f.folder == EMOJI_FOLDER)
+        .count();
+    assert_eq!(announced as u64, refused);
     let row = summary
         .per_folder
         .iter()

@@ -90,6 +90,10 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
         summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
         summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();
+        for item in &unplaced {
+            // Like any refused message: the daemon's record lists it, the alerts count it.
+            (sh.observer)(Event::Failed(item.clone()));
+        }
         summary.failed.extend(unplaced);
         let changed = summary.copied
             + summary.flags_updated
