@@ -137,7 +137,8 @@ async fn courier_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_no
     let store = dir.join("store");
 
     let t = Instant::now();
-    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
     assert!(
         at_kill < total,
         "the kill landed after the copy ({at_kill} of {total})"
@@ -198,7 +199,8 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
         "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
     );
     let store = dir.join("store");
-    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
     assert!(
         at_kill < total,
         "the kill landed after the copy ({at_kill} of {total})"

@@ -109,9 +109,18 @@ async fn testbed_cyrus_holds_the_corpus_in_the_alternate_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_nothing() {
+    cyrus_to_dovecot(false, 72).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_in_the_alternate_namespace_to_dovecot_is_exact_and_resumes_after_sigkill() {
+    cyrus_to_dovecot(true, 75).await;
+}
+
+async fn cyrus_to_dovecot(alt_namespace: bool, seed: u64) {
     let started = Instant::now();
     let (cyrus, dovecot) = tokio::join!(
-        Cyrus::start(source_options(false)),
+        Cyrus::start(source_options(alt_namespace)),
         Dovecot::start(DovecotOptions {
             layout: Layout::Fs,
             special_use: english_special_use(),
@@ -124,7 +133,7 @@ async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_noth
     );
     let src = cyrus.account("alice").unwrap();
     let dst = dovecot.account("alice").unwrap();
-    let written = write_imap(&cyrus, &src, &spec(72, 300))
+    let written = write_imap(&cyrus, &src, &spec(seed, 300))
         .await
         .expect("corpus appended");
     assert!(
@@ -134,7 +143,7 @@ async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_noth
     );
     let corpus = &written.corpus;
     let total = corpus.total_messages() as u64;
-    let dir = job_dir("cyrus-to-dovecot");
+    let dir = job_dir(&format!("cyrus-to-dovecot-{alt_namespace}"));
     let job = write_job(
         &dir,
         &src,
@@ -144,7 +153,8 @@ async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_noth
     let store = dir.join("store");
 
     let t = Instant::now();
-    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
     assert!(
         at_kill < total,
         "the kill landed after the copy ({at_kill} of {total})"
@@ -171,7 +181,11 @@ async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_noth
 }
 
 /// Dovecot (Maildir++, English special-use names) with a corpus, and an empty Cyrus.
-async fn dovecot_and_cyrus(munge8bit: bool, seed: u64) -> (Dovecot, Cyrus, testbed::Corpus) {
+async fn dovecot_and_cyrus(
+    munge8bit: bool,
+    alt_namespace: bool,
+    seed: u64,
+) -> (Dovecot, Cyrus, testbed::Corpus) {
     let (dovecot, cyrus) = tokio::join!(
         Dovecot::start(DovecotOptions {
             layout: Layout::MaildirPlusPlus,
@@ -180,6 +194,7 @@ async fn dovecot_and_cyrus(munge8bit: bool, seed: u64) -> (Dovecot, Cyrus, testb
         }),
         Cyrus::start(CyrusOptions {
             munge8bit,
+            alt_namespace,
             ..CyrusOptions::default()
         })
     );
@@ -193,12 +208,21 @@ async fn dovecot_and_cyrus(munge8bit: bool, seed: u64) -> (Dovecot, Cyrus, testb
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_to_cyrus_is_exact_with_munge8bit_off_and_resumes_after_sigkill() {
+    dovecot_to_cyrus(false, 73).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_in_the_alternate_namespace_is_exact_and_resumes_after_sigkill() {
+    dovecot_to_cyrus(true, 76).await;
+}
+
+async fn dovecot_to_cyrus(alt_namespace: bool, seed: u64) {
     let started = Instant::now();
-    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(false, 73).await;
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(false, alt_namespace, seed).await;
     let src = dovecot.account("alice").unwrap();
     let dst = cyrus.account("alice").unwrap();
     let total = corpus.total_messages() as u64;
-    let dir = job_dir("dovecot-to-cyrus");
+    let dir = job_dir(&format!("dovecot-to-cyrus-{alt_namespace}"));
     let job = write_job(
         &dir,
         &src,
@@ -206,7 +230,8 @@ async fn dovecot_to_cyrus_is_exact_with_munge8bit_off_and_resumes_after_sigkill(
         "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
     );
     let store = dir.join("store");
-    let at_kill = kill_mid_copy(&job, &store, &dst, total / 4).await;
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
     assert!(
         at_kill < total,
         "the kill landed after the copy ({at_kill} of {total})"
@@ -229,7 +254,7 @@ async fn dovecot_to_cyrus_is_exact_with_munge8bit_off_and_resumes_after_sigkill(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_to_cyrus_as_shipped_replaces_8bit_header_bytes_and_nothing_else() {
-    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(true, 74).await;
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(true, false, 74).await;
     let src = dovecot.account("alice").unwrap();
     let dst = cyrus.account("alice").unwrap();
     let dir = job_dir("dovecot-to-cyrus-munge");

@@ -113,8 +113,9 @@ pub async fn message_count(acct: &Account) -> u64 {
     total
 }
 
-/// Starts `migrated migrate`, kills it with SIGKILL once `dst` holds at least `at` messages,
-/// and returns how many it held then. Panics if the run ended before.
+/// Starts `migrated migrate`, kills it with SIGKILL once `dst`'s INBOX (copied first, and the
+/// largest folder of the corpus) holds at least `at` messages, and returns how many messages
+/// the whole account held once the server settled. Panics if the run ended before.
 pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> u64 {
     let mut child = Command::new(binary("migrated"))
         .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
@@ -123,14 +124,17 @@ pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> 
         .arg("--store")
         .arg(store)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(store.with_extension("killed.err")).unwrap())
         .spawn()
         .expect("migrated starts");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while message_count(dst).await < at {
+    // One session, one EXAMINE per look: cheap enough to look often on a busy machine.
+    let mut watch = testbed::login(dst).await.expect("login to watch the copy");
+    while u64::from(watch.examine("INBOX").await.expect("EXAMINE INBOX")) < at {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the run ended before {at} messages were on the destination"
+            "the run ended before {at} messages were on the destination:\n{}",
+            std::fs::read_to_string(store.with_extension("killed.err")).unwrap_or_default()
         );
         assert!(
             Instant::now() < deadline,
@@ -140,6 +144,7 @@ pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> 
     }
     child.kill().expect("SIGKILL sent");
     child.wait().unwrap();
+    let _ = watch.logout().await;
     // The server may still be storing an APPEND whose literal the killed process had sent
     // (Courier takes a few milliseconds after the client is gone). A resume that looked
     // before it lands would not see it and copy the message again: wait until the count
