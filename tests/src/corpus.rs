@@ -109,21 +109,42 @@ impl Corpus {
     /// Source folder -> the name a correct migration gives it on `dst`: same hierarchy with
     /// the destination's separator and prefix, special-use folders onto the destination's
     /// folder with the same special use.
-    pub fn mapping_to(&self, dst: &Dovecot) -> Vec<(String, String)> {
+    pub fn mapping_to(&self, dst: &impl MailServer) -> Vec<(String, String)> {
+        let layout = dst.name_layout();
         self.folders
             .iter()
             .map(|(name, f)| {
                 let special = f.special_use.as_ref().and_then(|use_| {
-                    dst.options()
-                        .special_use
+                    dst.special_use_folders()
                         .iter()
                         .find(|(_, a)| a.eq_ignore_ascii_case(use_))
-                        .map(|(n, _)| format!("{}{n}", dst.prefix()))
+                        .map(|(n, _)| format!("{}{n}", layout.prefix()))
                 });
-                let target = special.unwrap_or_else(|| imap_name(dst.layout(), &f.path));
+                let target = special.unwrap_or_else(|| imap_name(layout, &f.path));
                 (name.clone(), target)
             })
             .collect()
+    }
+}
+
+/// What the corpus needs to know of a server: how it names folders, and its special-use
+/// folders (names without prefix, attribute).
+pub trait MailServer {
+    fn name_layout(&self) -> Layout;
+    fn special_use_folders(&self) -> &[(String, String)];
+    /// Whether the server marks folders with special-use attributes (RFC 6154); without it
+    /// the folders of [`MailServer::special_use_folders`] exist by name only.
+    fn marks_special_use(&self) -> bool {
+        true
+    }
+}
+
+impl MailServer for Dovecot {
+    fn name_layout(&self) -> Layout {
+        self.layout()
+    }
+    fn special_use_folders(&self) -> &[(String, String)] {
+        &self.options().special_use
     }
 }
 
@@ -330,6 +351,161 @@ pub fn write_maildir(dovecot: &Dovecot, user: &str, spec: &CorpusSpec) -> Result
     let layout = dovecot.layout();
     let root = dovecot.maildir(user);
     let plan = folder_plan(&dovecot.options().special_use);
+    // Folders first, so each message can go to disk as soon as it is generated.
+    let mut dirs = Vec::with_capacity(plan.len());
+    for folder in &plan {
+        let dir = folder_dir(&root, layout, &folder.path);
+        if folder.kind != FolderKind::Container {
+            prepare_folder(&root, &dir, layout)?;
+        }
+        dirs.push(dir);
+    }
+
+    let mut written = vec![0usize; plan.len()];
+    let mut corpus = build(&plan, layout, spec, |fi, bytes, msg| {
+        // Dovecot keys maildir files by the part before ':', so it must be unique; S= and W=
+        // spare it a stat for sizes (the files are CRLF already, so both are the length).
+        let file_name = format!(
+            "{}.M{}P{}Q{fi}.testbed,S={},W={}:2,{}",
+            msg.internaldate,
+            written[fi],
+            spec.seed % 1_000_000,
+            bytes.len(),
+            bytes.len(),
+            filename_flags(msg)
+        );
+        write_file(
+            &dirs[fi].join("cur").join(file_name),
+            bytes,
+            msg.internaldate,
+        )?;
+        written[fi] += 1;
+        Ok(())
+    })?;
+    let (uid, gid) = dovecot.mail_owner();
+    chown_tree(&root, uid, gid)?;
+    corpus.containers.sort();
+    Ok(corpus)
+}
+
+/// A corpus written over IMAP, and what the server refused of it.
+#[derive(Debug, Clone)]
+pub struct WrittenCorpus {
+    /// What the server holds (refused folders and messages left out).
+    pub corpus: Corpus,
+    /// (folder, the server's reply) for each folder CREATE refused; its messages were not sent.
+    pub refused_folders: Vec<(String, String)>,
+    /// (folder, Message-ID, the server's reply) for each APPEND refused.
+    pub refused_messages: Vec<(String, Option<String>, String)>,
+}
+
+/// Generates the corpus of `server`'s folders and APPENDs it over IMAP as `acct` (for servers
+/// whose storage the bed does not write behind their back: Courier keeps keywords in files of
+/// its own, Cyrus in its indexes). Flags, keywords and INTERNALDATE go with each APPEND.
+/// Describes what the server then holds: a folder it refuses to create, or a message it refuses
+/// to store, is left out and listed; a parent the server made selectable (Cyrus creates missing
+/// parents as folders) is an empty folder instead of a container.
+pub async fn write_imap(
+    server: &impl MailServer,
+    acct: &Account,
+    spec: &CorpusSpec,
+) -> Result<WrittenCorpus> {
+    let layout = server.name_layout();
+    let plan = folder_plan(server.special_use_folders());
+    let mut messages: Vec<(usize, Vec<u8>, CorpusMessage)> = Vec::with_capacity(spec.messages);
+    let mut corpus = build(&plan, layout, spec, |fi, bytes, msg| {
+        messages.push((fi, bytes.to_vec(), msg.clone()));
+        Ok(())
+    })?;
+    let mut session = login(acct).await?;
+    let mut refused_folders = Vec::new();
+    for folder in &plan {
+        let name = imap_name(layout, &folder.path);
+        if folder.kind == FolderKind::Container || name == "INBOX" {
+            continue;
+        }
+        let created = match &folder.special_use {
+            Some(attr) if server.marks_special_use() => {
+                session.create_special_use(&name, attr).await
+            }
+            _ => session.create_folder(&name).await,
+        };
+        if let Err(e) = created {
+            // Special-use folders a server creates by itself are there already.
+            let listed = session.list_folders().await?;
+            if !listed.iter().any(|f| f.name == name) {
+                refused_folders.push((name.clone(), format!("{e:#}")));
+                corpus.folders.remove(&name);
+            }
+        }
+    }
+    let mut refused_messages = Vec::new();
+    let mut kept: Vec<Vec<CorpusMessage>> = plan.iter().map(|_| Vec::new()).collect();
+    for (fi, bytes, msg) in messages {
+        let name = imap_name(layout, &plan[fi].path);
+        if !corpus.folders.contains_key(&name) {
+            continue;
+        }
+        let flags = msg.all_flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        match session
+            .append(&name, &bytes, &flags, Some(msg.internaldate))
+            .await
+        {
+            Ok(()) => kept[fi].push(msg),
+            Err(e) => refused_messages.push((name, msg.message_id.clone(), format!("{e:#}"))),
+        }
+    }
+    for (fi, folder) in plan.iter().enumerate() {
+        let name = imap_name(layout, &folder.path);
+        if let Some(f) = corpus.folders.get_mut(&name) {
+            f.messages = std::mem::take(&mut kept[fi]);
+            if !server.marks_special_use() {
+                f.special_use = None;
+            }
+        }
+    }
+    // Containers the server made real folders.
+    let listed = session.list_folders().await?;
+    let mut containers = Vec::new();
+    for name in std::mem::take(&mut corpus.containers) {
+        match listed.iter().find(|f| f.name == name) {
+            Some(f) if f.selectable() => {
+                let path = plan
+                    .iter()
+                    .find(|p| imap_name(layout, &p.path) == name)
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default();
+                corpus.folders.insert(
+                    name,
+                    CorpusFolder {
+                        path,
+                        special_use: None,
+                        messages: Vec::new(),
+                    },
+                );
+            }
+            _ => containers.push(name),
+        }
+    }
+    containers.sort();
+    corpus.containers = containers;
+    session.logout().await?;
+    Ok(WrittenCorpus {
+        corpus,
+        refused_folders,
+        refused_messages,
+    })
+}
+
+/// Draws the corpus of `plan` and hands each message to `sink` (folder index, bytes,
+/// description) as it is generated; returns the description of all of them.
+fn build(
+    plan: &[Plan],
+    layout: Layout,
+    spec: &CorpusSpec,
+    mut sink: impl FnMut(usize, &[u8], &CorpusMessage) -> Result<()>,
+) -> Result<Corpus> {
     let mut rng = SplitMix64::new(spec.seed);
 
     // Which folder each message goes to: one into every message folder first (so small
@@ -382,16 +558,6 @@ pub fn write_maildir(dovecot: &Dovecot, user: &str, spec: &CorpusSpec) -> Result
         rng.below(candidates as u64) as usize
     });
 
-    // Folders first, so each message can go to disk as soon as it is generated.
-    let mut dirs = Vec::with_capacity(plan.len());
-    for folder in &plan {
-        let dir = folder_dir(&root, layout, &folder.path);
-        if folder.kind != FolderKind::Container {
-            prepare_folder(&root, &dir, layout)?;
-        }
-        dirs.push(dir);
-    }
-
     let mut per_folder: Vec<Vec<CorpusMessage>> = plan.iter().map(|_| Vec::new()).collect();
     let mut dup_source: Option<(Vec<u8>, CorpusMessage)> = None;
     for (i, &fi) in assignment.iter().enumerate() {
@@ -415,22 +581,7 @@ pub fn write_maildir(dovecot: &Dovecot, user: &str, spec: &CorpusSpec) -> Result
         if duplicate.is_some_and(|(src, _)| src == i) {
             dup_source = Some((bytes.clone(), msg.clone()));
         }
-        // Dovecot keys maildir files by the part before ':', so it must be unique; S= and W=
-        // spare it a stat for sizes (the files are CRLF already, so both are the length).
-        let file_name = format!(
-            "{}.M{}P{}Q{fi}.testbed,S={},W={}:2,{}",
-            msg.internaldate,
-            per_folder[fi].len(),
-            spec.seed % 1_000_000,
-            bytes.len(),
-            bytes.len(),
-            filename_flags(&msg)
-        );
-        write_file(
-            &dirs[fi].join("cur").join(file_name),
-            &bytes,
-            msg.internaldate,
-        )?;
+        sink(fi, &bytes, &msg)?;
         per_folder[fi].push(msg);
     }
 
@@ -455,9 +606,6 @@ pub fn write_maildir(dovecot: &Dovecot, user: &str, spec: &CorpusSpec) -> Result
             },
         );
     }
-    let (uid, gid) = dovecot.mail_owner();
-    chown_tree(&root, uid, gid)?;
-    corpus.containers.sort();
     Ok(corpus)
 }
 

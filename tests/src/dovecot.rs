@@ -273,8 +273,27 @@ impl Dovecot {
             .context("Dovecot start task panicked")?
     }
 
+    /// Starts an instance that presents this certificate and key (PEM files, copied) instead
+    /// of one signed by its own CA, e.g. a self-signed one as `openssl req -x509` makes it.
+    pub async fn start_with_certificate(
+        opts: DovecotOptions,
+        cert: PathBuf,
+        key: PathBuf,
+    ) -> Result<Dovecot> {
+        tokio::task::spawn_blocking(move || Dovecot::start_inner(opts, Some((cert, key))))
+            .await
+            .context("Dovecot start task panicked")?
+    }
+
     /// Starts an instance (blocking; takes a fraction of a second).
     pub fn start_blocking(opts: DovecotOptions) -> Result<Dovecot> {
+        Dovecot::start_inner(opts, None)
+    }
+
+    fn start_inner(
+        opts: DovecotOptions,
+        certificate: Option<(PathBuf, PathBuf)>,
+    ) -> Result<Dovecot> {
         ensure_installed()?;
         ensure_package("/usr/bin/openssl", "openssl")?;
         if opts.users.is_empty() {
@@ -312,6 +331,12 @@ impl Dovecot {
             running: false,
         };
         dc.make_certs()?;
+        if let Some((cert, key)) = certificate {
+            for (from, to) in [(cert, "server.pem"), (key, "server.key")] {
+                fs::copy(&from, dc.dir.join(to))
+                    .with_context(|| format!("copying {}", from.display()))?;
+            }
+        }
         dc.make_users()?;
         for dirname in ["run", "state"] {
             let p = dc.dir.join(dirname);

@@ -459,6 +459,22 @@ impl Session {
         .await
     }
 
+    /// `CREATE folder (USE (attr))` (RFC 6154), e.g. `attr` = `\\Sent`.
+    pub async fn create_special_use(&mut self, folder: &str, attr: &str) -> Result<()> {
+        let name = mutf7::encode(folder)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        let command = format!("CREATE \"{name}\" (USE ({attr}))");
+        timed(
+            COMMAND_TIMEOUT,
+            &format!("{}: {command}", self.label),
+            self.raw.run_command_and_check_ok(&command),
+        )
+        .await?;
+        self.drain_unsolicited();
+        Ok(())
+    }
+
     pub async fn subscribe(&mut self, folder: &str) -> Result<()> {
         let what = format!("{}: SUBSCRIBE {folder:?}", self.label);
         timed(
@@ -561,6 +577,27 @@ impl Session {
         .await?;
         self.drain_unsolicited();
         Ok(())
+    }
+
+    /// The whole message with this UID in `folder` (EXAMINE, `UID FETCH uid BODY.PEEK[]`).
+    pub async fn message_bytes(&mut self, folder: &str, uid: u32) -> Result<Vec<u8>> {
+        self.examine(folder).await?;
+        let what = format!("{}: UID FETCH {uid} BODY.PEEK[] in {folder:?}", self.label);
+        let fetched = timed(FETCH_TIMEOUT, &what, async {
+            self.raw
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        self.drain_unsolicited();
+        fetched
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .and_then(|f| f.body())
+            .map(<[u8]>::to_vec)
+            .with_context(|| format!("{what}: no body in the reply"))
     }
 
     /// Every message of `folder` with flags, INTERNALDATE, size, Message-ID and body hash,

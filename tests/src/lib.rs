@@ -1,9 +1,11 @@
-//! Test bed for `migrated`: private Dovecot instances on loopback, a deterministic mail corpus
+//! Test bed for `migrated`: private Dovecot (and Courier-IMAP and Cyrus) instances on loopback, a deterministic mail corpus
 //! written straight into their maildirs, a small independent IMAP client, and a verifier that
 //! compares two accounts message by message.
 
 mod b64;
 pub mod corpus;
+pub mod courier;
+pub mod cyrus;
 pub mod dovecot;
 pub mod faketime;
 pub mod fault;
@@ -15,13 +17,16 @@ pub mod mutf7;
 pub mod oauth;
 pub mod plugins;
 pub mod radicale;
+pub mod unpacked;
 pub mod vcard;
 pub mod verify;
 
 pub use corpus::{
-    Corpus, CorpusFolder, CorpusMessage, CorpusSpec, SplitMix64, append_message, synthetic_message,
-    write_maildir,
+    Corpus, CorpusFolder, CorpusMessage, CorpusSpec, MailServer, SplitMix64, WrittenCorpus,
+    append_message, synthetic_message, write_imap, write_maildir,
 };
+pub use courier::{Courier, CourierOptions};
+pub use cyrus::{Cyrus, CyrusOptions};
 pub use dovecot::{
     Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser, english_special_use,
     ensure_installed, german_special_use,

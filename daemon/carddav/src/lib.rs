@@ -68,6 +68,13 @@ impl DavEndpoint {
                     .into(),
             );
         }
+        if a.tls_fingerprint.is_some() {
+            return Err(
+                "tls_fingerprint: CardDAV does not pin certificates yet; name the server's \
+                 certificate (or its CA) with ca_file"
+                    .into(),
+            );
+        }
         let bearer = match a.auth.as_str() {
             "login" | "plain" => false,
             "xoauth2" => true,
@@ -395,6 +402,7 @@ mod tests {
             security: "plain".into(),
             ca_file: None,
             danger_accept_invalid_certs: false,
+            tls_fingerprint: None,
             auth: "login".into(),
             user: "u".into(),
             secret: Secret::new("p"),

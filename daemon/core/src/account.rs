@@ -21,6 +21,10 @@ pub struct Account {
     pub ca_file: Option<String>,
     /// Accept any certificate (lab use only).
     pub danger_accept_invalid_certs: bool,
+    /// ABI 1.4: trust exactly the certificate with this SHA-256 fingerprint (`sha256:AB:…`).
+    /// A plugin built before does not know it; the daemon sends it only when the job sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
     /// `login`, `plain` or `xoauth2`.
     pub auth: String,
     /// Login name: the mailbox's user (with `admin_user`, the user the administrator logs in

@@ -131,6 +131,10 @@ pub struct EndpointSpec {
     /// Accept any certificate. Anyone on the path can read the password: lab use only.
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (`sha256:AB:CD:…`, as the
+    /// refusal of an untrusted certificate prints it), whoever signed it.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
     /// `login` (default), `plain` (AUTHENTICATE PLAIN) or `xoauth2` (the secret is a token).
     #[serde(default)]
     pub auth: crate::AuthMethod,
@@ -282,6 +286,7 @@ impl EndpointSpec {
                 .ca_file
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
+            tls_fingerprint: self.tls_fingerprint.clone(),
             danger_accept_invalid_certs: self.danger_accept_invalid_certs,
             auth: self.auth.as_str().to_owned(),
             user: self.user.clone(),

@@ -14,6 +14,9 @@ pub enum CertCheck {
     System,
     /// Against the CA certificates in this PEM file (and only those).
     CaFile(PathBuf),
+    /// Exactly the certificate with this SHA-256 fingerprint (`tls_fingerprint`), whoever
+    /// signed it and whatever names it lists.
+    Fingerprint([u8; 32]),
     /// Not at all. Anyone on the path can read the password: for lab use only.
     DangerAcceptAnyCertificate,
 }
@@ -190,10 +193,13 @@ impl TryFrom<migrated_core::Account> for Endpoint {
                 a.auth
             )
         })?;
-        let cert_check = match (a.ca_file, a.danger_accept_invalid_certs) {
-            (_, true) => CertCheck::DangerAcceptAnyCertificate,
-            (Some(ca), false) => CertCheck::CaFile(ca.into()),
-            (None, false) => CertCheck::System,
+        let cert_check = match (a.ca_file, a.tls_fingerprint, a.danger_accept_invalid_certs) {
+            (_, _, true) => CertCheck::DangerAcceptAnyCertificate,
+            (_, Some(pin), false) => CertCheck::Fingerprint(
+                crate::tls::parse_fingerprint(&pin).map_err(|e| format!("tls_fingerprint: {e}"))?,
+            ),
+            (Some(ca), None, false) => CertCheck::CaFile(ca.into()),
+            (None, None, false) => CertCheck::System,
         };
         let admin = match a.admin_user {
             None => None,
@@ -232,6 +238,10 @@ impl From<&Endpoint> for migrated_core::Account {
             security: e.security.as_str().to_owned(),
             ca_file: match &e.cert_check {
                 CertCheck::CaFile(p) => Some(p.to_string_lossy().into_owned()),
+                _ => None,
+            },
+            tls_fingerprint: match &e.cert_check {
+                CertCheck::Fingerprint(pin) => Some(crate::tls::fingerprint_text(pin)),
                 _ => None,
             },
             danger_accept_invalid_certs: e.cert_check == CertCheck::DangerAcceptAnyCertificate,

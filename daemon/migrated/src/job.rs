@@ -274,10 +274,18 @@ impl EndpointSpecExt for EndpointSpec {
                 (Secret::default(), Some(oauth))
             }
         };
-        let cert_check = match (&self.ca_file, self.danger_accept_invalid_certs) {
-            (_, true) => CertCheck::DangerAcceptAnyCertificate,
-            (Some(ca), false) => CertCheck::CaFile(ca.clone()),
-            (None, false) => CertCheck::System,
+        let cert_check = match (
+            &self.ca_file,
+            &self.tls_fingerprint,
+            self.danger_accept_invalid_certs,
+        ) {
+            (_, _, true) => CertCheck::DangerAcceptAnyCertificate,
+            (_, Some(pin), false) => CertCheck::Fingerprint(
+                migrated_imap::tls::parse_fingerprint(pin)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", place("tls_fingerprint")))?,
+            ),
+            (Some(ca), None, false) => CertCheck::CaFile(ca.clone()),
+            (None, None, false) => CertCheck::System,
         };
         Ok(Endpoint {
             host: self.host.clone(),

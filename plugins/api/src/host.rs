@@ -746,6 +746,7 @@ mod tests {
             security: "plain".into(),
             ca_file: None,
             danger_accept_invalid_certs: false,
+            tls_fingerprint: None,
             auth: "login".into(),
             user: "alice".into(),
             secret: migrated_core::Secret::new("pw"),

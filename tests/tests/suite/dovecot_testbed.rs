@@ -31,7 +31,10 @@ fn options(layout: Layout, special_use: Vec<(String, String)>) -> DovecotOptions
 
 /// Asserts that IMAP shows exactly the corpus: folder names, and per folder the multiset of
 /// (hash, flags+keywords, INTERNALDATE, size, Message-ID).
-async fn assert_reads_back(s: &mut testbed::Session, corpus: &testbed::Corpus) -> Result<()> {
+pub(crate) async fn assert_reads_back(
+    s: &mut testbed::Session,
+    corpus: &testbed::Corpus,
+) -> Result<()> {
     let listed = s.list_folders().await?;
     let selectable: BTreeSet<&str> = listed
         .iter()

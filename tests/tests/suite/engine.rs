@@ -74,13 +74,8 @@ async fn folder_tree_special_use_subscriptions_and_containers_are_mapped() {
     let mut d = testbed::login(&p.dst.account("alice").unwrap())
         .await
         .unwrap();
-    let dst_folders: BTreeSet<String> = d
-        .list_folders()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let dst_listed = d.list_folders().await.unwrap();
+    let dst_folders: BTreeSet<String> = dst_listed.iter().map(|f| f.name.clone()).collect();
 
     // Localized special-use folders land in the destination's folders of the same role.
     let roles = d.special_use_folders().await.unwrap();
@@ -98,7 +93,7 @@ async fn folder_tree_special_use_subscriptions_and_containers_are_mapped() {
             "{role} is {name}: {roles:?}"
         );
     }
-    // Containers of the source exist on the destination.
+    // Containers of the source are containers (\Noselect) on the destination.
     assert!(
         !p.corpus.containers.is_empty(),
         "the corpus has a container folder"
@@ -108,6 +103,11 @@ async fn folder_tree_special_use_subscriptions_and_containers_are_mapped() {
         assert!(
             dst_folders.contains(&dest),
             "container {c} is {dest} on the destination: {dst_folders:?}"
+        );
+        let listed = dst_listed.iter().find(|f| f.name == dest).unwrap();
+        assert!(
+            !listed.selectable(),
+            "container {c} became a selectable folder {dest} on the destination: {listed:?}"
         );
     }
     // Subscriptions follow the mapping.

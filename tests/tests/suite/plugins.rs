@@ -117,6 +117,7 @@ fn account(settings: &[(&str, SettingValue)]) -> Account {
         security: "plain".into(),
         ca_file: None,
         danger_accept_invalid_certs: false,
+        tls_fingerprint: None,
         auth: "login".into(),
         user: "nobody".into(),
         secret: Secret::new("not used"),

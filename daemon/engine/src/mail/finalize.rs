@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use migrated_core::{MailDestination, MailDestinationSession, SourceConnector};
+use migrated_core::{MailDestination, MailDestinationSession, SourceConnector, SourceSession};
 
 use super::{Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::{Event, Summary};
 use crate::ledger::store_call;
-use migrated_core::{FolderReport, Phase};
+use migrated_core::{FolderReport, ItemRow, Phase};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Writes the folder's checkpoint after a pass that left nothing undone.
@@ -54,6 +54,9 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             ..Summary::default()
         };
         (sh.observer)(Event::Phase(Phase::Finalizing));
+        // The messages of a folder the destination refused to create are failed, each of them:
+        // counted in the summary, the report and the alerts like any refused message.
+        let mut unplaced: Vec<ItemRow> = Vec::new();
         for plan in plans {
             let mut report = reports
                 .remove(&plan.source)
@@ -64,6 +67,21 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 });
             if let Some(e) = folder_errors.get(&plan.source) {
                 report.error = Some(e.clone());
+                if !plan.container_only {
+                    src.open_folder(&plan.source).await?;
+                    let messages = src.list_messages(1, None).await?;
+                    report.messages = messages.len() as u64;
+                    report.bytes = messages.iter().map(|m| u64::from(m.size)).sum();
+                    report.failed = report.messages;
+                    unplaced.extend(messages.into_iter().map(|m| ItemRow {
+                        folder: plan.source.clone(),
+                        uid: m.uid,
+                        size: u64::from(m.size),
+                        message_id: m.message_id,
+                        subject: m.subject,
+                        reason: unplaced_reason(&plan.destination, e),
+                    }));
+                }
             }
             summary.already_copied += report.already_copied;
             summary.flags_updated += report.flags_updated;
@@ -73,6 +91,11 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
         summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
         summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();
+        for item in &unplaced {
+            // Like any refused message: the daemon's record lists it, the alerts count it.
+            (sh.observer)(Event::Failed(item.clone()));
+        }
+        summary.failed.extend(unplaced);
         let changed = summary.copied
             + summary.flags_updated
             + summary.excluded.len() as u64
@@ -113,4 +136,9 @@ pub(super) fn merge_reports(
         }
         *entry = report;
     }
+}
+
+/// Why a message of a folder the destination refused to create is not there.
+pub(super) fn unplaced_reason(destination: &str, error: &str) -> String {
+    format!("not copied: the destination refused to create its folder {destination}: {error}")
 }

@@ -1,6 +1,11 @@
 //! The Creating folders phase: destination folders the mapping needs and the destination lacks
 //! are created (with their SPECIAL-USE where the mapping asks), and subscriptions copied. A
 //! folder the destination refuses to create is reported and skipped; the rest of the run goes on.
+//!
+//! A source folder that only holds children (`\Noselect`) is not created: creating its children
+//! makes it a container on the destination too (Dovecot, Courier; Cyrus makes such parents real
+//! folders whatever the client does). Only when the destination refuses a child is its
+//! container created first, and the log says so.
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,14 +39,45 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             .map(|e| e.name.as_str())
             .collect();
         let mut folder_errors: HashMap<String, String> = HashMap::new();
+        // Containers left to the children that create them.
+        let containers: Vec<&str> = plans
+            .iter()
+            .filter(|p| p.container_only && !existing.contains(p.destination.as_str()))
+            .map(|p| p.destination.as_str())
+            .collect();
+        let mut created_containers: HashSet<&str> = HashSet::new();
         for plan in plans {
             if !plan.destination.eq_ignore_ascii_case("INBOX")
+                && !plan.container_only
                 && !existing.contains(plan.destination.as_str())
             {
-                if let Err(e) = dst
+                let mut result = dst
                     .create_folder(&plan.destination, plan.create_with_use)
-                    .await
+                    .await;
+                if let Err(e) = &result
+                    && !e.is_temporary()
                 {
+                    // Some servers want the parent first: create the containers above it, then
+                    // try once more.
+                    let above: Vec<&str> = containers
+                        .iter()
+                        .copied()
+                        .filter(|c| is_ancestor(c, &plan.destination))
+                        .filter(|c| !created_containers.contains(c))
+                        .collect();
+                    if !above.is_empty() {
+                        for c in above {
+                            if dst.create_folder(c, None).await.is_ok() {
+                                tracing::warn!(job = %sh.config.job_id, folder = %c, child = %plan.destination, refusal = %e, "The destination refused a folder whose parent does not exist: created its parent, which is a container (\\Noselect) on the source, as a folder first.");
+                                created_containers.insert(c);
+                            }
+                        }
+                        result = dst
+                            .create_folder(&plan.destination, plan.create_with_use)
+                            .await;
+                    }
+                }
+                if let Err(e) = result {
                     if e.is_temporary() {
                         return Err(e.into());
                     }
@@ -59,5 +95,27 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             }
         }
         Ok(folder_errors)
+    }
+}
+
+/// Whether destination folder `parent` is above `child`: a strict prefix followed by the
+/// hierarchy separator (any character that is not a letter or digit).
+fn is_ancestor(parent: &str, child: &str) -> bool {
+    child.len() > parent.len()
+        && child.starts_with(parent)
+        && child[parent.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ancestors_end_at_a_separator() {
+        assert!(super::is_ancestor("INBOX.Kunden", "INBOX.Kunden.Müller"));
+        assert!(super::is_ancestor("Kunden", "Kunden/Müller/2019"));
+        assert!(!super::is_ancestor("Kunden", "Kundenliste"));
+        assert!(!super::is_ancestor("Kunden", "Kunden"));
     }
 }

@@ -28,7 +28,32 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let sh = &self.shared;
         let mut rows = Vec::new();
         for plan in plans {
-            if plan.container_only || folder_errors.contains_key(&plan.source) {
+            if plan.container_only {
+                continue;
+            }
+            if let Some(e) = folder_errors.get(&plan.source) {
+                // The folder is not on the destination: every message is missing, and why.
+                src.open_folder(&plan.source).await?;
+                let source = src.list_messages(1, None).await?;
+                rows.push(VerifyRow {
+                    source: plan.source.clone(),
+                    destination: plan.destination.clone(),
+                    source_messages: source.len() as u64,
+                    source_bytes: source.iter().map(|m| u64::from(m.size)).sum(),
+                    destination_messages: 0,
+                    destination_bytes: 0,
+                    missing: source
+                        .iter()
+                        .map(|m| ItemRow {
+                            folder: plan.source.clone(),
+                            uid: m.uid,
+                            size: u64::from(m.size),
+                            message_id: m.message_id.clone(),
+                            subject: m.subject.clone(),
+                            reason: super::finalize::unplaced_reason(&plan.destination, e),
+                        })
+                        .collect(),
+                });
                 continue;
             }
             // Both sides and the ledger at once: over a wide-area link each side's round

@@ -369,10 +369,12 @@ impl ImapSession {
         })?
         .map_err(|e| ImapError::Tls {
             server: server.clone(),
-            reason: format!(
-                "{e} (check the certificate of {}, or name its CA with ca_file)",
-                endpoint.host
-            ),
+            reason: tls::refusal_text(&e).unwrap_or_else(|| {
+                format!(
+                    "{e} (check the certificate of {}, or name its CA with ca_file)",
+                    endpoint.host
+                )
+            }),
         })?;
         Ok(Stream::tls(tls))
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod beds;
 pub mod daemon;
 
 use std::path::PathBuf;

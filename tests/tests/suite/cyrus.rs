@@ -1,0 +1,329 @@
+//! Cyrus IMAP 3.6 (Debian 12's, unpacked: see `testbed::cyrus`): the test bed itself in both
+//! namespace modes, and migrations from it to Dovecot (exact, killed with SIGKILL and resumed,
+//! a delta that copies nothing).
+//!
+//! What Cyrus imposes, named by the tests: the missing parents of a folder are created as real
+//! (selectable, empty) folders, so a Cyrus source has no `\Noselect` containers; 8-bit header
+//! bytes become `X` on APPEND unless `munge8bit: no` (the source bed keeps them).
+
+use std::time::Instant;
+
+use testbed::{
+    CorpusSpec, Cyrus, CyrusOptions, Dovecot, DovecotOptions, Layout, english_special_use, login,
+    write_imap,
+};
+
+use crate::common::beds::{job_dir, kill_mid_copy, migrate, write_job};
+use crate::dovecot_testbed::assert_reads_back;
+
+fn spec(seed: u64, messages: usize) -> CorpusSpec {
+    CorpusSpec {
+        seed,
+        messages,
+        max_attachment: 300_000,
+        size_factor: 0.5,
+    }
+}
+
+fn source_options(alt_namespace: bool) -> CyrusOptions {
+    CyrusOptions {
+        alt_namespace,
+        munge8bit: false,
+        ..CyrusOptions::default()
+    }
+}
+
+async fn testbed_holds_the_corpus(alt_namespace: bool) {
+    let t = Instant::now();
+    let cyrus = Cyrus::start(source_options(alt_namespace))
+        .await
+        .expect("Cyrus starts");
+    eprintln!("Cyrus started in {:?}", t.elapsed());
+    let acct = cyrus.account("alice").unwrap();
+    let t = Instant::now();
+    let written = write_imap(&cyrus, &acct, &spec(71, 80))
+        .await
+        .expect("corpus appended");
+    eprintln!(
+        "{} messages appended in {:?}",
+        written.corpus.total_messages(),
+        t.elapsed()
+    );
+    assert!(
+        written.refused_folders.is_empty(),
+        "{:?}",
+        written.refused_folders
+    );
+    assert!(
+        written.refused_messages.is_empty(),
+        "{:?}",
+        written.refused_messages
+    );
+    let corpus = &written.corpus;
+    let (p, sep) = if alt_namespace {
+        ("", "/")
+    } else {
+        ("INBOX.", ".")
+    };
+    for name in ["Projekte/Übersicht/2019", "Post 📬 日本", "Zürich & Genève"] {
+        let name = format!("{p}{}", name.replace('/', sep));
+        assert!(
+            corpus.folders.contains_key(&name),
+            "{name}: {:?}",
+            corpus.folders.keys()
+        );
+    }
+    // Cyrus made the parents real folders: no containers.
+    assert!(corpus.containers.is_empty(), "{:?}", corpus.containers);
+    let parent = format!("{p}Projekte{sep}Übersicht");
+    assert!(corpus.folders[&parent].messages.is_empty());
+
+    let mut s = login(&acct).await.expect("login");
+    assert_reads_back(&mut s, corpus).await.unwrap();
+    let special: std::collections::BTreeSet<(String, String)> =
+        s.special_use_folders().await.unwrap().into_iter().collect();
+    let want: std::collections::BTreeSet<(String, String)> = english_special_use()
+        .into_iter()
+        .map(|(n, a)| (format!("{p}{n}"), a))
+        .collect();
+    assert_eq!(special, want);
+    s.logout().await.unwrap();
+    let report = testbed::verify(&acct, &acct, &corpus.identity_mapping())
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "{report}");
+    let mut wrong = acct.clone();
+    wrong.password = "wrong".to_owned();
+    assert!(login(&wrong).await.is_err(), "a wrong password is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_cyrus_holds_the_corpus_in_the_standard_namespace() {
+    testbed_holds_the_corpus(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testbed_cyrus_holds_the_corpus_in_the_alternate_namespace() {
+    testbed_holds_the_corpus(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_nothing() {
+    cyrus_to_dovecot(false, 72).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_in_the_alternate_namespace_to_dovecot_is_exact_and_resumes_after_sigkill() {
+    cyrus_to_dovecot(true, 75).await;
+}
+
+async fn cyrus_to_dovecot(alt_namespace: bool, seed: u64) {
+    let started = Instant::now();
+    let (cyrus, dovecot) = tokio::join!(
+        Cyrus::start(source_options(alt_namespace)),
+        Dovecot::start(DovecotOptions {
+            layout: Layout::Fs,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        })
+    );
+    let (cyrus, dovecot) = (
+        cyrus.expect("Cyrus starts"),
+        dovecot.expect("Dovecot starts"),
+    );
+    let src = cyrus.account("alice").unwrap();
+    let dst = dovecot.account("alice").unwrap();
+    let written = write_imap(&cyrus, &src, &spec(seed, 300))
+        .await
+        .expect("corpus appended");
+    assert!(
+        written.refused_messages.is_empty(),
+        "{:?}",
+        written.refused_messages
+    );
+    let corpus = &written.corpus;
+    let total = corpus.total_messages() as u64;
+    let dir = job_dir(&format!("cyrus-to-dovecot-{alt_namespace}"));
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+
+    let t = Instant::now();
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
+    let (copied, already) = resumed.counts();
+    eprintln!(
+        "killed at {at_kill} of {total}; the resumed run copied {copied}, found {already} \
+         ({:?} for both runs)",
+        t.elapsed()
+    );
+    assert_eq!(copied + already, total, "{}", resumed.stdout);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&dovecot))
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "Cyrus -> Dovecot differs:\n{report}");
+
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    assert_eq!(delta.counts(), (0, total), "{}", delta.stdout);
+    eprintln!("Cyrus -> Dovecot test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Dovecot (Maildir++, English special-use names) with a corpus, and an empty Cyrus.
+async fn dovecot_and_cyrus(
+    munge8bit: bool,
+    alt_namespace: bool,
+    seed: u64,
+) -> (Dovecot, Cyrus, testbed::Corpus) {
+    let (dovecot, cyrus) = tokio::join!(
+        Dovecot::start(DovecotOptions {
+            layout: Layout::MaildirPlusPlus,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        }),
+        Cyrus::start(CyrusOptions {
+            munge8bit,
+            alt_namespace,
+            ..CyrusOptions::default()
+        })
+    );
+    let (dovecot, cyrus) = (
+        dovecot.expect("Dovecot starts"),
+        cyrus.expect("Cyrus starts"),
+    );
+    let corpus = testbed::write_maildir(&dovecot, "alice", &spec(seed, 300)).expect("corpus");
+    (dovecot, cyrus, corpus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_is_exact_with_munge8bit_off_and_resumes_after_sigkill() {
+    dovecot_to_cyrus(false, 73).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_in_the_alternate_namespace_is_exact_and_resumes_after_sigkill() {
+    dovecot_to_cyrus(true, 76).await;
+}
+
+async fn dovecot_to_cyrus(alt_namespace: bool, seed: u64) {
+    let started = Instant::now();
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(false, alt_namespace, seed).await;
+    let src = dovecot.account("alice").unwrap();
+    let dst = cyrus.account("alice").unwrap();
+    let total = corpus.total_messages() as u64;
+    let dir = job_dir(&format!("dovecot-to-cyrus-{alt_namespace}"));
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
+    let (copied, already) = resumed.counts();
+    eprintln!("killed at {at_kill} of {total}; the resumed run copied {copied}, found {already}");
+    assert_eq!(copied + already, total, "{}", resumed.stdout);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&cyrus))
+        .await
+        .unwrap();
+    assert!(report.is_exact(), "Dovecot -> Cyrus differs:\n{report}");
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    assert_eq!(delta.counts(), (0, total), "{}", delta.stdout);
+    eprintln!("Dovecot -> Cyrus test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_cyrus_as_shipped_replaces_8bit_header_bytes_and_nothing_else() {
+    let (dovecot, cyrus, corpus) = dovecot_and_cyrus(true, false, 74).await;
+    let src = dovecot.account("alice").unwrap();
+    let dst = cyrus.account("alice").unwrap();
+    let dir = job_dir("dovecot-to-cyrus-munge");
+    let job = write_job(&dir, &src, &dst, "");
+    let run = migrate(&job, &dir.join("store"));
+    eprintln!("{}\n{}", run.stdout, run.stderr);
+    let report = testbed::verify(&src, &dst, &corpus.mapping_to(&cyrus))
+        .await
+        .unwrap();
+    // Cyrus's munge8bit (on by default) stores every 8-bit byte of a header as 'X': those
+    // messages arrive with other bytes of the same length; nothing else differs.
+    let mut munged = 0;
+    let mut s_src = login(&src).await.unwrap();
+    let mut s_dst = login(&dst).await.unwrap();
+    for f in &report.folders {
+        assert!(f.dst_exists && f.mismatched.is_empty(), "{report}");
+        assert_eq!(f.missing.len(), f.extra.len(), "{report}");
+        let mut twins = f.extra.clone();
+        for m in &f.missing {
+            let pos = twins
+                .iter()
+                .position(|e| e.message_id == m.message_id && e.size == m.size)
+                .unwrap_or_else(|| panic!("no munged twin of {m:?}\n{report}"));
+            let twin = twins.remove(pos);
+            let a = s_src.message_bytes(&f.src_folder, m.src_uid).await.unwrap();
+            let b = s_dst
+                .message_bytes(&f.dst_folder, twin.dst_uid)
+                .await
+                .unwrap();
+            assert_eq!(a.len(), b.len());
+            let header_end = a
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(a.len());
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                if x != y {
+                    assert!(
+                        *x >= 0x80 && *y == b'X',
+                        "{}: byte {i} is {x:#x} -> {y:#x}, not an 8-bit byte made 'X'",
+                        f.src_folder
+                    );
+                    // In the message's header, or the header of one of its MIME parts.
+                    let line_start = a[..i]
+                        .iter()
+                        .rposition(|c| *c == b'\n')
+                        .map_or(0, |p| p + 1);
+                    let line = &a[line_start..i];
+                    assert!(
+                        i < header_end
+                            || line.contains(&b':')
+                            || line.starts_with(b" ")
+                            || line.starts_with(b"\t"),
+                        "{}: byte {i} replaced outside a header line",
+                        f.src_folder
+                    );
+                }
+            }
+            munged += 1;
+        }
+    }
+    s_src.logout().await.unwrap();
+    s_dst.logout().await.unwrap();
+    assert!(
+        munged > 0,
+        "the corpus has 8-bit headers, Cyrus munged none?\n{report}"
+    );
+    eprintln!(
+        "{munged} of {} messages had their 8-bit header bytes replaced",
+        corpus.total_messages()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
