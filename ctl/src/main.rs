@@ -134,6 +134,9 @@ enum Command {
         #[arg(long = "final")]
         final_run: bool,
     },
+    /// Gives a job its credentials again (`credentials JOB`), or clears one side's
+    /// (`credentials clear JOB --source|--destination`: the job waits for credentials).
+    Credentials(CredentialsArgs),
     /// Shows a job's events.
     Events {
         /// Job id or name.
@@ -227,6 +230,40 @@ enum ReportFormat {
     Csv,
 }
 
+/// `credentials JOB [--source-password-file F] [--destination-password-file F]`, or
+/// `credentials clear JOB --source|--destination`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct CredentialsArgs {
+    #[command(subcommand)]
+    clear: Option<CredentialsCommand>,
+    /// Job id or name.
+    job: Option<String>,
+    /// Read the source password from this file (the administrator's, when the source logs
+    /// in with admin_user). Without either file, both are asked for.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// Read the destination password from this file.
+    #[arg(long)]
+    destination_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// Erases one side's credentials (or both): the job waits for credentials until
+    /// `migratectl credentials JOB` gives them again.
+    Clear {
+        /// Job id or name.
+        job: String,
+        /// Clear the source's.
+        #[arg(long)]
+        source: bool,
+        /// Clear the destination's.
+        #[arg(long)]
+        destination: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum BatchCommand {
     /// Creates a batch: one job per CSV row. Every problem of the file is reported at once and
@@ -259,10 +296,33 @@ enum BatchCommand {
         /// Batch name.
         name: String,
     },
-    /// Runs every job of a batch again (delta).
+    /// Runs every job of a batch again (delta); with --final, the final delta (as `complete`).
     Delta {
         /// Batch name.
         name: String,
+        /// The final delta (cutover): no incremental sync after it, credentials erased as
+        /// each mailbox completes.
+        #[arg(long = "final")]
+        final_run: bool,
+    },
+    /// Completes a batch (the cutover): the final delta of every mailbox; after it no
+    /// incremental sync runs and the credentials are erased.
+    Complete {
+        /// Batch name.
+        name: String,
+    },
+    /// Gives every mailbox of a batch its credentials again in one step, from a CSV in the
+    /// batch's format (rows matched by EmailAddress); mailboxes waiting for them are queued.
+    Credentials {
+        /// Batch name.
+        name: String,
+        /// The CSV file (EmailAddress, UserName, Password[, DestinationPassword]).
+        #[arg(long)]
+        csv: PathBuf,
+        /// The batch's template, for its password files (the destination's admin/proxy
+        /// secret, a source administrator's): rows without a password of their own get them.
+        #[arg(long)]
+        template: Option<PathBuf>,
     },
     /// Cancels every job of a batch.
     Cancel {
@@ -397,6 +457,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Batch(b) => batches::run(&mut ctl, b, json).await,
+        Command::Credentials(c) => jobs::credentials(&mut ctl, c, json).await,
         Command::Report { job, batch, format } => {
             reports::report(&mut ctl, job, batch, format).await
         }

@@ -1,5 +1,6 @@
-//! `batch create|list|status|pause|resume|delta|cancel|delete`: many mailboxes at once, one
-//! job per CSV row; the actions on a batch act on each of its jobs and report each result.
+//! `batch create|list|status|pause|resume|delta|complete|credentials|cancel|delete`: many
+//! mailboxes at once, one job per CSV row; the actions on a batch act on each of its jobs and
+//! report each result.
 
 use std::process::ExitCode;
 
@@ -38,7 +39,28 @@ pub(crate) async fn run(
         BatchCommand::Status { name } => Request::BatchStatus { name },
         BatchCommand::Pause { name } => act(name, Action::Pause),
         BatchCommand::Resume { name } => act(name, Action::Resume),
-        BatchCommand::Delta { name } => act(name, Action::Delta),
+        BatchCommand::Delta { name, final_run } => Request::DeltaBatch { name, final_run },
+        BatchCommand::Complete { name } => Request::DeltaBatch {
+            name,
+            final_run: true,
+        },
+        BatchCommand::Credentials {
+            name,
+            csv,
+            template,
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
+            let template = template.as_deref().map(load_template).transpose()?;
+            let secret =
+                |e: Option<&migrated_core::EndpointSpec>| e.and_then(|e| e.login_secret().cloned());
+            Request::BatchCredentials {
+                name,
+                source_secret: secret(template.as_ref().map(|t| &t.source)),
+                destination_secret: secret(template.as_ref().map(|t| &t.destination)),
+                csv: text,
+            }
+        }
         BatchCommand::Cancel { name, yes } => {
             if !yes && !confirm(&format!("Cancel every job of batch {name}?"))? {
                 return Ok(ExitCode::from(1));

@@ -109,6 +109,47 @@ pub enum Request {
         /// What to do.
         action: Action,
     },
+    /// A delta of every job of a batch; with `final_run`, the final one (the cutover, what
+    /// `batch complete` asks): credentials are erased as each completes.
+    DeltaBatch {
+        /// Batch name.
+        name: String,
+        /// The final delta.
+        #[serde(default)]
+        final_run: bool,
+    },
+    /// Gives a job its credentials again (the sides given); a job waiting for them is queued.
+    SetCredentials {
+        /// Id or name.
+        job: String,
+        /// The source's login secret (the administrator's for an `admin_user` side).
+        source_secret: Option<Secret>,
+        /// The destination's login secret.
+        destination_secret: Option<Secret>,
+    },
+    /// Erases one side's credentials (or both); the job waits for credentials.
+    ClearCredentials {
+        /// Id or name.
+        job: String,
+        /// Erase the source's.
+        source: bool,
+        /// Erase the destination's.
+        destination: bool,
+    },
+    /// Gives every job of a batch its credentials again from a CSV in the batch's format
+    /// (rows matched by EmailAddress); jobs waiting for them are queued.
+    BatchCredentials {
+        /// Batch name.
+        name: String,
+        /// The source secret for rows without a Password (an administrator's, from the
+        /// template the client read), if given.
+        source_secret: Option<Secret>,
+        /// The destination secret for rows without DestinationPassword (the template's
+        /// password file, read by the client), if given.
+        destination_secret: Option<Secret>,
+        /// The CSV text.
+        csv: String,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.

@@ -134,7 +134,7 @@ pub(crate) fn delta_due(record: &JobRecord, now: u64) -> bool {
         JobStatus::Completed | JobStatus::CompletedWithErrors
     ) && !record.final_delta
         && record.has_credentials()
-        && match (record.spec.schedule.delta_every_hours, record.finished) {
+        && match (record.spec.schedule.sync_interval_hours(), record.finished) {
             (Some(h), Some(f)) => f + (h * 3600.0) as u64 <= now,
             _ => false,
         }

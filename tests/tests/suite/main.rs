@@ -27,6 +27,7 @@ mod gmail_emulator;
 mod hostile_replies;
 mod hostile_server;
 mod imap_client;
+mod lifecycle;
 mod oauth_logins;
 mod oauth_testbed;
 mod packaging;

@@ -24,6 +24,20 @@ pub(crate) async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> R
     rx.await.unwrap_or_else(|_| down())
 }
 
+/// Answers one request the same way on every transport: the checks that log in to servers
+/// run here (they do not hold up the loop), everything else is the loop's. `Hello` and
+/// `Subscribe` are the socket's own framing and are refused here.
+pub(crate) async fn answer(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> Response {
+    match request {
+        Request::Test { spec } => test_endpoints(&spec).await,
+        Request::Hello { .. } | Request::Subscribe { .. } => Response::Error {
+            kind: ErrorKind::Invalid,
+            message: "hello and subscribe belong to the socket; on D-Bus, follow the Progress and JobEvent signals".into(),
+        },
+        request => call(tx, request).await,
+    }
+}
+
 /// Checks both endpoints of a spec: connect, TLS, login, list folders. Touches no job.
 pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
     use crate::job::EndpointSpecExt;

@@ -132,6 +132,7 @@ impl Manager {
             id,
             finished: e.record.finished,
             running: e.stop.is_some(),
+            syncs_pending: e.record.syncs_pending(),
         });
         for expired in retention::expired(kept, self.settings.retention, now()) {
             let id = expired.id;

@@ -16,10 +16,13 @@ impl Manager {
     pub(super) fn create_batch(
         &mut self,
         name: String,
-        template: JobSpec,
+        mut template: JobSpec,
         csv: &str,
     ) -> Result<String, ControlError> {
         use migrated_core::batch::{BatchProblem, parse_batch_with};
+        // A batch syncs every 24 hours until it is completed, as Exchange Online's do (its
+        // credentials are kept until then); `delta_every_hours = 0` in the template: no syncs.
+        template.schedule.delta_every_hours.get_or_insert(24.0);
         let mut problems = Vec::new();
         if name.trim().is_empty() || name.contains('/') {
             return Err(ControlError::new(

@@ -8,12 +8,14 @@
 //! - [`requests`]: the control API, each request answered `Result<Response, ControlError>`;
 //! - [`intake`]: creating jobs and batches (validation before anything is stored);
 //! - [`actions`]: pause, resume, cancel, delete, reset, delta;
+//! - [`credentials`]: credentials given again (a job, a batch from its CSV) or cleared;
 //! - [`runs`]: starting runs and following them (engine events, the end of a run);
 //! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
 //! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
 //! - [`outage`]: the job store failing and coming back.
 
 mod actions;
+mod credentials;
 mod housekeeping;
 mod intake;
 mod outage;
@@ -115,7 +117,13 @@ impl Manager {
     ) -> anyhow::Result<Self> {
         let mut jobs = HashMap::new();
         let mut resumed = Vec::new();
-        for (id, record) in store.jobs::<JobRecord>()? {
+        for (id, mut record) in store.jobs::<JobRecord>()? {
+            // Records written before Failed counted as finished, or when a delta left a
+            // queued job marked finished: retention counts from the same moment as before.
+            record.finished = crate::retention::finished_at(
+                record.status,
+                record.finished.unwrap_or(record.updated),
+            );
             // Waiting for the store when the daemon stopped: the store opened, so it goes on.
             if record.status.is_running() || record.status == JobStatus::WaitingForStore {
                 resumed.push((id.clone(), record.status));
@@ -324,14 +332,14 @@ impl Manager {
         }
         entry.record.status = status;
         entry.record.updated = now();
-        if matches!(
+        // Queued again or waiting: not finished, or retention would sweep it with its ledger.
+        entry.record.finished = crate::retention::finished_at(status, now());
+        let completed = matches!(
             status,
-            JobStatus::Completed | JobStatus::CompletedWithErrors | JobStatus::Cancelled
-        ) {
-            entry.record.finished = Some(now());
-            if status == JobStatus::Cancelled || entry.record.erase_at_completion() {
-                entry.record.erase_credentials();
-            }
+            JobStatus::Completed | JobStatus::CompletedWithErrors
+        );
+        if status == JobStatus::Cancelled || (completed && entry.record.erase_at_completion()) {
+            entry.record.erase_credentials();
         }
         self.persist(id);
         let level = if status == JobStatus::Failed {

@@ -61,16 +61,7 @@ impl Manager {
                 Ok(Response::BatchJobs { batch, jobs })
             }
             Request::ActBatch { name, action } => {
-                let mut ids: Vec<(String, String)> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, e)| e.record.batch.as_deref() == Some(name.as_str()))
-                    .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
-                    .collect();
-                if ids.is_empty() {
-                    return Err(no_batch(&name));
-                }
-                ids.sort();
+                let ids = self.batch_members(&name)?;
                 let results = ids
                     .into_iter()
                     .map(|(job, id)| (job, self.act(&id, action).map_err(|e| e.message)))
@@ -107,6 +98,41 @@ impl Manager {
                 self.act(&id, action)
                     .map(|status| Response::Done { status })
             }
+            Request::DeltaBatch { name, final_run } => {
+                let ids = self.batch_members(&name)?;
+                let results = ids
+                    .into_iter()
+                    .map(|(job, id)| {
+                        let r = self.delta(&id, None, None, final_run);
+                        (job, r.map_err(|e| e.message))
+                    })
+                    .collect();
+                Ok(Response::BatchDone { results })
+            }
+            Request::SetCredentials {
+                job,
+                source_secret,
+                destination_secret,
+            } => {
+                let id = self.find(&job)?;
+                self.set_credentials(&id, source_secret, destination_secret)
+                    .map(|status| Response::Done { status })
+            }
+            Request::ClearCredentials {
+                job,
+                source,
+                destination,
+            } => {
+                let id = self.find(&job)?;
+                self.clear_credentials(&id, source, destination)
+                    .map(|status| Response::Done { status })
+            }
+            Request::BatchCredentials {
+                name,
+                source_secret,
+                destination_secret,
+                csv,
+            } => self.batch_credentials(&name, source_secret, destination_secret, &csv),
             Request::Delta {
                 job,
                 source_secret,
@@ -118,6 +144,21 @@ impl Manager {
                     .map(|status| Response::Done { status })
             }
         }
+    }
+
+    /// `(job name, id)` of every job of a batch, by name.
+    fn batch_members(&self, name: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let mut ids: Vec<(String, String)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.batch.as_deref() == Some(name))
+            .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+            .collect();
+        if ids.is_empty() {
+            return Err(no_batch(name));
+        }
+        ids.sort();
+        Ok(ids)
     }
 
     fn events(&self, id: &str, after: u64) -> Vec<EventRow> {

@@ -1,0 +1,262 @@
+//! A batch's life from first copy to cutover, against real Dovecots: retention that never
+//! sweeps a job still to run and always sweeps a failed one, and every control request
+//! answering the same over the socket and over D-Bus.
+
+use std::time::{Duration, Instant};
+
+use migrated_core::{Action, JobStatus};
+use migrated_ipc::{Client, Request, Response};
+use testbed::CorpusSpec;
+
+use crate::common::daemon::{Daemon, job_file, stdout};
+use crate::common::pair;
+
+/// Writes `t` (unix seconds) into a libfaketime clock file.
+fn set_clock(clock: &std::path::Path, t: u64) {
+    let at = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .unwrap();
+    std::fs::write(clock, at.stdout).unwrap();
+}
+
+/// The ids of the jobs the daemon holds.
+fn job_ids(d: &Daemon) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "list"]))).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_a_job_a_delta_queued_again_and_sweeps_a_failed_one() {
+    const START: u64 = 1_704_067_200; // 2024-01-01 00:00 UTC
+    let p = pair(CorpusSpec {
+        seed: 150,
+        messages: 40,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    let clock = d.state.join("clock");
+    set_clock(&clock, START);
+    d.env.extend(testbed::faketime_env(&clock));
+    d.start().await;
+    let dir = d.state.join("jobs");
+    let kept = stdout(&d.ctl(&["create", job_file(&p, &dir, "kept", "").to_str().unwrap()]));
+    d.wait_until(&kept, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    // What `batch delta` does to each job: its credentials were erased at completion, so it
+    // waits for them, and is no longer finished.
+    let mut c = Client::connect(&d.socket).await.unwrap();
+    let r = c
+        .call(&Request::Act {
+            job: kept.clone(),
+            action: Action::Delta,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Done {
+                status: JobStatus::WaitingForCredentials
+            }
+        ),
+        "{r:?}"
+    );
+
+    // A job whose source password is wrong fails (and keeps its passwords for a retry).
+    let bad = job_file(&p, &d.state.join("bad"), "failing", "");
+    std::fs::write(d.state.join("bad/src.pass"), "not-the-password").unwrap();
+    let failing = stdout(&d.ctl(&["create", bad.to_str().unwrap()]));
+    let failed = d
+        .wait_until(&failing, "the failure", |s| {
+            s.status == Some(JobStatus::Failed)
+        })
+        .await;
+    assert!(
+        failed.credentials,
+        "a failed job keeps its credentials until swept"
+    );
+
+    // Eight days later (retention: 7): the failed job is swept with its passwords; the job
+    // waiting for its delta's credentials is kept with its ledger.
+    set_clock(&clock, START + 8 * 86_400);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while job_ids(&d).contains(&failing) {
+        assert!(
+            Instant::now() < deadline,
+            "the failed job was never swept:\n{}",
+            d.log()
+        );
+        d.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job_ids(&d), std::slice::from_ref(&kept));
+    assert!(
+        d.log()
+            .contains("Job deleted: its retention period is over.")
+    );
+    let s = d.summary(&kept).await;
+    assert_eq!(s.status, Some(JobStatus::WaitingForCredentials));
+    // Its credentials given again, the delta finds everything in the ledger: nothing copied.
+    let out = d.ctl(&[
+        "delta",
+        &kept,
+        "--source-password-file",
+        dir.join("src.pass").to_str().unwrap(),
+        "--destination-password-file",
+        dir.join("dst.pass").to_str().unwrap(),
+    ]);
+    assert_eq!(stdout(&out), "Queued");
+    let s = d
+        .wait_until(&kept, "the delta", |s| {
+            s.status == Some(JobStatus::Completed)
+        })
+        .await;
+    assert_eq!(s.items_done, 0, "the ledger survived: nothing copied again");
+    p.assert_exact().await;
+}
+
+/// `migratectl` over one transport: the socket (no extra argument) or the session bus.
+struct Ctl<'a> {
+    d: &'a Daemon,
+    bus: Option<&'a str>,
+}
+
+impl Ctl<'_> {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut c = match self.bus {
+            None => self.d.ctl_command(args),
+            Some(address) => {
+                let mut full = vec!["--bus", "session"];
+                full.extend_from_slice(args);
+                let mut c = self.d.ctl_command(&full);
+                c.env("DBUS_SESSION_BUS_ADDRESS", address);
+                c
+            }
+        };
+        c.output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&stdout(&self.run(&full))).unwrap()
+    }
+
+    async fn wait_status(&self, job: &str, status: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let v = self.json(&["status", job]);
+            if v["summary"]["status"] == status {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{job} never reached {status}: {v}\n{}",
+                self.d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The same administrator's session, on one transport: create, list by tag with every field,
+/// tags, priority, a delta, the final delta, events, report, batches, limits, plugins.
+async fn session(p: &crate::common::Pair, ctl: &Ctl<'_>, name: &str) {
+    let job = job_file(
+        p,
+        &ctl.d.state.join(name),
+        name,
+        "[schedule]\ndelta_every_hours = 24\n",
+    );
+    let id = stdout(&ctl.run(&["create", job.to_str().unwrap()]));
+    let done = ctl.wait_status(&id, "Completed").await;
+    assert_eq!(
+        done["summary"]["credentials"], true,
+        "recurring syncs keep them"
+    );
+    let tagged = ctl.json(&["tag", &id, "wave-1"]);
+    assert_eq!(tagged["tags"], serde_json::json!(["wave-1"]));
+
+    let listed = ctl.json(&["list", "--tag", "wave-1"]);
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{name} listed by its tag: {listed}"));
+    assert_eq!(row["name"], name);
+    assert_eq!(row["tags"], serde_json::json!(["wave-1"]));
+    assert!(
+        row["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice@127.0.0.1")
+    );
+    assert!(row["created"].as_u64().unwrap() > 0);
+    assert_eq!(row["items_total"], row["items_done"]);
+
+    let tagged = ctl.json(&["tag", &id, "vip"]);
+    assert_eq!(tagged["tags"], serde_json::json!(["vip", "wave-1"]));
+    stdout(&ctl.run(&["priority", &id, "7"]));
+    assert_eq!(ctl.json(&["status", &id])["summary"]["priority"], 7);
+
+    assert_eq!(stdout(&ctl.run(&["delta", &id])), "Queued");
+    let s = ctl.wait_status(&id, "Completed").await;
+    assert_eq!(s["summary"]["items_done"], 0, "nothing new to copy");
+    assert_eq!(stdout(&ctl.run(&["delta", "--final", &id])), "Queued");
+    let s = ctl.wait_status(&id, "Completed").await;
+    assert_eq!(
+        s["summary"]["credentials"], false,
+        "erased by the final delta"
+    );
+    let events = stdout(&ctl.run(&["events", &id]));
+    assert!(events.contains("Final delta requested"), "{events}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&ctl.run(&["report", &id, "--format", "json"]))).unwrap();
+    assert!(report.to_string().contains(name), "{report}");
+    assert!(stdout(&ctl.run(&["plugins"])).contains("imap"));
+    let limits = stdout(&ctl.run(&["limits", "--max-jobs", "4"]));
+    assert!(limits.contains('4'), "{limits}");
+    assert_eq!(stdout(&ctl.run(&["delete", "--yes", &id])), "Deleted");
+    let gone = ctl.run(&["status", &id]);
+    assert_eq!(gone.status.code(), Some(3), "no such job any more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_request_answers_the_same_over_the_socket_and_dbus() {
+    let p = pair(CorpusSpec {
+        seed: 151,
+        messages: 30,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let bus = crate::dbus::Bus::start_named("lifecycle");
+    let mut d = Daemon::new(&p);
+    d.env.push(("MIGRATED_BUS".into(), "session".into()));
+    d.env
+        .push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
+    d.start().await;
+    session(&p, &Ctl { d: &d, bus: None }, "over-socket").await;
+    // The bus name is owned once the daemon is up; wait for it rather than race it.
+    let over_bus = Ctl {
+        d: &d,
+        bus: Some(&bus.address),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !over_bus.run(&["list"]).status.success() {
+        assert!(Instant::now() < deadline, "no D-Bus name:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    session(&p, &over_bus, "over-dbus").await;
+}
