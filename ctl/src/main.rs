@@ -266,6 +266,18 @@ enum CredentialsCommand {
 
 #[derive(Debug, Subcommand)]
 enum BatchCommand {
+    /// Pre-flight: logs in to both sides of every row (several at once) and prints one line
+    /// per mailbox (logins, folders, messages and bytes to copy, the largest message, what the
+    /// size limit excludes, problems) and the totals; creates nothing. Exit code 1 when a
+    /// mailbox has a problem.
+    Test {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// The batch template (as for `batch create`).
+        #[arg(long)]
+        template: PathBuf,
+    },
     /// Creates a batch: one job per CSV row. Every problem of the file is reported at once and
     /// nothing is stored then.
     Create {

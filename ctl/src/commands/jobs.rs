@@ -24,13 +24,17 @@ pub(crate) async fn create(ctl: &mut Control, job: &Path, json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// `test FILE`: exit code 1 when a side fails.
+/// `test FILE`: the connection checks of both sides, then (in a table) the mailbox's
+/// pre-flight line as `batch test` prints it; exit code 1 when a side fails. With `--json`
+/// the checks only, as before.
 pub(crate) async fn test(ctl: &mut Control, job: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let checks = ctl.test(load_spec(job)?).await?;
+    let spec = load_spec(job)?;
+    let checks = ctl.test(spec.clone()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         print_checks(&checks);
+        super::batches::preflight(ctl, spec, None, false).await?;
     }
     if checks.iter().any(|c| !c.ok) {
         return Ok(ExitCode::from(1));

@@ -15,6 +15,6 @@ pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
 pub use protocol::{
     BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail,
-    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
-    VerifyRow,
+    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow, RejectedPlugin, Request,
+    Response, VerifyRow,
 };

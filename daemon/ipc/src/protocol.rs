@@ -150,6 +150,15 @@ pub enum Request {
         /// The CSV text.
         csv: String,
     },
+    /// Pre-flight: logs in to both sides of every mailbox (a batch's CSV rows with its
+    /// template, or the template alone as one job) and counts what a copy would do; nothing is
+    /// created. Answered with [`Response::Preflight`].
+    Preflight {
+        /// The batch template, or the job.
+        template: Box<JobSpec>,
+        /// The batch's CSV text; `None`: the template is one job.
+        csv: Option<String>,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -249,6 +258,11 @@ pub enum Response {
     BatchDone {
         /// `(job name, status after, or why it was refused)`.
         results: Vec<(String, Result<JobStatus, String>)>,
+    },
+    /// Outcome of [`Request::Preflight`]: one row per mailbox, in the CSV's order.
+    Preflight {
+        /// The mailboxes.
+        rows: Vec<PreflightRow>,
     },
     /// A job changed (subscriptions).
     Update {
@@ -443,6 +457,38 @@ pub struct CheckRow {
     pub ok: bool,
     /// What was found (folders, capabilities) or what failed, in the server's words.
     pub message: String,
+}
+
+/// One mailbox's pre-flight: both logins and what a copy would find.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightRow {
+    /// The mailbox: the job name (`batch/address` for a batch row).
+    pub mailbox: String,
+    /// `user@host:port` of the source.
+    pub source: String,
+    /// `user@host:port` of the destination.
+    pub destination: String,
+    /// The source login worked.
+    pub source_ok: bool,
+    /// The destination login worked.
+    pub destination_ok: bool,
+    /// Folders on the source that hold messages (selectable).
+    pub folders: u64,
+    /// Messages on the source (what a first copy would copy, excluded ones aside).
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The largest message, in bytes.
+    pub largest: u64,
+    /// Messages over the size limit (`max_message_size`): a copy would exclude them.
+    pub excluded: u64,
+    /// Their bytes.
+    pub excluded_bytes: u64,
+    /// The size limit they are over.
+    pub size_limit: u64,
+    /// What stands in the way, in the words Exchange administrators know where one fits
+    /// (and the server's reply).
+    pub problems: Vec<String>,
 }
 
 /// A job's event.

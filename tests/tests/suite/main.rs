@@ -28,6 +28,7 @@ mod hostile_replies;
 mod hostile_server;
 mod imap_client;
 mod lifecycle;
+mod lifecycle_batch;
 mod oauth_logins;
 mod oauth_testbed;
 mod packaging;

@@ -19,7 +19,7 @@ impl Manager {
         mut template: JobSpec,
         csv: &str,
     ) -> Result<String, ControlError> {
-        use migrated_core::batch::{BatchProblem, parse_batch_with};
+        use migrated_core::batch::BatchProblem;
         // A batch syncs every 24 hours until it is completed, as Exchange Online's do (its
         // credentials are kept until then); `delta_every_hours = 0` in the template: no syncs.
         template.schedule.delta_every_hours.get_or_insert(24.0);
@@ -37,46 +37,18 @@ impl Manager {
         {
             problems.push(BatchProblem::Exists(name.clone()));
         }
-        // A source administrator, service account or application serves every row that
-        // gives no password of its own.
-        let rows = match parse_batch_with(csv, template.source.shared_login()) {
-            Ok(rows) => rows,
-            Err(p) => {
-                problems.extend(p);
-                Vec::new()
+        let (members, csv_problems) = batch_specs(&name, &template, csv)?;
+        problems.extend(csv_problems);
+        let mut specs = Vec::with_capacity(members.len());
+        for member in members {
+            if self
+                .jobs
+                .values()
+                .any(|e| e.record.spec.name == member.spec.name)
+            {
+                problems.push(BatchProblem::Exists(member.spec.name.clone()));
             }
-        };
-        let mut specs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut spec = template.clone();
-            spec.name = format!("{name}/{}", row.email);
-            spec.source.user = row.source_user.clone();
-            spec.source.password_file = None;
-            // A row's own password logs in as its user, even where the template names an
-            // administrator; without one, the template's administrator logs in.
-            if let Some(p) = &row.source_password {
-                spec.source.use_own_password(p.clone());
-            }
-            spec.destination.user = row
-                .destination_user
-                .clone()
-                .unwrap_or_else(|| row.email.clone());
-            spec.destination.password_file = None;
-            if let Some(p) = &row.destination_password {
-                spec.destination.use_own_password(p.clone());
-            } else if spec.destination.login_secret().is_none() {
-                return Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination password or its admin_user and admin_password_file",
-                        row.row
-                    ),
-                ));
-            }
-            if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
-                problems.push(BatchProblem::Exists(spec.name.clone()));
-            }
-            specs.push(spec);
+            specs.push(member.spec);
         }
         if !problems.is_empty() {
             let message = problems
@@ -209,4 +181,66 @@ impl Manager {
         }
         Ok(id)
     }
+}
+
+/// One mailbox of a batch: its job spec, built from the template and its CSV row.
+pub(crate) struct BatchMember {
+    /// The job.
+    pub spec: JobSpec,
+    /// The destination logs in with the batch's shared secret (an admin/proxy password, an
+    /// administrator), not one of the row's own: a refused login then means the mailbox is
+    /// not there.
+    pub shared_destination: bool,
+}
+
+/// The jobs a batch's CSV makes from its template, and the CSV's problems (every one; no
+/// member then). Pure: used to create the batch and to pre-flight it.
+///
+/// # Errors
+///
+/// A row without any destination password, naming the row and what to add.
+pub(crate) fn batch_specs(
+    name: &str,
+    template: &JobSpec,
+    csv: &str,
+) -> Result<(Vec<BatchMember>, Vec<migrated_core::batch::BatchProblem>), ControlError> {
+    // A source administrator, service account or application serves every row that gives
+    // no password of its own.
+    let rows = match migrated_core::batch::parse_batch_with(csv, template.source.shared_login()) {
+        Ok(rows) => rows,
+        Err(p) => return Ok((Vec::new(), p)),
+    };
+    let mut members = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut spec = template.clone();
+        spec.name = format!("{name}/{}", row.email);
+        spec.source.user = row.source_user.clone();
+        spec.source.password_file = None;
+        // A row's own password logs in as its user, even where the template names an
+        // administrator; without one, the template's administrator logs in.
+        if let Some(p) = &row.source_password {
+            spec.source.use_own_password(p.clone());
+        }
+        spec.destination.user = row
+            .destination_user
+            .clone()
+            .unwrap_or_else(|| row.email.clone());
+        spec.destination.password_file = None;
+        if let Some(p) = &row.destination_password {
+            spec.destination.use_own_password(p.clone());
+        } else if spec.destination.login_secret().is_none() {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "row {}: no destination password: add a DestinationPassword column, or give the batch's destination password or its admin_user and admin_password_file",
+                    row.row
+                ),
+            ));
+        }
+        members.push(BatchMember {
+            spec,
+            shared_destination: row.destination_password.is_none(),
+        });
+    }
+    Ok((members, Vec::new()))
 }

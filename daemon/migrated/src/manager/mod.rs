@@ -36,6 +36,7 @@ use crate::journal::{Journal, Outage, Written};
 use crate::msg::{Msg, Update};
 use crate::record::{JobRecord, now};
 
+pub(crate) use intake::batch_specs;
 pub(crate) use runs::folder_row;
 
 /// Settings of the daemon.

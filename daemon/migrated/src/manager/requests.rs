@@ -15,12 +15,13 @@ pub(super) type Reply = Result<Response, ControlError>;
 impl Manager {
     pub(super) fn handle(&mut self, request: Request) -> Reply {
         match request {
-            Request::Hello { .. } | Request::Subscribe { .. } | Request::Test { .. } => {
-                Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    "hello, subscribe and test are handled by the transport",
-                ))
-            }
+            Request::Hello { .. }
+            | Request::Subscribe { .. }
+            | Request::Test { .. }
+            | Request::Preflight { .. } => Err(ControlError::new(
+                ErrorKind::Invalid,
+                "hello, subscribe, test and preflight are handled by the transport",
+            )),
             Request::Create { spec } => self.create(*spec, None).map(|id| Response::Created { id }),
             Request::CreateBatch {
                 name,
