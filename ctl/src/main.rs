@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{authorize, batches, daemon, follow, jobs, reports};
+use commands::{authorize, batches, daemon, follow, jobs, reports, settings};
 use control::Control;
 use migrated_core::Action;
 use migrated_ipc::{ClientError, ErrorKind};
@@ -137,6 +137,17 @@ enum Command {
     /// Gives a job its credentials again (`credentials JOB`), or clears one side's
     /// (`credentials clear JOB --source|--destination`: the job waits for credentials).
     Credentials(CredentialsArgs),
+    /// Prints a job's settings as a job file (secrets never shown: only whether each is set).
+    Show {
+        /// Job id or name.
+        job: String,
+    },
+    /// Edits a job's settings in $VISUAL or $EDITOR; they apply from the job's next run, or
+    /// the change is refused with the line and field and the job stays unchanged.
+    Edit {
+        /// Job id or name.
+        job: String,
+    },
     /// Shows a job's events.
     Events {
         /// Job id or name.
@@ -481,5 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::limits(&mut ctl, max_jobs, max_connections_per_host, json).await,
         Command::Plugins => daemon::plugins(&mut ctl, json).await,
         Command::Events { job } => jobs::events(&mut ctl, &job, json).await,
+        Command::Show { job } => settings::show(&mut ctl, &job, json).await,
+        Command::Edit { job } => settings::edit(&mut ctl, &job, json).await,
     }
 }

@@ -8,3 +8,4 @@ pub(crate) mod follow;
 pub(crate) mod input;
 pub(crate) mod jobs;
 pub(crate) mod reports;
+pub(crate) mod settings;

@@ -78,6 +78,11 @@ pub struct JobSpec {
     pub on_remove: OnRemove,
 }
 
+impl JobSpec {
+    /// The priority of a job that sets none.
+    pub const DEFAULT_PRIORITY: u32 = default_priority();
+}
+
 const fn default_priority() -> u32 {
     100
 }

@@ -159,6 +159,19 @@ pub enum Request {
         /// The batch's CSV text; `None`: the template is one job.
         csv: Option<String>,
     },
+    /// A job's settings, without secrets ([`Response::Settings`]).
+    Show {
+        /// Id or name.
+        job: String,
+    },
+    /// Replaces a job's settings from its next run (checked as a new job is; secrets not
+    /// given are kept).
+    Edit {
+        /// Id or name.
+        job: String,
+        /// The new settings.
+        spec: Box<JobSpec>,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -263,6 +276,13 @@ pub enum Response {
     Preflight {
         /// The mailboxes.
         rows: Vec<PreflightRow>,
+    },
+    /// A job's settings (no secret in them) and which secrets are set.
+    Settings {
+        /// The settings as a job file holds them, secrets erased.
+        spec: Box<JobSpec>,
+        /// `(section.field, set)` of each secret, e.g. `("source.password", true)`.
+        secrets: Vec<(String, bool)>,
     },
     /// A job changed (subscriptions).
     Update {

@@ -133,6 +133,10 @@ struct Ctl<'a> {
 
 impl Ctl<'_> {
     fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut c = match self.bus {
             None => self.d.ctl_command(args),
             Some(address) => {
@@ -143,6 +147,7 @@ impl Ctl<'_> {
                 c
             }
         };
+        c.envs(env.iter().copied());
         c.output().unwrap()
     }
 
@@ -170,7 +175,7 @@ impl Ctl<'_> {
 }
 
 /// The same administrator's session, on one transport: create, list by tag with every field,
-/// tags, priority, a delta, the final delta, events, report, batches, limits, plugins.
+/// tags, priority, show and edit, a delta, the final delta, events, report, limits, plugins.
 async fn session(p: &crate::common::Pair, ctl: &Ctl<'_>, name: &str) {
     let job = job_file(
         p,
@@ -209,6 +214,38 @@ async fn session(p: &crate::common::Pair, ctl: &Ctl<'_>, name: &str) {
     assert_eq!(tagged["tags"], serde_json::json!(["vip", "wave-1"]));
     stdout(&ctl.run(&["priority", &id, "7"]));
     assert_eq!(ctl.json(&["status", &id])["summary"]["priority"], 7);
+
+    // Shown as a job file, secrets only as set; edited from the next run, or refused.
+    let shown = stdout(&ctl.run(&["show", &id]));
+    assert!(
+        shown.contains("[source]") && shown.contains("priority = 7"),
+        "{shown}"
+    );
+    assert!(shown.contains("# password: set (never shown"), "{shown}");
+    let secret = p.src.password("alice").unwrap();
+    assert!(!shown.contains(secret), "no secret shown");
+    let out = ctl.run_with(
+        &["edit", &id],
+        &[("EDITOR", "sed -i 's/^priority = 7$/priority = 42/'")],
+    );
+    assert!(
+        stdout(&out).contains("Edited: the new settings apply from the job's next run"),
+        "{out:?}"
+    );
+    assert_eq!(ctl.json(&["status", &id])["summary"]["priority"], 42);
+    let bad = ctl.run_with(&["edit", &id], &[("EDITOR", "sed -i '1i bogus = 1'")]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("bogus") && err.contains("the job is unchanged"),
+        "{err}"
+    );
+    assert_eq!(ctl.json(&["status", &id])["summary"]["priority"], 42);
+    assert_eq!(
+        ctl.json(&["status", &id])["summary"]["credentials"],
+        true,
+        "an edit keeps the secrets it does not give"
+    );
 
     assert_eq!(stdout(&ctl.run(&["delta", &id])), "Queued");
     let s = ctl.wait_status(&id, "Completed").await;

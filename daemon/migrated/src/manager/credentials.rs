@@ -178,7 +178,7 @@ impl Manager {
     }
 
     /// A job waiting for credentials that has both sides' now is queued; its status.
-    fn queue_if_ready(&mut self, id: &str) -> JobStatus {
+    pub(super) fn queue_if_ready(&mut self, id: &str) -> JobStatus {
         let e = &self.jobs[id];
         if e.record.status == JobStatus::WaitingForCredentials && e.record.has_credentials() {
             self.set_status(id, JobStatus::Queued);

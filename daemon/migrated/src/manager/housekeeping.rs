@@ -226,9 +226,9 @@ impl Manager {
                 },
                 Change::Update { id, file, spec } => {
                     if let Some(e) = self.jobs.get_mut(&id) {
-                        let keep_name = e.record.spec.name.clone();
-                        e.record.spec = spec.clone();
-                        e.record.spec.name = keep_name;
+                        // The file's settings, with the tags and priority set by migratectl.
+                        e.record.spec =
+                            crate::dropin::reconcile::updated_spec(spec, &e.record.spec);
                         e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                     }
                     self.persist(&id);

@@ -11,6 +11,55 @@ use crate::job::{EndpointSpecExt, JobSpecExt};
 use crate::record::{JobRecord, RunReport, now};
 
 impl Manager {
+    /// Checks a job's settings as far as they can be checked without a network (the same
+    /// checks for a new job and an edited one).
+    pub(super) fn check_spec(&self, spec: &JobSpec, place: &str) -> Result<(), ControlError> {
+        let place = place.to_owned();
+        // Validate everything that can be checked without a network, before storing anything.
+        migrated_core::intake::validate(spec, &place)
+            .map_err(|e| ControlError::new(ErrorKind::Invalid, e.to_string()))?;
+        if let Err(e) = spec.copy_config(&place) {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            for (field, given) in [
+                ("password_file", e.password_file.is_some()),
+                ("admin_password_file", e.admin_password_file.is_some()),
+            ] {
+                if given {
+                    return Err(ControlError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "{place}: [{side}] {field}: the client reads the file and sends the secret; the daemon takes no paths"
+                        ),
+                    ));
+                }
+            }
+        }
+        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
+            Ok(k) => k,
+            Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
+        };
+        let mut check = spec.clone();
+        for e in [&mut check.source, &mut check.destination] {
+            if e.login_secret().is_none() {
+                e.set_login_secret(Secret::new("-"));
+            }
+        }
+        let checked = match kind {
+            Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)
+                .and_then(|_| check.destination.endpoint(&place, "destination"))
+                .map(|_| ()),
+            Kind::Contacts => {
+                crate::job::contacts_sides(&check, &self.settings.plugins, &place).map(|_| ())
+            }
+        };
+        if let Err(err) = checked {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));
+        }
+        Ok(())
+    }
+
     /// Creates one job per CSV row. Everything is validated first; a problem anywhere stores
     /// nothing and every problem is reported at once.
     pub(super) fn create_batch(
@@ -103,48 +152,7 @@ impl Manager {
                 ),
             ));
         }
-        // Validate everything that can be checked without a network, before storing anything.
-        migrated_core::intake::validate(&spec, &place)
-            .map_err(|e| ControlError::new(ErrorKind::Invalid, e.to_string()))?;
-        if let Err(e) = spec.copy_config(&place) {
-            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
-        }
-        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
-            for (field, given) in [
-                ("password_file", e.password_file.is_some()),
-                ("admin_password_file", e.admin_password_file.is_some()),
-            ] {
-                if given {
-                    return Err(ControlError::new(
-                        ErrorKind::Invalid,
-                        format!(
-                            "{place}: [{side}] {field}: the client reads the file and sends the secret; the daemon takes no paths"
-                        ),
-                    ));
-                }
-            }
-        }
-        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
-            Ok(k) => k,
-            Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
-        };
-        let mut check = spec.clone();
-        for e in [&mut check.source, &mut check.destination] {
-            if e.login_secret().is_none() {
-                e.set_login_secret(Secret::new("-"));
-            }
-        }
-        let checked = match kind {
-            Kind::Mail => crate::job::plugin_source(&check, &self.settings.plugins, &place)
-                .and_then(|_| check.destination.endpoint(&place, "destination"))
-                .map(|_| ()),
-            Kind::Contacts => {
-                crate::job::contacts_sides(&check, &self.settings.plugins, &place).map(|_| ())
-            }
-        };
-        if let Err(err) = checked {
-            return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));
-        }
+        self.check_spec(&spec, &place)?;
         let mut bytes = [0u8; 6];
         if getrandom::fill(&mut bytes).is_err() {
             return Err(ControlError::new(

@@ -9,6 +9,7 @@
 //! - [`intake`]: creating jobs and batches (validation before anything is stored);
 //! - [`actions`]: pause, resume, cancel, delete, reset, delta;
 //! - [`credentials`]: credentials given again (a job, a batch from its CSV) or cleared;
+//! - [`settings`]: a job's settings shown without secrets and edited;
 //! - [`runs`]: starting runs and following them (engine events, the end of a run);
 //! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
 //! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
@@ -22,6 +23,7 @@ mod outage;
 mod reports;
 mod requests;
 mod runs;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;

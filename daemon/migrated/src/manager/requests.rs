@@ -134,6 +134,19 @@ impl Manager {
                 destination_secret,
                 csv,
             } => self.batch_credentials(&name, source_secret, destination_secret, &csv),
+            Request::Show { job } => {
+                let id = self.find(&job)?;
+                let (spec, secrets) = self.show(&id);
+                Ok(Response::Settings {
+                    spec: Box::new(spec),
+                    secrets,
+                })
+            }
+            Request::Edit { job, spec } => {
+                let id = self.find(&job)?;
+                self.edit(&id, *spec)
+                    .map(|status| Response::Done { status })
+            }
             Request::Delta {
                 job,
                 source_secret,
