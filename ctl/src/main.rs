@@ -180,6 +180,9 @@ enum Command {
         /// Every job of this batch.
         #[arg(long, conflicts_with = "job")]
         batch: Option<String>,
+        /// The log of this job (one row per event; `--format csv` for a spreadsheet).
+        #[arg(long, value_name = "JOB", conflicts_with_all = ["job", "batch"])]
+        events: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -481,9 +484,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Batch(b) => batches::run(&mut ctl, b, json).await,
         Command::Credentials(c) => jobs::credentials(&mut ctl, c, json).await,
-        Command::Report { job, batch, format } => {
-            reports::report(&mut ctl, job, batch, format).await
-        }
+        Command::Report {
+            events: Some(job),
+            format,
+            ..
+        } => reports::events(&mut ctl, &job, format).await,
+        Command::Report {
+            job, batch, format, ..
+        } => reports::report(&mut ctl, job, batch, format).await,
         Command::Tag { job, tags, remove } => jobs::tag(&mut ctl, job, tags, remove, json).await,
         Command::Priority { job, priority } => jobs::priority(&mut ctl, job, priority, json).await,
         Command::Limits {

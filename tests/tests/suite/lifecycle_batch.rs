@@ -362,6 +362,44 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
             "no incremental sync after the final delta"
         );
     }
+
+    // The batch's report leads with its totals; a mailbox's log is a CSV for a spreadsheet.
+    let report = stdout(&d.ctl(&["report", "--batch", "staff"]));
+    let total: usize = corpora.iter().map(|c| c.total_messages()).sum::<usize>() + 7;
+    let mut lines = report.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Totals: 3 mailboxes (3 Completed)"),
+        "{report}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("  messages migrated {total}; ")),
+        "{report}"
+    );
+    let csv_text = stdout(&d.ctl(&["report", "--events", u1, "--format", "csv"]));
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["job", "seq", "time", "level", "message"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| &r[0] == u1 && r[2].starts_with("2024-01-0")),
+        "{csv_text}"
+    );
+    assert!(
+        rows.iter().any(|r| r[4].contains("Final delta requested")),
+        "{csv_text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[4].contains("credentials were cleared")),
+        "{csv_text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
