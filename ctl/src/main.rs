@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{authorize, batches, daemon, follow, jobs, reports, settings};
+use commands::{authorize, batches, daemon, endpoints, follow, jobs, reports, settings};
 use control::Control;
 use migrated_core::Action;
 use migrated_ipc::{ClientError, ErrorKind};
@@ -148,6 +148,9 @@ enum Command {
         /// Job id or name.
         job: String,
     },
+    /// Named endpoints: connections kept by name that jobs and templates share.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Shows a job's events.
     Events {
         /// Job id or name.
@@ -260,6 +263,35 @@ struct CredentialsArgs {
     /// Read the destination password from this file.
     #[arg(long)]
     destination_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCommand {
+    /// Saves a connection by name from an endpoint file (a `[source]` table's fields without
+    /// `user`, plus `max_migrations` and `max_syncs`); with --replace changes one, applied from
+    /// each job's next run.
+    Create {
+        /// The endpoint's name.
+        name: String,
+        /// The endpoint file (TOML).
+        #[arg(long)]
+        file: PathBuf,
+        /// Change the endpoint of that name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Lists the endpoints with their limits and how many jobs use them.
+    List,
+    /// Shows one endpoint and the jobs that use it (secrets only as set or not).
+    Show {
+        /// The endpoint's name.
+        name: String,
+    },
+    /// Deletes an endpoint; refused while jobs use it, naming them.
+    Delete {
+        /// The endpoint's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +532,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::limits(&mut ctl, max_jobs, max_connections_per_host, json).await,
         Command::Plugins => daemon::plugins(&mut ctl, json).await,
         Command::Events { job } => jobs::events(&mut ctl, &job, json).await,
+        Command::Endpoint(c) => endpoints::run(&mut ctl, c, json).await,
         Command::Show { job } => settings::show(&mut ctl, &job, json).await,
         Command::Edit { job } => settings::edit(&mut ctl, &job, json).await,
     }

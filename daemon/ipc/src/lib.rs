@@ -14,7 +14,7 @@ pub mod text;
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail,
-    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow, RejectedPlugin, Request,
-    Response, VerifyRow,
+    BatchSummary, CheckRow, ControlError, EndpointRow, ErrorKind, EventRow, FolderRow, ItemRow,
+    JobDetail, JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow,
+    RejectedPlugin, Request, Response, VerifyRow,
 };

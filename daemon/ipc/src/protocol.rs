@@ -172,6 +172,27 @@ pub enum Request {
         /// The new settings.
         spec: Box<JobSpec>,
     },
+    /// Creates a named endpoint, or with `replace` changes one (applied from each job's next
+    /// run). Answered with [`Response::Endpoints`] (that endpoint).
+    EndpointCreate {
+        /// The endpoint, its secrets inline (read by the client from its files).
+        endpoint: Box<migrated_core::NamedEndpoint>,
+        /// Replace an endpoint of that name.
+        #[serde(default)]
+        replace: bool,
+    },
+    /// Every named endpoint ([`Response::Endpoints`]).
+    EndpointList,
+    /// One named endpoint ([`Response::Endpoints`]).
+    EndpointShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a named endpoint no job uses (refused naming the jobs that do).
+    EndpointDelete {
+        /// Its name.
+        name: String,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -283,6 +304,11 @@ pub enum Response {
         spec: Box<JobSpec>,
         /// `(section.field, set)` of each secret, e.g. `("source.password", true)`.
         secrets: Vec<(String, bool)>,
+    },
+    /// Named endpoints, secrets erased, each with the jobs that use it.
+    Endpoints {
+        /// By name.
+        endpoints: Vec<EndpointRow>,
     },
     /// A job changed (subscriptions).
     Update {
@@ -477,6 +503,19 @@ pub struct CheckRow {
     pub ok: bool,
     /// What was found (folders, capabilities) or what failed, in the server's words.
     pub message: String,
+}
+
+/// A named endpoint as `endpoint list|show` give it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointRow {
+    /// The endpoint, its secrets erased.
+    pub endpoint: migrated_core::NamedEndpoint,
+    /// Whether the administrator's secret is set.
+    pub admin_secret: bool,
+    /// Names of the jobs that use it.
+    pub jobs: Vec<String>,
+    /// Jobs running on it now.
+    pub running: usize,
 }
 
 /// One mailbox's pre-flight: both logins and what a copy would find.

@@ -39,6 +39,9 @@ pub(crate) struct JobRecord {
     /// credentials are erased at its completion.
     #[serde(default)]
     pub final_delta: bool,
+    /// It completed once: its runs now are incremental syncs (for endpoint limits).
+    #[serde(default)]
+    pub completed_once: bool,
 }
 
 /// Figures of the current or last run.

@@ -297,3 +297,127 @@ async fn every_control_request_answers_the_same_over_the_socket_and_dbus() {
     }
     session(&p, &over_bus, "over-dbus").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_share_named_endpoints_whose_edit_applies_at_the_next_run() {
+    let p = pair(CorpusSpec {
+        seed: 152,
+        messages: 30,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let dir = d.state.join("endpoints");
+    std::fs::create_dir_all(&dir).unwrap();
+    let endpoint = |file: &str, port: u16| {
+        let f = dir.join(file);
+        std::fs::write(
+            &f,
+            format!("host = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\ntimeout_secs = 5\nmax_migrations = 4\n"),
+        )
+        .unwrap();
+        f
+    };
+    let old = endpoint("old.toml", p.src.imap_port());
+    let new = endpoint("new.toml", p.dst.imap_port());
+    for (name, f) in [("old", &old), ("new", &new)] {
+        let out = stdout(&d.ctl(&["endpoint", "create", name, "--file", f.to_str().unwrap()]));
+        assert!(out.contains("applies from each job's next run"), "{out}");
+    }
+    // The job names the endpoints and gives only its users and passwords.
+    std::fs::write(dir.join("src.pass"), p.src.password("alice").unwrap()).unwrap();
+    std::fs::write(dir.join("dst.pass"), p.dst.password("alice").unwrap()).unwrap();
+    let job = dir.join("shared.toml");
+    std::fs::write(
+        &job,
+        "name = \"shared\"\n[source]\nendpoint = \"old\"\nuser = \"alice\"\npassword_file = \"src.pass\"\n\
+         [destination]\nendpoint = \"new\"\nuser = \"alice\"\npassword_file = \"dst.pass\"\n",
+    )
+    .unwrap();
+    // The pre-flight of a job on endpoints logs in where its runs will.
+    let checked = stdout(&d.ctl(&["test", job.to_str().unwrap()]));
+    assert!(
+        checked.contains("source ok") && checked.contains("destination ok"),
+        "{checked}"
+    );
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    p.assert_exact().await;
+    let list: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["--json", "endpoint", "list"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    for row in list.as_array().unwrap() {
+        assert_eq!(row["jobs"], serde_json::json!(["shared"]), "{row}");
+        assert_eq!(row["endpoint"]["max_migrations"], 4);
+    }
+    let refused = d.ctl(&["endpoint", "delete", "old"]);
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("endpoint old is used by shared"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The endpoint edited to a port nothing listens on: the next run uses it, and fails there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let wrong = endpoint("old-wrong.toml", dead_port);
+    let out = stdout(&d.ctl(&[
+        "endpoint",
+        "create",
+        "old",
+        "--file",
+        wrong.to_str().unwrap(),
+        "--replace",
+    ]));
+    assert!(
+        out.contains("Changed: it applies from each job's next run (1 jobs use it"),
+        "{out}"
+    );
+    let pass = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let (sp, dp) = (pass("src.pass"), pass("dst.pass"));
+    let delta = [
+        "delta",
+        id.as_str(),
+        "--source-password-file",
+        sp.as_str(),
+        "--destination-password-file",
+        dp.as_str(),
+    ];
+    assert_eq!(stdout(&d.ctl(&delta)), "Queued");
+    let failed = d
+        .wait_until(&id, "the run on the edited endpoint", |s| {
+            s.status == Some(JobStatus::Failed)
+        })
+        .await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains(&format!("127.0.0.1:{dead_port}"))),
+        "{failed:?}"
+    );
+    // Put right again: the job resumes on it and completes, exact.
+    stdout(&d.ctl(&[
+        "endpoint",
+        "create",
+        "old",
+        "--file",
+        old.to_str().unwrap(),
+        "--replace",
+    ]));
+    assert_eq!(stdout(&d.ctl(&["resume", &id])), "Queued");
+    d.wait_until(&id, "completion", |s| {
+        s.status == Some(JobStatus::Completed)
+    })
+    .await;
+    p.assert_exact().await;
+    stdout(&d.ctl(&["delete", "--yes", &id]));
+    assert_eq!(stdout(&d.ctl(&["endpoint", "delete", "old"])), "Deleted");
+}

@@ -141,7 +141,12 @@ impl Manager {
     async fn test_job(&self, spec: &str) -> Result<String, ControlError> {
         let spec: JobSpec = serde_json::from_str(spec)
             .map_err(|e| ControlError::Invalid(format!("job spec: {e}")))?;
-        match super::test_endpoints(&spec).await {
+        match self
+            .request(Request::Test {
+                spec: Box::new(spec),
+            })
+            .await?
+        {
             Response::Tested { checks } => {
                 serde_json::to_string(&checks).map_err(|e| ControlError::Internal(e.to_string()))
             }

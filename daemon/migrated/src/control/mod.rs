@@ -25,72 +25,17 @@ pub(crate) async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> R
     rx.await.unwrap_or_else(|_| down())
 }
 
-/// Answers one request the same way on every transport: the checks that log in to servers
-/// run here (they do not hold up the loop), everything else is the loop's. `Hello` and
-/// `Subscribe` are the socket's own framing and are refused here.
+/// Answers one request the same way on every transport: the loop answers each (the checks
+/// that log in to servers, `Test` and `Preflight`, on tasks of their own, with the named
+/// endpoints applied). `Hello` and `Subscribe` are the socket's own framing and are refused.
 pub(crate) async fn answer(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> Response {
     match request {
-        Request::Test { spec } => test_endpoints(&spec).await,
-        Request::Preflight { template, csv } => preflight_request(tx, *template, csv).await,
         Request::Hello { .. } | Request::Subscribe { .. } => Response::Error {
             kind: ErrorKind::Invalid,
             message: "hello and subscribe belong to the socket; on D-Bus, follow the Progress and JobEvent signals".into(),
         },
         request => call(tx, request).await,
     }
-}
-
-/// A pre-flight of a batch (its CSV rows with the template) or of one job, with as many
-/// mailboxes at once as the daemon runs jobs at once.
-async fn preflight_request(
-    tx: &mpsc::UnboundedSender<Msg>,
-    template: JobSpec,
-    csv: Option<String>,
-) -> Response {
-    let mailboxes = match csv {
-        None => vec![preflight::Mailbox {
-            spec: template,
-            shared_destination: false,
-        }],
-        Some(csv) => {
-            let name = "preflight";
-            match crate::manager::batch_specs(name, &template, &csv) {
-                Err(e) => return e.into(),
-                Ok((_, problems)) if !problems.is_empty() => {
-                    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    return Response::Error {
-                        kind: ErrorKind::Invalid,
-                        message: lines.join("\n"),
-                    };
-                }
-                Ok((members, _)) => members
-                    .into_iter()
-                    .map(|m| {
-                        let mut spec = m.spec;
-                        // The mailbox as the CSV names it, without the placeholder batch name.
-                        spec.name = spec.name[name.len() + 1..].to_owned();
-                        preflight::Mailbox {
-                            spec,
-                            shared_destination: m.shared_destination,
-                        }
-                    })
-                    .collect(),
-            }
-        }
-    };
-    let concurrent = match call(
-        tx,
-        Request::Limits {
-            max_jobs: None,
-            max_connections_per_host: None,
-        },
-    )
-    .await
-    {
-        Response::Limits { max_jobs, .. } => max_jobs,
-        _ => 4,
-    };
-    preflight::run(mailboxes, concurrent).await
 }
 
 /// Checks both endpoints of a spec: connect, TLS, login, list folders. Touches no job.

@@ -7,7 +7,8 @@
 //!
 //! The daemon runs the checks, not migratectl: the daemon holds the plugins and the network
 //! access a migration will use, so a pre-flight that passes here logs in from where the copy
-//! will. It runs on the transport's task, not in the manager's loop, which goes on answering.
+//! will. The loop builds the mailboxes (a batch's rows, named endpoints applied) and hands
+//! them to a task of their own, so it goes on answering while the logins run.
 
 use std::sync::Arc;
 

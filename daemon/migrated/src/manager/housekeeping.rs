@@ -27,7 +27,7 @@ impl Manager {
                 id,
                 priority: e.record.spec.priority,
                 created: e.record.created,
-                footprint: Footprint::of(&e.record, per_host),
+                footprint: Footprint::of(&e.record, per_host, &self.endpoints),
                 schedule: &e.record.spec.schedule,
             })
             .collect();
@@ -35,7 +35,7 @@ impl Manager {
             .jobs
             .values()
             .filter(|e| e.stop.is_some())
-            .map(|e| Footprint::of(&e.record, per_host))
+            .map(|e| Footprint::of(&e.record, per_host, &self.endpoints))
             .collect();
         let limits = Limits {
             max_jobs: self.settings.max_jobs,

@@ -72,6 +72,7 @@ impl Manager {
         // A batch syncs every 24 hours until it is completed, as Exchange Online's do (its
         // credentials are kept until then); `delta_every_hours = 0` in the template: no syncs.
         template.schedule.delta_every_hours.get_or_insert(24.0);
+        self.apply_endpoints(&mut template)?;
         let mut problems = Vec::new();
         if name.trim().is_empty() || name.contains('/') {
             return Err(ControlError::new(
@@ -152,6 +153,9 @@ impl Manager {
                 ),
             ));
         }
+        let mut spec = spec;
+        self.apply_endpoints(&mut spec)
+            .map_err(|e| ControlError::new(e.kind, format!("{place}: {}", e.message)))?;
         self.check_spec(&spec, &place)?;
         let mut bytes = [0u8; 6];
         if getrandom::fill(&mut bytes).is_err() {
@@ -179,6 +183,7 @@ impl Manager {
             batch,
             dropin: None,
             final_delta: false,
+            completed_once: false,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(id.clone(), Entry::new(record));

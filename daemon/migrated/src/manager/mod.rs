@@ -10,6 +10,7 @@
 //! - [`actions`]: pause, resume, cancel, delete, reset, delta;
 //! - [`credentials`]: credentials given again (a job, a batch from its CSV) or cleared;
 //! - [`settings`]: a job's settings shown without secrets and edited;
+//! - [`endpoints`]: named endpoints, applied to the jobs that name them;
 //! - [`runs`]: starting runs and following them (engine events, the end of a run);
 //! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
 //! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
@@ -17,6 +18,7 @@
 
 mod actions;
 mod credentials;
+mod endpoints;
 mod housekeeping;
 mod intake;
 mod outage;
@@ -38,7 +40,6 @@ use crate::journal::{Journal, Outage, Written};
 use crate::msg::{Msg, Update};
 use crate::record::{JobRecord, now};
 
-pub(crate) use intake::batch_specs;
 pub(crate) use runs::folder_row;
 
 /// Settings of the daemon.
@@ -107,6 +108,8 @@ pub(crate) struct Manager {
     /// `(file, fingerprint)` of drop-in files whose jobs were deleted: see
     /// [`crate::dropin::reconcile`].
     dropin_consumed: Vec<(String, String)>,
+    /// Named endpoints, by name (kept sealed in the store).
+    endpoints: std::collections::BTreeMap<String, migrated_core::NamedEndpoint>,
 }
 
 impl Manager {
@@ -134,6 +137,9 @@ impl Manager {
             jobs.insert(id, Entry::new(record));
         }
         let dropin_consumed = store.setting("dropin-consumed")?.unwrap_or_default();
+        let endpoints: Vec<migrated_core::NamedEndpoint> =
+            store.setting("endpoints")?.unwrap_or_default();
+        let endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut manager = Self {
             journal: Journal::new(store),
             settings,
@@ -143,6 +149,7 @@ impl Manager {
             shutting_down: false,
             dropin_problems: Vec::new(),
             dropin_consumed,
+            endpoints,
         };
         for (id, was) in resumed {
             // The ledger says what is already copied.
@@ -166,6 +173,38 @@ impl Manager {
         self.schedule();
         while let Some(msg) = rx.recv().await {
             match msg {
+                Msg::Request {
+                    request: migrated_ipc::Request::Preflight { template, csv },
+                    reply,
+                } => {
+                    // The logins run on a task of their own; the loop goes on.
+                    match self.preflight_mailboxes(*template, csv) {
+                        Ok(mailboxes) => {
+                            let concurrent = self.settings.max_jobs;
+                            tokio::spawn(async move {
+                                let response =
+                                    crate::control::preflight::run(mailboxes, concurrent).await;
+                                let _ = reply.send(response);
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(e.into());
+                        }
+                    }
+                }
+                Msg::Request {
+                    request: migrated_ipc::Request::Test { mut spec },
+                    reply,
+                } => match self.apply_endpoints(&mut spec) {
+                    Ok(()) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(crate::control::test_endpoints(&spec).await);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(e.into());
+                    }
+                },
                 Msg::Request { request, reply } => {
                     let response = self.handle(request).unwrap_or_else(Into::into);
                     let _ = reply.send(response);
@@ -335,6 +374,12 @@ impl Manager {
         }
         entry.record.status = status;
         entry.record.updated = now();
+        if matches!(
+            status,
+            JobStatus::Completed | JobStatus::CompletedWithErrors
+        ) {
+            entry.record.completed_once = true;
+        }
         // Queued again or waiting: not finished, or retention would sweep it with its ledger.
         entry.record.finished = crate::retention::finished_at(status, now());
         let completed = matches!(
@@ -343,6 +388,10 @@ impl Manager {
         );
         if status == JobStatus::Cancelled || (completed && entry.record.erase_at_completion()) {
             entry.record.erase_credentials();
+        }
+        if status == JobStatus::Queued {
+            // An endpoint edited since the last run applies from this one.
+            self.refresh_endpoints(id);
         }
         self.persist(id);
         let level = if status == JobStatus::Failed {

@@ -20,7 +20,7 @@ impl Manager {
             | Request::Test { .. }
             | Request::Preflight { .. } => Err(ControlError::new(
                 ErrorKind::Invalid,
-                "hello, subscribe, test and preflight are handled by the transport",
+                "hello and subscribe are the transport's; test and preflight run on tasks of their own",
             )),
             Request::Create { spec } => self.create(*spec, None).map(|id| Response::Created { id }),
             Request::CreateBatch {
@@ -134,6 +134,12 @@ impl Manager {
                 destination_secret,
                 csv,
             } => self.batch_credentials(&name, source_secret, destination_secret, &csv),
+            Request::EndpointCreate { endpoint, replace } => {
+                self.endpoint_create(*endpoint, replace)
+            }
+            Request::EndpointList => self.endpoint_list(None),
+            Request::EndpointShow { name } => self.endpoint_list(Some(&name)),
+            Request::EndpointDelete { name } => self.endpoint_delete(&name),
             Request::Show { job } => {
                 let id = self.find(&job)?;
                 let (spec, secrets) = self.show(&id);

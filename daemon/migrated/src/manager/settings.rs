@@ -61,6 +61,12 @@ impl Manager {
                 new.set_login_secret(s.clone());
             }
         }
+        self.apply_endpoints(&mut spec).map_err(|e| {
+            ControlError::new(
+                e.kind,
+                format!("{place}: {}; the job is unchanged", e.message),
+            )
+        })?;
         self.check_spec(&spec, &place).map_err(|e| {
             ControlError::new(e.kind, format!("{}; the job is unchanged", e.message))
         })?;
