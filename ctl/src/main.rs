@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{authorize, batches, daemon, follow, jobs, reports};
+use commands::{authorize, batches, daemon, endpoints, follow, jobs, reports, settings};
 use control::Control;
 use migrated_core::Action;
 use migrated_ipc::{ClientError, ErrorKind};
@@ -134,6 +134,23 @@ enum Command {
         #[arg(long = "final")]
         final_run: bool,
     },
+    /// Gives a job its credentials again (`credentials JOB`), or clears one side's
+    /// (`credentials clear JOB --source|--destination`: the job waits for credentials).
+    Credentials(CredentialsArgs),
+    /// Prints a job's settings as a job file (secrets never shown: only whether each is set).
+    Show {
+        /// Job id or name.
+        job: String,
+    },
+    /// Edits a job's settings in $VISUAL or $EDITOR; they apply from the job's next run, or
+    /// the change is refused with the line and field and the job stays unchanged.
+    Edit {
+        /// Job id or name.
+        job: String,
+    },
+    /// Named endpoints: connections kept by name that jobs and templates share.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Shows a job's events.
     Events {
         /// Job id or name.
@@ -166,6 +183,9 @@ enum Command {
         /// Every job of this batch.
         #[arg(long, conflicts_with = "job")]
         batch: Option<String>,
+        /// The log of this job (one row per event; `--format csv` for a spreadsheet).
+        #[arg(long, value_name = "JOB", conflicts_with_all = ["job", "batch"])]
+        events: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -227,8 +247,83 @@ enum ReportFormat {
     Csv,
 }
 
+/// `credentials JOB [--source-password-file F] [--destination-password-file F]`, or
+/// `credentials clear JOB --source|--destination`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct CredentialsArgs {
+    #[command(subcommand)]
+    clear: Option<CredentialsCommand>,
+    /// Job id or name.
+    job: Option<String>,
+    /// Read the source password from this file (the administrator's, when the source logs
+    /// in with admin_user). Without either file, both are asked for.
+    #[arg(long)]
+    source_password_file: Option<PathBuf>,
+    /// Read the destination password from this file.
+    #[arg(long)]
+    destination_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCommand {
+    /// Saves a connection by name from an endpoint file (a `[source]` table's fields without
+    /// `user`, plus `max_migrations` and `max_syncs`); with --replace changes one, applied from
+    /// each job's next run.
+    Create {
+        /// The endpoint's name.
+        name: String,
+        /// The endpoint file (TOML).
+        #[arg(long)]
+        file: PathBuf,
+        /// Change the endpoint of that name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Lists the endpoints with their limits and how many jobs use them.
+    List,
+    /// Shows one endpoint and the jobs that use it (secrets only as set or not).
+    Show {
+        /// The endpoint's name.
+        name: String,
+    },
+    /// Deletes an endpoint; refused while jobs use it, naming them.
+    Delete {
+        /// The endpoint's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// Erases one side's credentials (or both): the job waits for credentials until
+    /// `migratectl credentials JOB` gives them again.
+    Clear {
+        /// Job id or name.
+        job: String,
+        /// Clear the source's.
+        #[arg(long)]
+        source: bool,
+        /// Clear the destination's.
+        #[arg(long)]
+        destination: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum BatchCommand {
+    /// Pre-flight: logs in to both sides of every row (several at once) and prints one line
+    /// per mailbox (logins, folders, messages and bytes to copy, the largest message, what the
+    /// size limit excludes, problems) and the totals; creates nothing. Exit code 1 when a
+    /// mailbox has a problem.
+    Test {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// The batch template (as for `batch create`).
+        #[arg(long)]
+        template: PathBuf,
+    },
     /// Creates a batch: one job per CSV row. Every problem of the file is reported at once and
     /// nothing is stored then.
     Create {
@@ -259,10 +354,33 @@ enum BatchCommand {
         /// Batch name.
         name: String,
     },
-    /// Runs every job of a batch again (delta).
+    /// Runs every job of a batch again (delta); with --final, the final delta (as `complete`).
     Delta {
         /// Batch name.
         name: String,
+        /// The final delta (cutover): no incremental sync after it, credentials erased as
+        /// each mailbox completes.
+        #[arg(long = "final")]
+        final_run: bool,
+    },
+    /// Completes a batch (the cutover): the final delta of every mailbox; after it no
+    /// incremental sync runs and the credentials are erased.
+    Complete {
+        /// Batch name.
+        name: String,
+    },
+    /// Gives every mailbox of a batch its credentials again in one step, from a CSV in the
+    /// batch's format (rows matched by EmailAddress); mailboxes waiting for them are queued.
+    Credentials {
+        /// Batch name.
+        name: String,
+        /// The CSV file (EmailAddress, UserName, Password[, DestinationPassword]).
+        #[arg(long)]
+        csv: PathBuf,
+        /// The batch's template, for its password files (the destination's admin/proxy
+        /// secret, a source administrator's): rows without a password of their own get them.
+        #[arg(long)]
+        template: Option<PathBuf>,
     },
     /// Cancels every job of a batch.
     Cancel {
@@ -397,9 +515,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Batch(b) => batches::run(&mut ctl, b, json).await,
-        Command::Report { job, batch, format } => {
-            reports::report(&mut ctl, job, batch, format).await
-        }
+        Command::Credentials(c) => jobs::credentials(&mut ctl, c, json).await,
+        Command::Report {
+            events: Some(job),
+            format,
+            ..
+        } => reports::events(&mut ctl, &job, format).await,
+        Command::Report {
+            job, batch, format, ..
+        } => reports::report(&mut ctl, job, batch, format).await,
         Command::Tag { job, tags, remove } => jobs::tag(&mut ctl, job, tags, remove, json).await,
         Command::Priority { job, priority } => jobs::priority(&mut ctl, job, priority, json).await,
         Command::Limits {
@@ -408,5 +532,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::limits(&mut ctl, max_jobs, max_connections_per_host, json).await,
         Command::Plugins => daemon::plugins(&mut ctl, json).await,
         Command::Events { job } => jobs::events(&mut ctl, &job, json).await,
+        Command::Endpoint(c) => endpoints::run(&mut ctl, c, json).await,
+        Command::Show { job } => settings::show(&mut ctl, &job, json).await,
+        Command::Edit { job } => settings::edit(&mut ctl, &job, json).await,
     }
 }

@@ -275,3 +275,87 @@ pub(crate) fn human_duration(seconds: f64) -> String {
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
+
+/// The totals of a pre-flight.
+#[derive(Debug, Default)]
+pub(crate) struct PreflightTotals {
+    pub mailboxes: usize,
+    pub ready: usize,
+    pub with_problems: usize,
+    pub folders: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub excluded: u64,
+    pub excluded_bytes: u64,
+}
+
+impl PreflightTotals {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mailboxes": self.mailboxes,
+            "ready": self.ready,
+            "with_problems": self.with_problems,
+            "folders": self.folders,
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "excluded": self.excluded,
+            "excluded_bytes": self.excluded_bytes,
+        })
+    }
+}
+
+pub(crate) fn preflight_totals(rows: &[migrated_ipc::PreflightRow]) -> PreflightTotals {
+    let mut t = PreflightTotals {
+        mailboxes: rows.len(),
+        ..PreflightTotals::default()
+    };
+    for r in rows {
+        if r.problems.is_empty() {
+            t.ready += 1;
+        } else {
+            t.with_problems += 1;
+        }
+        t.folders += r.folders;
+        t.messages += r.messages;
+        t.bytes += r.bytes;
+        t.excluded += r.excluded;
+        t.excluded_bytes += r.excluded_bytes;
+    }
+    t
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// One line per mailbox, its problems indented below it, then the totals.
+pub(crate) fn print_preflight(rows: &[migrated_ipc::PreflightRow], t: &PreflightTotals) {
+    let side = |ok: bool| if ok { "ok" } else { "FAILED" };
+    for r in rows {
+        println!(
+            "{:<32} source {:<6} destination {:<6} {:>4} folders {:>7} messages {:>10}  largest {:>9}  {} excluded",
+            r.mailbox,
+            side(r.source_ok),
+            side(r.destination_ok),
+            r.folders,
+            r.messages,
+            mb(r.bytes),
+            mb(r.largest),
+            r.excluded
+        );
+        for p in &r.problems {
+            println!("    {p}");
+        }
+    }
+    println!(
+        "{} mailboxes: {} ready, {} with problems; {} folders, {} messages, {} to copy; {} messages ({}) over the size limit",
+        t.mailboxes,
+        t.ready,
+        t.with_problems,
+        t.folders,
+        t.messages,
+        mb(t.bytes),
+        t.excluded,
+        mb(t.excluded_bytes)
+    );
+}

@@ -1,5 +1,6 @@
-//! `batch create|list|status|pause|resume|delta|cancel|delete`: many mailboxes at once, one
-//! job per CSV row; the actions on a batch act on each of its jobs and report each result.
+//! `batch create|list|status|pause|resume|delta|complete|credentials|cancel|delete`: many
+//! mailboxes at once, one job per CSV row; the actions on a batch act on each of its jobs and
+//! report each result.
 
 use std::process::ExitCode;
 
@@ -20,6 +21,12 @@ pub(crate) async fn run(
     use migrated_ipc::{Request, Response};
     let act = |name: String, action: Action| Request::ActBatch { name, action };
     let request = match command {
+        BatchCommand::Test { csv, template } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
+            let template = load_template(&template)?;
+            return preflight(ctl, template, Some(text), json).await;
+        }
         BatchCommand::Create {
             name,
             csv,
@@ -38,7 +45,28 @@ pub(crate) async fn run(
         BatchCommand::Status { name } => Request::BatchStatus { name },
         BatchCommand::Pause { name } => act(name, Action::Pause),
         BatchCommand::Resume { name } => act(name, Action::Resume),
-        BatchCommand::Delta { name } => act(name, Action::Delta),
+        BatchCommand::Delta { name, final_run } => Request::DeltaBatch { name, final_run },
+        BatchCommand::Complete { name } => Request::DeltaBatch {
+            name,
+            final_run: true,
+        },
+        BatchCommand::Credentials {
+            name,
+            csv,
+            template,
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
+            let template = template.as_deref().map(load_template).transpose()?;
+            let secret =
+                |e: Option<&migrated_core::EndpointSpec>| e.and_then(|e| e.login_secret().cloned());
+            Request::BatchCredentials {
+                name,
+                source_secret: secret(template.as_ref().map(|t| &t.source)),
+                destination_secret: secret(template.as_ref().map(|t| &t.destination)),
+                csv: text,
+            }
+        }
         BatchCommand::Cancel { name, yes } => {
             if !yes && !confirm(&format!("Cancel every job of batch {name}?"))? {
                 return Ok(ExitCode::from(1));
@@ -93,4 +121,40 @@ pub(crate) async fn run(
         other => bail!("unexpected reply: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a pre-flight and prints its rows and totals; exit code 1 when a mailbox has a problem.
+pub(crate) async fn preflight(
+    ctl: &mut Control,
+    template: migrated_core::JobSpec,
+    csv: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use migrated_ipc::{Request, Response};
+    let rows = match ctl
+        .batch(Request::Preflight {
+            template: Box::new(template),
+            csv,
+        })
+        .await?
+    {
+        Response::Preflight { rows } => rows,
+        other => bail!("unexpected reply: {other:?}"),
+    };
+    let totals = crate::print::preflight_totals(&rows);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "rows": rows, "totals": totals.to_json() })
+            )?
+        );
+    } else {
+        crate::print::print_preflight(&rows, &totals);
+    }
+    Ok(if rows.iter().all(|r| r.problems.is_empty()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

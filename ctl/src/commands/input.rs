@@ -72,7 +72,9 @@ pub(crate) fn load_spec(path: &Path) -> anyhow::Result<JobSpec> {
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
     ] {
-        if e.login_secret().is_none() {
+        // A side naming an endpoint may log in with the endpoint's administrator: the daemon
+        // says whether it waits for credentials (`migratectl credentials` gives them).
+        if e.login_secret().is_none() && e.endpoint.is_none() {
             let who = match &e.admin_user {
                 Some(admin) => format!(
                     "{side} administrator {admin} (on behalf of {}@{})",

@@ -1,6 +1,6 @@
 //! The commands on single jobs: `create`, `test`, `list`, `tag`, `pause`, `resume`, `cancel`,
-//! `delete`, `reset`, `delta`, `priority` and `events`. `status` (and `--follow`) lives in
-//! [`super::follow`].
+//! `delete`, `reset`, `delta`, `priority`, `events` and `credentials`. `status` (and
+//! `--follow`) lives in [`super::follow`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,13 +24,17 @@ pub(crate) async fn create(ctl: &mut Control, job: &Path, json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// `test FILE`: exit code 1 when a side fails.
+/// `test FILE`: the connection checks of both sides, then (in a table) the mailbox's
+/// pre-flight line as `batch test` prints it; exit code 1 when a side fails. With `--json`
+/// the checks only, as before.
 pub(crate) async fn test(ctl: &mut Control, job: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let checks = ctl.test(load_spec(job)?).await?;
+    let spec = load_spec(job)?;
+    let checks = ctl.test(spec.clone()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         print_checks(&checks);
+        super::batches::preflight(ctl, spec, None, false).await?;
     }
     if checks.iter().any(|c| !c.ok) {
         return Ok(ExitCode::from(1));
@@ -243,6 +247,65 @@ pub(crate) async fn events(ctl: &mut Control, job: &str, json: bool) -> anyhow::
         for e in &events {
             print_event(e);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `credentials JOB`: gives the secrets from the files given, or asks for both; or
+/// `credentials clear JOB --source|--destination`.
+pub(crate) async fn credentials(
+    ctl: &mut Control,
+    args: crate::CredentialsArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use migrated_ipc::{Request, Response};
+    let request = match args.clear {
+        Some(crate::CredentialsCommand::Clear {
+            job,
+            source,
+            destination,
+        }) => {
+            if !source && !destination {
+                bail!("say which side to clear: --source, --destination or both");
+            }
+            Request::ClearCredentials {
+                job,
+                source,
+                destination,
+            }
+        }
+        None => {
+            let Some(job) = args.job else {
+                bail!(
+                    "name the job: migratectl credentials JOB (or credentials clear JOB --source)"
+                );
+            };
+            let detail = ctl.status(&job).await?;
+            let ask =
+                args.source_password_file.is_none() && args.destination_password_file.is_none();
+            let secret = |file: Option<PathBuf>, what: &str| -> anyhow::Result<Option<Secret>> {
+                match file {
+                    Some(f) => Ok(Some(read_secret_file(&f)?)),
+                    None if ask => Ok(Some(prompt(what)?)),
+                    None => Ok(None),
+                }
+            };
+            Request::SetCredentials {
+                source_secret: secret(
+                    args.source_password_file,
+                    &format!("source ({})", detail.summary.source),
+                )?,
+                destination_secret: secret(
+                    args.destination_password_file,
+                    &format!("destination ({})", detail.summary.destination),
+                )?,
+                job,
+            }
+        }
+    };
+    match ctl.batch(request).await? {
+        Response::Done { status } => print_status(status, json),
+        other => bail!("unexpected reply: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,9 @@
 pub(crate) mod authorize;
 pub(crate) mod batches;
 pub(crate) mod daemon;
+pub(crate) mod endpoints;
 pub(crate) mod follow;
 pub(crate) mod input;
 pub(crate) mod jobs;
 pub(crate) mod reports;
+pub(crate) mod settings;

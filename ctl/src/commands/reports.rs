@@ -1,5 +1,8 @@
-//! `report [JOB | --batch NAME]`: per-folder statistics, the verification and every excluded,
-//! refused or missing message of one job, one batch or every job, as tables, JSON or CSV.
+//! `report [JOB | --batch NAME]`: the totals first (mailboxes by status, messages migrated,
+//! copied, excluded and refused, duration, average speed), then per-folder statistics, the
+//! verification and every excluded, refused or missing message of one job, one batch or every
+//! job, as tables, JSON or CSV; `report --events JOB` gives a mailbox's log (CSV for a
+//! spreadsheet, as CodeTwo's per-mailbox logs).
 
 use std::process::ExitCode;
 
@@ -34,21 +37,24 @@ pub(crate) async fn report(
     for id in ids {
         details.push(ctl.status(&id).await?);
     }
+    let totals = Totals::of(&details);
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&details)?),
         ReportFormat::Table => {
+            totals.print();
+            println!();
             for d in &details {
                 print_detail(d);
                 println!();
             }
         }
-        ReportFormat::Csv => write_csv_report(&details)?,
+        ReportFormat::Csv => write_csv_report(&totals, &details)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The CSV report: one row per folder and per excluded or refused message.
-fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
+fn write_csv_report(totals: &Totals, details: &[JobDetail]) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(std::io::stdout());
     w.write_record([
         "record",
@@ -66,6 +72,24 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
         "message_id",
         "reason",
         "subject",
+    ])?;
+    // The totals first: `messages` migrated, `copied` by the last runs (`size` their bytes).
+    w.write_record([
+        "totals",
+        &format!("{} mailboxes", totals.mailboxes),
+        &totals.statuses(),
+        "",
+        "",
+        &totals.migrated.to_string(),
+        &totals.copied.to_string(),
+        "",
+        &totals.excluded.to_string(),
+        &totals.failed.to_string(),
+        "",
+        &totals.bytes.to_string(),
+        "",
+        &totals.speed(),
+        "",
     ])?;
     for d in details {
         let s = &d.summary;
@@ -157,4 +181,143 @@ fn write_csv_report(details: &[JobDetail]) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// What a batch (or every job) comes to, for the first lines of a report.
+#[derive(Debug, Default)]
+struct Totals {
+    mailboxes: usize,
+    /// `(status, mailboxes)`, in the order first seen.
+    by_status: Vec<(String, usize)>,
+    /// Messages on the destination from any run (copied now or before, by the ledger).
+    migrated: u64,
+    /// Messages and bytes copied by each mailbox's last run.
+    copied: u64,
+    bytes: u64,
+    excluded: u64,
+    failed: u64,
+    /// Seconds of the last runs, added up.
+    duration: f64,
+}
+
+impl Totals {
+    fn of(details: &[JobDetail]) -> Self {
+        let mut t = Self {
+            mailboxes: details.len(),
+            ..Self::default()
+        };
+        for d in details {
+            let status = status_label(&d.summary);
+            match t.by_status.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => t.by_status.push((status, 1)),
+            }
+            t.migrated += d
+                .folders
+                .iter()
+                .map(|f| f.copied + f.already_copied)
+                .sum::<u64>();
+            t.copied += d.summary.items_done;
+            t.bytes += d.summary.bytes_done;
+            t.excluded += d.summary.excluded;
+            t.failed += d.summary.failed;
+            t.duration += d.duration_secs;
+        }
+        t
+    }
+
+    fn statuses(&self) -> String {
+        self.by_status
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn speed(&self) -> String {
+        let avg = if self.duration > 0.0 {
+            self.bytes as f64 / 1e6 / self.duration
+        } else {
+            0.0
+        };
+        format!("duration {:.1} s, average {avg:.2} MB/s", self.duration)
+    }
+
+    fn print(&self) {
+        println!("Totals: {} mailboxes ({})", self.mailboxes, self.statuses());
+        println!(
+            "  messages migrated {}; copied by the last runs {} ({:.1} MB); excluded {}; refused {}",
+            self.migrated,
+            self.copied,
+            self.bytes as f64 / 1e6,
+            self.excluded,
+            self.failed
+        );
+        println!("  {} (the last runs)", self.speed());
+    }
+}
+
+/// `report --events JOB`: the job's log as a table, JSON, or CSV (job, seq, time UTC, level,
+/// message) for a spreadsheet.
+pub(crate) async fn events(
+    ctl: &mut Control,
+    job: &str,
+    format: ReportFormat,
+) -> anyhow::Result<ExitCode> {
+    let name = ctl.status(job).await?.summary.name;
+    let events = ctl.events(job).await?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&events)?),
+        ReportFormat::Table => {
+            for e in &events {
+                crate::print::print_event(e);
+            }
+        }
+        ReportFormat::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record(["job", "seq", "time", "level", "message"])?;
+            for e in &events {
+                w.write_record([
+                    name.as_str(),
+                    &e.seq.to_string(),
+                    &utc(e.time),
+                    &e.level,
+                    &e.message,
+                ])?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a unix time: the civil date from the day count (Howard
+/// Hinnant's algorithm), which spreadsheets read as a date.
+fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {}",
+        migrated_ipc::text::clock(unix)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn event_times_read_as_dates_in_a_spreadsheet() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_704_067_200 + 3_723), "2024-01-01 01:02:03");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+    }
 }

@@ -15,7 +15,9 @@ pub struct ScheduleSpec {
     #[serde(default)]
     pub utc_offset_minutes: i32,
     /// Run a delta this many hours after each completion, until a final delta
-    /// (`migratectl delta --final`). Credentials are kept until then.
+    /// (`migratectl delta --final`, `batch complete`). Credentials are kept until then.
+    /// Batches sync every 24 hours unless their template says otherwise, as Exchange
+    /// Online's do; 0 means no incremental syncs.
     #[serde(default)]
     pub delta_every_hours: Option<f64>,
 }
@@ -67,13 +69,18 @@ impl ScheduleSpec {
             }
         }
         if let Some(h) = self.delta_every_hours
-            && !(h > 0.0 && h.is_finite())
+            && !(h >= 0.0 && h.is_finite())
         {
             return Err(format!(
-                "[schedule] delta_every_hours: {h} is not a positive number of hours"
+                "[schedule] delta_every_hours: {h} is not a number of hours (0 for no incremental syncs)"
             ));
         }
         Ok(())
+    }
+
+    /// The hours between incremental syncs, if the job has them (0 means none).
+    pub fn sync_interval_hours(&self) -> Option<f64> {
+        self.delta_every_hours.filter(|h| *h > 0.0)
     }
 
     /// Whether the job may run at `unix` (seconds).

@@ -78,6 +78,11 @@ pub struct JobSpec {
     pub on_remove: OnRemove,
 }
 
+impl JobSpec {
+    /// The priority of a job that sets none.
+    pub const DEFAULT_PRIORITY: u32 = default_priority();
+}
+
 const fn default_priority() -> u32 {
     100
 }
@@ -117,6 +122,10 @@ pub enum OnRemove {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
+    /// A named endpoint (`migratectl endpoint create`) whose connection this side uses; the
+    /// side then gives only its user (and the user's own password, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Host name or address (with `[oauth2] provider`, the provider's IMAP server when left
     /// out).
     #[serde(default)]

@@ -3,12 +3,14 @@
 //!
 //! | member | signature | what |
 //! |---|---|---|
+//! | `Call(request)` | `s` → `s` | any control request as JSON ([`crate::Request`]), answered as on the socket ([`crate::Response`] as JSON, errors included); `migratectl --bus` sends every command this way |
 //! | `CreateJob(spec)` | `s` → `s` | creates a job from its spec as JSON (the [`migrated_core::JobSpec`] fields, secrets inline); returns the id |
 //! | `TestJob(spec)` | `s` → `s` | checks both endpoints (connect, TLS, login, folders); the checks as JSON |
-//! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed |
+//! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed (every field: `Call` with `{"request":"list"}`) |
 //! | `Status(job)` | `s` → `s` | the job in detail as JSON ([`crate::JobDetail`]) |
 //! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)`, `Reset(job)` | `s` → `s` | the status after the action |
 //! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
+//! | `FinalDelta(job, source_secret, destination_secret)` | `sss` → `s` | the final delta (cutover): credentials erased when it completes |
 //! | `Events(job, after)` | `st` → `a(ttss)` | sequence, unix time, level, message |
 //! | `SetPriority(job, priority)` | `su` → `s` | the job's status |
 //! | `SetTags(job, add, remove)` | `sasas` → `as` | the job's tags after the change |
@@ -38,6 +40,15 @@ pub const OBJECT_PATH: &str = "/org/migrated/Manager1";
     default_path = "/org/migrated/Manager1"
 )]
 pub trait Manager {
+    /// Any request as JSON; the response as JSON.
+    fn call(&self, request: &str) -> zbus::Result<String>;
+    /// The final delta (credentials erased when it completes).
+    fn final_delta(
+        &self,
+        job: &str,
+        source_secret: &str,
+        destination_secret: &str,
+    ) -> zbus::Result<String>;
     /// Creates a job from its JSON spec; returns the id.
     fn create_job(&self, spec: &str) -> zbus::Result<String>;
     /// Checks both endpoints of a JSON spec; the checks as JSON ([`crate::CheckRow`]s).

@@ -16,6 +16,6 @@ pub use framing::{FrameError, read_frame, write_frame};
 // The report rows are core's: the store keeps and the API sends the same types.
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail, JobSummary,
-    PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
+    BatchSummary, CheckRow, ControlError, EndpointRow, ErrorKind, EventRow, JobDetail, JobSummary,
+    PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow, RejectedPlugin, Request, Response,
 };

@@ -109,6 +109,90 @@ pub enum Request {
         /// What to do.
         action: Action,
     },
+    /// A delta of every job of a batch; with `final_run`, the final one (the cutover, what
+    /// `batch complete` asks): credentials are erased as each completes.
+    DeltaBatch {
+        /// Batch name.
+        name: String,
+        /// The final delta.
+        #[serde(default)]
+        final_run: bool,
+    },
+    /// Gives a job its credentials again (the sides given); a job waiting for them is queued.
+    SetCredentials {
+        /// Id or name.
+        job: String,
+        /// The source's login secret (the administrator's for an `admin_user` side).
+        source_secret: Option<Secret>,
+        /// The destination's login secret.
+        destination_secret: Option<Secret>,
+    },
+    /// Erases one side's credentials (or both); the job waits for credentials.
+    ClearCredentials {
+        /// Id or name.
+        job: String,
+        /// Erase the source's.
+        source: bool,
+        /// Erase the destination's.
+        destination: bool,
+    },
+    /// Gives every job of a batch its credentials again from a CSV in the batch's format
+    /// (rows matched by EmailAddress); jobs waiting for them are queued.
+    BatchCredentials {
+        /// Batch name.
+        name: String,
+        /// The source secret for rows without a Password (an administrator's, from the
+        /// template the client read), if given.
+        source_secret: Option<Secret>,
+        /// The destination secret for rows without DestinationPassword (the template's
+        /// password file, read by the client), if given.
+        destination_secret: Option<Secret>,
+        /// The CSV text.
+        csv: String,
+    },
+    /// Pre-flight: logs in to both sides of every mailbox (a batch's CSV rows with its
+    /// template, or the template alone as one job) and counts what a copy would do; nothing is
+    /// created. Answered with [`Response::Preflight`].
+    Preflight {
+        /// The batch template, or the job.
+        template: Box<JobSpec>,
+        /// The batch's CSV text; `None`: the template is one job.
+        csv: Option<String>,
+    },
+    /// A job's settings, without secrets ([`Response::Settings`]).
+    Show {
+        /// Id or name.
+        job: String,
+    },
+    /// Replaces a job's settings from its next run (checked as a new job is; secrets not
+    /// given are kept).
+    Edit {
+        /// Id or name.
+        job: String,
+        /// The new settings.
+        spec: Box<JobSpec>,
+    },
+    /// Creates a named endpoint, or with `replace` changes one (applied from each job's next
+    /// run). Answered with [`Response::Endpoints`] (that endpoint).
+    EndpointCreate {
+        /// The endpoint, its secrets inline (read by the client from its files).
+        endpoint: Box<migrated_core::NamedEndpoint>,
+        /// Replace an endpoint of that name.
+        #[serde(default)]
+        replace: bool,
+    },
+    /// Every named endpoint ([`Response::Endpoints`]).
+    EndpointList,
+    /// One named endpoint ([`Response::Endpoints`]).
+    EndpointShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a named endpoint no job uses (refused naming the jobs that do).
+    EndpointDelete {
+        /// Its name.
+        name: String,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -208,6 +292,23 @@ pub enum Response {
     BatchDone {
         /// `(job name, status after, or why it was refused)`.
         results: Vec<(String, Result<JobStatus, String>)>,
+    },
+    /// Outcome of [`Request::Preflight`]: one row per mailbox, in the CSV's order.
+    Preflight {
+        /// The mailboxes.
+        rows: Vec<PreflightRow>,
+    },
+    /// A job's settings (no secret in them) and which secrets are set.
+    Settings {
+        /// The settings as a job file holds them, secrets erased.
+        spec: Box<JobSpec>,
+        /// `(section.field, set)` of each secret, e.g. `("source.password", true)`.
+        secrets: Vec<(String, bool)>,
+    },
+    /// Named endpoints, secrets erased, each with the jobs that use it.
+    Endpoints {
+        /// By name.
+        endpoints: Vec<EndpointRow>,
     },
     /// A job changed (subscriptions).
     Update {
@@ -344,6 +445,51 @@ pub struct CheckRow {
     pub ok: bool,
     /// What was found (folders, capabilities) or what failed, in the server's words.
     pub message: String,
+}
+
+/// A named endpoint as `endpoint list|show` give it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointRow {
+    /// The endpoint, its secrets erased.
+    pub endpoint: migrated_core::NamedEndpoint,
+    /// Whether the administrator's secret is set.
+    pub admin_secret: bool,
+    /// Names of the jobs that use it.
+    pub jobs: Vec<String>,
+    /// Jobs running on it now.
+    pub running: usize,
+}
+
+/// One mailbox's pre-flight: both logins and what a copy would find.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightRow {
+    /// The mailbox: the job name (`batch/address` for a batch row).
+    pub mailbox: String,
+    /// `user@host:port` of the source.
+    pub source: String,
+    /// `user@host:port` of the destination.
+    pub destination: String,
+    /// The source login worked.
+    pub source_ok: bool,
+    /// The destination login worked.
+    pub destination_ok: bool,
+    /// Folders on the source that hold messages (selectable).
+    pub folders: u64,
+    /// Messages on the source (what a first copy would copy, excluded ones aside).
+    pub messages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The largest message, in bytes.
+    pub largest: u64,
+    /// Messages over the size limit (`max_message_size`): a copy would exclude them.
+    pub excluded: u64,
+    /// Their bytes.
+    pub excluded_bytes: u64,
+    /// The size limit they are over.
+    pub size_limit: u64,
+    /// What stands in the way, in the words Exchange administrators know where one fits
+    /// (and the server's reply).
+    pub problems: Vec<String>,
 }
 
 /// A job's event.

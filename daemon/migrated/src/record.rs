@@ -31,7 +31,8 @@ pub(crate) struct JobRecord {
     pub created: u64,
     /// Last status change.
     pub updated: u64,
-    /// When it reached Completed, Completed with errors or Cancelled (retention counts from here).
+    /// When it reached Completed, Completed with errors, Cancelled or Failed (retention counts
+    /// from here); none while it is queued or waiting to run again.
     pub finished: Option<u64>,
     /// The last error, in the server's words.
     pub error: Option<String>,
@@ -51,6 +52,9 @@ pub(crate) struct JobRecord {
     /// credentials are erased at its completion.
     #[serde(default)]
     pub final_delta: bool,
+    /// It completed once: its runs now are incremental syncs (for endpoint limits).
+    #[serde(default)]
+    pub completed_once: bool,
 }
 
 /// Figures of the current or last run.
@@ -180,7 +184,16 @@ impl JobRecord {
     /// Whether completion erases the credentials: always, unless recurring deltas still need
     /// them (until the final delta).
     pub(crate) fn erase_at_completion(&self) -> bool {
-        self.spec.schedule.delta_every_hours.is_none() || self.final_delta
+        self.spec.schedule.sync_interval_hours().is_none() || self.final_delta
+    }
+
+    /// Whether recurring syncs are still to run: completed, with `delta_every_hours`, and no
+    /// final delta yet. Such a job keeps its credentials and is not swept by retention.
+    pub(crate) fn syncs_pending(&self) -> bool {
+        matches!(
+            self.status,
+            JobStatus::Completed | JobStatus::CompletedWithErrors
+        ) && !self.erase_at_completion()
     }
 
     /// Whether both sides have the secret they log in with (the user's, or the

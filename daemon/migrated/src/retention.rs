@@ -1,9 +1,28 @@
 //! Retention: which finished jobs are deleted now, and why. A job is kept for the retention
 //! period (`--retention-days`, 7 by default) from the moment it finished (Completed, Completed
-//! with errors or Cancelled); a job with a run in progress is never deleted. Pure: the manager
-//! passes the jobs and the time, and deletes what this names.
+//! with errors, Cancelled or Failed); a job with a run in progress, or queued or waiting for
+//! one, is not finished, and neither is a completed job whose recurring syncs still have to
+//! run (until its final delta). Pure: the manager passes the jobs and the time, and deletes
+//! what this names.
 
 use std::time::Duration;
+
+use migrated_core::JobStatus;
+
+/// When a job that moves to `status` at `now` counts as finished, for retention: a final
+/// status (Completed, Completed with errors, Cancelled, Failed) starts the retention period;
+/// any other (queued again for a delta, waiting for credentials, stopped, running) ends it,
+/// so a job that will run again is never deleted with the ledger its next run needs.
+pub(crate) fn finished_at(status: JobStatus, now: u64) -> Option<u64> {
+    matches!(
+        status,
+        JobStatus::Completed
+            | JobStatus::CompletedWithErrors
+            | JobStatus::Cancelled
+            | JobStatus::Failed
+    )
+    .then_some(now)
+}
 
 /// A job as retention sees it.
 #[derive(Debug, Clone, Copy)]
@@ -13,6 +32,8 @@ pub(crate) struct Kept<'a> {
     pub finished: Option<u64>,
     /// A run is in progress (a delta of a finished job, say).
     pub running: bool,
+    /// Recurring syncs are still to run (no final delta yet): the job is not done.
+    pub syncs_pending: bool,
 }
 
 /// A job whose retention period is over.
@@ -32,7 +53,7 @@ pub(crate) fn expired<'a>(
     let limit = retention.as_secs();
     let mut out: Vec<Expired> = jobs
         .into_iter()
-        .filter(|j| !j.running)
+        .filter(|j| !j.running && !j.syncs_pending)
         .filter_map(|j| {
             let finished = j.finished?;
             let age = now.saturating_sub(finished);
@@ -69,16 +90,19 @@ mod tests {
                 id: "old",
                 finished: Some(now - 8 * DAY),
                 running: false,
+                syncs_pending: false,
             },
             Kept {
                 id: "exactly",
                 finished: Some(now - 7 * DAY),
                 running: false,
+                syncs_pending: false,
             },
             Kept {
                 id: "recent",
                 finished: Some(now - 6 * DAY),
                 running: false,
+                syncs_pending: false,
             },
         ];
         let e = expired(jobs, WEEK, now);
@@ -96,14 +120,50 @@ mod tests {
                 id: "queued",
                 finished: None,
                 running: false,
+                syncs_pending: false,
             },
             Kept {
                 id: "recurring-delta",
                 finished: Some(0),
                 running: true,
+                syncs_pending: false,
             },
         ];
         assert!(expired(jobs, WEEK, 1000 * DAY).is_empty());
+    }
+
+    #[test]
+    fn a_completed_job_with_recurring_syncs_to_run_is_kept_until_its_final_delta() {
+        let jobs = [Kept {
+            id: "weekly",
+            finished: Some(0),
+            running: false,
+            syncs_pending: true,
+        }];
+        assert!(expired(jobs, WEEK, 1000 * DAY).is_empty());
+    }
+
+    #[test]
+    fn a_failed_job_is_finished_and_a_job_queued_again_or_waiting_is_not() {
+        for s in [
+            JobStatus::Completed,
+            JobStatus::CompletedWithErrors,
+            JobStatus::Cancelled,
+            JobStatus::Failed,
+        ] {
+            assert_eq!(finished_at(s, 7), Some(7), "{s}");
+        }
+        // What `batch delta` and `delta` lead to: the retention period ends.
+        for s in [
+            JobStatus::Queued,
+            JobStatus::WaitingForCredentials,
+            JobStatus::WaitingForStore,
+            JobStatus::Stopped,
+            JobStatus::Connecting,
+            JobStatus::Copying,
+        ] {
+            assert_eq!(finished_at(s, 7), None, "{s}");
+        }
     }
 
     #[test]
@@ -112,6 +172,7 @@ mod tests {
             id: "done",
             finished: Some(5),
             running: false,
+            syncs_pending: false,
         }];
         assert_eq!(ids(&expired(jobs, Duration::ZERO, 5)), ["done"]);
     }

@@ -6,7 +6,9 @@
 //! `max_jobs` run and every host they touch stays within `max_connections_per_host`. A job
 //! opens its workers plus one control connection to each of its hosts; a job that alone would
 //! exceed the per-host limit still starts when its hosts are idle (its workers are capped to
-//! fit, see [`connections_of`]).
+//! fit, see [`connections_of`]). A job whose sides name endpoints also waits while an
+//! endpoint runs its `max_migrations` jobs, or, for an incremental sync (a job that completed
+//! before), its `max_syncs` syncs.
 
 use migrated_core::JobStatus;
 use migrated_core::schedule::ScheduleSpec;
@@ -29,16 +31,40 @@ pub(crate) struct Footprint {
     pub destination: String,
     /// Connections per side: workers plus the control connection.
     pub connections: usize,
+    /// The named endpoints it runs on: `(name, max_migrations, max_syncs)`.
+    pub endpoints: Vec<(String, usize, usize)>,
+    /// An incremental sync (the job completed before), not a first copy.
+    pub sync: bool,
 }
 
 impl Footprint {
-    /// A job's footprint under the per-host limit.
-    pub(crate) fn of(record: &JobRecord, max_connections_per_host: usize) -> Self {
+    /// A job's footprint under the per-host limit and its endpoints' limits.
+    pub(crate) fn of(
+        record: &JobRecord,
+        max_connections_per_host: usize,
+        named: &std::collections::BTreeMap<String, migrated_core::NamedEndpoint>,
+    ) -> Self {
+        let mut endpoints: Vec<(String, usize, usize)> = [
+            &record.spec.source.endpoint,
+            &record.spec.destination.endpoint,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| named.get(n))
+        .map(|e| (e.name.clone(), e.max_migrations, e.max_syncs))
+        .collect();
+        endpoints.dedup();
         Self {
             source: record.spec.source.host.clone(),
             destination: record.spec.destination.host.clone(),
             connections: connections_of(record.spec.limits.connections, max_connections_per_host),
+            endpoints,
+            sync: record.completed_once,
         }
+    }
+
+    fn runs_on(&self, endpoint: &str) -> bool {
+        self.endpoints.iter().any(|(n, _, _)| n == endpoint)
     }
 
     /// Connections to `host` (source and destination may be the same host).
@@ -93,7 +119,9 @@ pub(crate) fn starts(
         if running.len() >= limits.max_jobs {
             break;
         }
-        if !has_room(&job.footprint, &running, limits.max_connections_per_host) {
+        if !has_room(&job.footprint, &running, limits.max_connections_per_host)
+            || !endpoints_have_room(&job.footprint, &running)
+        {
             continue;
         }
         if !job.schedule.allows(now) {
@@ -121,6 +149,17 @@ fn has_room(job: &Footprint, running: &[Footprint], limit: usize) -> bool {
     })
 }
 
+/// Whether every endpoint the job runs on has a migration slot (and a sync slot, for a sync).
+fn endpoints_have_room(job: &Footprint, running: &[Footprint]) -> bool {
+    job.endpoints
+        .iter()
+        .all(|(name, max_migrations, max_syncs)| {
+            let on: Vec<&Footprint> = running.iter().filter(|r| r.runs_on(name)).collect();
+            on.len() < *max_migrations
+                && (!job.sync || on.iter().filter(|r| r.sync).count() < *max_syncs)
+        })
+}
+
 /// Whether a running job must pause because its window ended.
 pub(crate) fn window_ended(schedule: &ScheduleSpec, now: u64) -> bool {
     !schedule.allows(now)
@@ -134,7 +173,7 @@ pub(crate) fn delta_due(record: &JobRecord, now: u64) -> bool {
         JobStatus::Completed | JobStatus::CompletedWithErrors
     ) && !record.final_delta
         && record.has_credentials()
-        && match (record.spec.schedule.delta_every_hours, record.finished) {
+        && match (record.spec.schedule.sync_interval_hours(), record.finished) {
             (Some(h), Some(f)) => f + (h * 3600.0) as u64 <= now,
             _ => false,
         }
@@ -152,7 +191,46 @@ mod tests {
             source: source.into(),
             destination: destination.into(),
             connections,
+            endpoints: Vec::new(),
+            sync: false,
         }
+    }
+
+    #[test]
+    fn an_endpoint_runs_at_most_its_migrations_and_of_them_its_syncs() {
+        let any = ScheduleSpec::default();
+        let on_old = |sync: bool| Footprint {
+            endpoints: vec![("old".into(), 3, 1)],
+            sync,
+            ..fp("s", "d", 2)
+        };
+        let q = vec![
+            Queued {
+                footprint: on_old(true),
+                ..queued("sync-1", 0, 1, &any)
+            },
+            Queued {
+                footprint: on_old(true),
+                ..queued("sync-2", 0, 2, &any)
+            },
+            Queued {
+                footprint: on_old(false),
+                ..queued("first-1", 0, 3, &any)
+            },
+            Queued {
+                footprint: on_old(false),
+                ..queued("first-2", 0, 4, &any)
+            },
+            Queued {
+                footprint: on_old(false),
+                ..queued("first-3", 0, 5, &any)
+            },
+        ];
+        // One sync at a time, three migrations in all: sync-2 and first-3 wait.
+        assert_eq!(
+            started(&starts(q, &[], NO_LIMITS, MONDAY)),
+            ["sync-1", "first-1", "first-2"]
+        );
     }
 
     fn queued<'a>(id: &'a str, priority: u32, created: u64, s: &'a ScheduleSpec) -> Queued<'a> {

@@ -30,6 +30,11 @@ pub struct FolderState {
     /// Address books: the source's sync token after the last complete pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_token: Option<String>,
+    /// Mail: the size limit (`max_message_size`) of the last complete pass. Messages over it
+    /// were excluded and are below the checkpoint: a pass with a higher limit lists the whole
+    /// folder again instead of what changed since (CONDSTORE), or they would never be copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<u64>,
 }
 
 /// One copied message: the ledger entry that prevents a second copy.

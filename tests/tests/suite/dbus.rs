@@ -11,16 +11,16 @@ use futures_util::StreamExt;
 use migrated_ipc::dbus::ManagerProxy;
 use testbed::CorpusSpec;
 
-/// A private session bus on a socket of its own.
-struct Bus {
+/// A private session bus on a socket of its own (named after `tag`: one per test).
+pub(crate) struct Bus {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     dir: std::path::PathBuf,
 }
 
 impl Bus {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("migrated-bus-{}", std::process::id()));
+    pub(crate) fn start_named(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("migrated-bus-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let address = format!("unix:path={}/bus", dir.display());
         let child = Command::new("dbus-daemon")
@@ -59,7 +59,7 @@ async fn a_job_over_dbus_with_progress_signals_pause_and_resume() {
         size_factor: 1.0,
     })
     .await;
-    let bus = Bus::start();
+    let bus = Bus::start_named("dbus");
     let mut d = Daemon::new(&p);
     d.env.push(("MIGRATED_BUS".into(), "session".into()));
     d.env

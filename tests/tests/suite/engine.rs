@@ -221,6 +221,17 @@ async fn oversized_messages_are_excluded_and_reported() {
         );
         assert!(f.extra.is_empty() && f.mismatched.is_empty(), "{report}");
     }
+
+    // The limit raised: the delta copies what was excluded, although nothing changed on the
+    // source (Dovecot offers CONDSTORE, so UIDNEXT and HIGHESTMODSEQ say "unchanged").
+    let mut raised = p.config();
+    raised.max_message_size = 64 * 1024 * 1024;
+    let delta = p.quiet_engine(raised.clone()).run().await.expect("delta");
+    assert_eq!(delta.copied, big.len() as u64, "{:?}", delta.excluded);
+    assert!(delta.excluded.is_empty());
+    p.assert_exact().await;
+    let again = p.quiet_engine(raised).run().await.expect("no-op delta");
+    assert_eq!(again.copied, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

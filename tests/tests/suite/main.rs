@@ -30,6 +30,8 @@ mod gmail_emulator;
 mod hostile_replies;
 mod hostile_server;
 mod imap_client;
+mod lifecycle;
+mod lifecycle_batch;
 mod link_testbed;
 mod oauth_logins;
 mod oauth_testbed;

@@ -213,6 +213,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let checkpoint = FolderState {
             source_uid_next: status.uid_next,
             highest_modseq: status.highest_modseq,
+            size_limit: Some(sh.config.max_message_size),
             ..state.clone()
         };
         let mut report = FolderReport {
@@ -232,8 +233,14 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             report: Mutex::new(report),
         };
 
+        // A higher size limit than the last complete pass's: messages it excluded lie below
+        // the checkpoint, unchanged, and only a whole listing finds them.
+        let limit_raised = state
+            .size_limit
+            .is_none_or(|l| sh.config.max_message_size > l);
         // Nothing changed since the last complete pass: UIDNEXT and HIGHESTMODSEQ say so.
         let unchanged = !had_intents
+            && !limit_raised
             && state.source_uid_next != 0
             && state.source_uid_next == status.uid_next
             && state.highest_modseq.is_some()
@@ -244,7 +251,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         }
         // With CONDSTORE, only what changed since the last complete pass (new messages have a
         // higher MODSEQ too); otherwise everything, and flags are compared one by one.
-        let changed_since = if had_intents || state.source_uid_next == 0 {
+        let changed_since = if had_intents || limit_raised || state.source_uid_next == 0 {
             None
         } else {
             state.highest_modseq
@@ -347,10 +354,12 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             source_uid_next: 0,
             highest_modseq: None,
             sync_token: None,
+            size_limit: None,
         };
         if checkpoint_valid && let Some(prev) = &previous {
             state.source_uid_next = prev.source_uid_next;
             state.highest_modseq = prev.highest_modseq;
+            state.size_limit = prev.size_limit;
         }
         if previous.as_ref() != Some(&state) {
             let (s2, st) = (store.clone(), state.clone());

@@ -65,6 +65,28 @@ impl Manager {
         }
     }
 
+    async fn delta_run(
+        &self,
+        job: String,
+        source_secret: String,
+        destination_secret: String,
+        final_run: bool,
+    ) -> Result<String, ControlError> {
+        let secret = |s: String| (!s.is_empty()).then(|| Secret::new(s));
+        let request = Request::Delta {
+            final_run,
+            job,
+            source_secret: secret(source_secret),
+            destination_secret: secret(destination_secret),
+        };
+        match self.request(request).await? {
+            Response::Done { status } => Ok(status.to_string()),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     async fn jobs(&self) -> Result<Vec<migrated_ipc::JobSummary>, ControlError> {
         match self.request(Request::List).await? {
             Response::Jobs { jobs, .. } => Ok(jobs),
@@ -77,6 +99,27 @@ impl Manager {
 
 #[zbus::interface(name = "org.migrated.Manager1")]
 impl Manager {
+    /// Any control request as JSON (a [`Request`]), answered as the socket answers it: the
+    /// [`Response`] as JSON, errors included. `migratectl --bus` sends every command this way.
+    async fn call(&self, request: &str) -> Result<String, ControlError> {
+        let request: Request = serde_json::from_str(request)
+            .map_err(|e| ControlError::Invalid(format!("request: {e}")))?;
+        serde_json::to_string(&super::answer(&self.tx, request).await)
+            .map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// The final delta (the cutover): as `Delta`, and the credentials are erased when it
+    /// completes; no recurring delta after it.
+    async fn final_delta(
+        &self,
+        job: String,
+        source_secret: String,
+        destination_secret: String,
+    ) -> Result<String, ControlError> {
+        self.delta_run(job, source_secret, destination_secret, true)
+            .await
+    }
+
     /// Creates a job from its JSON spec; returns its id.
     async fn create_job(&self, spec: &str) -> Result<String, ControlError> {
         let spec: JobSpec = serde_json::from_str(spec)
@@ -98,7 +141,12 @@ impl Manager {
     async fn test_job(&self, spec: &str) -> Result<String, ControlError> {
         let spec: JobSpec = serde_json::from_str(spec)
             .map_err(|e| ControlError::Invalid(format!("job spec: {e}")))?;
-        match super::test_endpoints(&spec).await {
+        match self
+            .request(Request::Test {
+                spec: Box::new(spec),
+            })
+            .await?
+        {
             Response::Tested { checks } => {
                 serde_json::to_string(&checks).map_err(|e| ControlError::Internal(e.to_string()))
             }
@@ -167,19 +215,8 @@ impl Manager {
         source_secret: String,
         destination_secret: String,
     ) -> Result<String, ControlError> {
-        let secret = |s: String| (!s.is_empty()).then(|| Secret::new(s));
-        let request = Request::Delta {
-            final_run: false,
-            job,
-            source_secret: secret(source_secret),
-            destination_secret: secret(destination_secret),
-        };
-        match self.request(request).await? {
-            Response::Done { status } => Ok(status.to_string()),
-            other => Err(ControlError::Internal(format!(
-                "unexpected reply {other:?}"
-            ))),
-        }
+        self.delta_run(job, source_secret, destination_secret, false)
+            .await
     }
 
     /// Changes a job's priority; returns its status.

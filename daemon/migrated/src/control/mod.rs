@@ -2,6 +2,7 @@
 //! and relay its replies; neither touches job state.
 
 pub(crate) mod dbus;
+pub(crate) mod preflight;
 pub(crate) mod socket;
 
 use migrated_core::JobSpec;
@@ -22,6 +23,19 @@ pub(crate) async fn call(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> R
         return down();
     }
     rx.await.unwrap_or_else(|_| down())
+}
+
+/// Answers one request the same way on every transport: the loop answers each (the checks
+/// that log in to servers, `Test` and `Preflight`, on tasks of their own, with the named
+/// endpoints applied). `Hello` and `Subscribe` are the socket's own framing and are refused.
+pub(crate) async fn answer(tx: &mpsc::UnboundedSender<Msg>, request: Request) -> Response {
+    match request {
+        Request::Hello { .. } | Request::Subscribe { .. } => Response::Error {
+            kind: ErrorKind::Invalid,
+            message: "hello and subscribe belong to the socket; on D-Bus, follow the Progress and JobEvent signals".into(),
+        },
+        request => call(tx, request).await,
+    }
 }
 
 /// Checks both endpoints of a spec: connect, TLS, login, list folders. Touches no job.

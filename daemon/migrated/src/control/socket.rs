@@ -212,11 +212,7 @@ async fn connection(
         if let Request::Subscribe { job } = request {
             return subscribe(stream, &tx, &updates, job).await;
         }
-        if let Request::Test { spec } = &request {
-            write_frame(&mut stream, &super::test_endpoints(spec).await).await?;
-            continue;
-        }
-        let response = call(&tx, request).await;
+        let response = super::answer(&tx, request).await;
         write_frame(&mut stream, &response).await?;
     }
 }

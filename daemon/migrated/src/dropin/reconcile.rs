@@ -113,9 +113,43 @@ pub(crate) fn reconcile<'a>(
     out
 }
 
+/// A changed drop-in file's settings for a job that exists: the file's, keeping what
+/// `migratectl` set on the job that the file does not say: its tags (the file's and those
+/// added with `migratectl tag`) and its priority when the file leaves it at the default.
+pub(crate) fn updated_spec(file: &JobSpec, job: &JobSpec) -> JobSpec {
+    let mut spec = file.clone();
+    spec.name.clone_from(&job.name);
+    for t in &job.tags {
+        if !spec.tags.contains(t) {
+            spec.tags.push(t.clone());
+        }
+    }
+    spec.tags.sort();
+    if spec.priority == JobSpec::DEFAULT_PRIORITY {
+        spec.priority = job.priority;
+    }
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_file_keeps_the_tags_and_priority_migratectl_set() {
+        let mut job = spec("alice");
+        job.tags = vec!["vip".into()];
+        job.priority = 5;
+        let mut file = spec("alice");
+        file.tags = vec!["wave-1".into()];
+        file.limits.connections = 7;
+        let s = updated_spec(&file, &job);
+        assert_eq!(s.tags, ["vip", "wave-1"]);
+        assert_eq!((s.priority, s.limits.connections), (5, 7));
+        // A priority the file sets wins.
+        file.priority = 20;
+        assert_eq!(updated_spec(&file, &job).priority, 20);
+    }
 
     fn spec(name: &str) -> JobSpec {
         toml::from_str(&format!(

@@ -89,6 +89,15 @@ impl Manager {
         final_run: bool,
     ) -> Result<JobStatus, ControlError> {
         let status = self.jobs[id].record.status;
+        if final_run && status == JobStatus::Queued {
+            // A delta is queued already (a recurring one, say): it becomes the final one.
+            if let Some(e) = self.jobs.get_mut(id) {
+                e.record.final_delta = true;
+            }
+            self.persist(id);
+            self.event(id, "info", "Final delta requested: the queued run is the final one; credentials are erased when it completes.".into());
+            return Ok(status);
+        }
         let next = if status == JobStatus::WaitingForCredentials {
             JobStatus::Queued
         } else {

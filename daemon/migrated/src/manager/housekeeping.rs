@@ -27,7 +27,7 @@ impl Manager {
                 id,
                 priority: e.record.spec.priority,
                 created: e.record.created,
-                footprint: Footprint::of(&e.record, per_host),
+                footprint: Footprint::of(&e.record, per_host, &self.endpoints),
                 schedule: &e.record.spec.schedule,
             })
             .collect();
@@ -35,7 +35,7 @@ impl Manager {
             .jobs
             .values()
             .filter(|e| e.stop.is_some())
-            .map(|e| Footprint::of(&e.record, per_host))
+            .map(|e| Footprint::of(&e.record, per_host, &self.endpoints))
             .collect();
         let limits = Limits {
             max_jobs: self.settings.max_jobs,
@@ -132,6 +132,7 @@ impl Manager {
             id,
             finished: e.record.finished,
             running: e.stop.is_some(),
+            syncs_pending: e.record.syncs_pending(),
         });
         for expired in retention::expired(kept, self.settings.retention, now()) {
             let id = expired.id;
@@ -225,9 +226,9 @@ impl Manager {
                 },
                 Change::Update { id, file, spec } => {
                     if let Some(e) = self.jobs.get_mut(&id) {
-                        let keep_name = e.record.spec.name.clone();
-                        e.record.spec = spec.clone();
-                        e.record.spec.name = keep_name;
+                        // The file's settings, with the tags and priority set by migratectl.
+                        e.record.spec =
+                            crate::dropin::reconcile::updated_spec(spec, &e.record.spec);
                         e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                     }
                     self.persist(&id);

@@ -11,15 +11,64 @@ use crate::job::{EndpointSpecExt, JobSpecExt};
 use crate::record::{JobRecord, RunReport, now};
 
 impl Manager {
+    /// Checks a job's settings as far as they can be checked without a network (the same
+    /// checks for a new job and an edited one).
+    pub(super) fn check_spec(&self, spec: &JobSpec, place: &str) -> Result<(), ControlError> {
+        let place = place.to_owned();
+        // Validate everything that can be checked without a network, before storing anything.
+        migrated_core::intake::validate(spec, &place)
+            .map_err(|e| ControlError::new(ErrorKind::Invalid, e.to_string()))?;
+        if let Err(e) = spec.copy_config(&place) {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
+        }
+        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
+            for (field, given) in [
+                ("password_file", e.password_file.is_some()),
+                ("admin_password_file", e.admin_password_file.is_some()),
+            ] {
+                if given {
+                    return Err(ControlError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "{place}: [{side}] {field}: the client reads the file and sends the secret; the daemon takes no paths"
+                        ),
+                    ));
+                }
+            }
+        }
+        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
+            Ok(k) => k,
+            Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
+        };
+        // Everything but the secrets, which may come later (`delta`) and are checked by the
+        // first login.
+        let later = crate::job::Credentials::Later;
+        let plugins = &self.settings.plugins;
+        let checked = match kind {
+            Kind::Mail => crate::job::plugin_source(spec, plugins, &place, later)
+                .and_then(|_| spec.destination.endpoint_for(&place, "destination", later))
+                .map(|_| ()),
+            Kind::Contacts => crate::job::contacts_sides(spec, plugins, &place, later).map(|_| ()),
+        };
+        if let Err(err) = checked {
+            return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));
+        }
+        Ok(())
+    }
+
     /// Creates one job per CSV row. Everything is validated first; a problem anywhere stores
     /// nothing and every problem is reported at once.
     pub(super) fn create_batch(
         &mut self,
         name: String,
-        template: JobSpec,
+        mut template: JobSpec,
         csv: &str,
     ) -> Result<String, ControlError> {
-        use migrated_core::batch::{BatchProblem, parse_batch_with};
+        use migrated_core::batch::BatchProblem;
+        // A batch syncs every 24 hours until it is completed, as Exchange Online's do (its
+        // credentials are kept until then); `delta_every_hours = 0` in the template: no syncs.
+        template.schedule.delta_every_hours.get_or_insert(24.0);
+        self.apply_endpoints(&mut template)?;
         let mut problems = Vec::new();
         if name.trim().is_empty() || name.contains('/') {
             return Err(ControlError::new(
@@ -34,46 +83,18 @@ impl Manager {
         {
             problems.push(BatchProblem::Exists(name.clone()));
         }
-        // A source administrator, service account or application serves every row that
-        // gives no password of its own.
-        let rows = match parse_batch_with(csv, template.source.shared_login()) {
-            Ok(rows) => rows,
-            Err(p) => {
-                problems.extend(p);
-                Vec::new()
+        let (members, csv_problems) = batch_specs(&name, &template, csv)?;
+        problems.extend(csv_problems);
+        let mut specs = Vec::with_capacity(members.len());
+        for member in members {
+            if self
+                .jobs
+                .values()
+                .any(|e| e.record.spec.name == member.spec.name)
+            {
+                problems.push(BatchProblem::Exists(member.spec.name.clone()));
             }
-        };
-        let mut specs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut spec = template.clone();
-            spec.name = format!("{name}/{}", row.email);
-            spec.source.user = row.source_user.clone();
-            spec.source.password_file = None;
-            // A row's own password logs in as its user, even where the template names an
-            // administrator; without one, the template's administrator logs in.
-            if let Some(p) = &row.source_password {
-                spec.source.use_own_password(p.clone());
-            }
-            spec.destination.user = row
-                .destination_user
-                .clone()
-                .unwrap_or_else(|| row.email.clone());
-            spec.destination.password_file = None;
-            if let Some(p) = &row.destination_password {
-                spec.destination.use_own_password(p.clone());
-            } else if spec.destination.login_secret().is_none() {
-                return Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "row {}: no destination password: add a DestinationPassword column, or give the batch's destination password or its admin_user and admin_password_file",
-                        row.row
-                    ),
-                ));
-            }
-            if self.jobs.values().any(|e| e.record.spec.name == spec.name) {
-                problems.push(BatchProblem::Exists(spec.name.clone()));
-            }
-            specs.push(spec);
+            specs.push(member.spec);
         }
         if !problems.is_empty() {
             let message = problems
@@ -128,44 +149,10 @@ impl Manager {
                 ),
             ));
         }
-        // Validate everything that can be checked without a network, before storing anything.
-        migrated_core::intake::validate(&spec, &place)
-            .map_err(|e| ControlError::new(ErrorKind::Invalid, e.to_string()))?;
-        if let Err(e) = spec.copy_config(&place) {
-            return Err(ControlError::new(ErrorKind::Invalid, format!("{e:#}")));
-        }
-        for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
-            for (field, given) in [
-                ("password_file", e.password_file.is_some()),
-                ("admin_password_file", e.admin_password_file.is_some()),
-            ] {
-                if given {
-                    return Err(ControlError::new(
-                        ErrorKind::Invalid,
-                        format!(
-                            "{place}: [{side}] {field}: the client reads the file and sends the secret; the daemon takes no paths"
-                        ),
-                    ));
-                }
-            }
-        }
-        let kind = match crate::job::source_kind(&spec.source, &self.settings.plugins, &place) {
-            Ok(k) => k,
-            Err(err) => return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}"))),
-        };
-        // Everything but the secrets, which may come later (`delta`) and are checked by the
-        // first login.
-        let later = crate::job::Credentials::Later;
-        let plugins = &self.settings.plugins;
-        let checked = match kind {
-            Kind::Mail => crate::job::plugin_source(&spec, plugins, &place, later)
-                .and_then(|_| spec.destination.endpoint_for(&place, "destination", later))
-                .map(|_| ()),
-            Kind::Contacts => crate::job::contacts_sides(&spec, plugins, &place, later).map(|_| ()),
-        };
-        if let Err(err) = checked {
-            return Err(ControlError::new(ErrorKind::Invalid, format!("{err:#}")));
-        }
+        let mut spec = spec;
+        self.apply_endpoints(&mut spec)
+            .map_err(|e| ControlError::new(e.kind, format!("{place}: {}", e.message)))?;
+        self.check_spec(&spec, &place)?;
         let mut bytes = [0u8; 6];
         if getrandom::fill(&mut bytes).is_err() {
             return Err(ControlError::new(
@@ -193,6 +180,7 @@ impl Manager {
             batch,
             dropin: None,
             final_delta: false,
+            completed_once: false,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(id.clone(), Entry::new(record));
@@ -203,4 +191,66 @@ impl Manager {
         }
         Ok(id)
     }
+}
+
+/// One mailbox of a batch: its job spec, built from the template and its CSV row.
+pub(crate) struct BatchMember {
+    /// The job.
+    pub spec: JobSpec,
+    /// The destination logs in with the batch's shared secret (an admin/proxy password, an
+    /// administrator), not one of the row's own: a refused login then means the mailbox is
+    /// not there.
+    pub shared_destination: bool,
+}
+
+/// The jobs a batch's CSV makes from its template, and the CSV's problems (every one; no
+/// member then). Pure: used to create the batch and to pre-flight it.
+///
+/// # Errors
+///
+/// A row without any destination password, naming the row and what to add.
+pub(crate) fn batch_specs(
+    name: &str,
+    template: &JobSpec,
+    csv: &str,
+) -> Result<(Vec<BatchMember>, Vec<migrated_core::batch::BatchProblem>), ControlError> {
+    // A source administrator, service account or application serves every row that gives
+    // no password of its own.
+    let rows = match migrated_core::batch::parse_batch_with(csv, template.source.shared_login()) {
+        Ok(rows) => rows,
+        Err(p) => return Ok((Vec::new(), p)),
+    };
+    let mut members = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut spec = template.clone();
+        spec.name = format!("{name}/{}", row.email);
+        spec.source.user = row.source_user.clone();
+        spec.source.password_file = None;
+        // A row's own password logs in as its user, even where the template names an
+        // administrator; without one, the template's administrator logs in.
+        if let Some(p) = &row.source_password {
+            spec.source.use_own_password(p.clone());
+        }
+        spec.destination.user = row
+            .destination_user
+            .clone()
+            .unwrap_or_else(|| row.email.clone());
+        spec.destination.password_file = None;
+        if let Some(p) = &row.destination_password {
+            spec.destination.use_own_password(p.clone());
+        } else if spec.destination.login_secret().is_none() {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "row {}: no destination password: add a DestinationPassword column, or give the batch's destination password or its admin_user and admin_password_file",
+                    row.row
+                ),
+            ));
+        }
+        members.push(BatchMember {
+            spec,
+            shared_destination: row.destination_password.is_none(),
+        });
+    }
+    Ok((members, Vec::new()))
 }

@@ -8,18 +8,24 @@
 //! - [`requests`]: the control API, each request answered `Result<Response, ControlError>`;
 //! - [`intake`]: creating jobs and batches (validation before anything is stored);
 //! - [`actions`]: pause, resume, cancel, delete, reset, delta;
+//! - [`credentials`]: credentials given again (a job, a batch from its CSV) or cleared;
+//! - [`settings`]: a job's settings shown without secrets and edited;
+//! - [`endpoints`]: named endpoints, applied to the jobs that name them;
 //! - [`runs`]: starting runs and following them (engine events, the end of a run);
 //! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
 //! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
 //! - [`outage`]: the job store failing and coming back.
 
 mod actions;
+mod credentials;
+mod endpoints;
 mod housekeeping;
 mod intake;
 mod outage;
 mod reports;
 mod requests;
 mod runs;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +106,8 @@ pub(crate) struct Manager {
     /// `(file, fingerprint)` of drop-in files whose jobs were deleted: see
     /// [`crate::dropin::reconcile`].
     dropin_consumed: Vec<(String, String)>,
+    /// Named endpoints, by name (kept sealed in the store).
+    endpoints: std::collections::BTreeMap<String, migrated_core::NamedEndpoint>,
 }
 
 impl Manager {
@@ -118,6 +126,12 @@ impl Manager {
             if record.upgrade()? {
                 upgraded.push(id.clone());
             }
+            // Records written before Failed counted as finished, or when a delta left a
+            // queued job marked finished: retention counts from the same moment as before.
+            record.finished = crate::retention::finished_at(
+                record.status,
+                record.finished.unwrap_or(record.updated),
+            );
             // Waiting for the store when the daemon stopped: the store opened, so it goes on.
             if record.status.is_running() || record.status == JobStatus::WaitingForStore {
                 resumed.push((id.clone(), record.status));
@@ -125,6 +139,9 @@ impl Manager {
             jobs.insert(id, Entry::new(record));
         }
         let dropin_consumed = store.setting("dropin-consumed")?.unwrap_or_default();
+        let endpoints: Vec<migrated_core::NamedEndpoint> =
+            store.setting("endpoints")?.unwrap_or_default();
+        let endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut manager = Self {
             journal: Journal::new(store),
             settings,
@@ -134,6 +151,7 @@ impl Manager {
             shutting_down: false,
             dropin_problems: Vec::new(),
             dropin_consumed,
+            endpoints,
         };
         for id in &upgraded {
             manager.persist(id);
@@ -167,6 +185,38 @@ impl Manager {
         self.schedule();
         while let Some(msg) = rx.recv().await {
             match msg {
+                Msg::Request {
+                    request: migrated_ipc::Request::Preflight { template, csv },
+                    reply,
+                } => {
+                    // The logins run on a task of their own; the loop goes on.
+                    match self.preflight_mailboxes(*template, csv) {
+                        Ok(mailboxes) => {
+                            let concurrent = self.settings.max_jobs;
+                            tokio::spawn(async move {
+                                let response =
+                                    crate::control::preflight::run(mailboxes, concurrent).await;
+                                let _ = reply.send(response);
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(e.into());
+                        }
+                    }
+                }
+                Msg::Request {
+                    request: migrated_ipc::Request::Test { mut spec },
+                    reply,
+                } => match self.apply_endpoints(&mut spec) {
+                    Ok(()) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(crate::control::test_endpoints(&spec).await);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(e.into());
+                    }
+                },
                 Msg::Request { request, reply } => {
                     let response = self.handle(request).unwrap_or_else(Into::into);
                     let _ = reply.send(response);
@@ -338,12 +388,22 @@ impl Manager {
         entry.record.updated = now();
         if matches!(
             status,
-            JobStatus::Completed | JobStatus::CompletedWithErrors | JobStatus::Cancelled
+            JobStatus::Completed | JobStatus::CompletedWithErrors
         ) {
-            entry.record.finished = Some(now());
-            if status == JobStatus::Cancelled || entry.record.erase_at_completion() {
-                entry.record.erase_credentials();
-            }
+            entry.record.completed_once = true;
+        }
+        // Queued again or waiting: not finished, or retention would sweep it with its ledger.
+        entry.record.finished = crate::retention::finished_at(status, now());
+        let completed = matches!(
+            status,
+            JobStatus::Completed | JobStatus::CompletedWithErrors
+        );
+        if status == JobStatus::Cancelled || (completed && entry.record.erase_at_completion()) {
+            entry.record.erase_credentials();
+        }
+        if status == JobStatus::Queued {
+            // An endpoint edited since the last run applies from this one.
+            self.refresh_endpoints(id);
         }
         self.persist(id);
         let level = if status == JobStatus::Failed {

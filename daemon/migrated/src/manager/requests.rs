@@ -15,12 +15,13 @@ pub(super) type Reply = Result<Response, ControlError>;
 impl Manager {
     pub(super) fn handle(&mut self, request: Request) -> Reply {
         match request {
-            Request::Hello { .. } | Request::Subscribe { .. } | Request::Test { .. } => {
-                Err(ControlError::new(
-                    ErrorKind::Invalid,
-                    "hello, subscribe and test are handled by the transport",
-                ))
-            }
+            Request::Hello { .. }
+            | Request::Subscribe { .. }
+            | Request::Test { .. }
+            | Request::Preflight { .. } => Err(ControlError::new(
+                ErrorKind::Invalid,
+                "hello and subscribe are the transport's; test and preflight run on tasks of their own",
+            )),
             Request::Create { spec } => self.create(*spec, None).map(|id| Response::Created { id }),
             Request::CreateBatch {
                 name,
@@ -61,16 +62,7 @@ impl Manager {
                 Ok(Response::BatchJobs { batch, jobs })
             }
             Request::ActBatch { name, action } => {
-                let mut ids: Vec<(String, String)> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, e)| e.record.batch.as_deref() == Some(name.as_str()))
-                    .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
-                    .collect();
-                if ids.is_empty() {
-                    return Err(no_batch(&name));
-                }
-                ids.sort();
+                let ids = self.batch_members(&name)?;
                 let results = ids
                     .into_iter()
                     .map(|(job, id)| (job, self.act(&id, action).map_err(|e| e.message)))
@@ -107,6 +99,60 @@ impl Manager {
                 self.act(&id, action)
                     .map(|status| Response::Done { status })
             }
+            Request::DeltaBatch { name, final_run } => {
+                let ids = self.batch_members(&name)?;
+                let results = ids
+                    .into_iter()
+                    .map(|(job, id)| {
+                        let r = self.delta(&id, None, None, final_run);
+                        (job, r.map_err(|e| e.message))
+                    })
+                    .collect();
+                Ok(Response::BatchDone { results })
+            }
+            Request::SetCredentials {
+                job,
+                source_secret,
+                destination_secret,
+            } => {
+                let id = self.find(&job)?;
+                self.set_credentials(&id, source_secret, destination_secret)
+                    .map(|status| Response::Done { status })
+            }
+            Request::ClearCredentials {
+                job,
+                source,
+                destination,
+            } => {
+                let id = self.find(&job)?;
+                self.clear_credentials(&id, source, destination)
+                    .map(|status| Response::Done { status })
+            }
+            Request::BatchCredentials {
+                name,
+                source_secret,
+                destination_secret,
+                csv,
+            } => self.batch_credentials(&name, source_secret, destination_secret, &csv),
+            Request::EndpointCreate { endpoint, replace } => {
+                self.endpoint_create(*endpoint, replace)
+            }
+            Request::EndpointList => self.endpoint_list(None),
+            Request::EndpointShow { name } => self.endpoint_list(Some(&name)),
+            Request::EndpointDelete { name } => self.endpoint_delete(&name),
+            Request::Show { job } => {
+                let id = self.find(&job)?;
+                let (spec, secrets) = self.show(&id);
+                Ok(Response::Settings {
+                    spec: Box::new(spec),
+                    secrets,
+                })
+            }
+            Request::Edit { job, spec } => {
+                let id = self.find(&job)?;
+                self.edit(&id, *spec)
+                    .map(|status| Response::Done { status })
+            }
             Request::Delta {
                 job,
                 source_secret,
@@ -118,6 +164,21 @@ impl Manager {
                     .map(|status| Response::Done { status })
             }
         }
+    }
+
+    /// `(job name, id)` of every job of a batch, by name.
+    fn batch_members(&self, name: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let mut ids: Vec<(String, String)> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.batch.as_deref() == Some(name))
+            .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+            .collect();
+        if ids.is_empty() {
+            return Err(no_batch(name));
+        }
+        ids.sort();
+        Ok(ids)
     }
 
     fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
