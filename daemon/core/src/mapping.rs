@@ -85,7 +85,8 @@ pub struct FolderPlan {
     pub canonical: String,
     /// Name on the destination server, prefix included.
     pub destination: String,
-    /// The source folder is only a container (`\Noselect`): create it, copy nothing.
+    /// The source folder is only a container (`\Noselect`): copy nothing, and create it only
+    /// when the destination refuses a child without it.
     pub container_only: bool,
     /// The role the folder has on the source, if any.
     pub special_use: Option<SpecialUse>,

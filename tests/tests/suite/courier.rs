@@ -210,6 +210,14 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
     // Courier refuses the emoji folder: the run says so and fails; everything else arrives.
     assert!(!resumed.success, "a refused folder fails the run");
     assert!(resumed.stdout.contains("Post 📬 日本") || resumed.stderr.contains("Post 📬 日本"));
+    // ...and which rename rule would give it a name Courier can store.
+    assert!(
+        resumed
+            .stdout
+            .contains("rename = [{ from = '^Post 📬 日本$', to = 'Post _ 日本' }]"),
+        "{}",
+        resumed.stdout
+    );
     let (copied, already) = resumed.counts();
     assert_eq!(copied + already, total - refused, "{}", resumed.stdout);
     // The emoji folder's messages are failed, not forgotten: in the summary line and its row.
@@ -309,6 +317,31 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
         ),
         (refused, 0, refused)
     );
+
+    // The proposed rule, pasted into the job file, works: the folder arrives renamed, exact.
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[folders]\nrename = [{ from = '^Post 📬 日本$', to = 'Post _ 日本' }]\n",
+    );
+    let renamed = migrate(&job, &dir.join("store"));
+    assert!(renamed.success, "{}\n{}", renamed.stdout, renamed.stderr);
+    assert_eq!(
+        renamed.counts(),
+        (refused, total - refused),
+        "{}",
+        renamed.stdout
+    );
+    assert_eq!(renamed.failed(), 0, "{}", renamed.stdout);
+    let report = testbed::verify(
+        &src,
+        &dst,
+        &[(EMOJI_FOLDER.to_owned(), "INBOX.Post _ 日本".to_owned())],
+    )
+    .await
+    .unwrap();
+    assert!(report.is_exact(), "{report}");
     eprintln!("Dovecot -> Courier test: {:?} in all", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -81,8 +81,9 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                     if e.is_temporary() {
                         return Err(e.into());
                     }
-                    tracing::error!(job = %sh.config.job_id, folder = %plan.destination, error = %e, "Folder could not be created.");
-                    folder_errors.insert(plan.source.clone(), e.to_string());
+                    let error = format!("{e}{}", rename_hint(&plan.canonical, &plan.destination));
+                    tracing::error!(job = %sh.config.job_id, folder = %plan.destination, error = %error, "Folder could not be created.");
+                    folder_errors.insert(plan.source.clone(), error);
                     continue;
                 }
                 tracing::info!(job = %sh.config.job_id, folder = %plan.destination, "Folder created.");
@@ -109,8 +110,55 @@ fn is_ancestor(parent: &str, child: &str) -> bool {
             .is_some_and(|c| !c.is_alphanumeric())
 }
 
+/// For a refused name with characters outside the Basic Multilingual Plane (an emoji, which
+/// Courier and other UCS-2 servers cannot store): the `[folders]` rename rule that gives the
+/// folder a name they can, to paste into the job file. Empty for other names.
+fn rename_hint(canonical: &str, destination: &str) -> String {
+    if !destination.chars().any(|c| u32::from(c) > 0xFFFF) {
+        return String::new();
+    }
+    let safe: String = canonical
+        .chars()
+        .map(|c| if u32::from(c) > 0xFFFF { '_' } else { c })
+        .collect();
+    let mut pattern = String::from("^");
+    for c in canonical.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('$');
+    if pattern.contains('\'') || safe.contains('\'') {
+        return format!(
+            " (the name has characters outside the Basic Multilingual Plane, which some servers \
+             cannot store: a [folders] rename rule to {safe:?} gives it one they can)"
+        );
+    }
+    format!(
+        " (the name has characters outside the Basic Multilingual Plane, which some servers \
+         cannot store; this rule in the job's [folders] gives it a name they can: \
+         rename = [{{ from = '{pattern}', to = '{safe}' }}])"
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_name_outside_the_bmp_gets_a_rename_rule_others_nothing() {
+        assert_eq!(
+            super::rename_hint("Projekte/2019", "INBOX.Projekte.2019"),
+            ""
+        );
+        let hint = super::rename_hint("Post 📬 日本", "INBOX.Post 📬 日本");
+        assert!(
+            hint.contains("rename = [{ from = '^Post 📬 日本$', to = 'Post _ 日本' }]"),
+            "{hint}"
+        );
+        let hint = super::rename_hint("a.b/📬", "a.b/📬");
+        assert!(hint.contains(r"from = '^a\.b/📬$'"), "{hint}");
+    }
+
     #[test]
     fn ancestors_end_at_a_separator() {
         assert!(super::is_ancestor("INBOX.Kunden", "INBOX.Kunden.Müller"));
