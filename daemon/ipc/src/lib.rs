@@ -8,13 +8,15 @@
 pub mod client;
 pub mod dbus;
 pub mod framing;
+pub mod lifecycle;
 pub mod protocol;
 pub mod text;
 
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
+pub use lifecycle::{EndpointRow, PreflightRow};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, EndpointRow, ErrorKind, EventRow, FolderRow, ItemRow,
-    JobDetail, JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow,
-    RejectedPlugin, Request, Response, VerifyRow,
+    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, FolderRow, ItemRow, JobDetail,
+    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
+    VerifyRow,
 };
