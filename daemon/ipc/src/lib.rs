@@ -8,14 +8,16 @@
 pub mod client;
 pub mod dbus;
 pub mod framing;
+pub mod lifecycle;
 pub mod protocol;
 pub mod text;
 
 pub use client::{Client, ClientError, Subscription};
 pub use framing::{FrameError, read_frame, write_frame};
 // The report rows are core's: the store keeps and the API sends the same types.
+pub use lifecycle::{EndpointRow, PreflightRow};
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, EndpointRow, ErrorKind, EventRow, JobDetail, JobSummary,
-    PROTOCOL_VERSION, PluginRow, PluginSetting, PreflightRow, RejectedPlugin, Request, Response,
+    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail, JobSummary,
+    PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
 };

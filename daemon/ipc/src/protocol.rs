@@ -3,6 +3,8 @@
 use migrated_core::{Action, FolderReport, ItemRow, JobSpec, JobStatus, Secret, VerifyRow};
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::{EndpointRow, PreflightRow};
+
 /// Protocol version. A daemon refuses clients of another version with a message naming both.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -445,51 +447,6 @@ pub struct CheckRow {
     pub ok: bool,
     /// What was found (folders, capabilities) or what failed, in the server's words.
     pub message: String,
-}
-
-/// A named endpoint as `endpoint list|show` give it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EndpointRow {
-    /// The endpoint, its secrets erased.
-    pub endpoint: migrated_core::NamedEndpoint,
-    /// Whether the administrator's secret is set.
-    pub admin_secret: bool,
-    /// Names of the jobs that use it.
-    pub jobs: Vec<String>,
-    /// Jobs running on it now.
-    pub running: usize,
-}
-
-/// One mailbox's pre-flight: both logins and what a copy would find.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreflightRow {
-    /// The mailbox: the job name (`batch/address` for a batch row).
-    pub mailbox: String,
-    /// `user@host:port` of the source.
-    pub source: String,
-    /// `user@host:port` of the destination.
-    pub destination: String,
-    /// The source login worked.
-    pub source_ok: bool,
-    /// The destination login worked.
-    pub destination_ok: bool,
-    /// Folders on the source that hold messages (selectable).
-    pub folders: u64,
-    /// Messages on the source (what a first copy would copy, excluded ones aside).
-    pub messages: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// The largest message, in bytes.
-    pub largest: u64,
-    /// Messages over the size limit (`max_message_size`): a copy would exclude them.
-    pub excluded: u64,
-    /// Their bytes.
-    pub excluded_bytes: u64,
-    /// The size limit they are over.
-    pub size_limit: u64,
-    /// What stands in the way, in the words Exchange administrators know where one fits
-    /// (and the server's reply).
-    pub problems: Vec<String>,
 }
 
 /// A job's event.

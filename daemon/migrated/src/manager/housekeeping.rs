@@ -225,10 +225,13 @@ impl Manager {
                     }
                 },
                 Change::Update { id, file, spec } => {
+                    let mut spec = spec.clone();
+                    // The endpoints it names, now (an unknown name leaves the sides as written).
+                    let _ = self.apply_endpoints(&mut spec);
                     if let Some(e) = self.jobs.get_mut(&id) {
                         // The file's settings, with the tags and priority set by migratectl.
                         e.record.spec =
-                            crate::dropin::reconcile::updated_spec(spec, &e.record.spec);
+                            crate::dropin::reconcile::updated_spec(&spec, &e.record.spec);
                         e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                     }
                     self.persist(&id);
