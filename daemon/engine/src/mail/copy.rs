@@ -23,13 +23,12 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// and the temporary errors met.
     pub(super) async fn copy_pass(
         &self,
-        planned: PassPlan<C::Session, D::Session>,
+        planned: PassPlan,
     ) -> Result<(Arc<Vec<FolderWork>>, Vec<String>), EngineError> {
         let PassPlan {
             work,
             queue,
             deferred,
-            sessions,
         } = planned;
         let work = Arc::new(work);
         // Folders with nothing to copy are complete now.
@@ -42,26 +41,21 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             Vec::new()
         } else {
             (self.shared.observer)(Event::Phase(Phase::Copying));
-            self.copy_batches(work.clone(), queue, sessions).await?
+            self.copy_batches(work.clone(), queue).await?
         };
         if !deferred.is_empty() {
             self.stopping()?;
-            temporary.extend(
-                self.copy_batches(work.clone(), deferred, Vec::new())
-                    .await?,
-            );
+            temporary.extend(self.copy_batches(work.clone(), deferred).await?);
         }
         Ok((work, temporary))
     }
 
-    /// Runs the batches over `connections` workers, the first ones on `sessions` (opened by
-    /// the planning), the others connecting as they start. Returns the temporary errors met
-    /// (their batches are left for the next pass); a store error ends the run.
+    /// Runs the batches over `connections` workers. Returns the temporary errors met (their
+    /// batches are left for the next pass); a store error ends the run.
     async fn copy_batches(
         &self,
         work: Arc<Vec<FolderWork>>,
         queue: VecDeque<Batch>,
-        mut sessions: Vec<(C::Session, D::Session)>,
     ) -> Result<Vec<String>, EngineError> {
         let sh = &self.shared;
         let queue = Arc::new(Mutex::new(queue));
@@ -72,8 +66,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 shared: self.shared.clone(),
             };
             let (work, queue, errors) = (work.clone(), queue.clone(), errors.clone());
-            let opened = sessions.pop();
-            tasks.spawn(async move { engine.worker(worker, work, queue, errors, opened).await });
+            tasks.spawn(async move { engine.worker(worker, work, queue, errors).await });
         }
         let mut fatal = None;
         while let Some(joined) = tasks.join_next().await {
@@ -101,13 +94,10 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         work: Arc<Vec<FolderWork>>,
         queue: Arc<Mutex<VecDeque<Batch>>>,
         errors: Arc<Mutex<Vec<String>>>,
-        opened: Option<(C::Session, D::Session)>,
     ) -> Result<(), EngineError> {
         let sh = &self.shared;
-        let (mut src, mut dst) = match opened {
-            Some((s, d)) => (Some(s), Some(d)),
-            None => (None, None),
-        };
+        let mut src: Option<C::Session> = None;
+        let mut dst: Option<D::Session> = None;
         let mut open: Option<usize> = None;
         let mut bounds: HashMap<usize, UidBound> = HashMap::new();
         let mut consecutive_failures = 0u32;

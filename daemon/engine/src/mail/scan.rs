@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use migrated_core::mapping::{Mapping, map_folders};
 use migrated_core::planner::{LedgerEntry, PlanOptions, batches, plan_folder};
@@ -24,19 +24,11 @@ use migrated_core::{FolderReport, ItemRow, Phase};
 
 /// What a pass copies: every folder's work, the batches to upload, and the batches placed on
 /// the destination from another folder's upload once every upload is done.
-pub(super) struct PassPlan<S, T> {
+pub(super) struct PassPlan {
     pub(super) work: Vec<FolderWork>,
     pub(super) queue: VecDeque<Batch>,
     pub(super) deferred: VecDeque<Batch>,
-    /// The extra connections the planning opened, for the copy workers to start with.
-    pub(super) sessions: Vec<(S, T)>,
 }
-
-/// A folder planned: its work and the messages to copy.
-type Prepared = (FolderWork, Vec<MessageMeta>);
-
-/// Folders one planning lane takes before another connection pair is worth opening.
-const FOLDERS_PER_LANE: usize = 4;
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Lists both sides' folders and maps them. Returns the mapping and the destination's
@@ -73,50 +65,21 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         dst: &mut D::Session,
         mapped: &Mapped,
         first_pass: bool,
-    ) -> Result<PassPlan<C::Session, D::Session>, EngineError> {
+    ) -> Result<PassPlan, EngineError> {
         let sh = &self.shared;
         let (plans, folder_errors) = (&mapped.mapping.folders, &mapped.folder_errors);
-        let todo: Vec<&FolderPlan> = plans
-            .iter()
-            .filter(|p| !p.container_only && !folder_errors.contains_key(&p.source))
-            .collect();
-        // Folders are planned over several connection pairs at once (each folder waits a few
-        // round trips per side); the extra pairs then start the copy workers.
-        let lanes = sh
-            .config
-            .connections
-            .clamp(1, todo.len().div_ceil(FOLDERS_PER_LANE).max(1));
-        let mut sessions = self.extra_sessions(lanes - 1).await;
-        let next = AtomicUsize::new(0);
-        let prepared: Mutex<Vec<Option<Prepared>>> =
-            Mutex::new(todo.iter().map(|_| None).collect());
-        let mut pairs: Vec<(&mut C::Session, &mut D::Session)> = vec![(src, dst)];
-        pairs.extend(sessions.iter_mut().map(|(s, d)| (s, d)));
-        futures_util::future::try_join_all(pairs.into_iter().map(|(s, d)| {
-            let (next, prepared, todo) = (&next, &prepared, &todo);
-            async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(plan) = todo.get(i) else { break };
-                    self.stopping()?;
-                    let done = self.prepare_folder(s, d, plan, first_pass).await?;
-                    if let Ok(mut v) = prepared.lock() {
-                        v[i] = Some(done);
-                    }
-                }
-                Ok::<(), EngineError>(())
-            }
-        }))
-        .await?;
-        let prepared = prepared.into_inner().unwrap_or_else(|p| p.into_inner());
-
         let mut work = Vec::new();
         let mut queue = VecDeque::new();
         let mut deferred_queue = VecDeque::new();
         // Content keys some folder of this pass uploads: other folders copy them after.
         let mut uploading: HashSet<String> = HashSet::new();
         let (mut total_items, mut total_bytes) = (0u64, 0u64);
-        for prepared in prepared.into_iter().flatten() {
+        for plan in plans {
+            if plan.container_only || folder_errors.contains_key(&plan.source) {
+                continue;
+            }
+            self.stopping()?;
+            let prepared = self.prepare_folder(src, dst, plan, first_pass).await?;
             let (folder_work, messages) = prepared;
             let index = work.len();
             total_items += messages.len() as u64;
@@ -158,29 +121,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             work,
             queue,
             deferred: deferred_queue,
-            sessions,
         })
-    }
-
-    /// `n` more connection pairs, opened together; one that fails is done without (the
-    /// planning and the copy open what they need as they go).
-    async fn extra_sessions(&self, n: usize) -> Vec<(C::Session, D::Session)> {
-        let sh = &self.shared;
-        let opened = futures_util::future::join_all(
-            (0..n).map(|_| async { tokio::join!(sh.source.connect(), sh.destination.connect()) }),
-        )
-        .await;
-        opened
-            .into_iter()
-            .filter_map(|pair| match pair {
-                (Ok(s), Ok(d)) => Some((s, d)),
-                (s, d) => {
-                    let why = s.err().map(|e| e.to_string()).or(d.err().map(|e| e.to_string()));
-                    tracing::debug!(job = %sh.config.job_id, error = ?why, "An extra planning connection failed; planning goes on with fewer.");
-                    None
-                }
-            })
-            .collect()
     }
 
     /// Scans one folder: UIDVALIDITY checks, interrupted APPENDs, listing, plan, flag updates.
@@ -191,7 +132,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         dst: &mut D::Session,
         plan: &FolderPlan,
         first_pass: bool,
-    ) -> Result<Prepared, EngineError> {
+    ) -> Result<(FolderWork, Vec<MessageMeta>), EngineError> {
         let sh = &self.shared;
         let store = &sh.store;
         let key = store.folder_key(sh.job, &plan.source);
