@@ -13,9 +13,7 @@ use testbed::{
     login, write_imap,
 };
 
-use crate::common::beds::{
-    assert_containers, endpoint_of, job_dir, kill_mid_copy, migrate, write_job,
-};
+use crate::common::beds::{assert_containers, endpoint_of, killed_and_resumed, migrate, write_job};
 use crate::dovecot_testbed::assert_reads_back;
 
 const EMOJI_FOLDER: &str = "INBOX.Post 📬 日本";
@@ -127,23 +125,10 @@ async fn courier_to_dovecot_is_exact_resumes_after_sigkill_and_a_delta_copies_no
         .expect("corpus appended");
     let corpus = &written.corpus;
     let total = corpus.total_messages() as u64;
-    let dir = job_dir("courier-to-dovecot");
-    let job = write_job(
-        &dir,
-        &src,
-        &dst,
-        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
-    );
-    let store = dir.join("store");
 
     let t = Instant::now();
-    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
-    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
-    assert!(
-        at_kill < total,
-        "the kill landed after the copy ({at_kill} of {total})"
-    );
-    let resumed = migrate(&job, &store);
+    let (dir, job, store, at_kill, resumed) =
+        killed_and_resumed("courier-to-dovecot", &src, &dst, corpus).await;
     assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
     let (copied, already) = resumed.counts();
     eprintln!(
@@ -191,21 +176,8 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
     let total = corpus.total_messages() as u64;
     let refused = corpus.folders[EMOJI_FOLDER].messages.len() as u64;
     assert!(refused > 0);
-    let dir = job_dir("dovecot-to-courier");
-    let job = write_job(
-        &dir,
-        &src,
-        &dst,
-        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
-    );
-    let store = dir.join("store");
-    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
-    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
-    assert!(
-        at_kill < total,
-        "the kill landed after the copy ({at_kill} of {total})"
-    );
-    let resumed = migrate(&job, &store);
+    let (dir, job, store, _, resumed) =
+        killed_and_resumed("dovecot-to-courier", &src, &dst, &corpus).await;
     eprintln!("{}\n{}", resumed.stdout, resumed.stderr);
     // Courier refuses the emoji folder: the run says so and fails; everything else arrives.
     assert!(!resumed.success, "a refused folder fails the run");

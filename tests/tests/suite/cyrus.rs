@@ -13,7 +13,7 @@ use testbed::{
     write_imap,
 };
 
-use crate::common::beds::{job_dir, kill_mid_copy, migrate, write_job};
+use crate::common::beds::{job_dir, killed_and_resumed, migrate, write_job};
 use crate::dovecot_testbed::assert_reads_back;
 
 fn spec(seed: u64, messages: usize) -> CorpusSpec {
@@ -143,23 +143,15 @@ async fn cyrus_to_dovecot(alt_namespace: bool, seed: u64) {
     );
     let corpus = &written.corpus;
     let total = corpus.total_messages() as u64;
-    let dir = job_dir(&format!("cyrus-to-dovecot-{alt_namespace}"));
-    let job = write_job(
-        &dir,
-        &src,
-        &dst,
-        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
-    );
-    let store = dir.join("store");
 
     let t = Instant::now();
-    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
-    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
-    assert!(
-        at_kill < total,
-        "the kill landed after the copy ({at_kill} of {total})"
-    );
-    let resumed = migrate(&job, &store);
+    let (dir, job, store, at_kill, resumed) = killed_and_resumed(
+        &format!("cyrus-to-dovecot-{alt_namespace}"),
+        &src,
+        &dst,
+        corpus,
+    )
+    .await;
     assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
     let (copied, already) = resumed.counts();
     eprintln!(
@@ -222,21 +214,13 @@ async fn dovecot_to_cyrus(alt_namespace: bool, seed: u64) {
     let src = dovecot.account("alice").unwrap();
     let dst = cyrus.account("alice").unwrap();
     let total = corpus.total_messages() as u64;
-    let dir = job_dir(&format!("dovecot-to-cyrus-{alt_namespace}"));
-    let job = write_job(
-        &dir,
+    let (dir, job, store, at_kill, resumed) = killed_and_resumed(
+        &format!("dovecot-to-cyrus-{alt_namespace}"),
         &src,
         &dst,
-        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
-    );
-    let store = dir.join("store");
-    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
-    let at_kill = kill_mid_copy(&job, &store, &dst, half_inbox).await;
-    assert!(
-        at_kill < total,
-        "the kill landed after the copy ({at_kill} of {total})"
-    );
-    let resumed = migrate(&job, &store);
+        &corpus,
+    )
+    .await;
     assert!(resumed.success, "{}\n{}", resumed.stdout, resumed.stderr);
     let (copied, already) = resumed.counts();
     eprintln!("killed at {at_kill} of {total}; the resumed run copied {copied}, found {already}");

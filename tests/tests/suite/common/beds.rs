@@ -164,6 +164,35 @@ pub async fn kill_mid_copy(job: &Path, store: &Path, dst: &Account, at: u64) -> 
     last
 }
 
+/// A job from `src` to `dst` in a fresh directory named `name` (one connection, batches of 5, so
+/// the kill lands mid-copy), killed with SIGKILL once half of the corpus's INBOX is on `dst`,
+/// then run again. Returns the job's directory, job file and store, the count at the kill
+/// (asserted below the corpus's total) and the resumed run.
+pub async fn killed_and_resumed(
+    name: &str,
+    src: &Account,
+    dst: &Account,
+    corpus: &testbed::Corpus,
+) -> (PathBuf, PathBuf, PathBuf, u64, Run) {
+    let total = corpus.total_messages() as u64;
+    let dir = job_dir(name);
+    let job = write_job(
+        &dir,
+        src,
+        dst,
+        "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+    );
+    let store = dir.join("store");
+    let half_inbox = corpus.folders["INBOX"].messages.len() as u64 / 2;
+    let at_kill = kill_mid_copy(&job, &store, dst, half_inbox).await;
+    assert!(
+        at_kill < total,
+        "the kill landed after the copy ({at_kill} of {total})"
+    );
+    let resumed = migrate(&job, &store);
+    (dir, job, store, at_kill, resumed)
+}
+
 /// A fresh directory for a job's files and store.
 pub fn job_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("migrated-beds-{name}-{}", std::process::id()));
