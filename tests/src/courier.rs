@@ -27,13 +27,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::dovecot::Layout;
-use crate::imap::{Account, Tls};
+use crate::dovecot::{LOOPBACK, Layout};
+use crate::imap::Account;
 use crate::unpacked::{self, Group};
 
 /// The uid/gid mail is stored as.
 const NOBODY: u32 = 65534;
-const LOOPBACK: &str = "127.0.0.1";
 
 /// What a private instance looks like.
 #[derive(Debug, Clone)]
@@ -186,23 +185,12 @@ impl Courier {
     }
 
     pub fn password(&self, user: &str) -> Result<&str> {
-        self.opts
-            .users
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
-            .with_context(|| format!("no user {user:?} in this Courier instance"))
+        crate::dovecot::password_of(&self.opts.users, user, "Courier")
     }
 
     /// An account on the plain port (no TLS: loopback only).
     pub fn account(&self, user: &str) -> Result<Account> {
-        Ok(Account {
-            host: LOOPBACK.to_owned(),
-            port: self.port,
-            user: user.to_owned(),
-            password: self.password(user)?.to_owned(),
-            tls: Tls::Plain,
-        })
+        crate::dovecot::plain_account(self.port, user, self.password(user)?)
     }
 
     /// The user's Maildir++ root.
@@ -229,11 +217,7 @@ impl Courier {
 impl Drop for Courier {
     fn drop(&mut self) {
         self.stop();
-        if std::env::var_os("TESTBED_KEEP").is_some() {
-            eprintln!("TESTBED_KEEP: leaving {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        crate::dovecot::remove_unless_kept(&self.dir);
     }
 }
 

@@ -26,12 +26,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::dovecot::Layout;
-use crate::imap::{Account, Tls, login};
+use crate::dovecot::{LOOPBACK, Layout};
+use crate::imap::{Account, login};
 use crate::unpacked::{self, Group};
 
 const NOBODY: u32 = 65534;
-const LOOPBACK: &str = "127.0.0.1";
 
 /// What a private instance looks like.
 #[derive(Debug, Clone)]
@@ -240,23 +239,12 @@ impl Cyrus {
     }
 
     pub fn password(&self, user: &str) -> Result<&str> {
-        self.opts
-            .users
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
-            .with_context(|| format!("no user {user:?} in this Cyrus instance"))
+        crate::dovecot::password_of(&self.opts.users, user, "Cyrus")
     }
 
     /// An account on the plain port (no TLS: loopback only).
     pub fn account(&self, user: &str) -> Result<Account> {
-        Ok(Account {
-            host: LOOPBACK.to_owned(),
-            port: self.port,
-            user: user.to_owned(),
-            password: self.password(user)?.to_owned(),
-            tls: Tls::Plain,
-        })
+        crate::dovecot::plain_account(self.port, user, self.password(user)?)
     }
 
     pub fn dir(&self) -> &Path {
@@ -277,11 +265,7 @@ impl Cyrus {
 impl Drop for Cyrus {
     fn drop(&mut self) {
         self.stop();
-        if std::env::var_os("TESTBED_KEEP").is_some() {
-            eprintln!("TESTBED_KEEP: leaving {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        crate::dovecot::remove_unless_kept(&self.dir);
     }
 }
 

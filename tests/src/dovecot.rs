@@ -17,7 +17,8 @@ use crate::imap::{Account, Tls};
 
 const DOVECOT_BIN: &str = "/usr/sbin/dovecot";
 const MODULE_DIR: &str = "/usr/lib/dovecot/modules";
-const LOOPBACK: &str = "127.0.0.1";
+/// The one address the test beds listen on.
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
 /// The uid/gid mail processes run as when we are root: Dovecot refuses uid 0 for mail.
 const NOBODY: u32 = 65534;
 
@@ -830,23 +831,12 @@ impl Dovecot {
 
     /// The password configured for `user`.
     pub fn password(&self, user: &str) -> Result<&str> {
-        self.opts
-            .users
-            .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
-            .with_context(|| format!("no user {user:?} in this Dovecot instance"))
+        password_of(&self.opts.users, user, "Dovecot")
     }
 
     /// An account on the plain port without TLS.
     pub fn account(&self, user: &str) -> Result<Account> {
-        Ok(Account {
-            host: LOOPBACK.to_owned(),
-            port: self.imap_port,
-            user: user.to_owned(),
-            password: self.password(user)?.to_owned(),
-            tls: Tls::Plain,
-        })
+        plain_account(self.imap_port, user, self.password(user)?)
     }
 
     /// An account on the implicit-TLS port, trusting the instance's CA.
@@ -924,11 +914,7 @@ impl Dovecot {
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
-        if std::env::var_os("TESTBED_KEEP").is_some() {
-            eprintln!("TESTBED_KEEP: leaving {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        remove_unless_kept(&self.dir);
     }
 }
 
@@ -1023,4 +1009,37 @@ fn current_gid() -> Result<u32> {
 
 fn user_name() -> Result<String> {
     id_output("-un")
+}
+
+/// `user`'s password among a bed's `(user, password)` pairs; `server` names the bed in the error.
+pub(crate) fn password_of<'a>(
+    users: &'a [(String, String)],
+    user: &str,
+    server: &str,
+) -> Result<&'a str> {
+    users
+        .iter()
+        .find(|(u, _)| u == user)
+        .map(|(_, p)| p.as_str())
+        .with_context(|| format!("no user {user:?} in this {server} instance"))
+}
+
+/// An account on a bed's plain port on loopback (no TLS).
+pub(crate) fn plain_account(port: u16, user: &str, password: &str) -> Result<Account> {
+    Ok(Account {
+        host: LOOPBACK.to_owned(),
+        port,
+        user: user.to_owned(),
+        password: password.to_owned(),
+        tls: Tls::Plain,
+    })
+}
+
+/// Removes a stopped bed's directory, or keeps it for a post-mortem when `TESTBED_KEEP` is set.
+pub(crate) fn remove_unless_kept(dir: &Path) {
+    if std::env::var_os("TESTBED_KEEP").is_some() {
+        eprintln!("TESTBED_KEEP: leaving {}", dir.display());
+    } else {
+        let _ = fs::remove_dir_all(dir);
+    }
 }
