@@ -118,22 +118,11 @@ async fn a_finished_batch_says_so_and_its_report_arrives_by_e_mail() {
         "migrated@example.org".into(),
     ];
     d.start().await;
-    let dir = d.state.join("batch");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin.pass"), "dest-secret").unwrap();
-    let template = dir.join("template.toml");
-    std::fs::write(
-        &template,
-        format!(
-            "notify = [\"admin@example.org\", \"helpdesk@example.org\"]\n\
-             [source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\
-             [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\npassword_file = \"{}\"\n",
-            src.imap_port(),
-            dst.imap_port(),
-            dir.join("admin.pass").display()
-        ),
-    )
-    .unwrap();
+    let (dir, template) = d.batch_template(
+        src.imap_port(),
+        dst.imap_port(),
+        "notify = [\"admin@example.org\", \"helpdesk@example.org\"]\n",
+    );
     let csv = dir.join("wave.csv");
     std::fs::write(
         &csv,

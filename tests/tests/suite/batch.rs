@@ -69,21 +69,7 @@ async fn a_csv_batch_migrates_every_mailbox_within_the_concurrency_limit() {
     let mut d = Daemon::new(&fake_pair);
     d.args = vec!["--max-jobs".into(), "3".into()];
     d.start().await;
-    let dir = d.state.join("batch");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin.pass"), "dest-secret").unwrap();
-    let template = dir.join("template.toml");
-    std::fs::write(
-        &template,
-        format!(
-            "[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\
-             [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\npassword_file = \"{}\"\n",
-            src.imap_port(),
-            dst.imap_port(),
-            dir.join("admin.pass").display()
-        ),
-    )
-    .unwrap();
+    let (dir, template) = d.batch_template(src.imap_port(), dst.imap_port(), "");
     let csv = |name: &str, text: &str| {
         let f = dir.join(name);
         std::fs::write(&f, text).unwrap();

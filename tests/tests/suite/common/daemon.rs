@@ -162,6 +162,26 @@ impl Daemon {
         self.ctl_command(args).output().unwrap()
     }
 
+    /// A batch template between two plain loopback ports in `<state>/batch` (created), the
+    /// destination logging in with the shared password `dest-secret` from `admin.pass`, after
+    /// `head` (top-level settings such as `notify`). Returns the directory and the template.
+    pub fn batch_template(&self, src_port: u16, dst_port: u16, head: &str) -> (PathBuf, PathBuf) {
+        let dir = self.state.join("batch");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("admin.pass"), "dest-secret").unwrap();
+        let template = dir.join("template.toml");
+        std::fs::write(
+            &template,
+            format!(
+                "{head}[source]\nhost = \"127.0.0.1\"\nport = {src_port}\nsecurity = \"plain\"\n\
+                 [destination]\nhost = \"127.0.0.1\"\nport = {dst_port}\nsecurity = \"plain\"\npassword_file = \"{}\"\n",
+                dir.join("admin.pass").display()
+            ),
+        )
+        .unwrap();
+        (dir, template)
+    }
+
     /// `migratectl batch create NAME --csv CSV --template TEMPLATE`, which must succeed.
     pub fn create_batch(&self, name: &str, csv: &Path, template: &Path) {
         let out = self.ctl(&[
