@@ -44,6 +44,10 @@ pub struct CyrusOptions {
     /// `munge8bit` (Cyrus's default: yes): 8-bit bytes in headers are replaced with `X` on
     /// APPEND. `false` keeps them (`munge8bit: no`).
     pub munge8bit: bool,
+    /// Users (of `users`) who may log in for any other user (`proxyservers`): an
+    /// administrator's SASL PLAIN with the user as authorization identity. They have no
+    /// mailbox of their own.
+    pub proxy_servers: Vec<String>,
 }
 
 impl Default for CyrusOptions {
@@ -53,6 +57,7 @@ impl Default for CyrusOptions {
             special_use: crate::dovecot::english_special_use(),
             alt_namespace: false,
             munge8bit: true,
+            proxy_servers: Vec::new(),
         }
     }
 }
@@ -154,6 +159,9 @@ impl Cyrus {
         writeln!(conf, "unixhierarchysep: {}", yes_no(opts.alt_namespace))?;
         writeln!(conf, "munge8bit: {}", yes_no(opts.munge8bit))?;
         writeln!(conf, "virtdomains: off")?;
+        if !opts.proxy_servers.is_empty() {
+            writeln!(conf, "proxyservers: {}", opts.proxy_servers.join(" "))?;
+        }
         writeln!(conf, "idlesocket: {d}/run/idle")?;
         writeln!(conf, "lmtpsocket: {d}/run/lmtp")?;
         writeln!(conf, "notifysocket: {d}/run/notify")?;
@@ -206,7 +214,13 @@ impl Cyrus {
 
     /// Logs every user in once (creating the INBOX) and creates the special-use folders.
     async fn create_user_folders(&self) -> Result<()> {
-        for (user, _) in &self.opts.users {
+        // Cyrus gives the proxy servers no mailbox of their own ("Permission denied").
+        let mailbox_users = self
+            .opts
+            .users
+            .iter()
+            .filter(|(u, _)| !self.opts.proxy_servers.contains(u));
+        for (user, _) in mailbox_users {
             let mut s = login(&self.account(user)?).await?;
             for (name, attr) in &self.opts.special_use {
                 let name = format!("{}{name}", self.layout().prefix());

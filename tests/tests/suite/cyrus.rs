@@ -14,6 +14,7 @@ use testbed::{
 };
 
 use crate::common::beds::{job_dir, killed_and_resumed, migrate, write_job};
+use crate::common::daemon::Daemon;
 use crate::dovecot_testbed::assert_reads_back;
 
 fn spec(seed: u64, messages: usize) -> CorpusSpec {
@@ -310,4 +311,121 @@ async fn dovecot_to_cyrus_as_shipped_replaces_8bit_header_bytes_and_nothing_else
         corpus.total_messages()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An administrator on the Cyrus side: a CSV batch of three Dovecot mailboxes copied into
+/// Cyrus by `mailadmin` (in `proxyservers`) logging in with SASL PLAIN on behalf of each user,
+/// so only the administrator's Cyrus password is on disk; and the same batch with an
+/// administrator Cyrus does not let act for others fails each row with Cyrus's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_into_cyrus_by_an_administrator_on_behalf_of_three_users_is_exact() {
+    const ADMIN_PASSWORD: &str = "cyrus-admin-secret-4t8";
+    let users: Vec<String> = (1..=3).map(|i| format!("cu{i}")).collect();
+    let mut cyrus_users: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (u.clone(), format!("own-cyrus-{u}")))
+        .collect();
+    cyrus_users.push(("mailadmin".into(), ADMIN_PASSWORD.into()));
+    cyrus_users.push(("helpdesk".into(), "helpdesk-secret-2w6".into()));
+    let (dovecot, cyrus) = tokio::join!(
+        Dovecot::start(DovecotOptions {
+            layout: Layout::MaildirPlusPlus,
+            special_use: english_special_use(),
+            users: users
+                .iter()
+                .map(|u| (u.clone(), format!("own-source-{u}")))
+                .collect(),
+            ..DovecotOptions::default()
+        }),
+        Cyrus::start(CyrusOptions {
+            users: cyrus_users,
+            munge8bit: false,
+            proxy_servers: vec!["mailadmin".into()],
+            ..CyrusOptions::default()
+        })
+    );
+    let (dovecot, cyrus) = (
+        dovecot.expect("Dovecot starts"),
+        cyrus.expect("Cyrus starts"),
+    );
+    let corpora: Vec<testbed::Corpus> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| testbed::write_maildir(&dovecot, u, &spec(780 + i as u64, 20)).unwrap())
+        .collect();
+
+    let mut daemon = Daemon::in_dir(
+        std::env::temp_dir().join(format!("migrated-cyrus-admin-{}", std::process::id())),
+    );
+    daemon.start().await;
+    let dir = daemon.state.join("batches");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("mailadmin.pass"), ADMIN_PASSWORD).unwrap();
+    std::fs::write(dir.join("helpdesk.pass"), "helpdesk-secret-2w6").unwrap();
+    // Exchange's columns: the source's own password in the row, the Cyrus user named in
+    // DestinationUserName, no destination password.
+    let mut csv = String::from("EmailAddress,UserName,Password,DestinationUserName\n");
+    for u in &users {
+        csv.push_str(&format!("{u}@example.org,{u},own-source-{u},{u}\n"));
+    }
+    let csv_file = dir.join("cyrus.csv");
+    std::fs::write(&csv_file, csv).unwrap();
+    for admin in ["mailadmin", "helpdesk"] {
+        let template = dir.join(format!("{admin}.toml"));
+        std::fs::write(
+            &template,
+            format!(
+                "[source]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\
+                 [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\n\
+                 admin_user = \"{admin}\"\nadmin_login = \"sasl-plain\"\n\
+                 admin_password_file = \"{}\"\n",
+                dovecot.imap_port(),
+                cyrus.imap_port(),
+                dir.join(format!("{admin}.pass")).display()
+            ),
+        )
+        .unwrap();
+        daemon.create_batch(admin, &csv_file, &template);
+        let jobs = daemon
+            .wait_batch(admin, 3, migrated_core::JobStatus::is_finished)
+            .await;
+        for j in &jobs {
+            if admin == "mailadmin" {
+                assert_eq!(j["status"], "Completed", "{j}\n{}", daemon.log());
+            } else {
+                // Cyrus lets only `proxyservers` act for others: each row fails with its words.
+                assert_eq!(j["status"], "Failed", "{j}");
+                let error = j["error"].as_str().unwrap_or_default();
+                assert!(
+                    error.contains("refused the login of \"helpdesk\" on behalf of \"cu"),
+                    "{error}"
+                );
+            }
+        }
+        if admin == "helpdesk" {
+            let error = jobs[0]["error"].as_str().unwrap_or_default().to_owned();
+            eprintln!("Cyrus refused the helpdesk: {error}");
+        }
+    }
+    for (u, corpus) in users.iter().zip(&corpora) {
+        let report = testbed::verify(
+            &dovecot.account(u).unwrap(),
+            &cyrus.account(u).unwrap(),
+            &corpus.mapping_to(&cyrus),
+        )
+        .await
+        .unwrap();
+        assert!(
+            report.is_exact(),
+            "{u}: Dovecot -> Cyrus differs:\n{report}"
+        );
+    }
+    // The users' own Cyrus passwords were never written for the daemon.
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(
+            !text.contains("own-cyrus-"),
+            "a user's Cyrus password on disk"
+        );
+    }
 }

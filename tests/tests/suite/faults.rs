@@ -278,7 +278,11 @@ async fn stalls_past_the_timeout_on_either_side_are_retried_without_loss_or_dupl
             proxy.report()
         );
     }
-    // The client gave up on the stalled connections: only timeouts were met.
+    // The client gave up on the stalled connections: only timeouts were met, and the close
+    // that ends the destination's planned stall inside an APPEND. That one the client meets
+    // first when the rest of the batch fitted in the socket buffers (it then awaits the
+    // answer at least 30 s, past the stall), a timeout when its write was held: which of the
+    // two depends on the buffers and the load, so either is the planned fault.
     let retries: Vec<&String> = events
         .iter()
         .filter_map(|e| match e {
@@ -286,10 +290,26 @@ async fn stalls_past_the_timeout_on_either_side_are_retried_without_loss_or_dupl
             _ => None,
         })
         .collect();
-    assert!(!retries.is_empty(), "the stalls made the run retry");
+    let timeouts = retries
+        .iter()
+        .filter(|e| e.contains("did not answer"))
+        .count();
+    let planned_close = format!(
+        "{}:{} closed the connection during APPEND",
+        p.dst.host(),
+        dst.port()
+    );
+    let closes = retries
+        .iter()
+        .filter(|e| e.contains(&planned_close))
+        .count();
     assert!(
-        retries.iter().all(|e| e.contains("did not answer")),
-        "{retries:?}"
+        timeouts > 0,
+        "the stalls made the run time out: {retries:?}"
+    );
+    assert!(
+        closes <= 1 && timeouts + closes == retries.len(),
+        "only the planned stalls and the one planned close: {retries:?}"
     );
     assert_exact_and_settled(&p, &summary).await;
 }

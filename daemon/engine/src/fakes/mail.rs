@@ -10,7 +10,7 @@ use migrated_core::{
     MailDestinationSession, MessageMeta, Namespace, SourceConnector, SourceError, SourceSession,
 };
 
-use super::{Mailbox, Shared, Stored, lock};
+use super::{Landing, Mailbox, Shared, Stored, lock};
 
 /// The Message-ID header of a body, as a listing shows it.
 fn message_id(body: &[u8]) -> Option<String> {
@@ -280,7 +280,10 @@ impl MailDestinationSession for FakeDestinationSession {
         folder: &str,
         _read_only: bool,
     ) -> Result<FolderStatus, DestinationError> {
-        let s = status(&lock(&self.mailbox), folder).ok_or_else(|| no_folder(folder))?;
+        let mut m = lock(&self.mailbox);
+        m.opening();
+        let s = status(&m, folder).ok_or_else(|| no_folder(folder))?;
+        drop(m);
         self.open = Some(folder.to_owned());
         Ok(s)
     }
@@ -326,6 +329,18 @@ impl MailDestinationSession for FakeDestinationSession {
                 m.used_bytes()
             ))
             .with_cause(Cause::Quota));
+        }
+        if let Some(opens_left) = m.faults.stored_at_open.take() {
+            m.counts.faults_fired += 1;
+            m.landing = Some(Landing {
+                folder: folder.to_owned(),
+                opens_left,
+                messages: messages
+                    .iter()
+                    .map(|a| (a.body.to_vec(), a.flags.clone(), a.internal_date.to_owned()))
+                    .collect(),
+            });
+            return Err(reset("APPEND"));
         }
         let uids: Vec<u32> = messages
             .iter()

@@ -50,6 +50,18 @@ pub(crate) struct Faults {
     /// The account holds at most this many message bytes; an APPEND beyond is refused with
     /// `NO [OVERQUOTA]`.
     pub quota_bytes: Option<u64>,
+    /// The next APPEND's reply is lost (the session reports a broken connection) while the
+    /// server is still storing it: its messages land at the this-many-th opening of a folder
+    /// after it (a server that goes on storing what a killed client had sent).
+    pub stored_at_open: Option<u32>,
+}
+
+/// An APPEND the server is still storing: where, after how many more folder openings, what.
+#[derive(Debug, Clone)]
+pub(crate) struct Landing {
+    pub folder: String,
+    pub opens_left: u32,
+    pub messages: Vec<(Vec<u8>, Flags, String)>,
 }
 
 /// Counts of what the fake was asked to do.
@@ -75,6 +87,8 @@ pub(crate) struct Mailbox {
     pub folders: BTreeMap<String, Folder>,
     pub faults: Faults,
     pub counts: Counts,
+    /// An APPEND still being stored ([`Faults::stored_at_open`]).
+    pub landing: Option<Landing>,
     /// The next UIDVALIDITY a created or renumbered folder gets.
     next_validity: u32,
 }
@@ -108,6 +122,7 @@ impl Mailbox {
             folders: BTreeMap::new(),
             faults: Faults::default(),
             counts: Counts::default(),
+            landing: None,
             next_validity: 1000,
         }
     }
@@ -151,6 +166,29 @@ impl Mailbox {
     }
 
     /// Stores a message in a folder that exists; returns its UID.
+    /// A folder is being opened: an APPEND still being stored lands when its time has come.
+    pub(crate) fn opening(&mut self) {
+        let Some(l) = &mut self.landing else { return };
+        l.opens_left = l.opens_left.saturating_sub(1);
+        if l.opens_left > 0 {
+            return;
+        }
+        if let Some(l) = self.landing.take() {
+            for (body, flags, date) in l.messages {
+                let uid = self.add(&l.folder, body, flags);
+                if let Some(s) = self
+                    .folders
+                    .get_mut(&l.folder)
+                    .and_then(|f| f.messages.get_mut(&uid))
+                {
+                    s.internal_date = date;
+                }
+                self.counts.appended += 1;
+            }
+            self.counts.appends += 1;
+        }
+    }
+
     pub(crate) fn add(&mut self, folder: &str, body: Vec<u8>, flags: Flags) -> u32 {
         let f = self.folders.get_mut(folder).expect("the folder exists");
         let uid = f.uid_next;

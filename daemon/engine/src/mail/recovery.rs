@@ -2,9 +2,10 @@
 //! matches by content hash and never deletes anything on a server.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use migrated_core::planner::match_in_flight;
-use migrated_core::{MailDestinationSession, SourceSession};
+use migrated_core::{FolderStatus, MailDestinationSession, SourceSession};
 use migrated_store::{FolderKey, Intent, ItemRecord, Store};
 
 use crate::error::EngineError;
@@ -72,6 +73,33 @@ pub(crate) async fn hash_bodies<F: FetchBodies>(
     Ok(out)
 }
 
+/// The pause between two looks at a destination folder that must hold still.
+const SETTLE_LOOK: Duration = Duration::from_millis(250);
+/// The longest wait for a destination folder to hold still.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// Opens the destination folder once nothing more lands in it: two looks a moment apart
+/// that agree (or [`SETTLE_MAX`] passed). A server may still be storing an APPEND whose
+/// literal the stopped run had sent (Courier takes a few milliseconds after the client is
+/// gone); looking before it lands would miss it, and the message would be sent again.
+async fn settled<T: MailDestinationSession>(
+    dst: &mut T,
+    destination: &str,
+) -> Result<FolderStatus, EngineError> {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let mut state = dst.open_folder(destination, true).await?;
+    loop {
+        tokio::time::sleep(SETTLE_LOOK).await;
+        let now = dst.open_folder(destination, true).await?;
+        let still = (now.uid_validity, now.uid_next, now.messages)
+            == (state.uid_validity, state.uid_next, state.messages);
+        state = now;
+        if still || Instant::now() >= deadline {
+            return Ok(state);
+        }
+    }
+}
+
 /// Finds on the destination the messages whose APPEND was in flight when an earlier run stopped,
 /// records them, and drops the intents. Must run while no other APPEND goes to the folder.
 pub(crate) async fn resolve_intents<T: MailDestinationSession>(
@@ -82,7 +110,7 @@ pub(crate) async fn resolve_intents<T: MailDestinationSession>(
     intents: Vec<(u64, Intent)>,
     items: &mut HashMap<u32, ItemRecord>,
 ) -> Result<usize, EngineError> {
-    let state = dst.open_folder(destination, true).await?;
+    let state = settled(dst, destination).await?;
     let valid = intents
         .iter()
         .all(|(_, i)| i.dest_uid_validity == state.uid_validity);

@@ -209,6 +209,33 @@ async fn an_append_whose_reply_was_lost_is_found_on_the_destination_and_not_sent
 }
 
 #[tokio::test]
+async fn an_append_the_server_was_still_storing_when_the_run_stopped_is_found_not_sent_again() {
+    let (src, dst) = inbox_pair(20);
+    // The batch's reply is lost and the server stores it only after the next look at the
+    // folder: a resume that looked once would miss it and send it again.
+    lock(&dst).faults.stored_at_open = Some(2);
+    let store = TempStore::new("still-storing");
+    let mut c = config();
+    c.max_passes = 1;
+    c.connections = 1;
+    c.batch_messages = 100;
+    let ended = engine(&src, FakeDestination::new(dst.clone()), &store, c)
+        .run()
+        .await;
+    assert!(ended.is_err(), "{ended:?}");
+    assert_eq!(lock(&dst).counts.faults_fired, 1);
+    assert_eq!(lock(&dst).counts.appended, 0, "not stored yet");
+
+    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
+        .run()
+        .await
+        .expect("the next run completes");
+    assert_eq!((summary.copied, summary.already_copied), (0, 20));
+    assert_exact(&src, "INBOX", &dst, "INBOX");
+    assert_eq!(lock(&dst).counts.appended, 20, "nothing appended twice");
+}
+
+#[tokio::test]
 async fn a_lost_append_reply_within_a_run_is_resolved_by_the_next_pass() {
     let (src, dst) = inbox_pair(23);
     lock(&dst).faults.late_appends = 2;
