@@ -225,7 +225,7 @@ impl Updates {
     pub(crate) async fn next(&mut self) -> anyhow::Result<(JobSummary, Vec<EventRow>)> {
         match self {
             Self::Socket(s) => loop {
-                if let Response::Update { job, events } = s.next().await? {
+                if let Response::Update { job, events, .. } = s.next().await? {
                     return Ok((*job, events));
                 }
             },

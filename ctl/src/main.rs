@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{authorize, batches, daemon, endpoints, follow, jobs, reports, settings};
+use commands::{alerts, authorize, batches, daemon, endpoints, follow, jobs, reports, settings};
 use control::Control;
 use migrated_core::Action;
 use migrated_ipc::{ClientError, ErrorKind};
@@ -151,6 +151,9 @@ enum Command {
     /// Named endpoints: connections kept by name that jobs and templates share.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Shows the alerts (Good news and Bad news) kept with the jobs, oldest first, or with
+    /// `alerts clear ID|--all` clears them.
+    Alerts(AlertsArgs),
     /// Shows a job's events.
     Events {
         /// Job id or name.
@@ -263,6 +266,45 @@ struct CredentialsArgs {
     /// Read the destination password from this file.
     #[arg(long)]
     destination_password_file: Option<PathBuf>,
+}
+
+/// `alerts [--batch B] [--job J] [--level good|bad]` or `alerts clear ID|--all`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AlertsArgs {
+    #[command(subcommand)]
+    clear: Option<AlertsCommand>,
+    /// Only the jobs of this batch.
+    #[arg(long)]
+    batch: Option<String>,
+    /// Only this job (id or name).
+    #[arg(long)]
+    job: Option<String>,
+    /// Only Good news or only Bad news.
+    #[arg(long, value_enum)]
+    level: Option<AlertLevelArg>,
+}
+
+/// Good news or Bad news.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AlertLevelArg {
+    /// Good news.
+    Good,
+    /// Bad news.
+    Bad,
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Clears one alert by its id (`migratectl alerts` shows them), or all with --all.
+    Clear {
+        /// The alert's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Clear every alert.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -532,6 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => daemon::limits(&mut ctl, max_jobs, max_connections_per_host, json).await,
         Command::Plugins => daemon::plugins(&mut ctl, json).await,
         Command::Events { job } => jobs::events(&mut ctl, &job, json).await,
+        Command::Alerts(a) => alerts::run(&mut ctl, a, json).await,
         Command::Endpoint(c) => endpoints::run(&mut ctl, c, json).await,
         Command::Show { job } => settings::show(&mut ctl, &job, json).await,
         Command::Edit { job } => settings::edit(&mut ctl, &job, json).await,

@@ -1,6 +1,7 @@
 //! What each migratectl command does once `main` has parsed it and connected: one module per
 //! group of commands, each function returning the command's exit code.
 
+pub(crate) mod alerts;
 pub(crate) mod authorize;
 pub(crate) mod batches;
 pub(crate) mod daemon;

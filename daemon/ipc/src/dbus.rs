@@ -20,10 +20,14 @@
 //! | `Plugins()` | → `s` | JSON: `plugins` loaded (name, version, ABI, kinds, settings) and `rejected` files with the reason |
 //! | `BatchStatus(name)` | `s` → `s` | JSON: the batch and its jobs |
 //! | `BatchAction(name, action)` | `ss` → `s` | Pause, Resume, Cancel, Delete, Delta or Reset on every job; JSON results |
+//! | `Alerts(batch, job, level)` | `sss` → `s` | JSON list of alerts ([`crate::AlertRow`]), oldest first; an empty string does not filter; level `good` or `bad` |
+//! | `ClearAlert(id)` | `s` → `t` | clears one alert; how many were cleared |
+//! | `ClearAlerts()` | → `t` | clears every alert; how many were cleared |
 //! | property `JobCount`, `RunningCount` | `u` | jobs in the store, jobs running |
 //! | property `Version` | `s` | the daemon's version |
 //! | signal `Progress` | `ssttttss` | id, status, messages done/total, bytes done/total, current folder, name |
 //! | signal `JobEvent` | `ssts` | id, level, sequence, message |
+//! | signal `Alert` | `ssssss` | alert id, job id, level (`good`/`bad`), kind, message, what to do |
 //!
 //! Errors are `org.migrated.Error.{NotFound,Conflict,Invalid,Denied,Internal}` with the same
 //! messages as on the socket.
@@ -96,6 +100,12 @@ pub trait Manager {
     fn batch_status(&self, name: &str) -> zbus::Result<String>;
     /// An action on every job of a batch; the results, JSON.
     fn batch_action(&self, name: &str, action: &str) -> zbus::Result<String>;
+    /// Alerts as JSON; empty strings do not filter.
+    fn alerts(&self, batch: &str, job: &str, level: &str) -> zbus::Result<String>;
+    /// Clears one alert.
+    fn clear_alert(&self, id: &str) -> zbus::Result<u64>;
+    /// Clears every alert.
+    fn clear_alerts(&self) -> zbus::Result<u64>;
     /// Jobs in the store (read when asked: no change signal).
     #[zbus(property(emits_changed_signal = "false"))]
     fn job_count(&self) -> zbus::Result<u32>;
@@ -118,6 +128,17 @@ pub trait Manager {
         bytes_total: u64,
         folder: &str,
         name: &str,
+    ) -> zbus::Result<()>;
+    /// An alert raised.
+    #[zbus(signal)]
+    fn alert(
+        &self,
+        id: &str,
+        job: &str,
+        level: &str,
+        kind: &str,
+        message: &str,
+        what_to_do: &str,
     ) -> zbus::Result<()>;
     /// An event of a job.
     #[zbus(signal)]

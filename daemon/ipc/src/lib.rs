@@ -18,6 +18,6 @@ pub use framing::{FrameError, read_frame, write_frame};
 pub use lifecycle::{EndpointRow, PreflightRow};
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
-    BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail, JobSummary,
-    PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
+    AlertLevel, AlertRow, BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail,
+    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
 };

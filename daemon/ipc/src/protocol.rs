@@ -195,6 +195,26 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// The alerts kept with the jobs (Good news and Bad news), oldest first; each filter given
+    /// narrows the list. Answered with [`Response::Alerts`].
+    Alerts {
+        /// Only the jobs of this batch.
+        #[serde(default)]
+        batch: Option<String>,
+        /// Only this job (id or name).
+        #[serde(default)]
+        job: Option<String>,
+        /// Only good or only bad news.
+        #[serde(default)]
+        level: Option<AlertLevel>,
+    },
+    /// Clears one alert (by its id) or, with no id, every alert. Answered with
+    /// [`Response::Cleared`].
+    ClearAlerts {
+        /// The alert's id; `None`: all of them.
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -318,6 +338,19 @@ pub enum Response {
         job: Box<JobSummary>,
         /// Events since the last update.
         events: Vec<EventRow>,
+        /// Alerts raised since the last update.
+        #[serde(default)]
+        alerts: Vec<AlertRow>,
+    },
+    /// Alerts, oldest first ([`Request::Alerts`]).
+    Alerts {
+        /// The alerts.
+        alerts: Vec<AlertRow>,
+    },
+    /// How many alerts [`Request::ClearAlerts`] cleared.
+    Cleared {
+        /// Alerts cleared.
+        count: u64,
     },
     /// The request failed.
     Error {
@@ -460,6 +493,54 @@ pub struct EventRow {
     pub level: String,
     /// What happened.
     pub message: String,
+}
+
+/// Good news (a mailbox or batch finished) or bad news (something needs a person).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    /// Good news.
+    #[default]
+    Good,
+    /// Bad news.
+    Bad,
+}
+
+impl AlertLevel {
+    /// `good` or `bad`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Bad => "bad",
+        }
+    }
+}
+
+/// An alert: Good news or Bad news about a job, kept with the job (and swept with it) until
+/// cleared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// `JOBID:N`, unique in the daemon.
+    pub id: String,
+    /// Unix time.
+    pub time: u64,
+    /// The job's id.
+    pub job: String,
+    /// The job's name.
+    pub job_name: String,
+    /// The job's batch, if any.
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Good or bad news.
+    pub level: AlertLevel,
+    /// What happened, as a key (`mailbox_finished`, `batch_finished`, `login_refused`,
+    /// `mailbox_full`, `messages_refused`, `folder_failed`, `job_failed`, `throttled`).
+    pub kind: String,
+    /// What happened, in words.
+    pub message: String,
+    /// What to do (empty for good news).
+    #[serde(default)]
+    pub what_to_do: String,
 }
 
 /// A job in detail.

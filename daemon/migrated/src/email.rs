@@ -1,6 +1,6 @@
 //! E-mail notifications: a batch's (or a job's) completion report sent through the SMTP server
 //! the administrator configured (`--smtp-server`), to the addresses its job files name
-//! (`notify = ["admin@example.org"]`).
+//! (`notify = ["admin@example.org"]`); alerts ([`crate::alerts`]) to To, Cc and Bcc addresses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,31 @@ pub(crate) enum SmtpSecurity {
     Starttls,
     /// No encryption: a relay on this host or a trusted network only.
     Plain,
+}
+
+/// Who a message goes to. Bcc addresses receive it without appearing in its headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Recipients {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+}
+
+impl Recipients {
+    /// Every address, To then Cc then Bcc.
+    pub(crate) fn all(&self) -> Vec<String> {
+        self.to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether there is no one to send to.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.to.is_empty() && self.cc.is_empty() && self.bcc.is_empty()
+    }
 }
 
 /// The SMTP server reports go through.
@@ -60,11 +85,43 @@ impl Smtp {
         subject: String,
         body: String,
     ) -> Result<(), String> {
-        let message = MessageBuilder::new()
+        let recipients = Recipients {
+            to,
+            ..Recipients::default()
+        };
+        self.send_to(recipients, subject, body).await
+    }
+
+    /// Sends one text message to To, Cc and Bcc addresses (Bcc in the envelope only).
+    ///
+    /// # Errors
+    ///
+    /// What failed, with the server's reply.
+    pub(crate) async fn send_to(
+        self: Arc<Self>,
+        recipients: Recipients,
+        subject: String,
+        body: String,
+    ) -> Result<(), String> {
+        fn list(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let mut message = MessageBuilder::new()
             .from(("migrated", self.from.as_str()))
-            .to(to.iter().map(String::as_str).collect::<Vec<_>>())
             .subject(subject)
             .text_body(body);
+        if !recipients.to.is_empty() {
+            message = message.to(list(&recipients.to));
+        }
+        if !recipients.cc.is_empty() {
+            message = message.cc(list(&recipients.cc));
+        }
+        // Bcc goes in the envelope only: a Bcc header would show every copy's recipients.
+        let body = message
+            .write_to_vec()
+            .map_err(|e| format!("the message could not be written: {e}"))?;
+        let message =
+            mail_send::smtp::message::Message::new(self.from.clone(), recipients.all(), body);
         let place = format!("SMTP server {}:{}", self.host, self.port);
         let tls = migrated_imap::tls::client_config(&CertCheck::System)
             .map_err(|e| format!("{place}: {e}"))?;

@@ -2,6 +2,7 @@
 //! `--user` instance) owning its jobs and serving the control API; `migrated migrate --job FILE`
 //! runs one job in the foreground.
 
+mod alerts;
 mod control;
 mod dropin;
 mod email;
@@ -94,6 +95,33 @@ struct DaemonArgs {
     /// Days a completed or cancelled job (record and report) is kept.
     #[arg(long, default_value_t = 7.0)]
     retention_days: f64,
+    /// Alert kinds kept with the jobs and listed (comma-separated); the others are only
+    /// events. Default: all.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = alerts::AlertKind::ALL)]
+    alert_kinds_shown: Vec<alerts::AlertKind>,
+    /// Alert kinds e-mailed (comma-separated; only kinds also shown). Default: all.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = alerts::AlertKind::ALL)]
+    alert_kinds_mailed: Vec<alerts::AlertKind>,
+    /// Alerts kept per job at most; the oldest go first (0: none kept).
+    #[arg(long, default_value_t = 100)]
+    alerts_per_job: usize,
+    /// Addresses alerts are e-mailed to (To; comma-separated or repeated). Needs
+    /// --smtp-server.
+    #[arg(long, value_delimiter = ',')]
+    alert_to: Vec<String>,
+    /// Addresses in copy (Cc).
+    #[arg(long, value_delimiter = ',')]
+    alert_cc: Vec<String>,
+    /// Addresses in blind copy (Bcc: in the envelope only).
+    #[arg(long, value_delimiter = ',')]
+    alert_bcc: Vec<String>,
+    /// Bad news e-mailed at once (one message each) or in the digest with the Good news.
+    #[arg(long, value_enum, default_value_t = alerts::BadNewsMail::Immediate)]
+    alert_bad_news: alerts::BadNewsMail,
+    /// Minutes between two digests (60: hourly, 1440: daily); a digest goes only when it
+    /// has something.
+    #[arg(long, default_value_t = 60.0)]
+    alert_digest_minutes: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,9 +284,41 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         memory: std::sync::Arc::new(migrated_engine::MemoryBudget::new(
             args.memory_budget_mb.saturating_mul(1024 * 1024),
         )),
+        alerts: alerts::AlertSettings {
+            shown: args.alert_kinds_shown.clone(),
+            mailed: args.alert_kinds_mailed.clone(),
+            max_per_job: args.alerts_per_job,
+            mailer: None,
+        },
         plugins,
         smtp,
     };
+    let mut settings = settings;
+    let recipients = email::Recipients {
+        to: args.alert_to.clone(),
+        cc: args.alert_cc.clone(),
+        bcc: args.alert_bcc.clone(),
+    };
+    match (&settings.smtp, recipients.is_empty()) {
+        (Some(smtp), false) => {
+            let minutes = args.alert_digest_minutes;
+            if !(minutes.is_finite() && minutes > 0.0) {
+                anyhow::bail!(
+                    "--alert-digest-minutes {minutes}: give a number of minutes above 0 (60: hourly, 1440: daily)"
+                );
+            }
+            settings.alerts.mailer = Some(alerts::start(alerts::Mailing {
+                smtp: smtp.clone(),
+                recipients,
+                bad: args.alert_bad_news,
+                digest_every: std::time::Duration::from_secs_f64(minutes * 60.0),
+            }));
+        }
+        (None, false) => anyhow::bail!(
+            "--alert-to, --alert-cc or --alert-bcc needs --smtp-server (the server alerts are mailed through)"
+        ),
+        _ => {}
+    }
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
     }

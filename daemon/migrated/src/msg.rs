@@ -4,7 +4,7 @@
 //! on this module and none on another.
 
 use migrated_engine::{EngineError, Event, Summary};
-use migrated_ipc::{EventRow, JobSummary, Request, Response};
+use migrated_ipc::{AlertRow, EventRow, JobSummary, Request, Response};
 use tokio::sync::oneshot;
 
 /// Everything the loop reacts to.
@@ -44,4 +44,6 @@ pub(crate) enum Msg {
 pub(crate) struct Update {
     pub job: JobSummary,
     pub events: Vec<EventRow>,
+    /// Alerts raised since the last update.
+    pub alerts: Vec<AlertRow>,
 }

@@ -2,7 +2,7 @@
 //! erased, the status, and the report of the last run.
 
 use migrated_core::{FolderReport, ItemRow, JobSpec, JobStatus, VerifyRow};
-use migrated_ipc::{EventRow, JobDetail, JobSummary};
+use migrated_ipc::{AlertRow, EventRow, JobDetail, JobSummary};
 use serde::{Deserialize, Serialize};
 
 /// The format of [`JobRecord`] this build writes.
@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 /// - 0: records without a version (up to commit c6e85a1): their report rows were the control
 ///   API's (the same serde names as core's, per folder without `bytes` and `flags_updated`).
 /// - 1: the report rows are core's ([`FolderReport`], [`ItemRow`], [`VerifyRow`]).
+/// - 2: the record keeps the job's alerts (`alerts`, `next_alert`); a record of format 1 has
+///   none. Format 2 is written so that a release of format 1, which would drop the alerts
+///   when it writes the record back, refuses it instead.
 ///
 /// A later format adds a step to [`JobRecord::upgrade`] and a store fixture of the release
 /// before it (tests/fixtures/, tests/suite/store_upgrade.rs).
-pub(crate) const RECORD_VERSION: u32 = 1;
+pub(crate) const RECORD_VERSION: u32 = 2;
 
 /// What the store keeps of a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +58,13 @@ pub(crate) struct JobRecord {
     /// It completed once: its runs now are incremental syncs (for endpoint limits).
     #[serde(default)]
     pub completed_once: bool,
+    /// Its alerts not cleared yet, oldest first (at most `--alerts-per-job`): kept with the
+    /// job so that retention sweeps them with it.
+    #[serde(default)]
+    pub alerts: Vec<AlertRow>,
+    /// Number of the next alert (alert ids are `JOBID:N`).
+    #[serde(default)]
+    pub next_alert: u64,
 }
 
 /// Figures of the current or last run.
@@ -122,8 +132,8 @@ impl JobRecord {
         match self.version {
             RECORD_VERSION => Ok(false),
             // 0 -> 1: the rows' new fields (`bytes`, `flags_updated`) read as 0 by their serde
-            // defaults; nothing else changed shape.
-            0 => {
+            // defaults; nothing else changed shape. 1 -> 2: no alerts yet (serde defaults).
+            0 | 1 => {
                 self.version = RECORD_VERSION;
                 Ok(true)
             }
@@ -259,6 +269,23 @@ mod tests {
         assert_eq!(again.spec.source.security, r.spec.source.security);
         assert_eq!(again.run.items_done, 400);
         assert_eq!(again.version, RECORD_VERSION);
+    }
+
+    #[test]
+    fn a_record_of_format_1_reads_with_no_alerts_and_upgrades() {
+        let mut r: JobRecord = rmp_serde::from_slice(RECORD_V0).unwrap();
+        r.version = 1;
+        // Format 1 as that release wrote it: no `alerts`, no `next_alert`.
+        let mut v = serde_json::to_value(&r).unwrap();
+        let map = v.as_object_mut().unwrap();
+        assert!(map.remove("alerts").is_some() && map.remove("next_alert").is_some());
+        let bytes = rmp_serde::to_vec_named(&v).unwrap();
+        let mut r: JobRecord = rmp_serde::from_slice(&bytes).expect("a format-1 record decodes");
+        assert!(r.alerts.is_empty());
+        assert_eq!(r.next_alert, 0);
+        assert_eq!(r.next_event, 42);
+        assert!(r.upgrade().expect("a format-1 record upgrades"));
+        assert_eq!(r.version, RECORD_VERSION);
     }
 
     #[test]

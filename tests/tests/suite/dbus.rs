@@ -193,16 +193,21 @@ async fn a_job_over_dbus_with_progress_signals_pause_and_resume() {
 
 /// A system-like bus (`<type>system</type>`, deny by default) with the package's policy file
 /// included; the daemon runs as root here, so root may own the name on this test bus.
-struct SystemBus {
+pub(crate) struct SystemBus {
     child: Child,
-    address: String,
+    pub(crate) address: String,
     dir: std::path::PathBuf,
 }
 
 impl SystemBus {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
+        Self::start_named("sysbus")
+    }
+
+    /// One per test that runs beside others (`tag` names its directory).
+    pub(crate) fn start_named(tag: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("migrated-sysbus-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("migrated-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.join("system_bus_socket");

@@ -14,6 +14,7 @@ mod admin_logins;
 mod alerts;
 mod batch;
 mod certificates;
+mod cockpit;
 mod contacts;
 mod courier;
 mod crash;

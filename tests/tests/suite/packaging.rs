@@ -133,3 +133,52 @@ fn the_dbus_policy_is_valid_xml_for_dbus_daemon() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_cockpit_page_goes_into_the_package_which_recommends_cockpit() {
+    let manifest: toml::Value = toml::from_str(
+        &std::fs::read_to_string(repo().join("daemon/migrated/Cargo.toml")).unwrap(),
+    )
+    .unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    assert!(
+        deb["recommends"].as_str().unwrap_or("").contains("cockpit"),
+        "{deb}"
+    );
+    let assets: Vec<(String, String)> = deb["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a[0].as_str().unwrap().to_owned(),
+                a[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let page = repo().join("packaging/cockpit");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&page).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let source = format!("../../packaging/cockpit/{name}");
+        assert!(
+            assets
+                .iter()
+                .any(|(s, d)| *s == source && d == "usr/share/cockpit/migrated/"),
+            "{name} is not installed to /usr/share/cockpit/migrated/"
+        );
+        files += 1;
+    }
+    assert!(files >= 4, "manifest, page, script and styles");
+    // Cockpit lists the page from its manifest.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(page.join("manifest.json")).unwrap())
+            .expect("manifest.json is JSON");
+    assert_eq!(m["menu"]["index"]["label"], "Mail migrations");
+    let html = std::fs::read_to_string(page.join("index.html")).unwrap();
+    assert!(html.contains("../base1/cockpit.js") && html.contains("migrated.js"));
+}

@@ -87,6 +87,15 @@ impl Manager {
         }
     }
 
+    async fn clear(&self, id: Option<String>) -> Result<u64, ControlError> {
+        match self.request(Request::ClearAlerts { id }).await? {
+            Response::Cleared { count } => Ok(count),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
     async fn jobs(&self) -> Result<Vec<migrated_ipc::JobSummary>, ControlError> {
         match self.request(Request::List).await? {
             Response::Jobs { jobs, .. } => Ok(jobs),
@@ -353,6 +362,50 @@ impl Manager {
         }
     }
 
+    /// The alerts as JSON ([`migrated_ipc::AlertRow`]s, oldest first); empty strings do not
+    /// filter: a batch, a job (id or name), a level (`good` or `bad`).
+    async fn alerts(
+        &self,
+        batch: String,
+        job: String,
+        level: String,
+    ) -> Result<String, ControlError> {
+        let level = match level.as_str() {
+            "" => None,
+            "good" => Some(migrated_ipc::AlertLevel::Good),
+            "bad" => Some(migrated_ipc::AlertLevel::Bad),
+            other => {
+                return Err(ControlError::Invalid(format!(
+                    "level {other:?}: give good, bad or an empty string"
+                )));
+            }
+        };
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let request = Request::Alerts {
+            batch: some(batch),
+            job: some(job),
+            level,
+        };
+        match self.request(request).await? {
+            Response::Alerts { alerts } => {
+                serde_json::to_string(&alerts).map_err(|e| ControlError::Internal(e.to_string()))
+            }
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Clears one alert by its id; returns how many were cleared (1).
+    async fn clear_alert(&self, id: String) -> Result<u64, ControlError> {
+        self.clear(Some(id)).await
+    }
+
+    /// Clears every alert; returns how many were cleared.
+    async fn clear_alerts(&self) -> Result<u64, ControlError> {
+        self.clear(None).await
+    }
+
     /// `(seq, time, level, message)` of the job's events after `after`.
     async fn events(
         &self,
@@ -408,6 +461,18 @@ impl Manager {
         bytes_total: u64,
         folder: &str,
         name: &str,
+    ) -> zbus::Result<()>;
+
+    /// An alert raised (Good news or Bad news).
+    #[zbus(signal)]
+    async fn alert(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        job: &str,
+        level: &str,
+        kind: &str,
+        message: &str,
+        what_to_do: &str,
     ) -> zbus::Result<()>;
 
     /// An event of a job.
@@ -481,6 +546,18 @@ pub(crate) async fn serve(
                     for e in &u.events {
                         let _ =
                             Manager::job_event(&emitter, &j.id, &e.level, e.seq, &e.message).await;
+                    }
+                    for a in &u.alerts {
+                        let _ = Manager::alert(
+                            &emitter,
+                            &a.id,
+                            &a.job,
+                            a.level.as_str(),
+                            &a.kind,
+                            &a.message,
+                            &a.what_to_do,
+                        )
+                        .await;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -236,6 +236,7 @@ async fn subscribe(
                     &Response::Update {
                         job: Box::new(job.summary),
                         events: job.events,
+                        alerts: Vec::new(),
                     },
                 )
                 .await?;
@@ -258,6 +259,7 @@ async fn subscribe(
                     &Response::Update {
                         job: Box::new(update.job),
                         events: update.events,
+                        alerts: update.alerts,
                     },
                 )
                 .await?;

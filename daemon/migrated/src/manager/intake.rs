@@ -181,6 +181,8 @@ impl Manager {
             dropin: None,
             final_delta: false,
             completed_once: false,
+            alerts: Vec::new(),
+            next_alert: 0,
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(id.clone(), Entry::new(record));

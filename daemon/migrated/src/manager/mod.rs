@@ -13,10 +13,12 @@
 //! - [`endpoints`]: named endpoints, applied to the jobs that name them;
 //! - [`runs`]: starting runs and following them (engine events, the end of a run);
 //! - [`reports`]: what a finished run or batch says (verification, e-mailed reports);
+//! - [`alerts`]: Good news and Bad news kept with the jobs, listed, cleared and mailed;
 //! - [`housekeeping`]: applying the scheduler, retention and the drop-in directory;
 //! - [`outage`]: the job store failing and coming back.
 
 mod actions;
+mod alerts;
 mod credentials;
 mod endpoints;
 mod housekeeping;
@@ -60,6 +62,8 @@ pub(crate) struct Settings {
     pub plugins: Arc<migrated_plugin_api::host::Plugins>,
     /// Where completion reports are mailed from, if configured.
     pub smtp: Option<Arc<crate::email::Smtp>>,
+    /// Which alerts are kept and mailed, how many per job, and the mailer.
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 /// Raising it stops a run at its next checkpoint.
@@ -369,6 +373,7 @@ impl Manager {
         let _ = self.updates.send(Update {
             job: entry.record.summary(),
             events: vec![row.clone()],
+            alerts: Vec::new(),
         });
         let written = self.journal.save_event(id, row);
         self.written(written, |e| {

@@ -3,9 +3,10 @@
 //! or a batch's last mailbox, finishes.
 
 use migrated_core::JobStatus;
-use migrated_ipc::JobSummary;
+use migrated_ipc::{AlertLevel, JobSummary};
 
 use super::Manager;
+use crate::alerts::AlertKind;
 use crate::msg::Msg;
 use crate::record::now;
 
@@ -63,6 +64,25 @@ impl Manager {
             for m in &members {
                 self.event(m, level, format!("Batch finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled.{what}"));
             }
+            // One alert for the batch, on the mailbox that finished it.
+            let batch = self.jobs[id].record.batch.clone().unwrap_or_default();
+            let (alert_level, todo) = if failed + partly > 0 {
+                (
+                    AlertLevel::Bad,
+                    format!(
+                        "`migratectl report --batch {batch}` lists every refused message and error with what to do"
+                    ),
+                )
+            } else {
+                (AlertLevel::Good, String::new())
+            };
+            self.alert(
+                id,
+                AlertKind::BatchFinished,
+                alert_level,
+                format!("Batch {batch} finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled."),
+                todo,
+            );
         }
         let mut to: Vec<String> = members
             .iter()

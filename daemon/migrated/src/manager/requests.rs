@@ -31,6 +31,10 @@ impl Manager {
                 .create_batch(name, *template, &csv)
                 .map(|id| Response::Created { id }),
             Request::Plugins => Ok(self.plugins()),
+            Request::Alerts { batch, job, level } => {
+                self.alerts(batch.as_deref(), job.as_deref(), level)
+            }
+            Request::ClearAlerts { id } => self.clear_alerts(id.as_deref()),
             Request::ListBatches => Ok(Response::Batches {
                 batches: self.batches(),
             }),
@@ -212,7 +216,7 @@ impl Manager {
     }
 
     /// One batch with its counts.
-    fn batch(&self, name: &str) -> Result<BatchSummary, ControlError> {
+    pub(super) fn batch(&self, name: &str) -> Result<BatchSummary, ControlError> {
         self.batches()
             .into_iter()
             .find(|b| b.name == name)

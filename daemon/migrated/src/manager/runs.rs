@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use migrated_core::JobStatus;
 use migrated_engine::{Connection, ContactsEngine, Engine, EngineError, Event, Side, Summary};
+use migrated_ipc::AlertLevel;
 use migrated_ipc::text::clock;
 use migrated_plugin_api::wire::Kind;
 
 use super::Manager;
+use crate::alerts::AlertKind;
 use crate::job::{EndpointSpecExt, JobSpecExt};
 use crate::msg::{Msg, Update};
 use crate::record::now;
@@ -226,6 +228,18 @@ impl Manager {
                     clock(until)
                 );
                 self.event(id, "warning", msg);
+                if delay >= crate::alerts::THROTTLED_LONG {
+                    self.alert(
+                        id,
+                        AlertKind::Throttled,
+                        AlertLevel::Bad,
+                        format!(
+                            "Throttled by the server for {} minutes: {reason}",
+                            delay.as_secs() / 60
+                        ),
+                        "nothing, the job goes on by itself; if it happens often, lower the job's `connections` or `max_mbps`, or run it in a schedule window outside the server's busy hours".into(),
+                    );
+                }
                 return;
             }
         }
@@ -234,6 +248,7 @@ impl Manager {
             let _ = self.updates.send(Update {
                 job: entry.record.summary(),
                 events: Vec::new(),
+                alerts: Vec::new(),
             });
         }
     }
@@ -298,25 +313,63 @@ impl Manager {
                 self.event(id, "info", message);
                 let name = self.jobs[id].record.spec.name.clone();
                 if !summary.failed.is_empty() {
+                    let what = format!(
+                        "`migratectl report {name}` lists each with the server's words; fix the cause (a size or content the server will not take, its quota) and run `migratectl delta {name}`, which copies only them"
+                    );
                     self.event(
                         id,
                         "warning",
                         format!(
-                            "{} messages were refused by the destination. What to do: `migratectl report {name}` lists each with the server's words; fix the cause (a size or content the server will not take, its quota) and run `migratectl delta {name}`, which copies only them.",
+                            "{} messages were refused by the destination. What to do: {what}.",
                             summary.failed.len()
                         ),
                     );
+                    let full = summary.failed.iter().any(|i| says_quota(&i.reason));
+                    let (kind, message) = if full {
+                        (
+                            AlertKind::MailboxFull,
+                            format!(
+                                "The destination mailbox is full: {} messages were refused by its quota.",
+                                summary.failed.len()
+                            ),
+                        )
+                    } else {
+                        (
+                            AlertKind::MessagesRefused,
+                            format!(
+                                "{} messages were refused by the destination.",
+                                summary.failed.len()
+                            ),
+                        )
+                    };
+                    self.alert(id, kind, AlertLevel::Bad, message, what);
                 }
                 for f in summary.per_folder.iter().filter(|f| f.error.is_some()) {
-                    self.event(
+                    let what = format!(
+                        "create {} on the destination by hand, or rename it with a [folders] rename rule, then run `migratectl delta {name}`",
+                        f.destination
+                    );
+                    let message = format!(
+                        "Folder {} could not be copied: {}.",
+                        f.source,
+                        f.error.as_deref().unwrap_or("")
+                    );
+                    self.event(id, "error", format!("{message} What to do: {what}."));
+                    self.alert(id, AlertKind::FolderFailed, AlertLevel::Bad, message, what);
+                }
+                if !errors {
+                    self.alert(
                         id,
-                        "error",
+                        AlertKind::MailboxFinished,
+                        AlertLevel::Good,
                         format!(
-                            "Folder {} could not be copied: {}. What to do: create {} on the destination by hand, or rename it with a [folders] rename rule, then run `migratectl delta {name}`.",
-                            f.source,
-                            f.error.as_deref().unwrap_or(""),
-                            f.destination
+                            "Mailbox finished: {} messages copied ({:.1} MB), {} already there, in {:.1} s.",
+                            summary.copied,
+                            summary.bytes as f64 / 1e6,
+                            summary.already_copied,
+                            summary.duration.as_secs_f64()
                         ),
+                        String::new(),
                     );
                 }
                 if let Some(rows) = summary.verification.clone() {
@@ -355,6 +408,13 @@ impl Manager {
                         "error",
                         format!("Waiting for credentials: {message}. What to do: {advice}"),
                     );
+                    self.alert(
+                        id,
+                        AlertKind::LoginRefused,
+                        AlertLevel::Bad,
+                        format!("Waiting for credentials: {message}."),
+                        advice,
+                    );
                     JobStatus::WaitingForCredentials
                 } else {
                     let advice = what_to_do(&e, &spec.name, endpoint.is_admin_login());
@@ -362,6 +422,20 @@ impl Manager {
                         id,
                         "error",
                         format!("Run failed: {message}. What to do: {advice}"),
+                    );
+                    let kind = if e.cause() == Some(migrated_core::Cause::Authentication) {
+                        AlertKind::LoginRefused
+                    } else if says_quota(&message) {
+                        AlertKind::MailboxFull
+                    } else {
+                        AlertKind::JobFailed
+                    };
+                    self.alert(
+                        id,
+                        kind,
+                        AlertLevel::Bad,
+                        format!("Run failed: {message}."),
+                        advice,
                     );
                     JobStatus::Failed
                 }
@@ -438,6 +512,13 @@ fn what_to_do(e: &EngineError, job: &str, admin: bool) -> String {
             "read the server's words above, correct the job file, and run `migratectl delta {job}`; `migratectl report {job}` shows what was copied."
         ),
     }
+}
+
+/// Whether a server's words say a mailbox is over its quota (RFC 5530 `OVERQUOTA`, or the
+/// word in a server's own text).
+fn says_quota(words: &str) -> bool {
+    let w = words.to_ascii_lowercase();
+    w.contains("quota") || w.contains("mailbox full")
 }
 
 /// What to do when a side's OAuth 2 grant was refused.
