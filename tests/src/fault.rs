@@ -536,6 +536,9 @@ struct Shared {
     connections: AtomicU64,
     /// Connections whose server has not closed its side yet.
     live: tokio::sync::watch::Sender<u64>,
+    /// What clients sent that reached the server, per connection: a wire log for tests that
+    /// read the commands a client chose ([`FaultProxy::client_lines`]).
+    sent: StdMutex<std::collections::BTreeMap<u64, Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -650,6 +653,14 @@ impl Shared {
         })
     }
 
+    /// Keeps bytes a client sent on connection `id` that reached the server.
+    fn sent(&self, id: u64, bytes: &[u8]) {
+        lock(&self.sent)
+            .entry(id)
+            .or_default()
+            .extend_from_slice(bytes);
+    }
+
     /// Counts the rest of a unit held by a stall, forwarded now.
     fn resumed(&self, direction: Direction, bytes: usize) {
         lock(&self.planner).traffic(direction).passed += bytes as u64;
@@ -711,6 +722,7 @@ impl FaultProxy {
             planner: StdMutex::new(planner),
             connections: AtomicU64::new(0),
             live: tokio::sync::watch::Sender::new(0),
+            sent: StdMutex::new(std::collections::BTreeMap::new()),
         });
         let accepting = shared.clone();
         let task = tokio::spawn(async move {
@@ -772,6 +784,22 @@ impl FaultProxy {
             p.traffic(Direction::ToServer).passed,
             p.traffic(Direction::ToClient).passed,
         )
+    }
+
+    /// Every line clients sent that reached the server (literals included, as lines), one
+    /// connection after the other in the order they were accepted: a wire log of the
+    /// commands, to show what a client chose to send.
+    pub fn client_lines(&self) -> Vec<String> {
+        lock(&self.shared.sent)
+            .values()
+            .flat_map(|bytes| {
+                String::from_utf8_lossy(bytes)
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Connections accepted so far.
@@ -1121,12 +1149,14 @@ async fn to_server(
             if server_write.write_all(&unit).await.is_err() {
                 return Ended::Closed;
             }
+            shared.sent(id, &unit);
             lock(conn).to_server += len;
             continue;
         };
         if server_write.write_all(&unit[..f.at]).await.is_err() {
             return Ended::Closed;
         }
+        shared.sent(id, &unit[..f.at]);
         let offset = {
             let mut c = lock(conn);
             c.to_server += f.at as u64;
@@ -1145,6 +1175,7 @@ async fn to_server(
                 if server_write.write_all(&unit[f.at..]).await.is_err() {
                     return Ended::Closed;
                 }
+                shared.sent(id, &unit[f.at..]);
                 shared.resumed(Direction::ToServer, unit.len() - f.at);
                 lock(conn).to_server += (unit.len() - f.at) as u64;
             }

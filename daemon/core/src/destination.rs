@@ -184,6 +184,21 @@ pub trait MailDestinationSession: Send {
         flags: &Flags,
     ) -> impl Future<Output = Result<(), DestinationError>> + Send;
 
+    /// Removes exactly these messages of the open folder (opened read-write), never another
+    /// one: for `sync_deletions`. `Ok(false)` when the destination cannot remove messages by
+    /// UID (IMAP without UIDPLUS); the default says so.
+    ///
+    /// # Errors
+    ///
+    /// As for [`MailDestination::connect`].
+    fn expunge(
+        &mut self,
+        uids: &[u32],
+    ) -> impl Future<Output = Result<bool, DestinationError>> + Send {
+        let _ = uids;
+        async { Ok(false) }
+    }
+
     /// The bytes per UTC day the provider lets this account receive, when the session can
     /// tell (Gmail: 500 MB). The default: none known.
     fn upload_allowance(&self) -> Option<u64> {

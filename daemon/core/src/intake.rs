@@ -364,6 +364,31 @@ pub fn validate(spec: &JobSpec, place: &str) -> Result<(), IntakeError> {
     if let Err(e) = spec.folders.rules() {
         return fail(format!("[folders]: {e}"));
     }
+    if let Err(e) = crate::filter::MessageFilter::compile(&spec.filter) {
+        return fail(e);
+    }
+    if !spec.source_after_copy.is_keep() {
+        if spec.sync_deletions {
+            return fail(
+                "source_after_copy: cannot be used with sync_deletions = true: the messages a \
+                 move removes from the source would then be removed from the destination too; \
+                 drop one of the two"
+                    .into(),
+            );
+        }
+        let host = spec.source.host.to_ascii_lowercase();
+        if spec.source.plugin_name() == "gmail"
+            || host.ends_with("gmail.com")
+            || host.ends_with("googlemail.com")
+        {
+            return fail(
+                "source_after_copy: refused for a Gmail source: a message there is one message \
+                 under several labels, and removing it from one folder removes a label, not the \
+                 message; leave source_after_copy at \"keep\" and clean up in Gmail"
+                    .into(),
+            );
+        }
+    }
     if let Some(mbps) = spec.limits.max_mbps
         && !(mbps > 0.0 && mbps.is_finite())
     {
@@ -572,6 +597,24 @@ mod tests {
         assert_eq!(
             check(&|s| s.limits.max_mbps = Some(-1.0)),
             "job \"alice\": [limits] max_mbps: -1 is not a positive number of megabytes per second"
+        );
+        assert_eq!(
+            check(&|s| s.filter.since = Some("2024-02-30".into())),
+            "job \"alice\": [filter] since: \"2024-02-30\" is not a date; write a day as \"YYYY-MM-DD\" or an instant as \"YYYY-MM-DDTHH:MM:SSZ\" (UTC), in quotes"
+        );
+        assert!(
+            check(&|s| {
+                s.source_after_copy = crate::SourceAfterCopy::Expunge;
+                s.sync_deletions = true;
+            })
+            .starts_with("job \"alice\": source_after_copy: cannot be used with sync_deletions")
+        );
+        assert!(
+            check(&|s| {
+                s.source_after_copy = crate::SourceAfterCopy::FlagDeleted;
+                s.source.host = "imap.gmail.com".into();
+            })
+            .starts_with("job \"alice\": source_after_copy: refused for a Gmail source")
         );
         assert_eq!(
             check(&|s| s.notify = vec!["not an address".into()]),

@@ -9,6 +9,7 @@ pub mod contacts;
 pub mod destination;
 pub mod endpoint;
 pub mod error;
+pub mod filter;
 pub mod folder;
 pub mod intake;
 pub mod job;
@@ -32,13 +33,16 @@ pub use destination::{
 };
 pub use endpoint::{AdminLogin, AuthMethod, Security};
 pub use error::{Cause, DestinationError, ErrorKind, SourceError};
+pub use filter::{DateFrom, FilterSpec, MessageFilter};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};
 pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
 pub use message::{Flags, MessageMeta};
 pub use named::NamedEndpoint;
 pub use oauth2::{AccessToken, AccessTokens, Grant, Mechanism, OAuth2Spec, Provider, TokenError};
-pub use planner::{FolderSteps, LedgerEntry, PlanOptions};
+pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions};
 pub use report::{FolderReport, ItemRow, Phase, PhaseTime, VerifyRow};
 pub use source::{FolderStatus, SourceConnector, SourceSession};
-pub use spec::{EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, OnRemove, RenameSpec, Secret};
+pub use spec::{
+    EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, OnRemove, RenameSpec, Secret, SourceAfterCopy,
+};

@@ -71,7 +71,7 @@ impl Flags {
 
 /// FNV-1a: a tiny, stable, non-cryptographic hash. Flag fingerprints only detect change; nothing
 /// is trusted on them.
-struct Fnv64(u64);
+pub(crate) struct Fnv64(pub(crate) u64);
 
 impl Default for Fnv64 {
     fn default() -> Self {
@@ -80,7 +80,7 @@ impl Default for Fnv64 {
 }
 
 impl Fnv64 {
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
@@ -112,6 +112,10 @@ pub struct MessageMeta {
     /// in the other folders with a server-side `UID COPY` on the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_key: Option<String>,
+    /// The `Date:` header as seconds since the epoch, when the source read it (for
+    /// `[filter] date_from = "header"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<i64>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::filter::MessageFilter;
 use crate::message::{Flags, MessageMeta};
 
 /// What the ledger knows of one source message already copied.
@@ -15,12 +16,14 @@ pub struct LedgerEntry {
 }
 
 /// Limits the planner applies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PlanOptions {
     /// Messages larger than this are excluded and reported.
     pub max_message_size: u64,
     /// Compare flags of copied messages and carry changes (delta runs).
     pub sync_flags: bool,
+    /// The job's `[filter]`: messages it leaves out are excluded and reported.
+    pub filter: MessageFilter,
 }
 
 impl Default for PlanOptions {
@@ -28,8 +31,18 @@ impl Default for PlanOptions {
         Self {
             max_message_size: 35 * 1024 * 1024,
             sync_flags: true,
+            filter: MessageFilter::default(),
         }
     }
+}
+
+/// A message left out, and why (the limit or filter rule, for the report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exclusion {
+    /// The message.
+    pub message: MessageMeta,
+    /// The rule that left it out, in words.
+    pub reason: String,
 }
 
 /// The steps for one folder.
@@ -37,8 +50,8 @@ impl Default for PlanOptions {
 pub struct FolderSteps {
     /// Messages to copy, in UID order.
     pub copy: Vec<MessageMeta>,
-    /// Messages over the size limit: not copied, reported.
-    pub excluded: Vec<MessageMeta>,
+    /// Messages over the size limit or left out by the filter: not copied, reported.
+    pub excluded: Vec<Exclusion>,
     /// `(source UID, destination UID, new flags)` for copied messages whose flags changed.
     pub flag_updates: Vec<(u32, u32, Flags)>,
     /// Messages the ledger shows as copied already.
@@ -68,13 +81,66 @@ pub fn plan_folder(
                     .push((m.uid, entry.dest_uid, m.flags.clone()));
             }
         } else if u64::from(m.size) > options.max_message_size {
-            steps.excluded.push(m.clone());
+            steps.excluded.push(Exclusion {
+                message: m.clone(),
+                reason: format!(
+                    "larger than the limit of {} bytes",
+                    options.max_message_size
+                ),
+            });
+        } else if let Some(reason) = options.filter.excludes(m) {
+            steps.excluded.push(Exclusion {
+                message: m.clone(),
+                reason,
+            });
         } else {
             steps.copy.push(m.clone());
         }
     }
     steps.copy.sort_by_key(|m| m.uid);
     steps
+}
+
+/// Which side wins when a message's flags changed on both sides since they were last synced
+/// (`flag_conflicts` in a job file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagConflicts {
+    /// The source's flags replace the destination's.
+    Source,
+    /// The destination's flags stay.
+    Destination,
+    /// Every flag set on either side (default): nothing a user set is lost.
+    #[default]
+    Union,
+}
+
+/// The flags a copy gets at a delta whose source listing shows its flags changed.
+///
+/// `copied` are the flags the copy got at the last sync (`None` for a record written before
+/// they were kept: the source's flags win, as they always did), `source` and `destination`
+/// the flags both sides have now. Only the source changed (the destination still has what was
+/// copied): the source's flags. Both changed: the policy decides.
+pub fn merge_flags(
+    copied: Option<&Flags>,
+    source: &Flags,
+    destination: &Flags,
+    policy: FlagConflicts,
+) -> Flags {
+    match copied {
+        None => source.clone(),
+        Some(c) if c == destination => source.clone(),
+        Some(_) => match policy {
+            FlagConflicts::Source => source.clone(),
+            FlagConflicts::Destination => destination.clone(),
+            FlagConflicts::Union => Flags::new(
+                source
+                    .as_slice()
+                    .iter()
+                    .chain(destination.as_slice().iter()),
+            ),
+        },
+    }
 }
 
 /// Splits messages into batches of at most `max_count` messages and `max_bytes` bytes; a message
@@ -140,6 +206,7 @@ mod tests {
             subject: None,
             modseq: None,
             content_key: None,
+            date: None,
         }
     }
 
@@ -190,11 +257,49 @@ mod tests {
         let listing = [msg(1, 10, &[]), msg(2, 2000, &[])];
         let opts = PlanOptions {
             max_message_size: 1000,
-            sync_flags: true,
+            ..PlanOptions::default()
         };
         let steps = plan_folder(&listing, &HashMap::new(), &opts);
         assert_eq!(steps.copy.len(), 1);
-        assert_eq!(steps.excluded[0].uid, 2);
+        assert_eq!(steps.excluded[0].message.uid, 2);
+        assert_eq!(
+            steps.excluded[0].reason,
+            "larger than the limit of 1000 bytes"
+        );
+    }
+
+    #[test]
+    fn filtered_messages_are_excluded_with_the_rule_and_copied_ones_stay() {
+        let listing = [
+            msg(1, 10, &["\\Deleted"]),
+            msg(2, 10, &[]),
+            msg(3, 10, &["\\Deleted"]),
+        ];
+        let opts = PlanOptions {
+            filter: MessageFilter::compile(&crate::filter::FilterSpec {
+                exclude_flags: vec!["\\Deleted".into()],
+                ..Default::default()
+            })
+            .unwrap(),
+            ..PlanOptions::default()
+        };
+        // UID 3 was copied before the filter was set: it is in the ledger, not excluded.
+        let ledger = HashMap::from([(
+            3,
+            LedgerEntry {
+                dest_uid: 9,
+                flags_fingerprint: Flags::new(["\\Deleted"]).fingerprint(),
+            },
+        )]);
+        let steps = plan_folder(&listing, &ledger, &opts);
+        assert_eq!(steps.copy.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+        assert_eq!(steps.excluded.len(), 1);
+        assert_eq!(steps.excluded[0].message.uid, 1);
+        assert_eq!(
+            steps.excluded[0].reason,
+            "filtered out by [filter] exclude_flags (\\Deleted is set)"
+        );
+        assert_eq!(steps.already_copied, 1);
     }
 
     #[test]
@@ -212,6 +317,39 @@ mod tests {
             steps.flag_updates,
             [(1, 7, Flags::new(["\\Seen", "$Label1"]))]
         );
+    }
+
+    #[test]
+    fn flags_changed_on_one_side_follow_it_and_a_conflict_follows_the_policy() {
+        let f = |v: &[&str]| Flags::new(v);
+        let copied = f(&["\\Seen"]);
+        // Only the source changed: its flags, whatever the policy.
+        for p in [
+            FlagConflicts::Source,
+            FlagConflicts::Destination,
+            FlagConflicts::Union,
+        ] {
+            assert_eq!(
+                merge_flags(Some(&copied), &f(&["\\Seen", "\\Answered"]), &copied, p),
+                f(&["\\Seen", "\\Answered"])
+            );
+        }
+        // Both changed: the source added \Answered, the user flagged it on the destination.
+        let (src, dst) = (f(&["\\Seen", "\\Answered"]), f(&["\\Seen", "\\Flagged"]));
+        assert_eq!(
+            merge_flags(Some(&copied), &src, &dst, FlagConflicts::Source),
+            src
+        );
+        assert_eq!(
+            merge_flags(Some(&copied), &src, &dst, FlagConflicts::Destination),
+            dst
+        );
+        assert_eq!(
+            merge_flags(Some(&copied), &src, &dst, FlagConflicts::Union),
+            f(&["\\Answered", "\\Flagged", "\\Seen"])
+        );
+        // A record of the previous release: the source wins, as before.
+        assert_eq!(merge_flags(None, &src, &dst, FlagConflicts::Union), src);
     }
 
     #[test]

@@ -66,12 +66,20 @@ pub struct FolderReport {
     /// Flag changes carried.
     #[serde(default)]
     pub flags_updated: u64,
-    /// Excluded (over the size limit).
+    /// Excluded (over the size limit, or left out by the filter).
     pub excluded: u64,
     /// Refused by the destination.
     pub failed: u64,
+    /// Copies removed from the destination because the source expunged them
+    /// (`sync_deletions`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
     /// Why the folder could not be copied at all, if so.
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A message (or contact) that was not copied: excluded, refused, or missing at verification.

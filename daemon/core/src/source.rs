@@ -70,6 +70,43 @@ pub trait SourceSession: Send {
         folder: &str,
     ) -> impl Future<Output = Result<FolderStatus, SourceError>> + Send;
 
+    /// Opens a folder read-only as [`SourceSession::open_folder`] does, telling the source the
+    /// folder's UIDVALIDITY and HIGHESTMODSEQ at the end of the last complete pass. A source
+    /// that can (IMAP with QRESYNC) returns the UIDs expunged since then; `None` means it cannot
+    /// tell (no QRESYNC, or the UIDVALIDITY changed) and the caller compares UIDs itself. The
+    /// default opens the folder and says `None`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceSession::open_folder`].
+    fn open_folder_since(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        modseq: u64,
+    ) -> impl Future<Output = Result<(FolderStatus, Option<Vec<u32>>), SourceError>> + Send {
+        let _ = (uid_validity, modseq);
+        async move { Ok((self.open_folder(folder).await?, None)) }
+    }
+
+    /// Move mode: marks these messages of `folder` `\Deleted` and, with `expunge`, removes
+    /// exactly them (`UID EXPUNGE`), after their copies were confirmed on the destination.
+    /// Returns whether the source could; the default cannot (`Ok(false)`). The folder is left
+    /// selected read-write: open it again before listing.
+    ///
+    /// # Errors
+    ///
+    /// As for [`SourceSession::open_folder`].
+    fn remove_copied(
+        &mut self,
+        folder: &str,
+        uids: &[u32],
+        expunge: bool,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        let _ = (folder, uids, expunge);
+        async { Ok(false) }
+    }
+
     /// Lists the messages of the open folder with UID >= `min_uid`; with `changed_since`, only
     /// those whose MODSEQ is higher (CONDSTORE).
     ///

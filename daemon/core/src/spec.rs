@@ -57,6 +57,26 @@ pub struct JobSpec {
     /// Sizes and parallelism.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Which messages are copied: dates, sizes, flags (see [`crate::filter`]). None by
+    /// default: every message.
+    #[serde(default, skip_serializing_if = "crate::filter::FilterSpec::is_empty")]
+    pub filter: crate::filter::FilterSpec,
+    /// Expunge on the destination, at the next delta, the copies of messages expunged on the
+    /// source (false by default). Only copies this job made are touched (the ledger knows
+    /// them); QRESYNC tells what vanished where the source offers it, a UID comparison
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_deletions: bool,
+    /// Whose flags a copy gets at a delta when its flags changed on both sides since the last
+    /// sync: `source`, `destination` or `union` (default: every flag set on either side). A
+    /// change on one side only is carried (source) or kept (destination) whatever this says.
+    #[serde(default, skip_serializing_if = "is_union")]
+    pub flag_conflicts: crate::planner::FlagConflicts,
+    /// What happens to a source message once its copy is confirmed on the destination:
+    /// `keep` (default), `flag-deleted` (marked `\Deleted`, left for the user's client to
+    /// expunge) or `expunge` (removed). Refused for Gmail sources and with `sync_deletions`.
+    #[serde(default, skip_serializing_if = "SourceAfterCopy::is_keep")]
+    pub source_after_copy: SourceAfterCopy,
     /// When the job may run and whether deltas repeat.
     #[serde(default)]
     pub schedule: crate::schedule::ScheduleSpec,
@@ -81,6 +101,30 @@ pub struct JobSpec {
 impl JobSpec {
     /// The priority of a job that sets none.
     pub const DEFAULT_PRIORITY: u32 = default_priority();
+}
+
+/// What a run does to a source message once its copy is confirmed (move mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceAfterCopy {
+    /// Nothing: the source keeps every message.
+    #[default]
+    Keep,
+    /// The message is marked `\Deleted` on the source.
+    FlagDeleted,
+    /// The message is removed from the source (`UID EXPUNGE`).
+    Expunge,
+}
+
+impl SourceAfterCopy {
+    /// Whether the source is left alone.
+    pub fn is_keep(&self) -> bool {
+        *self == Self::Keep
+    }
+}
+
+fn is_union(p: &crate::planner::FlagConflicts) -> bool {
+    *p == crate::planner::FlagConflicts::Union
 }
 
 const fn default_priority() -> u32 {

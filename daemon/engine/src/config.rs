@@ -9,7 +9,7 @@ use crate::throttle::RateLimit;
 /// Message bytes a job holds at once unless the daemon shares its own budget.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 16 * 1024 * 1024;
 
-use migrated_core::MappingRules;
+use migrated_core::{FlagConflicts, MappingRules, MessageFilter, SourceAfterCopy};
 
 /// How a run copies. Every field has a default an administrator would expect.
 #[derive(Debug, Clone)]
@@ -35,6 +35,17 @@ pub struct CopyConfig {
     pub part_bytes: u32,
     /// Carry flag changes of already copied messages (delta runs).
     pub sync_flags: bool,
+    /// Which messages are copied (`[filter]`); the others are excluded and reported.
+    pub filter: MessageFilter,
+    /// Expunge on the destination the copies of messages the source expunged (off by
+    /// default): only copies this job made, found through the ledger.
+    pub sync_deletions: bool,
+    /// Whose flags a copy gets when they changed on both sides since the last sync (default
+    /// union).
+    pub flag_conflicts: FlagConflicts,
+    /// Move mode: what becomes of a source message once its copy is verified on the
+    /// destination (default: kept).
+    pub source_after_copy: SourceAfterCopy,
     /// Copy subscriptions.
     pub subscriptions: bool,
     /// Passes over the mailbox when temporary errors leave work undone (default 5).
@@ -63,6 +74,10 @@ impl CopyConfig {
             memory: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)),
             part_bytes: 1024 * 1024,
             sync_flags: true,
+            filter: MessageFilter::default(),
+            sync_deletions: false,
+            flag_conflicts: FlagConflicts::Union,
+            source_after_copy: SourceAfterCopy::Keep,
             subscriptions: true,
             max_passes: 5,
             initial_backoff: Duration::from_millis(500),

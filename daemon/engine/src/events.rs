@@ -107,6 +107,12 @@ pub struct Summary {
     pub excluded: Vec<ItemRow>,
     /// Refused messages.
     pub failed: Vec<ItemRow>,
+    /// Copies removed from the destination because the source expunged them
+    /// (`sync_deletions`).
+    pub removed: Vec<ItemRow>,
+    /// Move mode: source messages marked `\Deleted` or removed once their copies were
+    /// verified on the destination.
+    pub source_removed: u64,
     /// Per folder.
     pub per_folder: Vec<FolderReport>,
     /// Folders not copied and why (virtual, excluded by a pattern).

@@ -165,6 +165,10 @@ impl MailDestinationSession for ImapDestinationSession {
         Ok(self.0.store_flags(uids, &flags.to_imap_list()).await?)
     }
 
+    async fn expunge(&mut self, uids: &[u32]) -> Result<bool, DestinationError> {
+        Ok(self.0.uid_expunge(uids).await?)
+    }
+
     fn upload_allowance(&self) -> Option<u64> {
         self.0.has("X-GM-EXT-1").then_some(GMAIL_DAILY_UPLOAD)
     }

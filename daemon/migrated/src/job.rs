@@ -46,6 +46,11 @@ impl JobSpecExt for JobSpec {
         let mut c = CopyConfig::new(self.name.clone());
         c.rules = rules;
         c.max_message_size = self.limits.max_message_size;
+        c.filter = migrated_core::MessageFilter::compile(&self.filter)
+            .map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
+        c.sync_deletions = self.sync_deletions;
+        c.flag_conflicts = self.flag_conflicts;
+        c.source_after_copy = self.source_after_copy;
         c.connections = self.limits.connections.clamp(1, 64);
         c.batch_messages = self.limits.batch_messages.clamp(1, 1000);
         c.batch_bytes = self.limits.batch_bytes.max(1024 * 1024);

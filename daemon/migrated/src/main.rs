@@ -581,6 +581,15 @@ fn print_summary(s: &Summary) {
             i.folder, i.uid, i.size, i.reason
         );
     }
+    for i in &s.removed {
+        println!("removed {} UID {}: {}", i.folder, i.uid, i.reason);
+    }
+    if s.source_removed > 0 {
+        println!(
+            "{} source messages marked deleted or removed after their copies were verified (source_after_copy)",
+            s.source_removed
+        );
+    }
     println!(
         "{} folders, {} messages copied ({:.1} MB), {} already there, {} flag changes, {} excluded, {} failed, in {:.1} s ({:.0} messages/s, {:.1} MB/s)",
         s.folders,

@@ -35,6 +35,11 @@ pub struct FolderState {
     /// folder again instead of what changed since (CONDSTORE), or they would never be copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<u64>,
+    /// Mail: the fingerprint of the `[filter]` of the last complete pass (`None`: no filter,
+    /// as every state written before filters existed). A pass under another filter lists the
+    /// whole folder, so what the new filter lets in is found below the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<u64>,
 }
 
 /// One copied message: the ledger entry that prevents a second copy.
@@ -281,8 +286,26 @@ impl Store {
         items: &[(u32, ItemRecord)],
         placements: Option<(JobKey, &[(String, u32)])>,
     ) -> Result<(), StoreError> {
+        self.commit_with_flags(folder, intent, items, placements, &[])
+    }
+
+    /// As [`Store::commit_placed`], keeping in the same atomic batch the flags each copy got
+    /// (`(source UID, flags)`, see [`Store::copied_flags`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn commit_with_flags(
+        &self,
+        folder: FolderKey,
+        intent: Option<u64>,
+        items: &[(u32, ItemRecord)],
+        placements: Option<(JobKey, &[(String, u32)])>,
+        flags: &[(u32, Vec<String>)],
+    ) -> Result<(), StoreError> {
         let h = self.handle("recording copied messages")?;
         let mut batch = h.db.batch();
+        self.add_copied_flags(&h, &mut batch, folder, flags)?;
         if let Some((job, placements)) = placements {
             self.add_placements(&h, &mut batch, job, folder, placements);
         }
@@ -371,6 +394,12 @@ impl Store {
             let k = guard.key().map_err(self.err(&h, "reading the ledger"))?;
             batch.remove(&h.items, k);
         }
+        // Flags kept by the old UIDs mean nothing under the new ones: those copies go back to
+        // the source's flags winning.
+        for guard in h.copied_flags.prefix(folder.0) {
+            let k = guard.key().map_err(self.err(&h, "reading the ledger"))?;
+            batch.remove(&h.copied_flags, k);
+        }
         for (uid, rec) in items {
             batch.insert(
                 &h.items,
@@ -381,6 +410,91 @@ impl Store {
         batch
             .commit()
             .map_err(self.err(&h, "re-keying the ledger"))?;
+        h.db.persist(PersistMode::SyncData)
+            .map_err(self.err(&h, "persisting the ledger"))
+    }
+
+    fn add_copied_flags(
+        &self,
+        h: &Arc<Handle>,
+        batch: &mut fjall::OwnedWriteBatch,
+        folder: FolderKey,
+        flags: &[(u32, Vec<String>)],
+    ) -> Result<(), StoreError> {
+        for (uid, list) in flags {
+            let key = Self::item_key(folder, *uid);
+            let plain = rmp_serde::to_vec(list).map_err(|e| self.corrupt("copied flags", e))?;
+            let sealed = self.shared.key.seal("copied_flags", &key, &plain);
+            batch.insert(&h.copied_flags, key, sealed);
+        }
+        Ok(())
+    }
+
+    /// The flags each copy of a folder got when it was copied or last synced (source UID ->
+    /// flags), for telling which side changed a message's flags. Copies recorded by a release
+    /// without this have none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn copied_flags(&self, folder: FolderKey) -> Result<HashMap<u32, Vec<String>>, StoreError> {
+        let h = self.handle("reading the ledger")?;
+        let mut out = HashMap::new();
+        for guard in h.copied_flags.prefix(folder.0) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(self.err(&h, "reading the ledger"))?;
+            let uid = k
+                .get(16..20)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| self.corrupt("copied flags", "wrong key length"))?;
+            let plain = self
+                .shared
+                .key
+                .open("copied_flags", &k, &v)
+                .map_err(|e| self.corrupt("copied flags", e))?;
+            let list: Vec<String> =
+                rmp_serde::from_slice(&plain).map_err(|e| self.corrupt("copied flags", e))?;
+            out.insert(uid, list);
+        }
+        Ok(out)
+    }
+
+    /// Records the flags copies have after a delta synced them, with their new records, in
+    /// one atomic batch.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn sync_flags(
+        &self,
+        folder: FolderKey,
+        items: &[(u32, ItemRecord)],
+        flags: &[(u32, Vec<String>)],
+    ) -> Result<(), StoreError> {
+        self.commit_with_flags(folder, None, items, None, flags)
+    }
+
+    /// Removes the records of messages whose copies were expunged on the destination because
+    /// the source expunged them (`sync_deletions`), in one atomic batch.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn remove_items(&self, folder: FolderKey, uids: &[u32]) -> Result<(), StoreError> {
+        let h = self.handle("removing ledger records")?;
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let mut batch = h.db.batch();
+        for uid in uids {
+            batch.remove(&h.items, Self::item_key(folder, *uid));
+            batch.remove(&h.copied_flags, Self::item_key(folder, *uid));
+        }
+        batch
+            .commit()
+            .map_err(self.err(&h, "removing ledger records"))?;
         h.db.persist(PersistMode::SyncData)
             .map_err(self.err(&h, "persisting the ledger"))
     }
@@ -545,6 +659,35 @@ mod tests {
             Some((label, 3)),
             "the last placement recorded wins"
         );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn copied_flags_are_kept_sealed_and_records_without_them_still_load() {
+        let dir = temp_dir("copied-flags");
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        let folder = store.folder_key(store.job_key("j"), "INBOX");
+        let rec = ItemRecord {
+            dest_uid: 1,
+            flags_fingerprint: 0,
+            hash: [0; 32],
+        };
+        // As the previous release recorded: no flags.
+        store.commit(folder, None, &[(1, rec)]).unwrap();
+        let flags = vec!["\\Seen".to_owned(), "$Projekt".to_owned()];
+        store
+            .commit_with_flags(folder, None, &[(2, rec)], None, &[(2, flags.clone())])
+            .unwrap();
+        assert_eq!(store.items(folder).unwrap().len(), 2);
+        let kept = store.copied_flags(folder).unwrap();
+        assert_eq!(kept.len(), 1, "the old record has none");
+        assert_eq!(kept[&2], flags);
+        drop(store);
+        let store = Store::open(&dir, StoreKey::from_bytes([1; 32])).unwrap();
+        store.remove_items(folder, &[2]).unwrap();
+        assert!(store.copied_flags(folder).unwrap().is_empty());
+        assert_eq!(store.items(folder).unwrap().len(), 1);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

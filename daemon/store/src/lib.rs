@@ -163,6 +163,10 @@ struct Handle {
     items: Keyspace,
     intents: Keyspace,
     placements: Keyspace,
+    /// Mail: the flags each copy got when it was copied or its flags last synced, sealed
+    /// (flag names may be personal), by the item's key. Absent for copies recorded before
+    /// this keyspace existed: for them the source's flags win, as they always did.
+    copied_flags: Keyspace,
 }
 
 impl std::fmt::Debug for Store {
@@ -204,6 +208,7 @@ impl Handle {
             items: ks("items")?,
             intents: ks("intents")?,
             placements: ks("placements")?,
+            copied_flags: ks("copied_flags")?,
             db,
         })
     }

@@ -147,6 +147,12 @@ impl Store {
                         item.key().map_err(self.err(&h, "reading the ledger"))?,
                     );
                 }
+                for flags in h.copied_flags.prefix(folder) {
+                    batch.remove(
+                        &h.copied_flags,
+                        flags.key().map_err(self.err(&h, "reading the ledger"))?,
+                    );
+                }
                 for intent in h.intents.prefix(folder) {
                     batch.remove(
                         &h.intents,

@@ -548,6 +548,50 @@ impl SourceSession for PluginSession {
         }
     }
 
+    async fn open_folder_since(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        modseq: u64,
+    ) -> Result<(FolderStatus, Option<Vec<u32>>), SourceError> {
+        // A plugin older than 1.5 cannot tell what vanished: it opens the folder.
+        if self.plugin.table.minor < crate::QRESYNC_MINOR {
+            return Ok((self.open_folder(folder).await?, None));
+        }
+        let request = Request::OpenFolderSince {
+            session: self.id,
+            folder: folder.to_owned(),
+            uid_validity,
+            modseq,
+        };
+        match self.call(request).await? {
+            Reply::OpenedSince { status, vanished } => Ok((status, vanished)),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+
+    async fn remove_copied(
+        &mut self,
+        folder: &str,
+        uids: &[u32],
+        expunge: bool,
+    ) -> Result<bool, SourceError> {
+        // A plugin older than 1.5 cannot remove anything: the source keeps its messages.
+        if self.plugin.table.minor < crate::QRESYNC_MINOR {
+            return Ok(false);
+        }
+        let request = Request::RemoveCopied {
+            session: self.id,
+            folder: folder.to_owned(),
+            uids: uids.to_vec(),
+            expunge,
+        };
+        match self.call(request).await? {
+            Reply::Removed(done) => Ok(done),
+            other => Err(unexpected(&self.plugin, &other)),
+        }
+    }
+
     async fn list_messages(
         &mut self,
         min_uid: u32,

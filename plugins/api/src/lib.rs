@@ -37,8 +37,13 @@ pub const ABI_MAJOR: u32 = 1;
 /// [`wire::WireError::cause`], 1.3 the administrator's login in [`wire::Account`]
 /// (`admin_user`, `admin_login`, `admin_separator`), 1.4 `auth = "oauth2"` (the secret is an
 /// access token the daemon fetched for this connection; the plugin picks OAUTHBEARER or
-/// XOAUTH2 from what the server announces).
-pub const ABI_MINOR: u32 = 4;
+/// XOAUTH2 from what the server announces), 1.5 [`wire::Request::OpenFolderSince`] (QRESYNC:
+/// what vanished since the last pass) and [`wire::Request::RemoveCopied`] (move mode).
+pub const ABI_MINOR: u32 = 5;
+
+/// The first minor version whose plugins answer [`wire::Request::OpenFolderSince`] and
+/// [`wire::Request::RemoveCopied`].
+pub const QRESYNC_MINOR: u32 = 5;
 
 /// The first minor version whose plugins log in as an administrator on behalf of a user
 /// ([`wire::Account::admin_user`]); the daemon sends an older plugin no such account.

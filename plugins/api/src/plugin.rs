@@ -110,6 +110,23 @@ impl<P: MailPlugin> Handler for Mail<P> {
             Request::OpenFolder { folder, .. } => {
                 Reply::Opened(session.open_folder(&folder).await?)
             }
+            Request::OpenFolderSince {
+                folder,
+                uid_validity,
+                modseq,
+                ..
+            } => {
+                let (status, vanished) = session
+                    .open_folder_since(&folder, uid_validity, modseq)
+                    .await?;
+                Reply::OpenedSince { status, vanished }
+            }
+            Request::RemoveCopied {
+                folder,
+                uids,
+                expunge,
+                ..
+            } => Reply::Removed(session.remove_copied(&folder, &uids, expunge).await?),
             Request::ListMessages {
                 cursor,
                 changed_since,

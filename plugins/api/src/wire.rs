@@ -129,6 +129,30 @@ pub enum Request {
         /// Full name as listed.
         folder: String,
     },
+    /// Open a folder read-only knowing its state of the last complete pass; the reply is
+    /// [`Reply::OpenedSince`] (ABI 1.5).
+    OpenFolderSince {
+        /// The session.
+        session: u64,
+        /// Full name as listed.
+        folder: String,
+        /// UIDVALIDITY of the last complete pass.
+        uid_validity: u32,
+        /// HIGHESTMODSEQ of the last complete pass.
+        modseq: u64,
+    },
+    /// Move mode: mark these messages of a folder `\Deleted` and, with `expunge`, remove
+    /// them; the reply is [`Reply::Removed`] (ABI 1.5).
+    RemoveCopied {
+        /// The session.
+        session: u64,
+        /// Full name as listed.
+        folder: String,
+        /// UIDs whose copies are confirmed on the destination.
+        uids: Vec<u32>,
+        /// Remove them (`UID EXPUNGE`), not only mark them.
+        expunge: bool,
+    },
     /// One page of the open folder's messages. The host stores `cursor` (a UID) in its ledger,
     /// so a listing can resume.
     ListMessages {
@@ -205,6 +229,16 @@ pub enum Reply {
     Folders(Vec<FolderInfo>),
     /// To [`Request::OpenFolder`].
     Opened(FolderStatus),
+    /// To [`Request::OpenFolderSince`]: the state, and the UIDs expunged since (QRESYNC), or
+    /// `None` when the source cannot tell.
+    OpenedSince {
+        /// The folder's state.
+        status: FolderStatus,
+        /// UIDs expunged since the given HIGHESTMODSEQ.
+        vanished: Option<Vec<u32>>,
+    },
+    /// To [`Request::RemoveCopied`]: whether the source could.
+    Removed(bool),
     /// To [`Request::ListMessages`].
     Messages {
         /// This page.
@@ -233,6 +267,8 @@ impl Request {
             Self::Connect { .. } => None,
             Self::ListFolders { session }
             | Self::OpenFolder { session, .. }
+            | Self::OpenFolderSince { session, .. }
+            | Self::RemoveCopied { session, .. }
             | Self::ListMessages { session, .. }
             | Self::FetchBodies { session, .. }
             | Self::FetchPart { session, .. }
@@ -251,6 +287,8 @@ impl Reply {
             Self::Connected { .. } => "Connected",
             Self::Folders(_) => "Folders",
             Self::Opened(_) => "Opened",
+            Self::OpenedSince { .. } => "OpenedSince",
+            Self::Removed(_) => "Removed",
             Self::Messages { .. } => "Messages",
             Self::Bodies(_) => "Bodies",
             Self::Part(_) => "Part",

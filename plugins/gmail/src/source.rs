@@ -213,6 +213,7 @@ impl GmailSession {
             modseq: None,
             // With one folder per label, the same message is in several folders: one upload.
             content_key: self.policy.folders.then(|| format!("gm:{}", m.msgid)),
+            date: m.meta.date,
         }
     }
 }

@@ -84,6 +84,43 @@ impl SourceSession for ImapSourceSession {
         Ok(s)
     }
 
+    async fn open_folder_since(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        modseq: u64,
+    ) -> Result<(FolderStatus, Option<Vec<u32>>), SourceError> {
+        let (s, vanished) = self
+            .imap
+            .examine_since(folder, uid_validity, modseq)
+            .await
+            .map_err(SourceError::from)?;
+        self.uid_next = s.uid_next;
+        self.span = 0;
+        Ok((s, vanished))
+    }
+
+    async fn remove_copied(
+        &mut self,
+        folder: &str,
+        uids: &[u32],
+        expunge: bool,
+    ) -> Result<bool, SourceError> {
+        self.imap
+            .open(folder, false)
+            .await
+            .map_err(SourceError::from)?;
+        if expunge {
+            self.imap.uid_expunge(uids).await.map_err(SourceError::from)
+        } else {
+            self.imap
+                .flag_deleted(uids)
+                .await
+                .map_err(SourceError::from)?;
+            Ok(true)
+        }
+    }
+
     async fn list_messages(
         &mut self,
         min_uid: u32,

@@ -13,6 +13,7 @@ mod common;
 mod admin_logins;
 mod alerts;
 mod batch;
+mod carry;
 mod certificates;
 mod cockpit;
 mod contacts;

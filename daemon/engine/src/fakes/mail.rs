@@ -56,6 +56,7 @@ fn listing(m: &Mailbox, folder: &str, min_uid: u32) -> Vec<MessageMeta> {
                     subject: None,
                     modseq: None,
                     content_key: None,
+                    date: None,
                 })
                 .collect()
         })

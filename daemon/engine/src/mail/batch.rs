@@ -187,12 +187,18 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let sh = &self.shared;
         let mut records = Vec::new();
         let mut placements = Vec::new();
+        // The flags each copy got, kept to tell a later change on the destination (the
+        // user's) from one on the source.
+        let mut flags = Vec::new();
         let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);
         for ((m, _, h), outcome) in present.iter().zip(outcomes) {
             match outcome {
                 Appended::Stored(uid) => {
                     if let (Some(k), Some(_)) = (&m.content_key, uid) {
                         placements.push((k.clone(), m.uid));
+                    }
+                    if uid.is_some() {
+                        flags.push((m.uid, m.flags.as_slice().to_vec()));
                     }
                     records.push((
                         m.uid,
@@ -228,8 +234,10 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         // arrived before the connection broke.
         let done_intent = if temporary.is_none() { Some(seq) } else { None };
         let (s2, job, key) = (sh.store.clone(), sh.job, w.key);
-        store_call(move || s2.commit_placed(key, done_intent, &records, Some((job, &placements))))
-            .await?;
+        store_call(move || {
+            s2.commit_with_flags(key, done_intent, &records, Some((job, &placements)), &flags)
+        })
+        .await?;
         if let Ok(mut r) = w.report.lock() {
             r.copied += copied;
             r.failed += failed;

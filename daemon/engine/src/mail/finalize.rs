@@ -12,7 +12,7 @@ use super::{Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::{Event, Summary};
 use crate::ledger::store_call;
-use migrated_core::{FolderReport, ItemRow, Phase};
+use migrated_core::{FolderReport, ItemRow, Phase, SourceAfterCopy};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Writes the folder's checkpoint after a pass that left nothing undone.
@@ -91,6 +91,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         summary.bytes = sh.bytes_done.load(Ordering::Relaxed);
         summary.excluded = sh.excluded.lock().map(|v| v.clone()).unwrap_or_default();
         summary.failed = sh.failed.lock().map(|v| v.clone()).unwrap_or_default();
+        summary.removed = sh.removed.lock().map(|v| v.clone()).unwrap_or_default();
         for item in &unplaced {
             // Like any refused message: the daemon's record lists it, the alerts count it.
             (sh.observer)(Event::Failed(item.clone()));
@@ -98,21 +99,55 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         summary.failed.extend(unplaced);
         let changed = summary.copied
             + summary.flags_updated
+            + summary.removed.len() as u64
             + summary.excluded.len() as u64
             + summary.failed.len() as u64;
-        if changed > 0 || summary.per_folder.iter().any(|f| f.error.is_some()) {
+        // Move mode verifies every run: only what the verification finds on the destination
+        // may leave the source.
+        let moving = sh.config.source_after_copy;
+        if changed > 0 || summary.per_folder.iter().any(|f| f.error.is_some()) || !moving.is_keep()
+        {
             self.stopping()?;
             sh.clock.mark("verify");
-            summary.verification = Some(
-                self.verify(&mut src, &mut dst, plans, folder_errors, &summary)
-                    .await?,
-            );
+            let (rows, confirmed) = self
+                .verify(&mut src, &mut dst, plans, folder_errors, &summary)
+                .await?;
+            summary.verification = Some(rows);
+            summary.source_removed = self.remove_from_source(&mut src, confirmed).await?;
         }
         summary.duration = started.elapsed();
         summary.timings = sh.clock.totals(Instant::now());
         drop(src);
         dst.logout().await;
         Ok(summary)
+    }
+}
+
+impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
+    /// Move mode: marks or removes on the source the messages whose copies the verification
+    /// found on the destination. Returns how many.
+    async fn remove_from_source(
+        &self,
+        src: &mut C::Session,
+        confirmed: Vec<(String, Vec<u32>)>,
+    ) -> Result<u64, EngineError> {
+        let sh = &self.shared;
+        let expunge = sh.config.source_after_copy == SourceAfterCopy::Expunge;
+        let mut total = 0u64;
+        for (folder, uids) in confirmed {
+            for chunk in uids.chunks(500) {
+                self.stopping()?;
+                if !src.remove_copied(&folder, chunk, expunge).await? {
+                    tracing::warn!(job = %sh.config.job_id, folder = %folder, "Source messages kept: the source cannot remove messages by UID (no UIDPLUS, or an older plugin).");
+                    break;
+                }
+                total += chunk.len() as u64;
+            }
+        }
+        if total > 0 {
+            tracing::info!(job = %sh.config.job_id, count = total, expunge, "Source messages removed after their copies were verified.");
+        }
+        Ok(total)
     }
 }
 
@@ -133,6 +168,7 @@ pub(super) fn merge_reports(
             report.copied += entry.copied;
             report.failed += entry.failed;
             report.flags_updated += entry.flags_updated;
+            report.removed += entry.removed;
         }
         *entry = report;
     }

@@ -69,6 +69,8 @@ struct Shared<C, D> {
     bytes_done: AtomicU64,
     excluded: Mutex<Vec<ItemRow>>,
     failed: Mutex<Vec<ItemRow>>,
+    /// Copies removed from the destination because the source expunged them.
+    removed: Mutex<Vec<ItemRow>>,
     /// Raised to stop the run after the batches in flight (pause, cancel, shutdown).
     stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.
@@ -153,6 +155,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 bytes_done: AtomicU64::new(0),
                 excluded: Mutex::new(Vec::new()),
                 failed: Mutex::new(Vec::new()),
+                removed: Mutex::new(Vec::new()),
                 stop: StopSignal::new(),
                 stop_after_full: AtomicBool::new(false),
                 clock,
@@ -208,6 +211,9 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             v.clear();
         }
         if let Ok(mut v) = sh.failed.lock() {
+            v.clear();
+        }
+        if let Ok(mut v) = sh.removed.lock() {
             v.clear();
         }
         let (mut src, mut dst) = self.connect().await?;

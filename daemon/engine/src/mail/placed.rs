@@ -144,8 +144,15 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                     d.store_flags(uids, flags).await?;
                 }
             }
+            let flags: Vec<(u32, Vec<String>)> = group
+                .iter()
+                .zip(&records)
+                .filter(|(_, (_, r))| r.dest_uid != 0)
+                .map(|((m, _), _)| (m.uid, m.flags.as_slice().to_vec()))
+                .collect();
             let s2 = sh.store.clone();
-            store_call(move || s2.commit(key, Some(seq), &records)).await?;
+            store_call(move || s2.commit_with_flags(key, Some(seq), &records, None, &flags))
+                .await?;
             let (n, bytes) = (
                 group.len() as u64,
                 group.iter().map(|(m, _)| u64::from(m.size)).sum::<u64>(),

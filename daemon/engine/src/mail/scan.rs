@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use migrated_core::mapping::{Mapping, map_folders};
-use migrated_core::planner::{LedgerEntry, PlanOptions, batches, plan_folder};
+use migrated_core::planner::{
+    Exclusion, LedgerEntry, PlanOptions, batches, merge_flags, plan_folder,
+};
 use migrated_core::{
     Flags, FolderInfo, FolderPlan, FolderStatus, MailDestination, MailDestinationSession,
     MessageMeta, SourceConnector, SourceSession,
@@ -136,10 +138,24 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let sh = &self.shared;
         let store = &sh.store;
         let key = store.folder_key(sh.job, &plan.source);
+        // The last complete pass's UIDVALIDITY and HIGHESTMODSEQ: with QRESYNC the source is
+        // opened with them and names what it expunged since.
+        let (s2, job) = (store.clone(), sh.job);
+        let since = store_call(move || s2.folder_state(job, key))
+            .await?
+            .filter(|p| p.source_uid_next != 0)
+            .and_then(|p| p.highest_modseq.map(|m| (p.source_uid_validity, m)));
+        let open = async {
+            match since {
+                Some((validity, modseq)) => {
+                    src.open_folder_since(&plan.source, validity, modseq).await
+                }
+                None => src.open_folder(&plan.source).await.map(|s| (s, None)),
+            }
+        };
         // The two sides at once: each waits a round trip.
-        let (status, dest_status) =
-            tokio::join!(src.open_folder(&plan.source), dst.status(&plan.destination));
-        let (status, dest_status) = (status?, dest_status?);
+        let (opened, dest_status) = tokio::join!(open, dst.status(&plan.destination));
+        let ((status, vanished), dest_status) = (opened?, dest_status?);
         let (state, mut items) = self
             .checked_state(src, dst, plan, key, &status, dest_status.uid_validity)
             .await?;
@@ -155,6 +171,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             source_uid_next: status.uid_next,
             highest_modseq: status.highest_modseq,
             size_limit: Some(sh.config.max_message_size),
+            filter: sh.config.filter.fingerprint(),
             ..state.clone()
         };
         let mut report = FolderReport {
@@ -179,27 +196,69 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let limit_raised = state
             .size_limit
             .is_none_or(|l| sh.config.max_message_size > l);
+        // Another filter than the last complete pass's: what it lets in may lie below the
+        // checkpoint too.
+        let filter_changed = state.filter != sh.config.filter.fingerprint();
+        // Deletions mirrored without QRESYNC: only a whole listing shows what is gone.
+        let compare_uids = sh.config.sync_deletions && vanished.is_none() && !items.is_empty();
+        let relist = limit_raised || filter_changed || compare_uids;
         // Nothing changed since the last complete pass: UIDNEXT and HIGHESTMODSEQ say so.
         let unchanged = !had_intents
-            && !limit_raised
+            && !relist
             && state.source_uid_next != 0
             && state.source_uid_next == status.uid_next
             && state.highest_modseq.is_some()
             && state.highest_modseq == status.highest_modseq;
+        if sh.config.sync_deletions
+            && let Some(gone) = &vanished
+        {
+            let gone: Vec<u32> = gone
+                .iter()
+                .copied()
+                .filter(|u| items.contains_key(u))
+                .collect();
+            report.removed = self
+                .mirror_deletions(dst, plan, key, &mut items, &gone)
+                .await?;
+        }
         if unchanged {
             report.bytes = 0;
             return Ok((work(report), Vec::new()));
         }
         // With CONDSTORE, only what changed since the last complete pass (new messages have a
         // higher MODSEQ too); otherwise everything, and flags are compared one by one.
-        let changed_since = if had_intents || limit_raised || state.source_uid_next == 0 {
+        let changed_since = if had_intents || relist || state.source_uid_next == 0 {
             None
         } else {
             state.highest_modseq
         };
-        let listing = src.list_messages(1, changed_since).await?;
+        let mut listing = src.list_messages(1, changed_since).await?;
+        if !sh.config.source_after_copy.is_keep() {
+            // Move mode marks copied messages \Deleted on the source (before it expunges
+            // them): that is not a flag change for their copies.
+            for m in listing.iter_mut().filter(|m| items.contains_key(&m.uid)) {
+                m.flags = Flags::new(m.flags.as_slice().iter().filter(|f| *f != "\\Deleted"));
+            }
+        }
         if changed_since.is_none() {
             report.bytes = listing.iter().map(|m| u64::from(m.size)).sum();
+        }
+        if compare_uids {
+            // A listing shorter than the folder (a reply cut short) must not read as deletions.
+            if listing.len() < status.messages as usize {
+                tracing::warn!(job = %sh.config.job_id, folder = %plan.source, listed = listing.len(), exists = status.messages, "Deletions not mirrored: the listing is shorter than the folder.");
+            } else {
+                let present: HashSet<u32> = listing.iter().map(|m| m.uid).collect();
+                let mut gone: Vec<u32> = items
+                    .keys()
+                    .copied()
+                    .filter(|u| !present.contains(u))
+                    .collect();
+                gone.sort_unstable();
+                report.removed = self
+                    .mirror_deletions(dst, plan, key, &mut items, &gone)
+                    .await?;
+            }
         }
         let ledger: HashMap<u32, LedgerEntry> = items
             .iter()
@@ -216,6 +275,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let options = PlanOptions {
             max_message_size: sh.config.max_message_size,
             sync_flags: sh.config.sync_flags,
+            filter: sh.config.filter.clone(),
         };
         let mut steps = plan_folder(&listing, &ledger, &options);
         // The destination holds messages above the last one recorded (UIDNEXT says so): the
@@ -296,11 +356,13 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             highest_modseq: None,
             sync_token: None,
             size_limit: None,
+            filter: None,
         };
         if checkpoint_valid && let Some(prev) = &previous {
             state.source_uid_next = prev.source_uid_next;
             state.highest_modseq = prev.highest_modseq;
             state.size_limit = prev.size_limit;
+            state.filter = prev.filter;
         }
         if previous.as_ref() != Some(&state) {
             let (s2, st) = (store.clone(), state.clone());
@@ -309,22 +371,24 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         Ok((state, items))
     }
 
-    /// Tells the observer and the summary about messages over the size limit.
-    fn report_excluded(&self, plan: &FolderPlan, excluded: &[MessageMeta]) {
+    /// Tells the observer and the summary about messages over the size limit or left out by
+    /// the filter, each with its rule.
+    fn report_excluded(&self, plan: &FolderPlan, excluded: &[Exclusion]) {
         let sh = &self.shared;
-        for m in excluded {
+        for Exclusion { message: m, reason } in excluded {
             let item = ItemRow {
                 folder: plan.source.clone(),
                 uid: m.uid,
                 size: u64::from(m.size),
                 message_id: m.message_id.clone(),
                 subject: m.subject.clone(),
-                reason: format!(
-                    "larger than the limit of {} bytes",
-                    sh.config.max_message_size
-                ),
+                reason: reason.clone(),
             };
-            tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, size = item.size, "Message excluded: too large.");
+            if u64::from(m.size) > sh.config.max_message_size {
+                tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, size = item.size, "Message excluded: too large.");
+            } else {
+                tracing::debug!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, reason = %item.reason, "Message filtered out.");
+            }
             (sh.observer)(Event::Excluded(item.clone()));
             if let Ok(mut v) = sh.excluded.lock() {
                 v.push(item);
@@ -332,8 +396,65 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         }
     }
 
+    /// Expunges on the destination the copies of source messages `gone` (source UIDs with a
+    /// ledger record: copies this job made, never a message the destination had or got
+    /// elsewhere), drops their records, and lists them in the summary. Returns how many.
+    async fn mirror_deletions(
+        &self,
+        dst: &mut D::Session,
+        plan: &FolderPlan,
+        key: FolderKey,
+        items: &mut HashMap<u32, ItemRecord>,
+        gone: &[u32],
+    ) -> Result<u64, EngineError> {
+        let sh = &self.shared;
+        // Without UIDPLUS no copy's UID is known: nothing can be removed safely.
+        let gone: Vec<(u32, u32)> = gone
+            .iter()
+            .filter_map(|u| items.get(u).map(|r| (*u, r.dest_uid)))
+            .filter(|(_, d)| *d != 0)
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        dst.open_folder(&plan.destination, false).await?;
+        let dest_uids: Vec<u32> = gone.iter().map(|g| g.1).collect();
+        if !dst.expunge(&dest_uids).await? {
+            tracing::warn!(job = %sh.config.job_id, folder = %plan.destination, count = gone.len(), "Deletions not mirrored: the destination cannot expunge by UID (no UIDPLUS).");
+            return Ok(0);
+        }
+        let source_uids: Vec<u32> = gone.iter().map(|g| g.0).collect();
+        let (s2, uids) = (sh.store.clone(), source_uids.clone());
+        store_call(move || s2.remove_items(key, &uids)).await?;
+        let mut rows = Vec::new();
+        for (src_uid, dest_uid) in &gone {
+            items.remove(src_uid);
+            rows.push(ItemRow {
+                folder: plan.source.clone(),
+                uid: *src_uid,
+                size: 0,
+                message_id: None,
+                subject: None,
+                reason: format!(
+                    "expunged on the source: its copy (UID {dest_uid} in {}) was removed from the destination (sync_deletions)",
+                    plan.destination
+                ),
+            });
+        }
+        let count = rows.len() as u64;
+        tracing::info!(job = %sh.config.job_id, folder = %plan.source, count, "Source deletions mirrored.");
+        if let Ok(mut v) = sh.removed.lock() {
+            v.extend(rows);
+        }
+        Ok(count)
+    }
+
     /// Carries flag changes of copied messages to their copies (one STORE per set of flags)
-    /// and records the new fingerprints. Returns how many messages were updated.
+    /// and records the new fingerprints and the flags each copy now has. A copy whose record
+    /// kept the flags it was given is compared with what the destination has now: a change
+    /// there is the user's and is kept, and when both sides changed `flag_conflicts` decides
+    /// ([`merge_flags`]). A record of an earlier release gets the source's flags, as before.
+    /// Returns how many copies got new flags.
     async fn carry_flags(
         &self,
         dst: &mut D::Session,
@@ -343,36 +464,54 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         flag_updates: &[(u32, u32, Flags)],
     ) -> Result<u64, EngineError> {
         let sh = &self.shared;
-        let mut by_flags: HashMap<&Flags, Vec<(u32, u32, u64)>> = HashMap::new();
-        for (src_uid, dest_uid, flags) in flag_updates {
-            if *dest_uid != 0 {
-                by_flags
-                    .entry(flags)
-                    .or_default()
-                    .push((*src_uid, *dest_uid, flags.fingerprint()));
-            }
-        }
-        dst.open_folder(&plan.destination, false).await?;
-        let mut updated = Vec::new();
-        for (flags, group) in &by_flags {
-            let uids: Vec<u32> = group.iter().map(|g| g.1).collect();
-            dst.store_flags(&uids, flags).await?;
-            for (src_uid, dest_uid, fp) in group {
-                if let Some(rec) = items.get(src_uid) {
-                    updated.push((
-                        *src_uid,
-                        ItemRecord {
-                            dest_uid: *dest_uid,
-                            flags_fingerprint: *fp,
-                            ..*rec
-                        },
-                    ));
-                }
-            }
-        }
-        let count = updated.len() as u64;
         let s2 = sh.store.clone();
-        store_call(move || s2.commit(key, None, &updated)).await?;
+        let copied = store_call(move || s2.copied_flags(key)).await?;
+        dst.open_folder(&plan.destination, false).await?;
+        let two_sided = flag_updates
+            .iter()
+            .any(|(s, d, _)| *d != 0 && copied.contains_key(s));
+        let now: HashMap<u32, Flags> = if two_sided {
+            dst.list_messages(1)
+                .await?
+                .into_iter()
+                .map(|m| (m.uid, m.flags))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut by_flags: HashMap<Flags, Vec<u32>> = HashMap::new();
+        let mut updated = Vec::new();
+        let mut kept = Vec::new();
+        for (src_uid, dest_uid, source) in flag_updates {
+            let Some(rec) = items.get(src_uid).filter(|_| *dest_uid != 0) else {
+                continue;
+            };
+            let base = copied.get(src_uid).map(Flags::new);
+            let result = match (&base, now.get(dest_uid)) {
+                (Some(b), Some(d)) => merge_flags(Some(b), source, d, sh.config.flag_conflicts),
+                // The copy is no longer on the destination: nothing to set.
+                (Some(_), None) => continue,
+                (None, _) => source.clone(),
+            };
+            if base.is_none() || now.get(dest_uid) != Some(&result) {
+                by_flags.entry(result.clone()).or_default().push(*dest_uid);
+            }
+            updated.push((
+                *src_uid,
+                ItemRecord {
+                    dest_uid: *dest_uid,
+                    flags_fingerprint: source.fingerprint(),
+                    ..*rec
+                },
+            ));
+            kept.push((*src_uid, result.as_slice().to_vec()));
+        }
+        for (flags, uids) in &by_flags {
+            dst.store_flags(uids, flags).await?;
+        }
+        let count = by_flags.values().map(|u| u.len() as u64).sum::<u64>();
+        let s2 = sh.store.clone();
+        store_call(move || s2.sync_flags(key, &updated, &kept)).await?;
         tracing::info!(job = %sh.config.job_id, folder = %plan.source, count, "Flag changes carried.");
         Ok(count)
     }

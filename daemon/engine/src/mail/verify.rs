@@ -12,11 +12,15 @@ use super::Engine;
 use crate::error::EngineError;
 use crate::events::Summary;
 use crate::ledger::store_call;
-use migrated_core::{ItemRow, VerifyRow};
+use migrated_core::{ItemRow, SourceAfterCopy, VerifyRow};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Compares both sides folder by folder (counts and bytes from fresh listings) and names
     /// every source message that is not on the destination, with what the ledger knows of it.
+    ///
+    /// In move mode, also returns per source folder the UIDs whose copies this listing found
+    /// on the destination (by the ledger's destination UID): the only ones the source may
+    /// lose.
     pub(super) async fn verify(
         &self,
         src: &mut C::Session,
@@ -24,9 +28,11 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         plans: &[FolderPlan],
         folder_errors: &HashMap<String, String>,
         summary: &Summary,
-    ) -> Result<Vec<VerifyRow>, EngineError> {
+    ) -> Result<(Vec<VerifyRow>, Vec<(String, Vec<u32>)>), EngineError> {
         let sh = &self.shared;
         let mut rows = Vec::new();
+        let mut confirmed = Vec::new();
+        let moving = sh.config.source_after_copy;
         for plan in plans {
             if plan.container_only {
                 continue;
@@ -73,6 +79,23 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             );
             let (source, destination, items) = (source?, destination?, items?);
             let present: HashSet<u32> = destination.iter().map(|m| m.uid).collect();
+            if !moving.is_keep() {
+                let already = |m: &migrated_core::MessageMeta| {
+                    moving == SourceAfterCopy::FlagDeleted
+                        && m.flags.as_slice().iter().any(|f| f == "\\Deleted")
+                };
+                let uids: Vec<u32> = source
+                    .iter()
+                    .filter(|m| {
+                        items
+                            .get(&m.uid)
+                            .is_some_and(|r| r.dest_uid != 0 && present.contains(&r.dest_uid))
+                            && !already(m)
+                    })
+                    .map(|m| m.uid)
+                    .collect();
+                confirmed.push((plan.source.clone(), uids));
+            }
             let mut row = VerifyRow {
                 source: plan.source.clone(),
                 destination: plan.destination.clone(),
@@ -100,16 +123,15 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                         };
                         if let Some(why) = said(&summary.failed) {
                             format!("refused by the destination: {why}")
-                        } else if summary
-                            .excluded
-                            .iter()
-                            .any(|x| x.folder == plan.source && x.uid == m.uid)
-                            || u64::from(m.size) > sh.config.max_message_size
-                        {
+                        } else if let Some(why) = said(&summary.excluded) {
+                            format!("excluded: {why}")
+                        } else if u64::from(m.size) > sh.config.max_message_size {
                             format!(
                                 "excluded: larger than the limit of {} bytes",
                                 sh.config.max_message_size
                             )
+                        } else if let Some(why) = sh.config.filter.excludes(m) {
+                            format!("excluded: {why}")
                         } else {
                             "not copied yet (arrived during the run?): the next delta copies it"
                                 .to_owned()
@@ -127,6 +149,6 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             }
             rows.push(row);
         }
-        Ok(rows)
+        Ok((rows, confirmed))
     }
 }

@@ -164,6 +164,46 @@ impl ImapSession {
         Ok(done.and_then(|d| d.copy_uids))
     }
 
+    /// Removes these messages of the open folder, and only these: `\Deleted` is set on them
+    /// and `UID EXPUNGE` (UIDPLUS) names them, so a message the user marked `\Deleted`
+    /// elsewhere in the folder stays. Returns whether the server could (without UIDPLUS
+    /// nothing is sent: a plain EXPUNGE would remove every message marked deleted).
+    ///
+    /// # Errors
+    ///
+    /// As for every command.
+    pub async fn uid_expunge(&mut self, uids: &[u32]) -> Result<bool, ImapError> {
+        if uids.is_empty() {
+            return Ok(true);
+        }
+        if !self.has("UIDPLUS") {
+            return Ok(false);
+        }
+        self.flag_deleted(uids).await?;
+        let set = uidset::format(uids);
+        let command = format!("UID EXPUNGE {set}");
+        self.execute(&command, "UID EXPUNGE", |_| Ok(())).await?;
+        Ok(true)
+    }
+
+    /// Adds `\Deleted` to these messages of the open folder.
+    ///
+    /// # Errors
+    ///
+    /// As for every command.
+    pub async fn flag_deleted(&mut self, uids: &[u32]) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let command = format!(
+            "UID STORE {} +FLAGS.SILENT (\\Deleted)",
+            uidset::format(uids)
+        );
+        self.execute(&command, "UID STORE +FLAGS (\\Deleted)", |_| Ok(()))
+            .await
+            .map(|_| ())
+    }
+
     /// Sets the flags of messages in the open folder (replacing them).
     ///
     /// # Errors

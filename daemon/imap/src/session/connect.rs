@@ -339,6 +339,7 @@ impl ImapSession {
             timeout: t,
             capabilities: HashSet::new(),
             namespace: (String::new(), '/'),
+            qresync: false,
         };
         session.read_capabilities().await?;
         session.read_namespace().await?;

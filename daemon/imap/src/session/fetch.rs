@@ -26,6 +26,8 @@ pub struct FetchedMeta {
     pub subject: Option<String>,
     /// MODSEQ, with CONDSTORE.
     pub modseq: Option<u64>,
+    /// The Date header, seconds since the epoch, when it could be read.
+    pub date: Option<i64>,
 }
 
 impl From<FetchedMeta> for migrated_core::MessageMeta {
@@ -40,6 +42,7 @@ impl From<FetchedMeta> for migrated_core::MessageMeta {
             subject: m.subject,
             modseq: m.modseq,
             content_key: None,
+            date: m.date,
         }
     }
 }
@@ -61,6 +64,13 @@ fn parse_subject(header: &[u8]) -> Option<String> {
         .parse_headers(header)
         .and_then(|m| m.subject().map(|s| s.trim().to_owned()))
         .filter(|s| !s.is_empty())
+}
+
+/// The Date header of a header block (mail-parser), seconds since the epoch.
+fn parse_date(header: &[u8]) -> Option<i64> {
+    mail_parser::MessageParser::new()
+        .parse_headers(header)
+        .and_then(|m| m.date().map(|d| d.to_timestamp()))
 }
 
 /// Unfolds and trims the Message-ID from a `HEADER.FIELDS (MESSAGE-ID)` section.
@@ -121,7 +131,7 @@ impl ImapSession {
             _ => String::new(),
         };
         let command = format!(
-            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]){changed}",
+            "UID FETCH {}:{upper} (UID RFC822.SIZE FLAGS INTERNALDATE{modseq} BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT DATE)]){changed}",
             min_uid.max(1)
         );
         let server = self.server.clone();
@@ -251,6 +261,7 @@ pub(super) fn fetched_meta(r: &Response<'_>) -> Result<Option<FetchedMeta>, Stri
         message_id: None,
         subject: None,
         modseq: None,
+        date: None,
     };
     for a in attrs {
         match a {
@@ -262,6 +273,7 @@ pub(super) fn fetched_meta(r: &Response<'_>) -> Result<Option<FetchedMeta>, Stri
             AttributeValue::BodySection { data: Some(d), .. } => {
                 m.message_id = parse_message_id(d);
                 m.subject = parse_subject(d);
+                m.date = parse_date(d);
             }
             _ => {}
         }
@@ -325,6 +337,7 @@ pub(super) fn gmail_listing(
                 message_id: None,
                 subject: None,
                 modseq: None,
+                date: None,
             },
             msgid: 0,
             labels: Vec::new(),
@@ -359,6 +372,7 @@ pub(super) fn gmail_listing(
                 (k, Value::Str(header)) if k.starts_with("BODY[") => {
                     m.meta.message_id = parse_message_id(&header);
                     m.meta.subject = parse_subject(&header);
+                    m.meta.date = parse_date(&header);
                 }
                 _ => {}
             }

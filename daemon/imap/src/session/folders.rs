@@ -122,6 +122,58 @@ impl ImapSession {
         Ok(state)
     }
 
+    /// Opens a folder read-only knowing its UIDVALIDITY and HIGHESTMODSEQ of an earlier
+    /// session: with QRESYNC (RFC 7162, enabled on first use) the EXAMINE carries them and the
+    /// server names the UIDs expunged since (`VANISHED (EARLIER)`), returned; without QRESYNC,
+    /// or when the UIDVALIDITY changed (the server then reports nothing), a plain
+    /// [`ImapSession::open`] and `None`: the caller compares UIDs itself.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ImapSession::open`]; a refused ENABLE too.
+    pub async fn examine_since(
+        &mut self,
+        folder: &str,
+        uid_validity: u32,
+        modseq: u64,
+    ) -> Result<(MailboxState, Option<Vec<u32>>), ImapError> {
+        if !self.has("QRESYNC") || uid_validity == 0 || modseq == 0 {
+            return Ok((self.open(folder, true).await?, None));
+        }
+        if !self.qresync {
+            self.execute("ENABLE QRESYNC", "ENABLE QRESYNC", |_| Ok(()))
+                .await?;
+            self.qresync = true;
+        }
+        let command = format!(
+            "EXAMINE {} (QRESYNC ({uid_validity} {modseq}))",
+            quote(&utf7::encode(folder))
+        );
+        let mut state = MailboxState::default();
+        let mut vanished = Vec::new();
+        let what = format!("EXAMINE {folder:?} (QRESYNC)");
+        self.execute(&command, &what, |r| {
+            note_selected(&mut state, r);
+            if let Response::Vanished { uids, .. } = r {
+                for range in uids {
+                    // A range is the server's word; bound what one reply can make us hold.
+                    let (lo, hi) = (*range.start(), *range.end());
+                    if hi >= lo && hi - lo < 10_000_000 {
+                        vanished.extend(lo..=hi);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        if state.uid_validity != uid_validity {
+            return Ok((state, None));
+        }
+        vanished.sort_unstable();
+        vanished.dedup();
+        Ok((state, Some(vanished)))
+    }
+
     /// STATUS of a folder that need not be open.
     ///
     /// # Errors

@@ -86,6 +86,8 @@ pub struct ImapSession {
     capabilities: HashSet<String>,
     /// Personal namespace prefix and separator (from NAMESPACE, else from LIST).
     namespace: (String, char),
+    /// `ENABLE QRESYNC` was accepted: expunges are reported as VANISHED from then on.
+    qresync: bool,
 }
 
 /// Quotes a string for the wire (folder names are ASCII after modified UTF-7).
