@@ -17,6 +17,9 @@ use migrated_core::shard::{Shard, Weight, balance};
 use super::input::load_template;
 use crate::control::Control;
 
+/// CSV rows, each its fields.
+type Rows = Vec<Vec<String>>;
+
 /// What `batch plan` was given.
 pub(crate) struct PlanArgs {
     pub csv: PathBuf,
@@ -47,7 +50,7 @@ pub(crate) async fn plan(
     if args.shards == 0 {
         bail!("--shards: give 1 or more");
     }
-    if !(args.mbps > 0.0 && args.mbps.is_finite()) {
+    if !args.mbps.is_finite() || args.mbps <= 0.0 {
         bail!("--mbps: give the megabytes per second one shard moves, more than 0");
     }
     let text = std::fs::read_to_string(&args.csv)
@@ -123,7 +126,7 @@ pub(crate) async fn plan(
         header_out.push("Shard".into());
     }
     let mut whole = Vec::with_capacity(records.len());
-    let mut parts: Vec<Vec<Vec<String>>> = vec![Vec::new(); args.shards];
+    let mut parts: Vec<Rows> = vec![Vec::new(); args.shards];
     for mut record in records {
         let email = record.get(email_i).cloned().unwrap_or_default();
         let Some(s) = shard_of_mailbox.get(&email.to_lowercase()) else {
@@ -205,9 +208,10 @@ pub(crate) async fn plan(
             "SHARD", "MAILBOXES", "MESSAGES", "BYTES", "LARGEST", "MAKESPAN"
         );
         for l in &lines {
+            let shard = l.shard.to_string();
             println!(
                 "{:<6} {:>9} {:>10} {:>14} {:>14} {:>12}  {}",
-                l.shard.to_string(),
+                shard,
                 l.mailboxes,
                 l.messages,
                 l.bytes,
@@ -253,7 +257,7 @@ fn duration(secs: f64) -> String {
 }
 
 /// The CSV's header and non-empty rows, as given (trimmed, as the batch reads them).
-fn read_rows(text: &str, path: &Path) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+fn read_rows(text: &str, path: &Path) -> anyhow::Result<(Vec<String>, Rows)> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
