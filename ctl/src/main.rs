@@ -189,6 +189,11 @@ enum Command {
         /// The log of this job (one row per event; `--format csv` for a spreadsheet).
         #[arg(long, value_name = "JOB", conflicts_with_all = ["job", "batch"])]
         events: Option<String>,
+        /// One report of several shards (needs no daemon): the JSON reports
+        /// (`report --batch NAME --format json`) of every shard, as files or a directory of
+        /// `*.json` files, merged into one batch report (totals, mailboxes, failures).
+        #[arg(long, value_name = "DIR|FILE", num_args = 1.., conflicts_with_all = ["job", "batch", "events"])]
+        merge: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -366,6 +371,30 @@ enum BatchCommand {
         #[arg(long)]
         template: PathBuf,
     },
+    /// Splits a batch over N daemons (`migrated --shard K/N`): pre-scans every row as `test`
+    /// does (the daemon logs in to both sides and counts every folder's messages and bytes),
+    /// balances the shards by bytes (largest mailbox first onto the least loaded shard) and
+    /// writes NAME.plan.csv (every row with its `Shard`, for every daemon) and NAME.shard-K.csv
+    /// (mode 0600: they hold the CSV's passwords); prints each shard's expected makespan.
+    /// Exit code 1, nothing written, when a mailbox has a problem.
+    Plan {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+        /// The batch template (as for `batch create`).
+        #[arg(long)]
+        template: PathBuf,
+        /// Shards (daemons) to split it over.
+        #[arg(long)]
+        shards: usize,
+        /// Where to write the files (default: beside the CSV).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Megabytes (10^6 bytes) per second one shard moves, for the makespan (BENCHMARKS.md
+        /// has what one daemon moved here).
+        #[arg(long, default_value_t = 50.0)]
+        mbps: f64,
+    },
     /// Creates a batch: one job per CSV row. Every problem of the file is reported at once and
     /// nothing is stored then.
     Create {
@@ -504,6 +533,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
                 .render(&mut std::io::stdout())?;
             return Ok(ExitCode::SUCCESS);
+        }
+        Command::Report { merge, format, .. } if !merge.is_empty() => {
+            return reports::merge(merge, *format);
         }
         Command::Authorize {
             job,

@@ -1,4 +1,4 @@
-//! `batch create|list|status|pause|resume|delta|complete|credentials|cancel|delete`: many
+//! `batch plan` (in [`super::plan`]), `batch create|list|status|pause|resume|delta|complete|credentials|cancel|delete`: many
 //! mailboxes at once, one job per CSV row; the actions on a batch act on each of its jobs and
 //! report each result.
 
@@ -26,6 +26,22 @@ pub(crate) async fn run(
                 .with_context(|| format!("cannot read CSV file {}", csv.display()))?;
             let template = load_template(&template)?;
             return preflight(ctl, template, Some(text), json).await;
+        }
+        BatchCommand::Plan {
+            csv,
+            template,
+            shards,
+            out,
+            mbps,
+        } => {
+            let args = super::plan::PlanArgs {
+                csv,
+                template,
+                shards,
+                out,
+                mbps,
+            };
+            return super::plan::plan(ctl, args, json).await;
         }
         BatchCommand::Create {
             name,

@@ -9,5 +9,6 @@ pub(crate) mod endpoints;
 pub(crate) mod follow;
 pub(crate) mod input;
 pub(crate) mod jobs;
+pub(crate) mod plan;
 pub(crate) mod reports;
 pub(crate) mod settings;

@@ -2,7 +2,8 @@
 //! copied, excluded and refused, duration, average speed), then per-folder statistics, the
 //! verification and every excluded, refused or missing message of one job, one batch or every
 //! job, as tables, JSON or CSV; `report --events JOB` gives a mailbox's log (CSV for a
-//! spreadsheet, as CodeTwo's per-mailbox logs).
+//! spreadsheet, as CodeTwo's per-mailbox logs). `report --merge DIR|FILES` makes one report
+//! of the JSON reports of several shards, without a daemon.
 
 use std::process::ExitCode;
 
@@ -37,20 +38,90 @@ pub(crate) async fn report(
     for id in ids {
         details.push(ctl.status(&id).await?);
     }
-    let totals = Totals::of(&details);
+    print_report(&details, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report --merge DIR|FILES`: the JSON reports of the shards of one batch (a directory's
+/// `*.json` files, sorted, or the files given) as one report: every mailbox once, sorted by
+/// name, the totals over all of them.
+///
+/// # Errors
+///
+/// A file that cannot be read or is not a JSON report, naming it; a mailbox in two reports
+/// (two shards copied it: the shards were not given the same plan), naming both files.
+pub(crate) fn merge(
+    paths: &[std::path::PathBuf],
+    format: ReportFormat,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read the directory {}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|e| e == "json") && f.is_file())
+                .collect();
+            if found.is_empty() {
+                bail!(
+                    "{}: no *.json report in it (write each shard's with `migratectl report --batch NAME --format json > FILE`)",
+                    p.display()
+                );
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut details: Vec<JobDetail> = Vec::new();
+    let mut from: std::collections::HashMap<String, std::path::PathBuf> =
+        std::collections::HashMap::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the report {}", f.display()))?;
+        let part: Vec<JobDetail> = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a JSON report (`migratectl report --batch NAME --format json`)",
+                f.display()
+            )
+        })?;
+        for d in part {
+            if let Some(first) = from.get(&d.summary.name) {
+                bail!(
+                    "mailbox {} is in {} and in {}: each mailbox belongs to one shard (give every daemon the same batch file, or the same plan)",
+                    d.summary.name,
+                    first.display(),
+                    f.display()
+                );
+            }
+            from.insert(d.summary.name.clone(), f.clone());
+            details.push(d);
+        }
+    }
+    details.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
+    print_report(&details, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report of these jobs in `format`: the totals, then each job.
+fn print_report(details: &[JobDetail], format: ReportFormat) -> anyhow::Result<()> {
+    let totals = Totals::of(details);
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&details)?),
         ReportFormat::Table => {
             totals.print();
             println!();
-            for d in &details {
+            for d in details {
                 print_detail(d);
                 println!();
             }
         }
-        ReportFormat::Csv => write_csv_report(&totals, &details)?,
+        ReportFormat::Csv => write_csv_report(&totals, details)?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The CSV report: one row per folder and per excluded or refused message.

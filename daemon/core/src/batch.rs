@@ -39,6 +39,8 @@ pub struct BatchRow {
     pub destination_user: Option<String>,
     /// Destination password, when given.
     pub destination_password: Option<Secret>,
+    /// The shard a plan (`migratectl batch plan`) gave the row: the `Shard` column, `K/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// A problem in a batch file.
@@ -86,6 +88,23 @@ pub enum BatchProblem {
     Unreadable(String),
     /// A batch of that name exists (checked by the daemon).
     Exists(String),
+    /// A `Shard` value that is not `K/N`.
+    BadShard {
+        /// Row.
+        row: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A row planned for another number of shards than the daemon runs (checked by the
+    /// daemon).
+    OtherShards {
+        /// Row.
+        row: usize,
+        /// The row's shard.
+        planned: crate::shard::Shard,
+        /// The daemon's.
+        daemon: crate::shard::Shard,
+    },
 }
 
 impl fmt::Display for BatchProblem {
@@ -114,6 +133,12 @@ impl fmt::Display for BatchProblem {
             }
             Self::EmptyField { row, column } => write!(f, "Row {row}: {column} is empty."),
             Self::Unreadable(e) => write!(f, "The CSV file cannot be read: {e}"),
+            Self::BadShard { row, message } => write!(f, "Row {row}: Shard: {message}."),
+            Self::OtherShards { row, planned, daemon } => write!(
+                f,
+                "Row {row}: Shard {planned} was planned for {} shards, but this daemon is shard {daemon}: run {} daemons (--shard K/{}), or plan the batch again with --shards {}.",
+                planned.count, planned.count, planned.count, daemon.count
+            ),
             Self::Exists(name) => write!(
                 f,
                 "The migration batch {name} already exists. Delete it first (migratectl batch delete {name}) or choose another name."
@@ -180,6 +205,7 @@ pub fn parse_batch_with(
     }
     let (email_i, user_i, pass_i) = (index("EmailAddress"), index("UserName"), index("Password"));
     let (duser_i, dpass_i) = (index("DestinationUserName"), index("DestinationPassword"));
+    let shard_i = index("Shard");
     let mut rows = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut count = 0;
@@ -237,6 +263,14 @@ pub fn parse_batch_with(
             }
         }
         let optional = |i: Option<usize>| Some(field(i)).filter(|v| !v.is_empty());
+        let shard = match optional(shard_i).map(|v| crate::shard::Shard::parse(&v)) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(message)) => {
+                problems.push(BatchProblem::BadShard { row, message });
+                None
+            }
+        };
         rows.push(BatchRow {
             row,
             email,
@@ -244,6 +278,7 @@ pub fn parse_batch_with(
             source_password: optional(pass_i).map(Secret::new),
             destination_user: optional(duser_i),
             destination_password: optional(dpass_i).map(Secret::new),
+            shard,
         });
     }
     if count == 0 {
@@ -347,6 +382,23 @@ mod tests {
                 "Row 6: UserName is empty.",
             ]
         );
+    }
+
+    #[test]
+    fn a_planned_shard_is_read_and_a_bad_one_named() {
+        let rows = parse_batch(
+            "EmailAddress,UserName,Password,Shard\na@x.example,a,p,1/3\nb@x.example,b,p,\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rows[0].shard,
+            Some(crate::shard::Shard { index: 1, count: 3 })
+        );
+        assert_eq!(rows[1].shard, None);
+        let err =
+            parse_batch("EmailAddress,UserName,Password,Shard\na@x.example,a,p,3/3\n").unwrap_err();
+        let text = err[0].to_string();
+        assert!(text.starts_with("Row 2: Shard: shard \"3/3\""), "{text}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod oauth2;
 pub mod planner;
 pub mod report;
 pub mod schedule;
+pub mod shard;
 pub mod source;
 pub mod spec;
 

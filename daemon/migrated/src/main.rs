@@ -122,6 +122,17 @@ struct DaemonArgs {
     /// has something.
     #[arg(long, default_value_t = 60.0)]
     alert_digest_minutes: f64,
+    /// This daemon's shard `K/N` (K from 0): of every batch it takes only its rows (the
+    /// `Shard` column of a plan, else a stable hash of the mailbox), and of every per-host
+    /// budget (--max-connections-per-host, an endpoint's max_migrations and max_syncs) its
+    /// share, the budget divided by N. Default: every row, the whole budgets.
+    #[arg(long, env = "MIGRATED_SHARD")]
+    shard: Option<String>,
+    /// The number of shards, when each daemon's index comes from Kubernetes:
+    /// `JOB_COMPLETION_INDEX` (an Indexed Job), else the hostname's ordinal suffix (a
+    /// StatefulSet's pod `migrated-2`).
+    #[arg(long, env = "MIGRATED_SHARDS")]
+    shards: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +240,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         args.socket.clone(),
         args.jobs_dir.clone(),
     )?;
+    let shard = shard_of(&args)?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let key = StoreKey::load(credentials.as_deref(), &paths.key_file)?;
     std::fs::create_dir_all(&paths.store).with_context(|| {
@@ -292,6 +304,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         },
         plugins,
         smtp,
+        shard,
     };
     let mut settings = settings;
     let recipients = email::Recipients {
@@ -318,6 +331,9 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
             "--alert-to, --alert-cc or --alert-bcc needs --smtp-server (the server alerts are mailed through)"
         ),
         _ => {}
+    }
+    if let Some(shard) = shard {
+        tracing::info!(shard = %shard, "Running one shard: its rows of every batch, its share of every per-host budget.");
     }
     if settings.jobs_dir.is_none() {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
@@ -407,6 +423,22 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
     state.run(rx).await;
     let _ = std::fs::remove_file(&paths.socket);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The daemon's shard from `--shard`, or `--shards` with Kubernetes' index.
+fn shard_of(args: &DaemonArgs) -> anyhow::Result<Option<migrated_core::shard::Shard>> {
+    let index = std::env::var("JOB_COMPLETION_INDEX").ok();
+    let hostname = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned());
+    migrated_core::shard::Shard::from_settings(
+        args.shard.as_deref(),
+        args.shards,
+        index.as_deref(),
+        hostname.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Loads the source plugins (from `dir`, else from where [`paths::plugin_files`] finds them),

@@ -38,12 +38,15 @@ pub(crate) struct Footprint {
 }
 
 impl Footprint {
-    /// A job's footprint under the per-host limit and its endpoints' limits.
+    /// A job's footprint under the per-host limit and its endpoints' limits (a shard's share
+    /// of them, when the daemon runs one shard).
     pub(crate) fn of(
         record: &JobRecord,
         max_connections_per_host: usize,
         named: &std::collections::BTreeMap<String, migrated_core::NamedEndpoint>,
+        shard: Option<migrated_core::shard::Shard>,
     ) -> Self {
+        let share = |n: usize| shard.map_or(n, |s| s.share(n));
         let mut endpoints: Vec<(String, usize, usize)> = [
             &record.spec.source.endpoint,
             &record.spec.destination.endpoint,
@@ -51,7 +54,7 @@ impl Footprint {
         .into_iter()
         .flatten()
         .filter_map(|n| named.get(n))
-        .map(|e| (e.name.clone(), e.max_migrations, e.max_syncs))
+        .map(|e| (e.name.clone(), share(e.max_migrations), share(e.max_syncs)))
         .collect();
         endpoints.dedup();
         Self {

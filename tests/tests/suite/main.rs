@@ -40,5 +40,6 @@ mod oauth_testbed;
 mod packaging;
 mod plugins;
 mod radicale_testbed;
+mod shards;
 mod store_faults;
 mod store_upgrade;

@@ -18,7 +18,8 @@ impl Manager {
         if self.shutting_down || self.journal.is_down() {
             return;
         }
-        let per_host = self.settings.max_connections_per_host;
+        let per_host = self.settings.per_host();
+        let shard = self.settings.shard;
         let queued: Vec<Queued<'_>> = self
             .jobs
             .iter()
@@ -27,7 +28,7 @@ impl Manager {
                 id,
                 priority: e.record.spec.priority,
                 created: e.record.created,
-                footprint: Footprint::of(&e.record, per_host, &self.endpoints),
+                footprint: Footprint::of(&e.record, per_host, &self.endpoints, shard),
                 schedule: &e.record.spec.schedule,
             })
             .collect();
@@ -35,7 +36,7 @@ impl Manager {
             .jobs
             .values()
             .filter(|e| e.stop.is_some())
-            .map(|e| Footprint::of(&e.record, per_host, &self.endpoints))
+            .map(|e| Footprint::of(&e.record, per_host, &self.endpoints, shard))
             .collect();
         let limits = Limits {
             max_jobs: self.settings.max_jobs,
@@ -194,6 +195,21 @@ impl Manager {
                             .filter(|(_, e)| e.record.batch.as_deref() == Some(batch.as_str()))
                             .map(|(id, _)| id.clone())
                             .collect();
+                        if members.is_empty() {
+                            // A shard without a row of this batch: the file is done with
+                            // here, and is not made again at every rescan.
+                            let done = (file.file.clone(), file.hash.clone());
+                            if !self.dropin_consumed.contains(&done) {
+                                self.dropin_consumed.push(done);
+                                let written = self
+                                    .journal
+                                    .save_setting("dropin-consumed", &self.dropin_consumed);
+                                if let Err(failed) = written {
+                                    tracing::error!(error = %failed.error, "The list of consumed drop-in files could not be saved.");
+                                    self.outage(failed.outage);
+                                }
+                            }
+                        }
                         for id in members {
                             if let Some(e) = self.jobs.get_mut(&id) {
                                 e.record.dropin = Some((file.file.clone(), file.hash.clone()));

@@ -85,6 +85,29 @@ impl Manager {
         }
         let (members, csv_problems) = batch_specs(&name, &template, csv)?;
         problems.extend(csv_problems);
+        let rows = members.len();
+        // A daemon running one shard validates every row (the same file is checked the same
+        // way everywhere), then takes its own.
+        let members: Vec<BatchMember> = match self.settings.shard {
+            None => members,
+            Some(shard) => {
+                for m in &members {
+                    if let Some(planned) = m.planned
+                        && planned.count != shard.count
+                    {
+                        problems.push(BatchProblem::OtherShards {
+                            row: m.row,
+                            planned,
+                            daemon: shard,
+                        });
+                    }
+                }
+                members
+                    .into_iter()
+                    .filter(|m| shard.owns(m.planned, &m.mailbox))
+                    .collect()
+            }
+        };
         let mut specs = Vec::with_capacity(members.len());
         for member in members {
             if self
@@ -114,7 +137,12 @@ impl Manager {
         for spec in specs {
             self.create(spec, Some(name.clone()))?;
         }
-        tracing::info!(batch = %name, mailboxes = count, "Batch created.");
+        match self.settings.shard {
+            Some(shard) => {
+                tracing::info!(batch = %name, mailboxes = count, rows, shard = %shard, "Batch created: this shard's mailboxes.");
+            }
+            None => tracing::info!(batch = %name, mailboxes = count, "Batch created."),
+        }
         Ok(name)
     }
 
@@ -199,6 +227,12 @@ impl Manager {
 pub(crate) struct BatchMember {
     /// The job.
     pub spec: JobSpec,
+    /// Its row in the CSV (header = 1).
+    pub row: usize,
+    /// Its mailbox (`EmailAddress`), which picks its shard without a plan.
+    pub mailbox: String,
+    /// The shard its plan gave it (`Shard` column).
+    pub planned: Option<migrated_core::shard::Shard>,
     /// The destination logs in with the batch's shared secret (an admin/proxy password, an
     /// administrator), not one of the row's own: a refused login then means the mailbox is
     /// not there.
@@ -251,6 +285,9 @@ pub(crate) fn batch_specs(
         }
         members.push(BatchMember {
             spec,
+            row: row.row,
+            mailbox: row.email.clone(),
+            planned: row.shard,
             shared_destination: row.destination_password.is_none(),
         });
     }

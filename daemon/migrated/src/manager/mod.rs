@@ -64,6 +64,19 @@ pub(crate) struct Settings {
     pub smtp: Option<Arc<crate::email::Smtp>>,
     /// Which alerts are kept and mailed, how many per job, and the mailer.
     pub alerts: crate::alerts::AlertSettings,
+    /// This daemon's shard (`--shard K/N`): it takes only its rows of each batch, and its
+    /// share of each per-host budget. `None`: every row, the whole budgets.
+    pub shard: Option<migrated_core::shard::Shard>,
+}
+
+impl Settings {
+    /// Connections to one host this daemon may open: the limit, or with shards its share.
+    pub(crate) fn per_host(&self) -> usize {
+        match self.shard {
+            Some(s) => s.share(self.max_connections_per_host),
+            None => self.max_connections_per_host,
+        }
+    }
 }
 
 /// Raising it stops a run at its next checkpoint.

@@ -42,7 +42,7 @@ impl Manager {
             // The per-host limit may leave room for fewer workers than the job asks for.
             let per_host = crate::scheduler::connections_of(
                 record.spec.limits.connections,
-                self.settings.max_connections_per_host,
+                self.settings.per_host(),
             );
             config.connections = config.connections.min(per_host - 1);
             config.bandwidth.extend(self.settings.bandwidth.clone());
