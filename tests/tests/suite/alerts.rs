@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::daemon::{Daemon, stdout};
 use migrated_core::JobStatus;
-use testbed::{CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use};
+use testbed::CorpusSpec;
 
 /// Debian's aiosmtpd (python3-aiosmtpd) on a free loopback port, storing mail in a maildir.
 struct SmtpServer {
@@ -75,36 +75,7 @@ impl Drop for SmtpServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_batch_says_so_and_its_report_arrives_by_e_mail() {
-    let users = |suffix: &str, password: &str| -> Vec<(String, String)> {
-        (1..=2)
-            .map(|i| (format!("u{i}{suffix}"), password.to_owned()))
-            .collect()
-    };
-    let src = Dovecot::start(DovecotOptions {
-        layout: Layout::Fs,
-        special_use: english_special_use(),
-        users: users("", "source-secret"),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
-    let dst = Dovecot::start(DovecotOptions {
-        layout: Layout::Fs,
-        special_use: english_special_use(),
-        users: users("@example.org", "dest-secret"),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
-    for i in 1..=2 {
-        let spec = CorpusSpec {
-            seed: 500 + i,
-            messages: 20,
-            max_attachment: 0,
-            size_factor: 1.0,
-        };
-        testbed::write_maildir(&src, &format!("u{i}"), &spec).unwrap();
-    }
+    let (src, dst) = crate::common::beds::two_mailbox_pair(500, 20, 1.0).await;
     let mut d = Daemon::in_dir(
         std::env::temp_dir().join(format!("migrated-alerts-{}", std::process::id())),
     );

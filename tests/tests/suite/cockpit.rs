@@ -19,7 +19,6 @@ use futures_util::StreamExt;
 use migrated_core::JobStatus;
 use migrated_ipc::dbus::ManagerProxy;
 use serde_json::{Value, json};
-use testbed::{CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -252,37 +251,8 @@ fn done_of(text: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cockpit_page_creates_a_batch_follows_it_pauses_a_job_and_shows_its_alerts() {
     const MESSAGES: usize = 200;
-    let users = |suffix: &str, password: &str| -> Vec<(String, String)> {
-        (1..=2)
-            .map(|i| (format!("u{i}{suffix}"), password.to_owned()))
-            .collect()
-    };
-    let src = Dovecot::start(DovecotOptions {
-        layout: Layout::Fs,
-        special_use: english_special_use(),
-        users: users("", "source-secret"),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
-    let dst = Dovecot::start(DovecotOptions {
-        layout: Layout::Fs,
-        special_use: english_special_use(),
-        users: users("@example.org", "dest-secret"),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
-    for i in 1..=2 {
-        let spec = CorpusSpec {
-            seed: 700 + i,
-            messages: MESSAGES,
-            max_attachment: 0,
-            // About 3 MB a mailbox: a minute each at 0.05 MB/s.
-            size_factor: 0.5,
-        };
-        testbed::write_maildir(&src, &format!("u{i}"), &spec).unwrap();
-    }
+    // About 3 MB a mailbox: a minute each at 0.05 MB/s.
+    let (src, dst) = crate::common::beds::two_mailbox_pair(700, MESSAGES, 0.5).await;
     let bus = SystemBus::start_named("cockpit-bus");
     let mut d = Daemon::in_dir(
         std::env::temp_dir().join(format!("migrated-cockpit-daemon-{}", std::process::id())),

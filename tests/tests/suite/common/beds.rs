@@ -219,3 +219,42 @@ pub fn endpoint_of(acct: &Account) -> migrated_imap::Endpoint {
         timeout: Duration::from_secs(30),
     }
 }
+
+/// Two Dovecots (Fs layout, English special-use names) for a two-mailbox batch: users `u1`
+/// and `u2` on the source (password `source-secret`), each with a corpus of `messages`
+/// (seeds `seed + 1` and `seed + 2`, scaled by `size_factor`), and `u1@example.org`,
+/// `u2@example.org` on the destination (password `dest-secret`).
+pub async fn two_mailbox_pair(
+    seed: u64,
+    messages: usize,
+    size_factor: f64,
+) -> (testbed::Dovecot, testbed::Dovecot) {
+    use testbed::{CorpusSpec, Dovecot, DovecotOptions, Layout, english_special_use};
+    let users = |suffix: &str, password: &str| -> Vec<(String, String)> {
+        (1..=2)
+            .map(|i| (format!("u{i}{suffix}"), password.to_owned()))
+            .collect()
+    };
+    let options = |users| DovecotOptions {
+        layout: Layout::Fs,
+        special_use: english_special_use(),
+        users,
+        ..DovecotOptions::default()
+    };
+    let src = Dovecot::start(options(users("", "source-secret")))
+        .await
+        .unwrap();
+    let dst = Dovecot::start(options(users("@example.org", "dest-secret")))
+        .await
+        .unwrap();
+    for i in 1..=2 {
+        let spec = CorpusSpec {
+            seed: seed + i,
+            messages,
+            max_attachment: 0,
+            size_factor,
+        };
+        testbed::write_maildir(&src, &format!("u{i}"), &spec).unwrap();
+    }
+    (src, dst)
+}
