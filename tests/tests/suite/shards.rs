@@ -35,7 +35,6 @@ fn names(jobs: &[serde_json::Value]) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing (issue 20): in the clean-clone CI run of f39505f the victim shard finished its 280 messages before the SIGKILL landed; the kill must be paced by the copy (a rate limit), not by polling"]
 async fn three_shards_copy_each_mailbox_once_resume_after_a_sigkill_and_merge_one_report() {
     let src = Dovecot::start(DovecotOptions {
         layout: Layout::MaildirPlusPlus,
@@ -204,16 +203,26 @@ async fn three_shards_copy_each_mailbox_once_resume_after_a_sigkill_and_merge_on
         })
         .collect();
 
+    // The shard with the most mailboxes is killed mid-copy, then started again. Its copy is
+    // paced so the kill lands mid-copy on any machine: each job's rate is set so that the
+    // victim's largest mailbox takes about ten seconds.
+    let victim = (0..SHARDS).max_by_key(|k| expected[*k].len()).unwrap();
+    let victim_largest = plan["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard"] == format!("{victim}/{SHARDS}"))
+        .and_then(|s| s["largest_mailbox_bytes"].as_u64())
+        .unwrap();
+    let max_mbps = victim_largest as f64 / 1e6 / 10.0;
+
     // The ConfigMap arrives: the plan and its template in the drop-in directory of all three.
     std::fs::copy(&plan_csv, jobs_d.join("staff.csv")).unwrap();
     std::fs::write(
         jobs_d.join("staff.toml"),
-        format!("batch = \"staff.csv\"\n{template}"),
+        format!("batch = \"staff.csv\"\n{template}max_mbps = {max_mbps}\n"),
     )
     .unwrap();
-
-    // The shard with the most mailboxes is killed mid-copy, then started again.
-    let victim = (0..SHARDS).max_by_key(|k| expected[*k].len()).unwrap();
     let victims: Vec<usize> = (1..=USERS)
         .filter(|i| expected[victim].contains(&format!("staff/{}", mailbox(*i))))
         .collect();
@@ -239,6 +248,7 @@ async fn three_shards_copy_each_mailbox_once_resume_after_a_sigkill_and_merge_on
     }
     daemons[victim].kill();
     let at_kill = copied().await;
+    eprintln!("shard {victim} killed with {at_kill} of {victim_total} messages copied");
     assert!(
         at_kill < victim_total,
         "the kill landed mid-copy: {at_kill} of {victim_total} messages were on the destination"
