@@ -159,6 +159,13 @@ impl Cyrus {
         writeln!(conf, "unixhierarchysep: {}", yes_no(opts.alt_namespace))?;
         writeln!(conf, "munge8bit: {}", yes_no(opts.munge8bit))?;
         writeln!(conf, "virtdomains: off")?;
+        // Mailboxes stored by name, not by their unique id. Cyrus 3.6 draws a new mailbox's id
+        // from a generator seeded per process, and two imapd processes the master forked a
+        // second apart were seen to give two users' INBOXes the same id: stored by id, the two
+        // INBOXes were one directory, and each user saw the other's mail (a test showed it as
+        // a "duplicate"). Provisioning users one after the other on loopback is what makes it
+        // likely here; stored by name, such a collision cannot merge two users' mail.
+        writeln!(conf, "mailbox_legacy_dirs: yes")?;
         if !opts.proxy_servers.is_empty() {
             writeln!(conf, "proxyservers: {}", opts.proxy_servers.join(" "))?;
         }

@@ -318,7 +318,6 @@ async fn dovecot_to_cyrus_as_shipped_replaces_8bit_header_bytes_and_nothing_else
 /// so only the administrator's Cyrus password is on disk; and the same batch with an
 /// administrator Cyrus does not let act for others fails each row with Cyrus's words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open finding (issue 14): in the clean-clone CI run of f39505f cu1's INBOX held every message twice (3 in source, 6 in Cyrus) though it passed twice here; to investigate before it runs in CI again"]
 async fn a_batch_into_cyrus_by_an_administrator_on_behalf_of_three_users_is_exact() {
     const ADMIN_PASSWORD: &str = "cyrus-admin-secret-4t8";
     let users: Vec<String> = (1..=3).map(|i| format!("cu{i}")).collect();
@@ -418,7 +417,8 @@ async fn a_batch_into_cyrus_by_an_administrator_on_behalf_of_three_users_is_exac
         .unwrap();
         assert!(
             report.is_exact(),
-            "{u}: Dovecot -> Cyrus differs:\n{report}"
+            "{u}: Dovecot -> Cyrus differs:\n{report}\n{}",
+            daemon.log()
         );
     }
     // The users' own Cyrus passwords were never written for the daemon.
