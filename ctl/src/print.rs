@@ -343,6 +343,12 @@ pub(crate) fn print_preflight(rows: &[migrated_ipc::PreflightRow], t: &Preflight
             mb(r.largest),
             r.excluded
         );
+        if r.folders_left_out > 0 {
+            println!(
+                "    {} folders left out by the job's [folders] include and exclude patterns (not counted)",
+                r.folders_left_out
+            );
+        }
         for p in &r.problems {
             println!("    {p}");
         }

@@ -139,6 +139,31 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The daemon's pre-flight of a batch's rows (or of the template as one job).
+pub(crate) async fn preflight_rows(
+    ctl: &mut Control,
+    template: migrated_core::JobSpec,
+    csv: Option<String>,
+) -> anyhow::Result<Vec<migrated_ipc::PreflightRow>> {
+    use migrated_ipc::{Request, Response};
+    match ctl
+        .batch(Request::Preflight {
+            template: Box::new(template),
+            csv,
+        })
+        .await?
+    {
+        Response::Preflight { rows } => Ok(rows),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+/// The pre-flight's rows and totals as JSON.
+pub(crate) fn preflight_json(rows: &[migrated_ipc::PreflightRow]) -> serde_json::Value {
+    let totals = crate::print::preflight_totals(rows);
+    serde_json::json!({ "rows": rows, "totals": totals.to_json() })
+}
+
 /// Runs a pre-flight and prints its rows and totals; exit code 1 when a mailbox has a problem.
 pub(crate) async fn preflight(
     ctl: &mut Control,
@@ -146,25 +171,10 @@ pub(crate) async fn preflight(
     csv: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use migrated_ipc::{Request, Response};
-    let rows = match ctl
-        .batch(Request::Preflight {
-            template: Box::new(template),
-            csv,
-        })
-        .await?
-    {
-        Response::Preflight { rows } => rows,
-        other => bail!("unexpected reply: {other:?}"),
-    };
+    let rows = preflight_rows(ctl, template, csv).await?;
     let totals = crate::print::preflight_totals(&rows);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "rows": rows, "totals": totals.to_json() })
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&preflight_json(&rows))?);
     } else {
         crate::print::print_preflight(&rows, &totals);
     }

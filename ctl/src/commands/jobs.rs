@@ -24,14 +24,21 @@ pub(crate) async fn create(ctl: &mut Control, job: &Path, json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// `test FILE`: the connection checks of both sides, then (in a table) the mailbox's
-/// pre-flight line as `batch test` prints it; exit code 1 when a side fails. With `--json`
-/// the checks only, as before.
+/// `test FILE`: the connection checks of both sides, then the mailbox's pre-flight line as
+/// `batch test` prints it; exit code 1 when a side fails. With `--json`, one object:
+/// `checks` (each side's steps) and `preflight` (`rows` and `totals`, as `batch test --json`).
 pub(crate) async fn test(ctl: &mut Control, job: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let spec = load_spec(job)?;
     let checks = ctl.test(spec.clone()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        let rows = super::batches::preflight_rows(ctl, spec, None).await?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "checks": checks,
+                "preflight": super::batches::preflight_json(&rows),
+            }))?
+        );
     } else {
         print_checks(&checks);
         super::batches::preflight(ctl, spec, None, false).await?;

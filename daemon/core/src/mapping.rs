@@ -76,6 +76,20 @@ impl MappingRules {
     }
 }
 
+impl MappingRules {
+    /// Why the include and exclude patterns leave out the folder at this canonical path, or
+    /// `None` when they let it in.
+    pub fn left_out(&self, canonical: &str) -> Option<String> {
+        if !self.include.is_empty() && !self.include.iter().any(|r| r.is_match(canonical)) {
+            return Some("not matched by any include pattern".into());
+        }
+        self.exclude
+            .iter()
+            .find(|r| r.is_match(canonical))
+            .map(|r| format!("matched by exclude pattern {:?}", r.as_str()))
+    }
+}
+
 /// One source folder and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderPlan {
@@ -170,18 +184,8 @@ pub fn map_folders(
             ));
             continue;
         }
-        if !rules.include.is_empty() && !rules.include.iter().any(|r| r.is_match(&canonical)) {
-            mapping.skipped.push((
-                folder.name.clone(),
-                "not matched by any include pattern".into(),
-            ));
-            continue;
-        }
-        if let Some(r) = rules.exclude.iter().find(|r| r.is_match(&canonical)) {
-            mapping.skipped.push((
-                folder.name.clone(),
-                format!("matched by exclude pattern {:?}", r.as_str()),
-            ));
+        if let Some(reason) = rules.left_out(&canonical) {
+            mapping.skipped.push((folder.name.clone(), reason));
             continue;
         }
         let mut renamed = canonical.clone();

@@ -43,6 +43,10 @@ pub struct PreflightRow {
     pub excluded_bytes: u64,
     /// The size limit they are over.
     pub size_limit: u64,
+    /// Folders the job's `[folders]` include and exclude patterns leave out (not counted
+    /// above).
+    #[serde(default)]
+    pub folders_left_out: u64,
     /// What stands in the way, in the words Exchange administrators know where one fits
     /// (and the server's reply).
     pub problems: Vec<String>,

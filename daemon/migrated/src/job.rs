@@ -159,6 +159,23 @@ pub(crate) fn contacts_sides(
 ) -> anyhow::Result<(ContactsPluginSource, DavEndpoint)> {
     let plugin = source_plugin(&spec.source, plugins, place)?;
     let source = dav_account(&spec.source, place, "source", credentials)?;
+    let (_, destination) = dav_endpoints(spec, place, credentials)?;
+    Ok((
+        ContactsPluginSource::new(plugin.clone(), source),
+        destination,
+    ))
+}
+
+/// Both sides of a contacts job as CardDAV endpoints (the pre-flight logs in to both with the
+/// daemon's own CardDAV client, as the contacts plugin and the sink will).
+pub(crate) fn dav_endpoints(
+    spec: &JobSpec,
+    place: &str,
+    credentials: Credentials,
+) -> anyhow::Result<(DavEndpoint, DavEndpoint)> {
+    let source =
+        DavEndpoint::from_account(&dav_account(&spec.source, place, "source", credentials)?)
+            .map_err(|e| anyhow::anyhow!("{place}: [source] {e}"))?;
     let destination = DavEndpoint::from_account(&dav_account(
         &spec.destination,
         place,
@@ -166,11 +183,7 @@ pub(crate) fn contacts_sides(
         credentials,
     )?)
     .map_err(|e| anyhow::anyhow!("{place}: [destination] {e}"))?;
-    DavEndpoint::from_account(&source).map_err(|e| anyhow::anyhow!("{place}: [source] {e}"))?;
-    Ok((
-        ContactsPluginSource::new(plugin.clone(), source),
-        destination,
-    ))
+    Ok((source, destination))
 }
 
 /// The source of a job: its plugin, given the account with the secret read from its file.

@@ -250,3 +250,83 @@ async fn a_contact_the_destination_refuses_is_reported_with_the_servers_reply() 
     let events = stdout(&d.ctl(&["events", &id]));
     assert!(events.contains("413"), "{events}");
 }
+
+/// `migratectl test` of a contacts job: the daemon logs in to both CardDAV servers as a run
+/// would, counts the source's address books, contacts and their bytes, and creates nothing; a
+/// refused destination password is said in the words Exchange administrators know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_preflight_counts_books_contacts_and_bytes_and_names_a_refused_login() {
+    let corpus = contacts_corpus(150, 11);
+    let src = Radicale::start(RadicaleOptions::default()).unwrap();
+    let dst = Radicale::start(RadicaleOptions::default()).unwrap();
+    src.seed(
+        "alice",
+        &[
+            ("family", "Familie", &corpus[..100]),
+            ("work", "Arbeit", &corpus[100..]),
+        ],
+    );
+    let mut d = daemon();
+    d.start().await;
+    let job = job_file(&d, "contacts-check", &src, &dst);
+    let out = d.ctl(&["--json", "test", job.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", d.log());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (check, side) in v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["source", "destination"])
+    {
+        assert_eq!(check["side"], side, "{v}");
+        assert_eq!(check["ok"], true, "{v}");
+    }
+    assert!(
+        v["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("2 address books"),
+        "{v}"
+    );
+    let row = &v["preflight"]["rows"][0];
+    assert_eq!(row["source_ok"], true, "{v}");
+    assert_eq!(row["destination_ok"], true, "{v}");
+    assert_eq!(row["folders"], 2, "two address books: {v}");
+    assert_eq!(row["messages"], 150, "{v}");
+    let sizes: Vec<u64> = src
+        .snapshot("alice")
+        .values()
+        .flat_map(|b| b.values().map(|c| c.len() as u64))
+        .collect();
+    assert_eq!(row["bytes"], sizes.iter().sum::<u64>(), "the vCards' bytes");
+    assert_eq!(row["largest"], *sizes.iter().max().unwrap());
+    assert_eq!(row["problems"], serde_json::json!([]), "{v}");
+    assert_eq!(v["preflight"]["totals"]["ready"], 1, "{v}");
+
+    // The destination refuses the job's own password: a sign-in problem, exit code 1.
+    std::fs::write(d.state.join("jobs/dst.pass"), "not-her-password").unwrap();
+    let out = d.ctl(&["--json", "test", job.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["checks"][1]["ok"], false, "{v}");
+    let row = &v["preflight"]["rows"][0];
+    assert_eq!(
+        (row["source_ok"].clone(), row["destination_ok"].clone()),
+        (true.into(), false.into()),
+        "{v}"
+    );
+    let problems = row["problems"].to_string();
+    assert!(
+        problems.contains("destination: We had trouble signing in to this account.")
+            && problems.contains("HTTP 401"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("not-her-password"),
+        "no secret in the words"
+    );
+    assert_eq!(stdout(&d.ctl(&["--json", "list"])), "[]", "nothing created");
+    assert_eq!(dst.count("alice"), 0, "nothing written on the destination");
+}

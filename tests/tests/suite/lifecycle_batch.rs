@@ -184,6 +184,44 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
     assert_eq!(rows[1]["source_ok"], false);
     assert_eq!(rows[2]["destination_ok"], false);
     assert_eq!(v["totals"]["with_problems"], 2);
+    // The template's [folders] patterns: what they leave out is counted apart, not as a
+    // problem, and not in the messages and bytes to copy.
+    let narrowed = csv(
+        "narrowed.toml",
+        &format!(
+            "{}[folders]\nexclude = [\"^Projekte\"]\n",
+            std::fs::read_to_string(&template).unwrap()
+        ),
+    );
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &d.ctl(&[
+            "--json",
+            "batch",
+            "test",
+            "--csv",
+            first.to_str().unwrap(),
+            "--template",
+            narrowed.to_str().unwrap(),
+        ])
+        .stdout,
+    ))
+    .unwrap();
+    let row = &v["rows"][0];
+    let (left_out, kept): (Vec<_>, Vec<_>) = corpora[0].folders.iter().partition(|(name, _)| {
+        name.strip_prefix(corpora[0].prefix.as_str())
+            .is_some_and(|c| c.starts_with("Projekte"))
+    });
+    assert!(!left_out.is_empty(), "the corpus has Projekte folders");
+    assert_eq!(row["folders_left_out"], left_out.len() as u64, "{v}");
+    assert_eq!(row["folders"], kept.len() as u64, "{v}");
+    assert_eq!(
+        row["messages"],
+        kept.iter()
+            .map(|(_, f)| f.messages.len() as u64)
+            .sum::<u64>(),
+        "{v}"
+    );
+    assert_eq!(row["problems"], serde_json::json!([]), "{v}");
     assert_eq!(
         stdout(&d.ctl(&["--json", "list"])),
         "[]",

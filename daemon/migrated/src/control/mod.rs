@@ -38,10 +38,14 @@ pub(crate) async fn answer(tx: &mpsc::UnboundedSender<Msg>, request: Request) ->
     }
 }
 
-/// Checks both endpoints of a spec: connect, TLS, login, list folders. Touches no job.
+/// Checks both endpoints of a spec: connect, TLS, login, list folders (address books for a
+/// contacts job). Touches no job.
 pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
     use crate::job::EndpointSpecExt;
     let place = format!("job {:?}", spec.name);
+    if spec.source.plugin.as_deref() == Some("carddav") {
+        return preflight::test_dav_endpoints(spec, place).await;
+    }
     let mut checks = Vec::new();
     for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
         let endpoint_label = format!(

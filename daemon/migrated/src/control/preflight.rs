@@ -12,12 +12,17 @@
 
 use std::sync::Arc;
 
-use migrated_core::JobSpec;
+use migrated_core::mapping::canonical_path;
+use migrated_core::{JobSpec, MappingRules, Namespace};
 use migrated_imap::{ImapError, ImapSession};
 use migrated_ipc::{ErrorKind, PreflightRow, Response};
 use tokio::sync::Semaphore;
 
 use crate::job::EndpointSpecExt;
+
+mod contacts;
+
+pub(crate) use contacts::test_endpoints as test_dav_endpoints;
 
 /// A mailbox to check: its job, and whether the destination logs in with the batch's shared
 /// secret (a refused login then means the mailbox does not exist there).
@@ -75,18 +80,23 @@ async fn check(m: &Mailbox) -> PreflightRow {
         ..PreflightRow::default()
     };
     let place = format!("job {:?}", spec.name);
-    if spec.source.path.is_some()
-        || spec
-            .source
-            .plugin
-            .as_deref()
-            .is_some_and(|p| p != "imap" && p != "gmail")
-    {
-        row.problems.push(
-            "pre-flight checks IMAP sources only for now: run `migratectl test` on one job file of this kind".into(),
-        );
+    let plugin = spec.source.plugin.as_deref().unwrap_or("imap");
+    if plugin == "carddav" {
+        return contacts::check(m, row, place).await;
+    }
+    if spec.source.path.is_some() || (plugin != "imap" && plugin != "gmail") {
+        row.problems.push(format!(
+            "pre-flight checks IMAP, Gmail and CardDAV sources; the {plugin:?} plugin's logins are checked by `migratectl test` on one job file"
+        ));
         return row;
     }
+    let rules = match spec.folders.rules() {
+        Ok(r) => r,
+        Err(e) => {
+            row.problems.push(format!("{place}: [folders] {e}"));
+            return row;
+        }
+    };
     // The destination first: a mailbox that does not exist there is the commonest problem.
     match login(&spec.destination, &place, "destination").await {
         Ok(s) => {
@@ -107,7 +117,10 @@ async fn check(m: &Mailbox) -> PreflightRow {
         }
     };
     row.source_ok = true;
-    if let Err(e) = count(&mut source, &mut row).await {
+    // A Gmail source reads All Mail once whatever the label folders: patterns apply to what
+    // the labels become, so its folders are counted as listed.
+    let rules = (plugin == "imap").then_some(&rules);
+    if let Err(e) = count(&mut source, rules, &mut row).await {
         row.problems
             .push(format!("listing the source mailbox failed: {e}"));
     }
@@ -137,10 +150,28 @@ async fn login(
 }
 
 /// Folders, messages and sizes of the source (EXAMINE and one UID FETCH of the sizes per
-/// folder: read-only, nothing marked as read).
-async fn count(s: &mut ImapSession, row: &mut PreflightRow) -> Result<(), ImapError> {
+/// folder: read-only, nothing marked as read). With `rules`, the folders the job's include and
+/// exclude patterns leave out are counted apart, as a copy would leave them.
+async fn count(
+    s: &mut ImapSession,
+    rules: Option<&MappingRules>,
+    row: &mut PreflightRow,
+) -> Result<(), ImapError> {
     let folders = s.list().await?;
+    let (prefix, delimiter) = s.namespace();
+    let ns = Namespace {
+        prefix: prefix.to_owned(),
+        delimiter,
+    };
     for f in folders.iter().filter(|f| !f.no_select) {
+        if let Some(rules) = rules
+            && rules
+                .left_out(&canonical_path(&f.name, f.delimiter, &ns))
+                .is_some()
+        {
+            row.folders_left_out += 1;
+            continue;
+        }
         s.open(&f.name, true).await?;
         let listing = s.fetch_meta(1, None).await?;
         row.folders += 1;
