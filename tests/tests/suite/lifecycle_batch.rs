@@ -458,3 +458,166 @@ async fn a_preflight_of_a_silent_server_names_host_port_and_seconds() {
     assert_eq!(stdout(&d.ctl(&["--json", "list"])), "[]");
     drop(silent);
 }
+
+/// Samples the batch's statuses until `done` holds for all three jobs; returns the most jobs
+/// seen running at once.
+async fn most_running_until(d: &Daemon, done: impl Fn(&serde_json::Value) -> bool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut most = 0;
+    loop {
+        let list = jobs(d);
+        let running = list
+            .iter()
+            .filter(|j| {
+                serde_json::from_value::<JobStatus>(j["status"].clone())
+                    .is_ok_and(JobStatus::is_running)
+            })
+            .count();
+        most = most.max(running);
+        if list.len() == 3 && list.iter().all(&done) {
+            return most;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch did not finish: {list:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A named endpoint's limits bound what runs on it, end to end: with `max_migrations = 1` the
+/// three mailboxes of a batch copy one after the other; with `max_syncs = 1` their incremental
+/// syncs do too; raised, the same syncs run side by side (so the sampling can see overlap).
+/// Each copy is paced (`max_mbps`) so that runs would overlap if the limit let them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_migration_and_sync_limits_bound_the_jobs_running_on_it() {
+    let src = Dovecot::start(DovecotOptions {
+        layout: Layout::MaildirPlusPlus,
+        special_use: german_special_use(),
+        users: (1..=3)
+            .map(|i| (format!("u{i}"), format!("source-{i}")))
+            .collect(),
+        ..DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    let dst = Dovecot::start(DovecotOptions {
+        layout: Layout::Fs,
+        special_use: english_special_use(),
+        users: (1..=3)
+            .map(|i| (format!("u{i}@example.org"), "dest-secret".to_owned()))
+            .collect(),
+        ..DovecotOptions::default()
+    })
+    .await
+    .unwrap();
+    for i in 1..=3u64 {
+        let spec = CorpusSpec {
+            seed: 1700 + i,
+            messages: 15,
+            max_attachment: 0,
+            size_factor: 1.0,
+        };
+        testbed::write_maildir(&src, &format!("u{i}"), &spec).unwrap();
+    }
+    let state =
+        std::env::temp_dir().join(format!("migrated-endpoint-limits-{}", std::process::id()));
+    let mut d = Daemon::in_dir(state);
+    d.start().await;
+    let dir = d.state.join("batch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let endpoint = |migrations: u32, syncs: u32| {
+        let f = dir.join(format!("old-{migrations}-{syncs}.toml"));
+        std::fs::write(
+            &f,
+            format!(
+                "host = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\nmax_migrations = {migrations}\nmax_syncs = {syncs}\n",
+                src.imap_port()
+            ),
+        )
+        .unwrap();
+        f
+    };
+    let set_endpoint = |migrations: u32, syncs: u32, replace: bool| {
+        let f = endpoint(migrations, syncs);
+        let mut args = vec!["endpoint", "create", "old", "--file", f.to_str().unwrap()];
+        if replace {
+            args.push("--replace");
+        }
+        let out = d.ctl(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set_endpoint(1, 1, false);
+    std::fs::write(dir.join("admin.pass"), "dest-secret").unwrap();
+    let template = dir.join("template.toml");
+    std::fs::write(
+        &template,
+        format!(
+            "[source]\nendpoint = \"old\"\n\
+             [destination]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"plain\"\npassword_file = \"{}\"\n\
+             [limits]\nmax_mbps = 0.2\n",
+            dst.imap_port(),
+            dir.join("admin.pass").display()
+        ),
+    )
+    .unwrap();
+    let csv = dir.join("staff.csv");
+    std::fs::write(
+        &csv,
+        "EmailAddress,UserName,Password\nu1@example.org,u1,source-1\nu2@example.org,u2,source-2\nu3@example.org,u3,source-3\n",
+    )
+    .unwrap();
+    d.create_batch("staff", &csv, &template);
+    let completed = |j: &serde_json::Value| j["status"] == "Completed";
+    let most = most_running_until(&d, completed).await;
+    assert_eq!(most, 1, "max_migrations = 1: one mailbox at a time");
+
+    // New mail on every source; the incremental syncs of the batch, one at a time.
+    let mut seed = 9500;
+    let mut new_mail = || {
+        let src = &src;
+        seed += 10;
+        let first = seed;
+        async move {
+            for i in 1..=3 {
+                let acct = src.account(&format!("u{i}")).unwrap();
+                for n in 0..10 {
+                    testbed::append_message(
+                        &acct,
+                        "INBOX",
+                        &testbed::synthetic_message(first + n, 40_000),
+                        &[],
+                        1_600_000_000,
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    };
+    let synced = |j: &serde_json::Value| j["status"] == "Completed" && j["items_done"] == 10;
+    for (migrations, syncs, expected) in [(3, 1, "one"), (3, 3, "several")] {
+        set_endpoint(migrations, syncs, true);
+        new_mail().await;
+        let out = d.ctl(&["batch", "delta", "staff"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let most = most_running_until(&d, synced).await;
+        if expected == "one" {
+            assert_eq!(most, 1, "max_syncs = 1: one sync at a time");
+        } else {
+            assert!(
+                most >= 2,
+                "max_syncs = 3: the syncs ran side by side ({most})"
+            );
+        }
+    }
+}
