@@ -204,18 +204,8 @@ impl Manager {
                         if members.is_empty() {
                             // A shard without a row of this batch: the file is done with
                             // here, and is not made again at every rescan.
-                            let done = (file.file.clone(), file.hash.clone());
-                            if !self.dropin_consumed.contains(&done) {
-                                self.dropin_consumed.push(done);
-                                let written = self
-                                    .journal
-                                    .save_setting("dropin-consumed", self.dropin_consumed.clone())
-                                    .await;
-                                if let Err(failed) = written {
-                                    tracing::error!(error = %failed.error, "The list of consumed drop-in files could not be saved.");
-                                    self.outage(failed.outage).await;
-                                }
-                            }
+                            self.mark_consumed((file.file.clone(), file.hash.clone()))
+                                .await;
                         }
                         for id in members {
                             if let Some(e) = self.jobs.get_mut(&id) {
@@ -303,11 +293,17 @@ impl Manager {
     /// Remembers that a deleted job came from a drop-in file, so the file does not make it
     /// again.
     pub(super) async fn consume_dropin(&mut self, record: &JobRecord) {
-        let Some(d) = &record.dropin else { return };
-        if self.dropin_consumed.contains(d) {
+        if let Some(d) = &record.dropin {
+            self.mark_consumed(d.clone()).await;
+        }
+    }
+
+    /// Remembers (in the store) that a drop-in file `(file, fingerprint)` is done with.
+    async fn mark_consumed(&mut self, done: (String, String)) {
+        if self.dropin_consumed.contains(&done) {
             return;
         }
-        self.dropin_consumed.push(d.clone());
+        self.dropin_consumed.push(done);
         let written = self
             .journal
             .save_setting("dropin-consumed", self.dropin_consumed.clone())
