@@ -351,7 +351,8 @@ pub(crate) async fn events(
                 w.write_record([
                     name.as_str(),
                     &e.seq.to_string(),
-                    &utc(e.time),
+                    // `YYYY-MM-DD HH:MM:SS` (UTC), which spreadsheets read as a date.
+                    &migrated_ipc::text::date_time(e.time),
                     &e.level,
                     &e.message,
                 ])?;
@@ -362,28 +363,9 @@ pub(crate) async fn events(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) of a unix time: the civil date from the day count (Howard
-/// Hinnant's algorithm), which spreadsheets read as a date.
-fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {}",
-        migrated_ipc::text::clock(unix)
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use migrated_ipc::text::date_time as utc;
 
     #[test]
     fn event_times_read_as_dates_in_a_spreadsheet() {

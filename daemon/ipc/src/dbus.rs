@@ -37,6 +37,32 @@ pub const BUS_NAME: &str = "org.migrated.Manager1";
 /// Object path.
 pub const OBJECT_PATH: &str = "/org/migrated/Manager1";
 
+/// The request that `Alerts(batch, job, level)` stands for: an empty string does not filter,
+/// a level is `good` or `bad`. The daemon's interface answers the member with it; a client
+/// that builds the request itself (over `Call`) gets the same filters.
+///
+/// # Errors
+///
+/// A level that is neither, named, with what to give instead.
+pub fn alerts_request(batch: String, job: String, level: &str) -> Result<crate::Request, String> {
+    let level = match level {
+        "" => None,
+        "good" => Some(crate::AlertLevel::Good),
+        "bad" => Some(crate::AlertLevel::Bad),
+        other => {
+            return Err(format!(
+                "level {other:?}: give good, bad or an empty string"
+            ));
+        }
+    };
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    Ok(crate::Request::Alerts {
+        batch: some(batch),
+        job: some(job),
+        level,
+    })
+}
+
 /// Client side of `org.migrated.Manager1`.
 #[zbus::proxy(
     interface = "org.migrated.Manager1",
@@ -143,4 +169,28 @@ pub trait Manager {
     /// An event of a job.
     #[zbus(signal)]
     fn job_event(&self, id: &str, level: &str, seq: u64, message: &str) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alerts_request;
+    use crate::{AlertLevel, Request};
+
+    #[test]
+    fn alerts_arguments_filter_only_when_given_and_a_bad_level_is_named() {
+        let r = alerts_request(String::new(), "j1".into(), "bad").unwrap();
+        assert!(
+            matches!(&r, Request::Alerts { batch: None, job: Some(j), level: Some(AlertLevel::Bad) } if j == "j1"),
+            "{r:?}"
+        );
+        let r = alerts_request("wave".into(), String::new(), "").unwrap();
+        assert!(
+            matches!(&r, Request::Alerts { batch: Some(b), job: None, level: None } if b == "wave"),
+            "{r:?}"
+        );
+        assert_eq!(
+            alerts_request(String::new(), String::new(), "ugly").unwrap_err(),
+            "level \"ugly\": give good, bad or an empty string"
+        );
+    }
 }

@@ -3,6 +3,11 @@
 //! it is back), and tracks the outage itself: its reason and the pause before the next try.
 //! It decides nothing about jobs: when an outage begins or its reason changes it says so
 //! ([`Outage`]) and the manager stops runs or tells the waiting jobs.
+//!
+//! fjall is synchronous, so every store call runs on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]), never on the thread that runs the manager's loop. The
+//! loop awaits each call before it goes on: writes keep their order, and a reply or event
+//! that says something is stored goes out only after it is.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -114,10 +119,16 @@ impl Journal {
         (self.unsaved_events.len(), self.unsaved_jobs.len())
     }
 
-    /// Runs a store call. The store is synchronous (fjall); the manager runs on a
-    /// multi-threaded runtime whose other workers go on meanwhile.
-    fn blocking<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        tokio::task::block_in_place(|| f(&self.store))
+    /// Runs a store call on the blocking pool and waits for it: the store is synchronous
+    /// (fjall), and the loop's thread goes on with other tasks meanwhile.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(value) => value,
+            // A panic in the store call is the caller's, as if it had run here.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("a job store call was cancelled: {e}"),
+        }
     }
 
     /// Notes a store error: an I/O fault (disk full, read-only, failing disk, store gone)
@@ -147,8 +158,9 @@ impl Journal {
     }
 
     /// Writes a job's record (kept to write later if the store is down).
-    pub(crate) fn save_job(&mut self, id: &str, record: &JobRecord) -> Written {
-        match self.blocking(|s| s.put_job(id, record)) {
+    pub(crate) async fn save_job(&mut self, id: &str, record: &JobRecord) -> Written {
+        let (key, record) = (id.to_owned(), record.clone());
+        match self.blocking(move |s| s.put_job(&key, &record)).await {
             Ok(()) => {
                 self.unsaved_jobs.remove(id);
                 Ok(())
@@ -164,13 +176,17 @@ impl Journal {
     }
 
     /// Writes an event (kept to write later if the store is down or earlier ones wait).
-    pub(crate) fn save_event(&mut self, id: &str, row: EventRow) -> Written {
+    pub(crate) async fn save_event(&mut self, id: &str, row: EventRow) -> Written {
         // Events wait their turn while earlier ones are unsaved (the store is down).
         if !self.unsaved_events.is_empty() {
             self.keep_unsaved(id.to_owned(), row);
             return Ok(());
         }
-        match self.blocking(|s| s.put_event(id, row.seq, &row)) {
+        let (key, stored) = (id.to_owned(), row.clone());
+        match self
+            .blocking(move |s| s.put_event(&key, stored.seq, &stored))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) => {
                 if e.fault().is_some() {
@@ -194,8 +210,10 @@ impl Journal {
     }
 
     /// A job's events from `after` on: those stored, then those waiting to be.
-    pub(crate) fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
-        let mut events: Vec<EventRow> = match self.store.events::<EventRow>(id) {
+    pub(crate) async fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
+        let key = id.to_owned();
+        let stored = self.blocking(move |s| s.events::<EventRow>(&key)).await;
+        let mut events: Vec<EventRow> = match stored {
             Ok(v) => v
                 .into_iter()
                 .map(|(_, e)| e)
@@ -218,26 +236,32 @@ impl Journal {
     }
 
     /// Deletes a job with its ledger and events.
-    pub(crate) fn delete_job(&mut self, id: &str) -> Written {
-        let result = self.blocking(|s| s.delete_job(id));
+    pub(crate) async fn delete_job(&mut self, id: &str) -> Written {
+        let key = id.to_owned();
+        let result = self.blocking(move |s| s.delete_job(&key)).await;
         result.map_err(|e| self.failure(e))
     }
 
     /// Clears a job's ledger.
-    pub(crate) fn reset_job(&mut self, id: &str) -> Written {
-        let result = self.blocking(|s| s.reset_job(id));
+    pub(crate) async fn reset_job(&mut self, id: &str) -> Written {
+        let key = id.to_owned();
+        let result = self.blocking(move |s| s.reset_job(&key)).await;
         result.map_err(|e| self.failure(e))
     }
 
     /// Writes a daemon-wide setting.
-    pub(crate) fn save_setting<T: serde::Serialize>(&mut self, name: &str, value: &T) -> Written {
-        let result = self.blocking(|s| s.put_setting(name, value));
+    pub(crate) async fn save_setting<T>(&mut self, name: &str, value: T) -> Written
+    where
+        T: serde::Serialize + Send + 'static,
+    {
+        let key = name.to_owned();
+        let result = self.blocking(move |s| s.put_setting(&key, &value)).await;
         result.map_err(|e| self.failure(e))
     }
 
     /// Flushes the store at shutdown and says what could not be written.
-    pub(crate) fn close(&self) {
-        if let Err(e) = self.store.persist() {
+    pub(crate) async fn close(&self) {
+        if let Err(e) = self.blocking(Store::persist).await {
             tracing::error!(error = %e, "Store could not be flushed at shutdown.");
         }
         let (events, jobs) = self.owes();
@@ -254,8 +278,8 @@ impl Journal {
     /// are written and the jobs whose records wait are returned, for the manager to write from
     /// its current state. On failure, the reason and what it meant for the outage (writing the
     /// waiting events can begin a new one).
-    pub(crate) fn reopen(&mut self) -> Result<Vec<String>, (StoreFault, Option<Outage>)> {
-        if let Err(e) = self.blocking(Store::reopen) {
+    pub(crate) async fn reopen(&mut self) -> Result<Vec<String>, (StoreFault, Option<Outage>)> {
+        if let Err(e) = self.blocking(Store::reopen).await {
             let fault = current_fault(&e);
             let outage = match &mut self.down {
                 Some(down) if down.fault.kind != fault.kind => {
@@ -275,7 +299,11 @@ impl Journal {
         self.generation += 1;
         tracing::info!(store = %self.store.path(), "The job store can be written again; the jobs waiting for it continue.");
         while let Some((id, row)) = self.unsaved_events.pop_front() {
-            if let Err(e) = self.blocking(|s| s.put_event(&id, row.seq, &row)) {
+            let (key, stored) = (id.clone(), row.clone());
+            let written = self
+                .blocking(move |s| s.put_event(&key, stored.seq, &stored))
+                .await;
+            if let Err(e) = written {
                 self.unsaved_events.push_front((id, row));
                 let outage = self.failed(&e);
                 return Err((current_fault(&e), outage));
@@ -298,4 +326,45 @@ fn current_fault(e: &StoreError) -> StoreFault {
         kind: FaultKind::Io,
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> EventRow {
+        EventRow {
+            seq,
+            time: 0,
+            level: "info".into(),
+            message: format!("event {seq}"),
+        }
+    }
+
+    // A current-thread runtime: a store call that blocked the loop's own thread
+    // (`block_in_place`) would panic here.
+    #[tokio::test(flavor = "current_thread")]
+    async fn store_calls_run_off_the_loop_thread_in_order_and_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("migrated-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, migrated_store::StoreKey::from_bytes([3; 32])).unwrap();
+        let mut journal = Journal::new(store);
+        for seq in 0..50 {
+            journal.save_event("j1", event(seq)).await.unwrap();
+        }
+        journal.save_setting("probe", vec![1_u32, 2]).await.unwrap();
+        let seqs: Vec<u64> = journal
+            .events("j1", 10)
+            .await
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (10..50).collect::<Vec<_>>());
+        assert_eq!(journal.owes(), (0, 0));
+        journal.delete_job("j1").await.unwrap();
+        assert!(journal.events("j1", 0).await.is_empty());
+        journal.close().await;
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -128,22 +128,38 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn items(&self, folder: FolderKey) -> Result<HashMap<u32, ItemRecord>, StoreError> {
-        let h = self.handle("reading the ledger")?;
-        let mut out = HashMap::new();
-        for guard in h.items.prefix(folder.0) {
-            let (k, v) = guard
-                .into_inner()
-                .map_err(self.err(&h, "reading the ledger"))?;
-            let uid = k
-                .get(16..20)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes);
-            let (Some(uid), Some(rec)) = (uid, ItemRecord::decode(&v)) else {
-                return Err(self.corrupt("ledger item", "wrong length"));
-            };
-            out.insert(uid, rec);
-        }
-        Ok(out)
+        self.scan_folder(
+            "reading the ledger",
+            |h| &h.items,
+            folder,
+            |k, v| match (key_uid(k), ItemRecord::decode(v)) {
+                (Some(uid), Some(rec)) => Ok((uid, rec)),
+                _ => Err(self.corrupt("ledger item", "wrong length")),
+            },
+        )
+    }
+
+    /// Every entry of one folder in one of the ledger's keyspaces (`keyspace` picks it), each
+    /// decoded from its key and value by `decode`, which names what is corrupt when one does
+    /// not decode.
+    fn scan_folder<C, T>(
+        &self,
+        action: &'static str,
+        keyspace: impl Fn(&Handle) -> &fjall::Keyspace,
+        folder: FolderKey,
+        mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<C, StoreError>
+    where
+        C: FromIterator<T>,
+    {
+        let h = self.handle(action)?;
+        keyspace(&h)
+            .prefix(folder.0)
+            .map(|guard| {
+                let (k, v) = guard.into_inner().map_err(self.err(&h, action))?;
+                decode(&k, &v)
+            })
+            .collect()
     }
 
     /// One copied message of a folder.
@@ -359,22 +375,21 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn intents(&self, folder: FolderKey) -> Result<Vec<(u64, Intent)>, StoreError> {
-        let h = self.handle("reading intents")?;
-        let mut out = Vec::new();
-        for guard in h.intents.prefix(folder.0) {
-            let (k, v) = guard
-                .into_inner()
-                .map_err(self.err(&h, "reading intents"))?;
-            let seq = k
-                .get(16..24)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| self.corrupt("intent", "bad key"))?;
-            let intent: Intent =
-                rmp_serde::from_slice(&v).map_err(|e| self.corrupt("intent", e))?;
-            out.push((seq, intent));
-        }
-        Ok(out)
+        self.scan_folder(
+            "reading intents",
+            |h| &h.intents,
+            folder,
+            |k, v| {
+                let seq = k
+                    .get(16..24)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| self.corrupt("intent", "bad key"))?;
+                let intent: Intent =
+                    rmp_serde::from_slice(v).map_err(|e| self.corrupt("intent", e))?;
+                Ok((seq, intent))
+            },
+        )
     }
 
     /// Removes every item record of a folder (its source UIDVALIDITY changed and the records
@@ -438,27 +453,23 @@ impl Store {
     ///
     /// [`StoreError`].
     pub fn copied_flags(&self, folder: FolderKey) -> Result<HashMap<u32, Vec<String>>, StoreError> {
-        let h = self.handle("reading the ledger")?;
-        let mut out = HashMap::new();
-        for guard in h.copied_flags.prefix(folder.0) {
-            let (k, v) = guard
-                .into_inner()
-                .map_err(self.err(&h, "reading the ledger"))?;
-            let uid = k
-                .get(16..20)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| self.corrupt("copied flags", "wrong key length"))?;
-            let plain = self
-                .shared
-                .key
-                .open("copied_flags", &k, &v)
-                .map_err(|e| self.corrupt("copied flags", e))?;
-            let list: Vec<String> =
-                rmp_serde::from_slice(&plain).map_err(|e| self.corrupt("copied flags", e))?;
-            out.insert(uid, list);
-        }
-        Ok(out)
+        self.scan_folder(
+            "reading the ledger",
+            |h| &h.copied_flags,
+            folder,
+            |k, v| {
+                let uid =
+                    key_uid(k).ok_or_else(|| self.corrupt("copied flags", "wrong key length"))?;
+                let plain = self
+                    .shared
+                    .key
+                    .open("copied_flags", k, v)
+                    .map_err(|e| self.corrupt("copied flags", e))?;
+                let list: Vec<String> =
+                    rmp_serde::from_slice(&plain).map_err(|e| self.corrupt("copied flags", e))?;
+                Ok((uid, list))
+            },
+        )
     }
 
     /// Records the flags copies have after a delta synced them, with their new records, in
@@ -498,6 +509,13 @@ impl Store {
         h.db.persist(PersistMode::SyncData)
             .map_err(self.err(&h, "persisting the ledger"))
     }
+}
+
+/// The source UID in an item key (folder key, then the UID big-endian).
+fn key_uid(key: &[u8]) -> Option<u32> {
+    key.get(16..20)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
 }
 
 #[cfg(test)]

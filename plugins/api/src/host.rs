@@ -523,6 +523,14 @@ impl PluginSession {
     async fn call(&self, request: Request) -> Result<Reply, SourceError> {
         Ok(self.plugin.call(&request, |_| {}).await?)
     }
+
+    /// Whether the plugin speaks ABI 1.5 (QRESYNC: [`Request::OpenFolderSince`],
+    /// [`Request::RemoveCopied`]). An older one gets what [`SourceSession`]'s defaults give any
+    /// source without them: the folder opened in full (nothing known to have vanished), and
+    /// nothing removed (the source keeps its messages).
+    fn speaks_qresync(&self) -> bool {
+        self.plugin.table.minor >= crate::QRESYNC_MINOR
+    }
 }
 
 impl SourceSession for PluginSession {
@@ -554,8 +562,7 @@ impl SourceSession for PluginSession {
         uid_validity: u32,
         modseq: u64,
     ) -> Result<(FolderStatus, Option<Vec<u32>>), SourceError> {
-        // A plugin older than 1.5 cannot tell what vanished: it opens the folder.
-        if self.plugin.table.minor < crate::QRESYNC_MINOR {
+        if !self.speaks_qresync() {
             return Ok((self.open_folder(folder).await?, None));
         }
         let request = Request::OpenFolderSince {
@@ -576,8 +583,7 @@ impl SourceSession for PluginSession {
         uids: &[u32],
         expunge: bool,
     ) -> Result<bool, SourceError> {
-        // A plugin older than 1.5 cannot remove anything: the source keeps its messages.
-        if self.plugin.table.minor < crate::QRESYNC_MINOR {
+        if !self.speaks_qresync() {
             return Ok(false);
         }
         let request = Request::RemoveCopied {

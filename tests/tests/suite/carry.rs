@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use testbed::{Account, Dovecot, DovecotOptions, FaultPlan, FaultProxy};
 
 use crate::common::WITHOUT_CONDSTORE;
-use crate::common::beds::{job_dir, migrate, write_job};
+use crate::common::beds::{Run, job_dir, migrate, write_job};
 
 /// 1 June 2019, 1 June 2021 and 1 January 2018 (UTC), as unix seconds.
 const Y2019: i64 = 1_559_347_200;
@@ -109,14 +109,11 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
             .await
             .expect("message appended");
     }
-    let dir = job_dir("carry-filter");
-    let store = dir.join("store");
     let filter =
         "\n[filter]\nsince = \"2020-01-01\"\nmax_size = 50000\nexclude_flags = [\"\\\\Deleted\"]\n";
-    let job = write_job(&dir, &s, &d, filter);
+    let job = carry_job("carry-filter", &s, &d, filter, "");
 
-    let first = migrate(&job, &store);
-    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
+    let first = job.run_ok();
     assert_eq!(
         ids_in(&d, "INBOX").await,
         once(&["backdated", "recent"]),
@@ -162,9 +159,8 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
     // A wider filter, by the Date: header: "large" now passes, "backdated" would not but is
     // copied already and stays. The delta copies "large", once.
     let filter = "\n[filter]\nsince = \"2020-01-01\"\ndate_from = \"header\"\nexclude_flags = [\"\\\\Deleted\"]\n";
-    let job = write_job(&dir, &s, &d, filter);
-    let second = migrate(&job, &store);
-    assert!(second.success, "{}\n{}", second.stdout, second.stderr);
+    write_job(&job.dir, &s, &d, filter);
+    let second = job.run_ok();
     assert_eq!(second.counts(), (1, 2), "{}", second.stdout);
     assert_eq!(
         ids_in(&d, "INBOX").await,
@@ -183,14 +179,13 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
     );
 
     // The same filter again: nothing new.
-    let third = migrate(&job, &store);
-    assert!(third.success, "{}\n{}", third.stdout, third.stderr);
+    let third = job.run_ok();
     assert_eq!(third.counts().0, 0, "{}", third.stdout);
     assert_eq!(
         ids_in(&d, "INBOX").await,
         once(&["backdated", "large", "recent"])
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,20 +200,25 @@ async fn a_bad_filter_is_refused_naming_the_file_and_field_and_nothing_is_copied
     )
     .await
     .unwrap();
-    let dir = job_dir("carry-bad-filter");
-    let job = write_job(&dir, &s, &d, "\n[filter]\nsince = \"2024-02-30\"\n");
-    let run = migrate(&job, &dir.join("store"));
+    let job = carry_job(
+        "carry-bad-filter",
+        &s,
+        &d,
+        "\n[filter]\nsince = \"2024-02-30\"\n",
+        "",
+    );
+    let run = job.run();
     assert!(!run.success);
     assert!(
         run.stderr.contains(&format!(
             "job file {}: [filter] since: \"2024-02-30\" is not a date",
-            job.display()
+            job.file.display()
         )),
         "{}",
         run.stderr
     );
-    let job = write_job(&dir, &s, &d, "\n[filter]\nmax_age = 30\n");
-    let run = migrate(&job, &dir.join("store"));
+    write_job(&job.dir, &s, &d, "\n[filter]\nmax_age = 30\n");
+    let run = job.run();
     assert!(!run.success);
     assert!(
         run.stderr.contains("max_age") && run.stderr.contains("line "),
@@ -226,7 +226,7 @@ async fn a_bad_filter_is_refused_naming_the_file_and_field_and_nothing_is_copied
         run.stderr
     );
     assert!(ids_in(&d, "INBOX").await.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
 }
 
 /// Five messages `m1`..`m5` in the source's INBOX, received in 2021.
@@ -236,6 +236,37 @@ async fn five_messages(s: &Account) {
         testbed::append_message(s, "INBOX", &m, &[], Y2021)
             .await
             .expect("message appended");
+    }
+}
+
+/// A job of this file: its directory (removed at the end of a test), store and job file.
+struct CarryJob {
+    dir: std::path::PathBuf,
+    store: std::path::PathBuf,
+    file: std::path::PathBuf,
+}
+
+/// Writes the job `name` from `source` to `d`, with `sections` after the two sides and
+/// `extra` (say `sync_deletions = true\n`) at the top of the file.
+fn carry_job(name: &str, source: &Account, d: &Account, sections: &str, extra: &str) -> CarryJob {
+    let dir = job_dir(name);
+    let store = dir.join("store");
+    let file = write_job(&dir, source, d, sections);
+    top_level(&file, extra);
+    CarryJob { dir, store, file }
+}
+
+impl CarryJob {
+    /// Runs the job once (`migrated migrate`).
+    fn run(&self) -> Run {
+        migrate(&self.file, &self.store)
+    }
+
+    /// Runs the job, which must succeed.
+    fn run_ok(&self) -> Run {
+        let run = self.run();
+        assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+        run
     }
 }
 
@@ -255,11 +286,8 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     let proxy = FaultProxy::start("source", src.imap_port(), &FaultPlan::new(0))
         .await
         .unwrap();
-    let dir = job_dir(name);
-    let store = dir.join("store");
-    let job = write_job(&dir, &through(&s, &proxy), &d, "");
-    let first = migrate(&job, &store);
-    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
+    let job = carry_job(name, &through(&s, &proxy), &d, "", "");
+    let first = job.run_ok();
     assert_eq!(first.counts(), (5, 0));
 
     let mut session = testbed::login(&s).await.unwrap();
@@ -280,8 +308,7 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     .unwrap();
 
     let before = proxy.client_lines().len();
-    let delta = migrate(&job, &store);
-    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    let delta = job.run_ok();
     assert_eq!(delta.counts(), (1, 5), "{}", delta.stdout);
     assert!(
         delta.stdout.contains(" 1 flag changes,"),
@@ -290,7 +317,7 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     );
     let flagged = ids_flagged(&d).await;
     assert_eq!(flagged, ["m1"], "the flag arrived on the destination");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
     proxy.client_lines().split_off(before)
 }
 
@@ -385,11 +412,7 @@ async fn deletion_delta(
     capability: Option<&str>,
     name: &str,
     extra: &str,
-) -> (
-    crate::common::beds::Run,
-    BTreeMap<String, usize>,
-    Vec<String>,
-) {
+) -> (Run, BTreeMap<String, usize>, Vec<String>) {
     let (src, _dst, s, d) = two_dovecots_with(capability).await;
     five_messages(&s).await;
     testbed::append_message(
@@ -404,12 +427,8 @@ async fn deletion_delta(
     let proxy = FaultProxy::start("source", src.imap_port(), &FaultPlan::new(0))
         .await
         .unwrap();
-    let dir = job_dir(name);
-    let store = dir.join("store");
-    let job = write_job(&dir, &through(&s, &proxy), &d, "");
-    top_level(&job, extra);
-    let first = migrate(&job, &store);
-    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
+    let job = carry_job(name, &through(&s, &proxy), &d, "", extra);
+    let first = job.run_ok();
     assert_eq!(first.counts(), (5, 0));
 
     let mut ds = testbed::login(&d).await.unwrap();
@@ -435,10 +454,9 @@ async fn deletion_delta(
     ss.logout().await.unwrap();
 
     let before = proxy.client_lines().len();
-    let delta = migrate(&job, &store);
-    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    let delta = job.run_ok();
     let ids = ids_in(&d, "INBOX").await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
     (delta, ids, proxy.client_lines().split_off(before))
 }
 
@@ -546,30 +564,23 @@ async fn set_flags(acct: &Account, id: &str, flags: &[&str]) {
 async fn flags_on_both_sides(policy: Option<&str>, name: &str) -> [Vec<String>; 3] {
     let (_src, _dst, s, d) = two_dovecots().await;
     five_messages(&s).await;
-    let dir = job_dir(name);
-    let store = dir.join("store");
-    let job = write_job(&dir, &s, &d, "");
-    if let Some(p) = policy {
-        top_level(&job, &format!("flag_conflicts = \"{p}\"\n"));
-    }
-    let first = migrate(&job, &store);
-    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
+    let policy = policy.map_or_else(String::new, |p| format!("flag_conflicts = \"{p}\"\n"));
+    let job = carry_job(name, &s, &d, "", &policy);
+    job.run_ok();
     set_flags(&s, "m1", &["\\Answered"]).await;
     set_flags(&d, "m2", &["\\Flagged"]).await;
     set_flags(&s, "m3", &["\\Answered"]).await;
     set_flags(&d, "m3", &["\\Flagged"]).await;
-    let delta = migrate(&job, &store);
-    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    job.run_ok();
     let flags = flags_by_id(&d).await;
-    let again = migrate(&job, &store);
-    assert!(again.success, "{}\n{}", again.stdout, again.stderr);
+    let again = job.run_ok();
     assert!(
         again.stdout.contains(" 0 flag changes,"),
         "a second delta changes nothing: {}",
         again.stdout
     );
     assert_eq!(flags_by_id(&d).await, flags, "and the flags stay");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
     assert_eq!(flags["m4"], Vec::<String>::new());
     ["m1", "m2", "m3"].map(|id| flags[id].clone())
 }
@@ -671,15 +682,13 @@ fn assert_nothing_lost(
 async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what_was_copied() {
     let (_src, _dst, s, d) = two_dovecots().await;
     let ids = many_messages(&s, 60).await;
-    let dir = job_dir("carry-move");
-    let store = dir.join("store");
-    let job = write_job(
-        &dir,
+    let job = carry_job(
+        "carry-move",
         &s,
         &d,
         "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
+        "source_after_copy = \"expunge\"\n",
     );
-    top_level(&job, "source_after_copy = \"expunge\"\n");
     let seed = testbed::fault_seed(
         "carry-move",
         std::time::SystemTime::now()
@@ -693,9 +702,9 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
         let mut child = std::process::Command::new(crate::common::daemon::binary("migrated"))
             .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
             .args(["migrate", "--quiet", "--job"])
-            .arg(&job)
+            .arg(&job.file)
             .arg("--store")
-            .arg(&store)
+            .arg(&job.store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -718,8 +727,7 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
             &format!("after kill {kill} (seed {seed:#x})"),
         );
     }
-    let last = migrate(&job, &store);
-    assert!(last.success, "{}\n{}", last.stdout, last.stderr);
+    job.run_ok();
     let (on_src, on_dst) = settled(&s, &d).await;
     assert_nothing_lost(&ids, &on_src, &on_dst, "at the end");
     assert_eq!(
@@ -731,19 +739,21 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
         on_src.is_empty(),
         "the source is empty once everything was copied: {on_src:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carried() {
     let (_src, _dst, s, d) = two_dovecots().await;
     five_messages(&s).await;
-    let dir = job_dir("carry-flag-deleted");
-    let store = dir.join("store");
-    let job = write_job(&dir, &s, &d, "");
-    top_level(&job, "source_after_copy = \"flag-deleted\"\n");
-    let first = migrate(&job, &store);
-    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
+    let job = carry_job(
+        "carry-flag-deleted",
+        &s,
+        &d,
+        "",
+        "source_after_copy = \"flag-deleted\"\n",
+    );
+    let first = job.run_ok();
     assert!(
         first
             .stdout
@@ -764,8 +774,7 @@ async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carrie
             .iter()
             .all(|m| m.flags.iter().any(|f| f == "\\Deleted"))
     );
-    let again = migrate(&job, &store);
-    assert!(again.success, "{}\n{}", again.stdout, again.stderr);
+    let again = job.run_ok();
     assert!(
         again.stdout.contains(" 0 flag changes,"),
         "{}",
@@ -777,22 +786,26 @@ async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carrie
         flags.values().all(|f| !f.iter().any(|x| x == "\\Deleted")),
         "the copies are not marked deleted: {flags:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
     let (_src, _dst, s, d) = two_dovecots().await;
-    let dir = job_dir("carry-move-refused");
-    let job = write_job(&dir, &s, &d, "");
-    let text = std::fs::read_to_string(&job).unwrap();
+    let job = carry_job(
+        "carry-move-refused",
+        &s,
+        &d,
+        "",
+        "source_after_copy = \"expunge\"\n",
+    );
+    let text = std::fs::read_to_string(&job.file).unwrap();
     std::fs::write(
-        &job,
+        &job.file,
         text.replacen("[source]\n", "[source]\nplugin = \"gmail\"\n", 1),
     )
     .unwrap();
-    top_level(&job, "source_after_copy = \"expunge\"\n");
-    let run = migrate(&job, &dir.join("store"));
+    let run = job.run();
     assert!(!run.success);
     assert!(
         run.stderr
@@ -800,12 +813,12 @@ async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
         "{}",
         run.stderr
     );
-    let job = write_job(&dir, &s, &d, "");
+    write_job(&job.dir, &s, &d, "");
     top_level(
-        &job,
+        &job.file,
         "source_after_copy = \"expunge\"\nsync_deletions = true\n",
     );
-    let run = migrate(&job, &dir.join("store"));
+    let run = job.run();
     assert!(!run.success);
     assert!(
         run.stderr
@@ -813,5 +826,5 @@ async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
         "{}",
         run.stderr
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&job.dir);
 }

@@ -72,6 +72,28 @@ fn inbox_pair(n: u32) -> (Shared, Shared) {
 }
 
 /// Asserts the destination folder holds exactly the source folder's messages, each once.
+/// The next run, with the default settings, completes; the destination's INBOX is then an
+/// exact copy of the source's and `appended` messages were appended over all runs (none
+/// twice). Its summary.
+async fn next_run_completes_exactly(
+    src: &Shared,
+    dst: &Shared,
+    store: &TempStore,
+    appended: u32,
+) -> crate::events::Summary {
+    let summary = engine(src, FakeDestination::new(dst.clone()), store, config())
+        .run()
+        .await
+        .expect("the next run completes");
+    assert_exact(src, "INBOX", dst, "INBOX");
+    assert_eq!(
+        lock(dst).counts.appended,
+        appended,
+        "nothing appended twice"
+    );
+    summary
+}
+
 fn assert_exact(src: &Shared, from: &str, dst: &Shared, to: &str) {
     let mut want = lock(src).bodies(from);
     let mut got = lock(dst).bodies(to);
@@ -160,12 +182,7 @@ async fn messages_whose_record_the_store_lost_are_found_by_content_and_not_copie
     records.truncate(records.len() - 5);
     store.store.replace_items(key, &records).unwrap();
 
-    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
-        .run()
-        .await
-        .expect("the second run completes");
-    assert_exact(&src, "INBOX", &dst, "INBOX");
-    assert_eq!(lock(&dst).counts.appended, 40, "nothing appended twice");
+    let summary = next_run_completes_exactly(&src, &dst, &store, 40).await;
     assert_eq!(summary.copied, 40 - after_first as u64);
     assert_eq!(summary.already_copied, after_first as u64);
     assert_eq!(store.store.items(key).unwrap().len(), 40);
@@ -198,13 +215,8 @@ async fn an_append_whose_reply_was_lost_is_found_on_the_destination_and_not_sent
         "one batch in doubt"
     );
 
-    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
-        .run()
-        .await
-        .expect("the next run completes");
+    let summary = next_run_completes_exactly(&src, &dst, &store, 20).await;
     assert_eq!((summary.copied, summary.already_copied), (0, 20));
-    assert_exact(&src, "INBOX", &dst, "INBOX");
-    assert_eq!(lock(&dst).counts.appended, 20, "nothing appended twice");
     assert!(store.store.intents(key).unwrap().is_empty());
 }
 
@@ -226,13 +238,8 @@ async fn an_append_the_server_was_still_storing_when_the_run_stopped_is_found_no
     assert_eq!(lock(&dst).counts.faults_fired, 1);
     assert_eq!(lock(&dst).counts.appended, 0, "not stored yet");
 
-    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
-        .run()
-        .await
-        .expect("the next run completes");
+    let summary = next_run_completes_exactly(&src, &dst, &store, 20).await;
     assert_eq!((summary.copied, summary.already_copied), (0, 20));
-    assert_exact(&src, "INBOX", &dst, "INBOX");
-    assert_eq!(lock(&dst).counts.appended, 20, "nothing appended twice");
 }
 
 #[tokio::test]

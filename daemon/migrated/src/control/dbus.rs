@@ -370,22 +370,8 @@ impl Manager {
         job: String,
         level: String,
     ) -> Result<String, ControlError> {
-        let level = match level.as_str() {
-            "" => None,
-            "good" => Some(migrated_ipc::AlertLevel::Good),
-            "bad" => Some(migrated_ipc::AlertLevel::Bad),
-            other => {
-                return Err(ControlError::Invalid(format!(
-                    "level {other:?}: give good, bad or an empty string"
-                )));
-            }
-        };
-        let some = |s: String| (!s.is_empty()).then_some(s);
-        let request = Request::Alerts {
-            batch: some(batch),
-            job: some(job),
-            level,
-        };
+        let request = migrated_ipc::dbus::alerts_request(batch, job, &level)
+            .map_err(ControlError::Invalid)?;
         match self.request(request).await? {
             Response::Alerts { alerts } => {
                 serde_json::to_string(&alerts).map_err(|e| ControlError::Internal(e.to_string()))

@@ -10,11 +10,15 @@ use crate::record::RunReport;
 
 impl Manager {
     /// Applies an action; the job's status after it.
-    pub(super) fn act(&mut self, id: &str, action: Action) -> Result<JobStatus, ControlError> {
+    pub(super) async fn act(
+        &mut self,
+        id: &str,
+        action: Action,
+    ) -> Result<JobStatus, ControlError> {
         let status = self.jobs[id].record.status;
         if status == JobStatus::WaitingForStore && action == Action::Resume {
             // Try the store now rather than at the next retry.
-            return match self.try_store() {
+            return match self.try_store().await {
                 Ok(()) => Ok(self.jobs[id].record.status),
                 Err(fault) => Err(ControlError::new(
                     ErrorKind::Internal,
@@ -30,8 +34,8 @@ impl Manager {
             .map_err(|e| ControlError::new(ErrorKind::Conflict, e.to_string()))?;
         match action {
             Action::Delete => {
-                if let Err(failed) = self.journal.delete_job(id) {
-                    self.outage(failed.outage);
+                if let Err(failed) = self.journal.delete_job(id).await {
+                    self.outage(failed.outage).await;
                     return Err(ControlError::new(
                         ErrorKind::Internal,
                         format!("the job could not be deleted: {}", failed.error),
@@ -39,15 +43,15 @@ impl Manager {
                 }
                 let removed = self.jobs.remove(id);
                 if let Some(e) = &removed {
-                    self.consume_dropin(&e.record);
+                    self.consume_dropin(&e.record).await;
                 }
                 let name = removed.map(|e| e.record.spec.name).unwrap_or_default();
                 tracing::info!(job_id = %id, job = %name, "Job deleted with all its data.");
                 return Ok(status);
             }
             Action::Reset => {
-                if let Err(failed) = self.journal.reset_job(id) {
-                    self.outage(failed.outage);
+                if let Err(failed) = self.journal.reset_job(id).await {
+                    self.outage(failed.outage).await;
                     return Err(ControlError::new(
                         ErrorKind::Internal,
                         format!("the job could not be reset: {}", failed.error),
@@ -61,7 +65,8 @@ impl Manager {
                     id,
                     "warning",
                     "Reset: the ledger is cleared; the next run copies everything again.".into(),
-                );
+                )
+                .await;
             }
             Action::Cancel if next == JobStatus::Stopping => {
                 if let Some(e) = self.jobs.get_mut(id) {
@@ -72,16 +77,16 @@ impl Manager {
             Action::Pause if next == JobStatus::Stopping => self.stop_run(id),
             _ => {}
         }
-        self.set_status(id, next);
+        self.set_status(id, next).await;
         if next == JobStatus::Queued && !self.jobs[id].record.has_credentials() {
-            self.set_status(id, JobStatus::WaitingForCredentials);
+            self.set_status(id, JobStatus::WaitingForCredentials).await;
         }
         Ok(self.jobs[id].record.status)
     }
 
     /// Queues a delta run (the final one if asked), with credentials given again if they were
     /// erased at completion.
-    pub(super) fn delta(
+    pub(super) async fn delta(
         &mut self,
         id: &str,
         source: Option<Secret>,
@@ -94,8 +99,8 @@ impl Manager {
             if let Some(e) = self.jobs.get_mut(id) {
                 e.record.final_delta = true;
             }
-            self.persist(id);
-            self.event(id, "info", "Final delta requested: the queued run is the final one; credentials are erased when it completes.".into());
+            self.persist(id).await;
+            self.event(id, "info", "Final delta requested: the queued run is the final one; credentials are erased when it completes.".into()).await;
             return Ok(status);
         }
         let next = if status == JobStatus::WaitingForCredentials {
@@ -118,12 +123,12 @@ impl Manager {
             e.record.final_delta = final_run;
         }
         if final_run {
-            self.event(id, "info", "Final delta requested: no recurring delta after it; credentials are erased when it completes.".into());
+            self.event(id, "info", "Final delta requested: no recurring delta after it; credentials are erased when it completes.".into()).await;
         }
-        self.persist(id);
-        self.set_status(id, next);
+        self.persist(id).await;
+        self.set_status(id, next).await;
         if !self.jobs[id].record.has_credentials() {
-            self.set_status(id, JobStatus::WaitingForCredentials);
+            self.set_status(id, JobStatus::WaitingForCredentials).await;
             return Err(ControlError::new(
                 ErrorKind::Conflict,
                 "the job's credentials were erased at completion: give them again (migratectl delta asks for them)",
@@ -133,17 +138,18 @@ impl Manager {
     }
 
     /// Sets a job's priority (lower numbers start first); its status.
-    pub(super) fn set_priority(&mut self, id: &str, priority: u32) -> JobStatus {
+    pub(super) async fn set_priority(&mut self, id: &str, priority: u32) -> JobStatus {
         if let Some(e) = self.jobs.get_mut(id) {
             e.record.spec.priority = priority;
         }
-        self.persist(id);
-        self.event(id, "info", format!("Priority set to {priority}."));
+        self.persist(id).await;
+        self.event(id, "info", format!("Priority set to {priority}."))
+            .await;
         self.jobs[id].record.status
     }
 
     /// Adds and removes tags (checked first: a bad one changes nothing).
-    pub(super) fn set_tags(
+    pub(super) async fn set_tags(
         &mut self,
         id: &str,
         add: Vec<String>,
@@ -165,9 +171,9 @@ impl Manager {
             }
             tags.sort();
         }
-        self.persist(id);
+        self.persist(id).await;
         let tags = self.jobs[id].record.spec.tags.join(", ");
-        self.event(id, "info", format!("Tags: {tags}."));
+        self.event(id, "info", format!("Tags: {tags}.")).await;
         Ok(())
     }
 }

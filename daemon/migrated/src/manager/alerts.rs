@@ -12,7 +12,7 @@ use crate::record::now;
 impl Manager {
     /// Raises an alert on a job, when its kind is shown: kept with the job (the oldest go
     /// beyond the maximum), published, and mailed when its kind is mailed.
-    pub(super) fn alert(
+    pub(super) async fn alert(
         &mut self,
         id: &str,
         kind: AlertKind,
@@ -50,7 +50,7 @@ impl Manager {
             events: Vec::new(),
             alerts: vec![row.clone()],
         });
-        self.persist(id);
+        self.persist(id).await;
         if mailed && let Some(mailer) = &self.settings.alerts.mailer {
             let _ = mailer.send(row);
         }
@@ -81,7 +81,10 @@ impl Manager {
     }
 
     /// Clears one alert by id, or every alert.
-    pub(super) fn clear_alerts(&mut self, id: Option<&str>) -> Result<Response, ControlError> {
+    pub(super) async fn clear_alerts(
+        &mut self,
+        id: Option<&str>,
+    ) -> Result<Response, ControlError> {
         let Some(alert) = id else {
             let ids: Vec<String> = self
                 .jobs
@@ -95,7 +98,7 @@ impl Manager {
                     count += e.record.alerts.len() as u64;
                     e.record.alerts.clear();
                 }
-                self.persist(job);
+                self.persist(job).await;
             }
             return Ok(Response::Cleared { count });
         };
@@ -112,7 +115,7 @@ impl Manager {
         if entry.record.alerts.len() == before {
             return Err(not_found());
         }
-        self.persist(&job);
+        self.persist(&job).await;
         Ok(Response::Cleared { count: 1 })
     }
 }

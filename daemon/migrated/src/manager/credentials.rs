@@ -12,7 +12,7 @@ use super::requests::Reply;
 
 impl Manager {
     /// Gives a job the secrets given (either side or both); its status after.
-    pub(super) fn set_credentials(
+    pub(super) async fn set_credentials(
         &mut self,
         id: &str,
         source: Option<Secret>,
@@ -35,18 +35,19 @@ impl Manager {
                 sides.push("destination");
             }
         }
-        self.persist(id);
+        self.persist(id).await;
         self.event(
             id,
             "info",
             format!("Credentials given again for the {}.", sides.join(" and ")),
-        );
-        Ok(self.queue_if_ready(id))
+        )
+        .await;
+        Ok(self.queue_if_ready(id).await)
     }
 
     /// Erases one side's credentials (or both): the job waits for them. Refused while a run
     /// is in progress (it logged in already): pause it first.
-    pub(super) fn clear_credentials(
+    pub(super) async fn clear_credentials(
         &mut self,
         id: &str,
         source: bool,
@@ -74,7 +75,7 @@ impl Manager {
                 e.record.spec.destination.erase_secrets();
             }
         }
-        self.persist(id);
+        self.persist(id).await;
         let sides = match (source, destination) {
             (true, true) => "source and destination",
             (true, false) => "source",
@@ -86,9 +87,9 @@ impl Manager {
             format!(
                 "The {sides} credentials were cleared: the job waits for credentials (`migratectl credentials {name}` gives them)."
             ),
-        );
+        ).await;
         if status != JobStatus::Cancelled {
-            self.set_status(id, JobStatus::WaitingForCredentials);
+            self.set_status(id, JobStatus::WaitingForCredentials).await;
         }
         Ok(self.jobs[id].record.status)
     }
@@ -98,7 +99,7 @@ impl Manager {
     /// administrator's login), `destination` rows without DestinationPassword.
     /// Every CSV problem is reported at once and nothing changes; a row naming no job of the
     /// batch is refused in its result.
-    pub(super) fn batch_credentials(
+    pub(super) async fn batch_credentials(
         &mut self,
         name: &str,
         source: Option<Secret>,
@@ -152,7 +153,7 @@ impl Manager {
                     e.record.spec.destination.set_login_secret(s.clone());
                 }
             }
-            self.persist(&id);
+            self.persist(&id).await;
             self.event(
                 &id,
                 "info",
@@ -160,8 +161,9 @@ impl Manager {
                     "Credentials given again from the batch's CSV (row {}).",
                     row.row
                 ),
-            );
-            let status = self.queue_if_ready(&id);
+            )
+            .await;
+            let status = self.queue_if_ready(&id).await;
             if self.jobs[&id].record.has_credentials() {
                 results.push((job, Ok(status)));
             } else {
@@ -178,10 +180,10 @@ impl Manager {
     }
 
     /// A job waiting for credentials that has both sides' now is queued; its status.
-    pub(super) fn queue_if_ready(&mut self, id: &str) -> JobStatus {
+    pub(super) async fn queue_if_ready(&mut self, id: &str) -> JobStatus {
         let e = &self.jobs[id];
         if e.record.status == JobStatus::WaitingForCredentials && e.record.has_credentials() {
-            self.set_status(id, JobStatus::Queued);
+            self.set_status(id, JobStatus::Queued).await;
         }
         self.jobs[id].record.status
     }

@@ -114,7 +114,7 @@ impl Manager {
     }
 
     /// `endpoint create` (or with `replace`, a change applied from each job's next run).
-    pub(super) fn endpoint_create(&mut self, named: NamedEndpoint, replace: bool) -> Reply {
+    pub(super) async fn endpoint_create(&mut self, named: NamedEndpoint, replace: bool) -> Reply {
         named
             .validate()
             .map_err(|m| ControlError::new(ErrorKind::Invalid, m))?;
@@ -130,7 +130,7 @@ impl Manager {
         }
         let name = named.name.clone();
         self.endpoints.insert(name.clone(), named);
-        self.save_endpoints()?;
+        self.save_endpoints().await?;
         let users: Vec<String> = self
             .jobs
             .iter()
@@ -139,12 +139,13 @@ impl Manager {
             .collect();
         for id in users {
             self.refresh_endpoints(&id);
-            self.persist(&id);
+            self.persist(&id).await;
             self.event(
                 &id,
                 "info",
                 format!("Endpoint {name} changed: the new settings apply from the next run."),
-            );
+            )
+            .await;
         }
         tracing::info!(endpoint = %name, replaced = exists, "Endpoint saved.");
         Ok(Response::Endpoints {
@@ -169,7 +170,7 @@ impl Manager {
     }
 
     /// `endpoint delete NAME`: refused while jobs use it, naming them.
-    pub(super) fn endpoint_delete(&mut self, name: &str) -> Reply {
+    pub(super) async fn endpoint_delete(&mut self, name: &str) -> Reply {
         let Some(named) = self.endpoints.get(name) else {
             return Err(no_endpoint(name));
         };
@@ -184,19 +185,19 @@ impl Manager {
             ));
         }
         self.endpoints.remove(name);
-        self.save_endpoints()?;
+        self.save_endpoints().await?;
         tracing::info!(endpoint = %name, "Endpoint deleted.");
         Ok(Response::Endpoints {
             endpoints: vec![row],
         })
     }
 
-    fn save_endpoints(&mut self) -> Result<(), ControlError> {
-        let all: Vec<&NamedEndpoint> = self.endpoints.values().collect();
-        let written = self.journal.save_setting("endpoints", &all);
+    async fn save_endpoints(&mut self) -> Result<(), ControlError> {
+        let all: Vec<NamedEndpoint> = self.endpoints.values().cloned().collect();
+        let written = self.journal.save_setting("endpoints", all).await;
         if let Err(failed) = written {
             let message = format!("the endpoints could not be saved: {}", failed.error);
-            self.outage(failed.outage);
+            self.outage(failed.outage).await;
             return Err(ControlError::new(ErrorKind::Internal, message));
         }
         Ok(())

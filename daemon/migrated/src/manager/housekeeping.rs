@@ -14,7 +14,7 @@ use crate::scheduler::{self, Footprint, Limits, Queued, Start};
 
 impl Manager {
     /// Starts queued jobs while slots are free.
-    pub(super) fn schedule(&mut self) {
+    pub(super) async fn schedule(&mut self) {
         if self.shutting_down || self.journal.is_down() {
             return;
         }
@@ -50,7 +50,7 @@ impl Manager {
                     if let Some(e) = self.jobs.get_mut(&id) {
                         e.window_noted = false;
                     }
-                    self.start(&id);
+                    self.start(&id).await;
                     // A job that could not start (its plugin is gone, say) failed and left
                     // its slot free.
                     refused |= self.jobs.get(&id).is_some_and(|e| e.stop.is_none());
@@ -71,18 +71,19 @@ impl Manager {
                         &id,
                         "info",
                         format!("Waiting for its schedule window: it opens {when}."),
-                    );
+                    )
+                    .await;
                 }
             }
         }
         if refused {
-            self.schedule();
+            Box::pin(self.schedule()).await;
         }
     }
 
     /// On every tick: stop runs whose schedule window ended (they go back to the queue), and
     /// queue the recurring deltas that are due.
-    pub(super) fn apply_schedules(&mut self) {
+    pub(super) async fn apply_schedules(&mut self) {
         let t = now();
         let ending: Vec<String> = self
             .jobs
@@ -103,7 +104,8 @@ impl Manager {
                 &id,
                 "info",
                 "Its schedule window ended: pausing at the next checkpoint.".into(),
-            );
+            )
+            .await;
         }
         let due: Vec<String> = self
             .jobs
@@ -116,16 +118,17 @@ impl Manager {
                 &id,
                 "info",
                 "Recurring delta: copying what is new since the last run.".into(),
-            );
+            )
+            .await;
             if let Some(e) = self.jobs.get_mut(&id) {
                 e.record.finished = None;
             }
-            self.set_status(&id, JobStatus::Queued);
+            self.set_status(&id, JobStatus::Queued).await;
         }
     }
 
     /// Deletes jobs whose retention period is over.
-    pub(super) fn sweep(&mut self) {
+    pub(super) async fn sweep(&mut self) {
         if self.journal.is_down() {
             return;
         }
@@ -137,18 +140,18 @@ impl Manager {
         });
         for expired in retention::expired(kept, self.settings.retention, now()) {
             let id = expired.id;
-            match self.journal.delete_job(&id) {
+            match self.journal.delete_job(&id).await {
                 Ok(()) => {
                     let removed = self.jobs.remove(&id);
                     if let Some(e) = &removed {
-                        self.consume_dropin(&e.record);
+                        self.consume_dropin(&e.record).await;
                     }
                     let name = removed.map(|e| e.record.spec.name).unwrap_or_default();
                     tracing::info!(job_id = %id, job = %name, reason = %expired.reason, "Job deleted: its retention period is over.");
                 }
                 Err(failed) => {
                     tracing::error!(job_id = %id, error = %failed.error, "Expired job could not be deleted.");
-                    self.outage(failed.outage);
+                    self.outage(failed.outage).await;
                 }
             }
         }
@@ -158,7 +161,7 @@ impl Manager {
     /// update their job's settings for its next run, removed files stop nothing unless the
     /// file said `on_remove = "cancel"`. A file with an error changes nothing and is reported
     /// (once per change) in the journal and in `migratectl list`.
-    pub(super) fn rescan(&mut self) {
+    pub(super) async fn rescan(&mut self) {
         let Some(dir) = self.settings.jobs_dir.clone() else {
             return;
         };
@@ -187,7 +190,10 @@ impl Manager {
                     file,
                     template,
                     csv,
-                } => match self.create_batch(template.name.clone(), template.clone(), csv) {
+                } => match self
+                    .create_batch(template.name.clone(), template.clone(), csv)
+                    .await
+                {
                     Ok(batch) => {
                         let members: Vec<String> = self
                             .jobs
@@ -198,23 +204,14 @@ impl Manager {
                         if members.is_empty() {
                             // A shard without a row of this batch: the file is done with
                             // here, and is not made again at every rescan.
-                            let done = (file.file.clone(), file.hash.clone());
-                            if !self.dropin_consumed.contains(&done) {
-                                self.dropin_consumed.push(done);
-                                let written = self
-                                    .journal
-                                    .save_setting("dropin-consumed", &self.dropin_consumed);
-                                if let Err(failed) = written {
-                                    tracing::error!(error = %failed.error, "The list of consumed drop-in files could not be saved.");
-                                    self.outage(failed.outage);
-                                }
-                            }
+                            self.mark_consumed((file.file.clone(), file.hash.clone()))
+                                .await;
                         }
                         for id in members {
                             if let Some(e) = self.jobs.get_mut(&id) {
                                 e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                             }
-                            self.persist(&id);
+                            self.persist(&id).await;
                         }
                         tracing::info!(file = %file.file, batch = %batch, "Batch created from a drop-in file.");
                     }
@@ -223,17 +220,18 @@ impl Manager {
                         self.note_problem(&mut problems, &file.file, message);
                     }
                 },
-                Change::Create { file, spec } => match self.create(spec.clone(), None) {
+                Change::Create { file, spec } => match self.create(spec.clone(), None).await {
                     Ok(id) => {
                         if let Some(e) = self.jobs.get_mut(&id) {
                             e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                         }
-                        self.persist(&id);
+                        self.persist(&id).await;
                         self.event(
                             &id,
                             "info",
                             format!("Created from the job file {}.", file.file),
-                        );
+                        )
+                        .await;
                     }
                     Err(e) => {
                         let message = format!("{}: {}", place(&file.file), e.message);
@@ -250,7 +248,7 @@ impl Manager {
                             crate::dropin::reconcile::updated_spec(&spec, &e.record.spec);
                         e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                     }
-                    self.persist(&id);
+                    self.persist(&id).await;
                     self.event(
                         &id,
                         "info",
@@ -258,23 +256,25 @@ impl Manager {
                             "Job file {} changed: the new settings apply from the next run.",
                             file.file
                         ),
-                    );
+                    )
+                    .await;
                 }
                 Change::Removed { id, file, cancel } => {
                     if let Some(e) = self.jobs.get_mut(&id) {
                         e.record.dropin = None;
                     }
-                    self.persist(&id);
+                    self.persist(&id).await;
                     if cancel {
                         // Refused only if the status changed since: then it simply goes on.
-                        let _ = self.act(&id, Action::Cancel);
+                        let _ = self.act(&id, Action::Cancel).await;
                         self.event(
                             &id,
                             "info",
                             format!(
                                 "Job file {file} removed: the job is cancelled, as the file asked."
                             ),
-                        );
+                        )
+                        .await;
                     } else {
                         self.event(
                             &id,
@@ -282,7 +282,7 @@ impl Manager {
                             format!(
                                 "Job file {file} removed: the job goes on (migratectl delete removes it)."
                             ),
-                        );
+                        ).await;
                     }
                 }
             }
@@ -292,18 +292,25 @@ impl Manager {
 
     /// Remembers that a deleted job came from a drop-in file, so the file does not make it
     /// again.
-    pub(super) fn consume_dropin(&mut self, record: &JobRecord) {
-        let Some(d) = &record.dropin else { return };
-        if self.dropin_consumed.contains(d) {
+    pub(super) async fn consume_dropin(&mut self, record: &JobRecord) {
+        if let Some(d) = &record.dropin {
+            self.mark_consumed(d.clone()).await;
+        }
+    }
+
+    /// Remembers (in the store) that a drop-in file `(file, fingerprint)` is done with.
+    async fn mark_consumed(&mut self, done: (String, String)) {
+        if self.dropin_consumed.contains(&done) {
             return;
         }
-        self.dropin_consumed.push(d.clone());
+        self.dropin_consumed.push(done);
         let written = self
             .journal
-            .save_setting("dropin-consumed", &self.dropin_consumed);
+            .save_setting("dropin-consumed", self.dropin_consumed.clone())
+            .await;
         if let Err(failed) = written {
             tracing::error!(error = %failed.error, "The list of consumed drop-in files could not be saved.");
-            self.outage(failed.outage);
+            self.outage(failed.outage).await;
         }
     }
 

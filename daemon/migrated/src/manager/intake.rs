@@ -58,7 +58,7 @@ impl Manager {
 
     /// Creates one job per CSV row. Everything is validated first; a problem anywhere stores
     /// nothing and every problem is reported at once.
-    pub(super) fn create_batch(
+    pub(super) async fn create_batch(
         &mut self,
         name: String,
         mut template: JobSpec,
@@ -135,7 +135,7 @@ impl Manager {
         }
         let count = specs.len();
         for spec in specs {
-            self.create(spec, Some(name.clone()))?;
+            self.create(spec, Some(name.clone())).await?;
         }
         match self.settings.shard {
             Some(shard) => {
@@ -146,7 +146,7 @@ impl Manager {
         Ok(name)
     }
 
-    pub(super) fn create(
+    pub(super) async fn create(
         &mut self,
         spec: JobSpec,
         batch: Option<String>,
@@ -214,10 +214,10 @@ impl Manager {
         };
         let waiting = !record.has_credentials();
         self.jobs.insert(id.clone(), Entry::new(record));
-        self.persist(&id);
-        self.event(&id, "info", "Job created.".into());
+        self.persist(&id).await;
+        self.event(&id, "info", "Job created.".into()).await;
         if waiting {
-            self.set_status(&id, JobStatus::WaitingForCredentials);
+            self.set_status(&id, JobStatus::WaitingForCredentials).await;
         }
         Ok(id)
     }

@@ -130,16 +130,28 @@ pub(crate) struct Manager {
 impl Manager {
     /// Loads every job; jobs that were running when the daemon stopped (SIGTERM or SIGKILL)
     /// are queued again and resume from the ledger.
-    pub(crate) fn load(
+    pub(crate) async fn load(
         store: Store,
         settings: Settings,
         tx: mpsc::UnboundedSender<Msg>,
         updates: broadcast::Sender<Update>,
     ) -> anyhow::Result<Self> {
+        // fjall is synchronous: the reads run on the blocking pool.
+        let reader = store.clone();
+        let (records, dropin_consumed, endpoints) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let records = reader.jobs::<JobRecord>()?;
+                let consumed: Vec<(String, String)> =
+                    reader.setting("dropin-consumed")?.unwrap_or_default();
+                let endpoints: Vec<migrated_core::NamedEndpoint> =
+                    reader.setting("endpoints")?.unwrap_or_default();
+                Ok((records, consumed, endpoints))
+            })
+            .await??;
         let mut jobs = HashMap::new();
         let mut resumed = Vec::new();
         let mut upgraded = Vec::new();
-        for (id, mut record) in store.jobs::<JobRecord>()? {
+        for (id, mut record) in records {
             if record.upgrade()? {
                 upgraded.push(id.clone());
             }
@@ -155,9 +167,6 @@ impl Manager {
             }
             jobs.insert(id, Entry::new(record));
         }
-        let dropin_consumed = store.setting("dropin-consumed")?.unwrap_or_default();
-        let endpoints: Vec<migrated_core::NamedEndpoint> =
-            store.setting("endpoints")?.unwrap_or_default();
         let endpoints = endpoints.into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut manager = Self {
             journal: Journal::new(store),
@@ -171,7 +180,7 @@ impl Manager {
             endpoints,
         };
         for id in &upgraded {
-            manager.persist(id);
+            manager.persist(id).await;
         }
         if !upgraded.is_empty() {
             tracing::info!(
@@ -185,21 +194,23 @@ impl Manager {
             if let Some(e) = manager.jobs.get_mut(&id) {
                 e.record.status = JobStatus::Queued;
             }
-            manager.persist(&id);
-            manager.event(
-                &id,
-                "info",
-                format!("Resuming after a restart (was {was})."),
-            );
+            manager.persist(&id).await;
+            manager
+                .event(
+                    &id,
+                    "info",
+                    format!("Resuming after a restart (was {was})."),
+                )
+                .await;
         }
         Ok(manager)
     }
 
     /// Runs the loop until shutdown completes.
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        self.sweep();
-        self.rescan();
-        self.schedule();
+        self.sweep().await;
+        self.rescan().await;
+        self.schedule().await;
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Request {
@@ -235,18 +246,18 @@ impl Manager {
                     }
                 },
                 Msg::Request { request, reply } => {
-                    let response = self.handle(request).unwrap_or_else(Into::into);
+                    let response = self.handle(request).await.unwrap_or_else(Into::into);
                     let _ = reply.send(response);
-                    self.schedule();
+                    self.schedule().await;
                 }
-                Msg::Engine { id, event } => self.on_engine(&id, event),
-                Msg::Notice { id, level, message } => self.event(&id, level, message),
+                Msg::Engine { id, event } => self.on_engine(&id, event).await,
+                Msg::Notice { id, level, message } => self.event(&id, level, message).await,
                 Msg::Finished { id, result } => {
-                    self.on_finished(&id, result);
+                    self.on_finished(&id, result).await;
                     if self.shutting_down && self.running() == 0 {
                         break;
                     }
-                    self.schedule();
+                    self.schedule().await;
                 }
                 Msg::Shutdown => {
                     if self.shutting_down {
@@ -268,24 +279,24 @@ impl Manager {
                     }
                 }
                 Msg::Tick => {
-                    self.sweep();
-                    self.apply_schedules();
-                    self.schedule();
+                    self.sweep().await;
+                    self.apply_schedules().await;
+                    self.schedule().await;
                     self.notify_status();
                 }
                 Msg::Rescan => {
-                    self.rescan();
-                    self.schedule();
+                    self.rescan().await;
+                    self.schedule().await;
                 }
                 Msg::StoreRetry { generation } => {
                     if generation == self.journal.generation() {
-                        self.retry_store();
+                        self.retry_store().await;
                     }
-                    self.schedule();
+                    self.schedule().await;
                 }
             }
         }
-        self.journal.close();
+        self.journal.close().await;
         tracing::info!("Stopped.");
     }
 
@@ -344,29 +355,35 @@ impl Manager {
     }
 
     /// Writes a job's record.
-    fn persist(&mut self, id: &str) {
+    async fn persist(&mut self, id: &str) {
         let Some(entry) = self.jobs.get(id) else {
             return;
         };
-        let written = self.journal.save_job(id, &entry.record);
+        let written = self.journal.save_job(id, &entry.record).await;
         self.written(written, |e| {
             tracing::error!(job_id = %id, error = %e, "Job state could not be saved.");
-        });
+        })
+        .await;
     }
 
     /// Reacts to a write's result: a plain error is reported by `report`; a store fault (which
     /// the journal keeps to write later) may begin an outage or change its reason.
-    fn written(&mut self, written: Written, report: impl FnOnce(&migrated_store::StoreError)) {
+    async fn written(
+        &mut self,
+        written: Written,
+        report: impl FnOnce(&migrated_store::StoreError),
+    ) {
         if let Err(failed) = written {
             if failed.error.fault().is_none() {
                 report(&failed.error);
             }
-            self.outage(failed.outage);
+            // Boxed: an outage's events are written through here too.
+            Box::pin(self.outage(failed.outage)).await;
         }
     }
 
     /// Appends an event to the job's log, the journal and the subscribers.
-    fn event(&mut self, id: &str, level: &str, message: String) {
+    async fn event(&mut self, id: &str, level: &str, message: String) {
         let Some(entry) = self.jobs.get_mut(id) else {
             return;
         };
@@ -388,13 +405,14 @@ impl Manager {
             events: vec![row.clone()],
             alerts: Vec::new(),
         });
-        let written = self.journal.save_event(id, row);
+        let written = self.journal.save_event(id, row).await;
         self.written(written, |e| {
             tracing::error!(job_id = %id, error = %e, "Event could not be saved.");
-        });
+        })
+        .await;
     }
 
-    fn set_status(&mut self, id: &str, status: JobStatus) {
+    async fn set_status(&mut self, id: &str, status: JobStatus) {
         let Some(entry) = self.jobs.get_mut(id) else {
             return;
         };
@@ -423,13 +441,13 @@ impl Manager {
             // An endpoint edited since the last run applies from this one.
             self.refresh_endpoints(id);
         }
-        self.persist(id);
+        self.persist(id).await;
         let level = if status == JobStatus::Failed {
             "error"
         } else {
             "info"
         };
-        self.event(id, level, format!("Status: {status}."));
+        self.event(id, level, format!("Status: {status}.")).await;
     }
 
     /// Asks a job's run, if any, to stop at its next checkpoint.
@@ -440,11 +458,11 @@ impl Manager {
     }
 
     /// Reacts to what a store error meant for the outage.
-    fn outage(&mut self, outage: Option<Outage>) {
+    async fn outage(&mut self, outage: Option<Outage>) {
         match outage {
             None => {}
             Some(Outage::Began(_)) => self.store_down(),
-            Some(Outage::Changed(_)) => self.store_fault_changed(),
+            Some(Outage::Changed(_)) => self.store_fault_changed().await,
         }
     }
 }

@@ -28,7 +28,7 @@ impl Manager {
     }
 
     /// A run ended because the store cannot be written: the job waits for it.
-    pub(super) fn wait_for_store(&mut self, id: &str, fault: &StoreFault) {
+    pub(super) async fn wait_for_store(&mut self, id: &str, fault: &StoreFault) {
         let name = self.jobs[id].record.spec.name.clone();
         let message = self.store_wait_message(fault, &name);
         if let Some(entry) = self.jobs.get_mut(id) {
@@ -39,8 +39,8 @@ impl Manager {
             run.source_connection = None;
             run.destination_connection = None;
         }
-        self.set_status(id, JobStatus::WaitingForStore);
-        self.event(id, "warning", message);
+        self.set_status(id, JobStatus::WaitingForStore).await;
+        self.event(id, "warning", message).await;
     }
 
     /// What an administrator reads in the job's error and events while it waits.
@@ -75,7 +75,7 @@ impl Manager {
 
     /// The reason changed (say the disk has room now but the file system is not mounted):
     /// the waiting jobs say so.
-    pub(super) fn store_fault_changed(&mut self) {
+    pub(super) async fn store_fault_changed(&mut self) {
         let Some(fault) = self.journal.fault().cloned() else {
             return;
         };
@@ -91,7 +91,7 @@ impl Manager {
             if let Some(entry) = self.jobs.get_mut(&id) {
                 entry.record.error = Some(message.clone());
             }
-            self.event(&id, "warning", message);
+            self.event(&id, "warning", message).await;
         }
         self.notify_status();
     }
@@ -112,7 +112,7 @@ impl Manager {
     }
 
     /// The retry timer fired: try the store; on failure wait longer.
-    pub(super) fn retry_store(&mut self) {
+    pub(super) async fn retry_store(&mut self) {
         if !self.journal.is_down() {
             return;
         }
@@ -121,14 +121,14 @@ impl Manager {
             self.retry_after(Duration::from_millis(500));
             return;
         }
-        if self.try_store().is_err() {
+        if self.try_store().await.is_err() {
             self.journal.back_off();
             self.arm_store_retry();
         }
     }
 
     /// Opens the store again if it can be written; then the waiting jobs continue.
-    pub(super) fn try_store(&mut self) -> Result<(), StoreFault> {
+    pub(super) async fn try_store(&mut self) -> Result<(), StoreFault> {
         if self.running() > 0 {
             // No run may go on with what it read before the fault.
             return Err(self.journal.fault().cloned().unwrap_or_else(|| StoreFault {
@@ -136,16 +136,16 @@ impl Manager {
                 detail: "the runs are still stopping".into(),
             }));
         }
-        match self.journal.reopen() {
+        match self.journal.reopen().await {
             Ok(unsaved_jobs) => {
-                self.store_back(unsaved_jobs);
+                self.store_back(unsaved_jobs).await;
                 match self.journal.fault() {
                     None => Ok(()),
                     Some(fault) => Err(fault.clone()),
                 }
             }
             Err((fault, outage)) => {
-                self.outage(outage);
+                self.outage(outage).await;
                 Err(fault)
             }
         }
@@ -153,10 +153,10 @@ impl Manager {
 
     /// The store can be written again: the records it could not take are written, and the
     /// jobs that waited go back to the queue.
-    fn store_back(&mut self, unsaved_jobs: Vec<String>) {
+    async fn store_back(&mut self, unsaved_jobs: Vec<String>) {
         for id in unsaved_jobs {
             if self.jobs.contains_key(&id) {
-                self.persist(&id);
+                self.persist(&id).await;
             }
         }
         if self.journal.is_down() {
@@ -176,11 +176,13 @@ impl Manager {
                 &id,
                 "info",
                 "The job store can be written again: the job continues.".into(),
-            );
-            self.set_status(&id, JobStatus::Queued);
+            )
+            .await;
+            self.set_status(&id, JobStatus::Queued).await;
         }
-        // Job files that arrived meanwhile could not become jobs.
-        self.rescan();
+        // Job files that arrived meanwhile could not become jobs. Boxed: a rescan may act on
+        // a job, and an action may try the store.
+        Box::pin(self.rescan()).await;
         self.notify_status();
     }
 }

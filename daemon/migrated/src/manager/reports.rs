@@ -14,7 +14,7 @@ impl Manager {
     /// Good news for a batch: when its last mailbox finishes, an event on every job of it and,
     /// when its jobs name addresses (`notify`), the batch's report by e-mail; a job outside a
     /// batch mails its own report.
-    pub(super) fn notify_finished(&mut self, id: &str) {
+    pub(super) async fn notify_finished(&mut self, id: &str) {
         let record = &self.jobs[id].record;
         let in_batch = record.batch.is_some();
         let (subject_name, members): (String, Vec<String>) = match &record.batch {
@@ -62,7 +62,7 @@ impl Manager {
                 ""
             };
             for m in &members {
-                self.event(m, level, format!("Batch finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled.{what}"));
+                self.event(m, level, format!("Batch finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled.{what}")).await;
             }
             // One alert for the batch, on the mailbox that finished it.
             let batch = self.jobs[id].record.batch.clone().unwrap_or_default();
@@ -82,7 +82,7 @@ impl Manager {
                 alert_level,
                 format!("Batch {batch} finished: {ok} completed, {partly} with errors, {failed} failed, {cancelled} cancelled."),
                 todo,
-            );
+            ).await;
         }
         let mut to: Vec<String> = members
             .iter()
@@ -101,7 +101,8 @@ impl Manager {
                     "No report e-mailed to {}: the daemon has no --smtp-server.",
                     to.join(", ")
                 ),
-            );
+            )
+            .await;
             return;
         };
         let mut body = format!("{subject}\n\n");
@@ -148,7 +149,7 @@ impl Manager {
     }
 
     /// Keeps a run's verification and says in the events (and journal) what it found.
-    pub(super) fn verified(&mut self, id: &str, rows: Vec<migrated_core::VerifyRow>) {
+    pub(super) async fn verified(&mut self, id: &str, rows: Vec<migrated_core::VerifyRow>) {
         let missing: usize = rows
             .iter()
             .flat_map(|r| &r.missing)
@@ -187,6 +188,6 @@ impl Manager {
             entry.record.run.verification = rows;
             entry.record.run.verified_at = Some(now());
         }
-        self.event(id, level, message);
+        self.event(id, level, message).await;
     }
 }

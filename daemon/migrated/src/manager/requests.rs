@@ -13,7 +13,7 @@ use super::Manager;
 pub(super) type Reply = Result<Response, ControlError>;
 
 impl Manager {
-    pub(super) fn handle(&mut self, request: Request) -> Reply {
+    pub(super) async fn handle(&mut self, request: Request) -> Reply {
         match request {
             Request::Hello { .. }
             | Request::Subscribe { .. }
@@ -22,30 +22,34 @@ impl Manager {
                 ErrorKind::Invalid,
                 "hello and subscribe are the transport's; test and preflight run on tasks of their own",
             )),
-            Request::Create { spec } => self.create(*spec, None).map(|id| Response::Created { id }),
+            Request::Create { spec } => self
+                .create(*spec, None)
+                .await
+                .map(|id| Response::Created { id }),
             Request::CreateBatch {
                 name,
                 template,
                 csv,
             } => self
                 .create_batch(name, *template, &csv)
+                .await
                 .map(|id| Response::Created { id }),
             Request::Plugins => Ok(self.plugins()),
             Request::Alerts { batch, job, level } => {
                 self.alerts(batch.as_deref(), job.as_deref(), level)
             }
-            Request::ClearAlerts { id } => self.clear_alerts(id.as_deref()),
+            Request::ClearAlerts { id } => self.clear_alerts(id.as_deref()).await,
             Request::ListBatches => Ok(Response::Batches {
                 batches: self.batches(),
             }),
             Request::SetPriority { job, priority } => {
                 let id = self.find(&job)?;
-                let status = self.set_priority(&id, priority);
+                let status = self.set_priority(&id, priority).await;
                 Ok(Response::Done { status })
             }
             Request::SetTags { job, add, remove } => {
                 let id = self.find(&job)?;
-                self.set_tags(&id, add, &remove)?;
+                self.set_tags(&id, add, &remove).await?;
                 Ok(Response::Job {
                     job: Box::new(self.jobs[&id].record.detail(Vec::new())),
                 })
@@ -67,10 +71,11 @@ impl Manager {
             }
             Request::ActBatch { name, action } => {
                 let ids = self.batch_members(&name)?;
-                let results = ids
-                    .into_iter()
-                    .map(|(job, id)| (job, self.act(&id, action).map_err(|e| e.message)))
-                    .collect();
+                let mut results = Vec::with_capacity(ids.len());
+                for (job, id) in ids {
+                    let r = self.act(&id, action).await;
+                    results.push((job, r.map_err(|e| e.message)));
+                }
                 Ok(Response::BatchDone { results })
             }
             Request::List => {
@@ -86,7 +91,7 @@ impl Manager {
             }
             Request::Status { job } => {
                 let id = self.find(&job)?;
-                let events = self.events(&id, 0);
+                let events = self.events(&id, 0).await;
                 let recent = events[events.len().saturating_sub(20)..].to_vec();
                 Ok(Response::Job {
                     job: Box::new(self.jobs[&id].record.detail(recent)),
@@ -95,23 +100,22 @@ impl Manager {
             Request::Events { job, after } => {
                 let id = self.find(&job)?;
                 Ok(Response::Events {
-                    events: self.events(&id, after),
+                    events: self.events(&id, after).await,
                 })
             }
             Request::Act { job, action } => {
                 let id = self.find(&job)?;
                 self.act(&id, action)
+                    .await
                     .map(|status| Response::Done { status })
             }
             Request::DeltaBatch { name, final_run } => {
                 let ids = self.batch_members(&name)?;
-                let results = ids
-                    .into_iter()
-                    .map(|(job, id)| {
-                        let r = self.delta(&id, None, None, final_run);
-                        (job, r.map_err(|e| e.message))
-                    })
-                    .collect();
+                let mut results = Vec::with_capacity(ids.len());
+                for (job, id) in ids {
+                    let r = self.delta(&id, None, None, final_run).await;
+                    results.push((job, r.map_err(|e| e.message)));
+                }
                 Ok(Response::BatchDone { results })
             }
             Request::SetCredentials {
@@ -121,6 +125,7 @@ impl Manager {
             } => {
                 let id = self.find(&job)?;
                 self.set_credentials(&id, source_secret, destination_secret)
+                    .await
                     .map(|status| Response::Done { status })
             }
             Request::ClearCredentials {
@@ -130,6 +135,7 @@ impl Manager {
             } => {
                 let id = self.find(&job)?;
                 self.clear_credentials(&id, source, destination)
+                    .await
                     .map(|status| Response::Done { status })
             }
             Request::BatchCredentials {
@@ -137,13 +143,16 @@ impl Manager {
                 source_secret,
                 destination_secret,
                 csv,
-            } => self.batch_credentials(&name, source_secret, destination_secret, &csv),
+            } => {
+                self.batch_credentials(&name, source_secret, destination_secret, &csv)
+                    .await
+            }
             Request::EndpointCreate { endpoint, replace } => {
-                self.endpoint_create(*endpoint, replace)
+                self.endpoint_create(*endpoint, replace).await
             }
             Request::EndpointList => self.endpoint_list(None),
             Request::EndpointShow { name } => self.endpoint_list(Some(&name)),
-            Request::EndpointDelete { name } => self.endpoint_delete(&name),
+            Request::EndpointDelete { name } => self.endpoint_delete(&name).await,
             Request::Show { job } => {
                 let id = self.find(&job)?;
                 let (spec, secrets) = self.show(&id);
@@ -155,6 +164,7 @@ impl Manager {
             Request::Edit { job, spec } => {
                 let id = self.find(&job)?;
                 self.edit(&id, *spec)
+                    .await
                     .map(|status| Response::Done { status })
             }
             Request::Delta {
@@ -165,6 +175,7 @@ impl Manager {
             } => {
                 let id = self.find(&job)?;
                 self.delta(&id, source_secret, destination_secret, final_run)
+                    .await
                     .map(|status| Response::Done { status })
             }
         }
@@ -185,8 +196,8 @@ impl Manager {
         Ok(ids)
     }
 
-    fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
-        self.journal.events(id, after)
+    async fn events(&self, id: &str, after: u64) -> Vec<EventRow> {
+        self.journal.events(id, after).await
     }
 
     /// Changes the daemon-wide limits (those given), and says what they are now.

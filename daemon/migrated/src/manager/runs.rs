@@ -32,7 +32,7 @@ enum Sides {
 }
 
 impl Manager {
-    pub(super) fn start(&mut self, id: &str) {
+    pub(super) async fn start(&mut self, id: &str) {
         let record = self.jobs[id].record.clone();
         let place = format!("job {:?}", record.spec.name);
         let built = (|| -> anyhow::Result<_> {
@@ -76,7 +76,7 @@ impl Manager {
                 if let Some(entry) = self.jobs.get_mut(id) {
                     entry.record.error = Some(format!("{e:#}"));
                 }
-                self.set_status(id, JobStatus::Failed);
+                self.set_status(id, JobStatus::Failed).await;
                 return;
             }
         };
@@ -116,7 +116,7 @@ impl Manager {
             entry.record.run.verified_at = run.verified_at;
         }
         tracing::info!(job_id = %id, job = %record.spec.name, priority = record.spec.priority, "Job started.");
-        self.set_status(id, JobStatus::Connecting);
+        self.set_status(id, JobStatus::Connecting).await;
         let tx = self.tx.clone();
         let job = id.to_owned();
         tokio::spawn(async move {
@@ -125,7 +125,7 @@ impl Manager {
         });
     }
 
-    pub(super) fn on_engine(&mut self, id: &str, event: Event) {
+    pub(super) async fn on_engine(&mut self, id: &str, event: Event) {
         let Some(entry) = self.jobs.get_mut(id) else {
             return;
         };
@@ -135,7 +135,7 @@ impl Manager {
                 let status = JobStatus::from(phase);
                 let current = entry.record.status;
                 if current != JobStatus::Stopping && current.can_become(status) {
-                    self.set_status(id, status);
+                    self.set_status(id, status).await;
                 }
                 return;
             }
@@ -149,11 +149,13 @@ impl Manager {
                 *slot = Some(state.label());
                 match state {
                     Connection::Authenticated => {
-                        self.event(id, "info", format!("{label} connection: logged in."));
+                        self.event(id, "info", format!("{label} connection: logged in."))
+                            .await;
                         return;
                     }
                     Connection::Failed(reason) => {
-                        self.event(id, "error", format!("{label} connection failed: {reason}"));
+                        self.event(id, "error", format!("{label} connection failed: {reason}"))
+                            .await;
                         return;
                     }
                     _ => {}
@@ -196,7 +198,7 @@ impl Manager {
                     i.reason
                 );
                 entry.record.run.excluded.push(i);
-                self.event(id, "warning", msg);
+                self.event(id, "warning", msg).await;
                 return;
             }
             Event::Failed(i) => {
@@ -208,7 +210,7 @@ impl Manager {
                     i.reason
                 );
                 entry.record.run.failed.push(i);
-                self.event(id, "warning", msg);
+                self.event(id, "warning", msg).await;
                 return;
             }
             Event::Retrying { error, delay } => {
@@ -216,7 +218,7 @@ impl Manager {
                     "Temporary error, retrying in {:.1} s: {error}",
                     delay.as_secs_f64()
                 );
-                self.event(id, "warning", msg);
+                self.event(id, "warning", msg).await;
                 return;
             }
             Event::Throttled { delay, reason } => {
@@ -227,7 +229,7 @@ impl Manager {
                     delay.as_secs_f64(),
                     clock(until)
                 );
-                self.event(id, "warning", msg);
+                self.event(id, "warning", msg).await;
                 if delay >= crate::alerts::THROTTLED_LONG {
                     self.alert(
                         id,
@@ -238,7 +240,7 @@ impl Manager {
                             delay.as_secs() / 60
                         ),
                         "nothing, the job goes on by itself; if it happens often, lower the job's `connections` or `max_mbps`, or run it in a schedule window outside the server's busy hours".into(),
-                    );
+                    ).await;
                 }
                 return;
             }
@@ -253,7 +255,7 @@ impl Manager {
         }
     }
 
-    pub(super) fn on_finished(&mut self, id: &str, result: Result<Summary, EngineError>) {
+    pub(super) async fn on_finished(&mut self, id: &str, result: Result<Summary, EngineError>) {
         let Some(entry) = self.jobs.get_mut(id) else {
             return;
         };
@@ -267,7 +269,7 @@ impl Manager {
         let store_fault = match &result {
             Err(EngineError::Store(e)) => {
                 let outage = self.journal.failed(e);
-                self.outage(outage);
+                self.outage(outage).await;
                 e.fault().cloned()
             }
             Err(EngineError::Stopped) if store_stop => self.journal.fault().cloned(),
@@ -278,7 +280,7 @@ impl Manager {
             && !paused
             && !self.shutting_down
         {
-            self.wait_for_store(id, &fault);
+            self.wait_for_store(id, &fault).await;
             return;
         }
         let status = match result {
@@ -310,7 +312,7 @@ impl Manager {
                     summary.failed.len(),
                     summary.duration.as_secs_f64()
                 );
-                self.event(id, "info", message);
+                self.event(id, "info", message).await;
                 let name = self.jobs[id].record.spec.name.clone();
                 if !summary.failed.is_empty() {
                     let what = format!(
@@ -323,7 +325,8 @@ impl Manager {
                             "{} messages were refused by the destination. What to do: {what}.",
                             summary.failed.len()
                         ),
-                    );
+                    )
+                    .await;
                     let full = summary.failed.iter().any(|i| says_quota(&i.reason));
                     let (kind, message) = if full {
                         (
@@ -342,7 +345,7 @@ impl Manager {
                             ),
                         )
                     };
-                    self.alert(id, kind, AlertLevel::Bad, message, what);
+                    self.alert(id, kind, AlertLevel::Bad, message, what).await;
                 }
                 for f in summary.per_folder.iter().filter(|f| f.error.is_some()) {
                     let what = format!(
@@ -354,8 +357,10 @@ impl Manager {
                         f.source,
                         f.error.as_deref().unwrap_or("")
                     );
-                    self.event(id, "error", format!("{message} What to do: {what}."));
-                    self.alert(id, AlertKind::FolderFailed, AlertLevel::Bad, message, what);
+                    self.event(id, "error", format!("{message} What to do: {what}."))
+                        .await;
+                    self.alert(id, AlertKind::FolderFailed, AlertLevel::Bad, message, what)
+                        .await;
                 }
                 if !errors {
                     self.alert(
@@ -370,10 +375,10 @@ impl Manager {
                             summary.duration.as_secs_f64()
                         ),
                         String::new(),
-                    );
+                    ).await;
                 }
                 if let Some(rows) = summary.verification.clone() {
-                    self.verified(id, rows);
+                    self.verified(id, rows).await;
                 }
                 if errors {
                     JobStatus::CompletedWithErrors
@@ -407,14 +412,16 @@ impl Manager {
                         id,
                         "error",
                         format!("Waiting for credentials: {message}. What to do: {advice}"),
-                    );
+                    )
+                    .await;
                     self.alert(
                         id,
                         AlertKind::LoginRefused,
                         AlertLevel::Bad,
                         format!("Waiting for credentials: {message}."),
                         advice,
-                    );
+                    )
+                    .await;
                     JobStatus::WaitingForCredentials
                 } else {
                     let advice = what_to_do(&e, &spec.name, endpoint.is_admin_login());
@@ -422,7 +429,8 @@ impl Manager {
                         id,
                         "error",
                         format!("Run failed: {message}. What to do: {advice}"),
-                    );
+                    )
+                    .await;
                     let kind = if e.cause() == Some(migrated_core::Cause::Authentication) {
                         AlertKind::LoginRefused
                     } else if says_quota(&message) {
@@ -436,7 +444,8 @@ impl Manager {
                         AlertLevel::Bad,
                         format!("Run failed: {message}."),
                         advice,
-                    );
+                    )
+                    .await;
                     JobStatus::Failed
                 }
             }
@@ -447,7 +456,7 @@ impl Manager {
                 entry.record.status = JobStatus::Queued;
                 entry.record.updated = now();
             }
-            self.persist(id);
+            self.persist(id).await;
             let message = if window_stop {
                 let opening = self.jobs[id].record.spec.schedule.next_opening(now());
                 format!(
@@ -460,11 +469,11 @@ impl Manager {
             } else {
                 "Run stopped for shutdown; it resumes when the daemon starts.".to_owned()
             };
-            self.event(id, "info", message);
+            self.event(id, "info", message).await;
         } else {
-            self.set_status(id, status);
+            self.set_status(id, status).await;
             if status.is_finished() {
-                self.notify_finished(id);
+                self.notify_finished(id).await;
             }
         }
     }

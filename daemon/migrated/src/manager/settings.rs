@@ -34,7 +34,11 @@ impl Manager {
 
     /// Replaces a job's settings from its next run; its status. The edit keeps the secrets it
     /// does not give and the job's batch; it is checked as a new job is.
-    pub(super) fn edit(&mut self, id: &str, mut spec: JobSpec) -> Result<JobStatus, ControlError> {
+    pub(super) async fn edit(
+        &mut self,
+        id: &str,
+        mut spec: JobSpec,
+    ) -> Result<JobStatus, ControlError> {
         let place = format!("job {:?}", self.jobs[id].record.spec.name);
         let old = &self.jobs[id].record.spec;
         if spec.name != old.name
@@ -74,13 +78,14 @@ impl Manager {
         if let Some(e) = self.jobs.get_mut(id) {
             e.record.spec = spec;
         }
-        self.persist(id);
+        self.persist(id).await;
         let when = if running {
             "the run in progress goes on with the old ones; the new settings apply from the next run"
         } else {
             "the new settings apply from the next run"
         };
-        self.event(id, "info", format!("Settings edited: {when}."));
-        Ok(self.queue_if_ready(id))
+        self.event(id, "info", format!("Settings edited: {when}."))
+            .await;
+        Ok(self.queue_if_ready(id).await)
     }
 }
