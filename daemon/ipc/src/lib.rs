@@ -10,6 +10,7 @@ pub mod dbus;
 pub mod framing;
 pub mod lifecycle;
 pub mod protocol;
+pub mod report;
 pub mod text;
 
 pub use client::{Client, ClientError, Subscription};

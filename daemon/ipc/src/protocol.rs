@@ -567,6 +567,14 @@ pub struct JobDetail {
     /// Where the last mail run's time went, phase by phase.
     #[serde(default)]
     pub timings: Vec<migrated_core::PhaseTime>,
+    /// Messages the last run removed (`sync_deletions` on the destination, `source_after_copy`
+    /// on the source): the first [`Self::removed_listed_per_folder`] of each folder and side;
+    /// the folder rows (`removed`, `source_removed`) count them all.
+    #[serde(default)]
+    pub removed: Vec<migrated_core::RemovedRow>,
+    /// How many removed messages are listed at most per folder and side.
+    #[serde(default)]
+    pub removed_listed_per_folder: u64,
 }
 
 /// A loaded source plugin.

@@ -298,6 +298,7 @@ impl Manager {
                 run.bytes_done = summary.bytes;
                 run.current_folder = None;
                 run.folders = summary.per_folder.clone();
+                run.removed = summary.removed.clone();
                 let errors = !summary.failed.is_empty()
                     || summary.per_folder.iter().any(|f| f.error.is_some());
                 let message = format!(
