@@ -1,7 +1,7 @@
 //! The report of jobs as an administrator's spreadsheet reads it: the totals of a batch (or of
 //! every job) and the CSV report, one row per folder, per excluded, refused, missing or removed
 //! message. One implementation for `migratectl report --format csv` and the daemon's
-//! report download of the Cockpit page, so both give the same bytes.
+//! [`crate::Request::ReportCsv`] (the Cockpit page's download), so both give the same bytes.
 
 use crate::JobDetail;
 use crate::protocol::JobSummary;

@@ -14,6 +14,7 @@ mod paths;
 mod record;
 mod retention;
 mod scheduler;
+mod throughput;
 
 use job::{EndpointSpecExt, JobSpecExt};
 
