@@ -40,10 +40,7 @@ pub(crate) fn bar(done: u64, total: u64, width: usize) -> String {
     )
 }
 
-pub(crate) fn status_label(s: &JobSummary) -> String {
-    s.status
-        .map_or_else(|| "unknown".to_owned(), |s| s.to_string())
-}
+pub(crate) use migrated_ipc::report::status_label;
 
 pub(crate) fn print_list(jobs: &[JobSummary]) {
     println!(
@@ -218,6 +215,29 @@ pub(crate) fn print_detail(d: &JobDetail) {
                 .map(|s| format!(" Subject {s:?}"))
                 .unwrap_or_default(),
             i.reason
+        );
+    }
+    for r in &d.removed {
+        println!(
+            "removed   {} UID {} (destination {} UID {}) {} Message-ID {} date {}: {}",
+            r.folder,
+            r.uid,
+            r.destination,
+            r.dest_uid,
+            human_bytes(r.size),
+            r.message_id.as_deref().unwrap_or("none"),
+            r.date.as_deref().unwrap_or("unknown"),
+            r.removal.label()
+        );
+    }
+    let (on_dest, on_source) = d
+        .folders
+        .iter()
+        .fold((0, 0), |(a, b), f| (a + f.removed, b + f.source_removed));
+    if on_dest + on_source > d.removed.len() as u64 {
+        println!(
+            "removed   {} from the destination and {} from the source in all; the first {} of each folder are listed",
+            on_dest, on_source, d.removed_listed_per_folder
         );
     }
     if !d.events.is_empty() {

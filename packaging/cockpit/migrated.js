@@ -26,6 +26,7 @@ const state = {
     alerts: [],          // AlertRow rows
     endpoints: [],       // EndpointRow rows
     rates: {},           // job id -> {samples: [[t, items, bytes]], series: [[t, msg/s, MB/s]]}
+    history: {},         // job id -> ThroughputSample list: the daemon's last hour (the chart's past)
     events: {},          // job id -> EventRow list (the job page's live events)
     detail: null,        // the job page's JobDetail
     sort: { key: "name", up: true },
@@ -245,6 +246,10 @@ function refresh() {
             const seqs = new Set(known.map(e => e.seq));
             state.events[view[1]] = known.concat(r.job.events.filter(e => !seqs.has(e.seq)))
                 .sort((a, b) => a.seq - b.seq);
+        }));
+        // What the job copied before this page opened: the daemon keeps the last hour.
+        loads.push(request({ request: "throughput", job: view[1] }).then(r => {
+            for (const j of r.jobs) state.history[j.id] = j.samples;
         }));
     }
     refreshing = Promise.all(loads)
@@ -536,18 +541,29 @@ function connectionState(text) {
     return el("span", { class: "label " + cls }, t);
 }
 
+/* The chart's points [t, msg/s, MB/s]: the daemon's history up to the first live point, then
+ * the live ones (finer, from the signals since this page opened). */
+function chartSeries(id) {
+    const live = (state.rates[id] || {}).series || [];
+    const since = live.length ? live[0][0] : Infinity;
+    const past = (state.history[id] || []).filter(p => p.secs > 0 && p.time < since)
+        .map(p => [p.time, p.items / p.secs, p.bytes / p.secs / 1e6]);
+    return past.concat(live);
+}
+
 function drawChart(canvas, id) {
-    const r = state.rates[id];
+    const s = chartSeries(id);
+    canvas.dataset.points = s.length;
+    canvas.dataset.first = s.length ? s[0][0] : "";
     const ctx = canvas.getContext("2d");
     const w = canvas.width, h = canvas.height;
     ctx.clearRect(0, 0, w, h);
     ctx.font = "12px sans-serif";
     ctx.fillStyle = "#6a6e73";
-    if (!r || r.series.length < 2) {
-        ctx.fillText("The chart fills while the job copies (from the moment this page opened).", 10, h / 2);
+    if (s.length < 2) {
+        ctx.fillText("The chart fills while the job copies (the daemon keeps the last hour).", 10, h / 2);
         return;
     }
-    const s = r.series;
     const t0 = s[0][0], t1 = s[s.length - 1][0];
     const maxMsg = Math.max(1, ...s.map(p => p[1])), maxMb = Math.max(0.01, ...s.map(p => p[2]));
     const line = (idx, max, colour) => {
@@ -707,20 +723,16 @@ function createBatchForm() {
         errors);
 }
 
-function csvCell(v) {
-    const s = v === null || v === undefined ? "" : String(v);
-    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-function downloadReport(name, jobs) {
-    const head = ["Mailbox", "Status", "MessagesCopied", "MessagesTotal", "BytesCopied", "BytesTotal", "Excluded", "Failed", "Error"];
-    const lines = [head.join(",")].concat(jobs.map(j => [j.name, label(j.status), j.items_done, j.items_total,
-        j.bytes_done, j.bytes_total, j.excluded, j.failed, j.error].map(csvCell).join(",")));
-    const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
-    const a = el("a", { href: URL.createObjectURL(blob), download: `${name}-report.csv` });
-    document.body.append(a);
-    a.click();
-    a.remove();
+/* The batch's report as `migratectl report --batch NAME --format csv` writes it: the daemon
+ * builds it (one implementation for both). */
+function downloadReport(name) {
+    return request({ request: "report_csv", batch: name }).then(r => {
+        const blob = new Blob([r.csv], { type: "text/csv" });
+        const a = el("a", { href: URL.createObjectURL(blob), download: `${name}-report.csv` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+    }).catch(err => { state.error = err.message || String(err); render(); });
 }
 
 function batchView(name) {
@@ -740,7 +752,7 @@ function batchView(name) {
                         .map(([k, v]) => el("tr", { "data-row": k }, el("th", {}, k), el("td", {}, v)))))),
             el("div", {}, el("h3", {}, "Progress"), progressBar({ status: jobs.every(j => j.status === "Completed") ? "Completed" : "Copying",
                 items_done: sum("items_done"), items_total: sum("items_total"), bytes_done: sum("bytes_done"), bytes_total: sum("bytes_total") }),
-            el("button", { class: "secondary", id: "batch-report", onclick: () => downloadReport(name, jobs) }, "Download report (CSV)"))),
+            el("button", { class: "secondary", id: "batch-report", onclick: () => downloadReport(name) }, "Download report (CSV)"))),
         el("h3", {}, "Mailboxes"), toolbar(), jobsTable(jobs, "batch-jobs"),
         el("h3", {}, "Alerts"), alertList(state.alerts.filter(a => state.batchOf[a.job] === name), "batch-alerts"));
 }

@@ -7,8 +7,10 @@ assertion; this only drives the browser through chromedriver with Debian's Selen
 Commands: get(url), click(css), text(css), texts(css), attr(css, name),
 wait(css, regex, timeout): until an element matching css has text matching regex (its text),
 type(css, value), upload(css, path), select(css, value), confirm(): accepts the open dialog,
-screenshot(path), js(script), quit().
+screenshot(path), js(script), download(name, timeout): the text of the file the page downloaded
+under that name (Chromium saves downloads in a directory of this driver's own), quit().
 """
+import os
 import json
 import re
 import sys
@@ -22,15 +24,40 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 
+DOWNLOADS = tempfile.mkdtemp(prefix="migrated-downloads-")
+
+
 def start():
     options = webdriver.ChromeOptions()
+    options.add_experimental_option("prefs", {
+        "download.default_directory": DOWNLOADS,
+        "download.prompt_for_download": False,
+        "download.directory_upgrade": True,
+    })
     options.binary_location = "/usr/bin/chromium"
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1440,1000", "--no-first-run", "--disable-extensions",
                 "--disable-background-networking", "--disable-sync", "--disable-component-update",
                 "--user-data-dir=" + tempfile.mkdtemp(prefix="migrated-chromium-")):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    # Headless Chromium saves downloads only when told where, over DevTools.
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
+    return driver
+
+
+def download(name, timeout):
+    """The text of DOWNLOADS/name once Chromium has finished writing it (and removes it)."""
+    path = os.path.join(DOWNLOADS, name)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) or os.path.exists(path + ".crdownload"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no download {name} within {timeout} s; the directory has {os.listdir(DOWNLOADS)!r}")
+        time.sleep(0.1)
+    with open(path, encoding="utf-8", newline="") as f:
+        text = f.read()
+    os.remove(path)
+    return text
 
 
 def one(driver, css):
@@ -100,6 +127,8 @@ def run_once(driver, cmd):
         return None
     if op == "js":
         return driver.execute_script(cmd["script"])
+    if op == "download":
+        return download(cmd["name"], cmd.get("timeout", 60))
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -12,7 +12,8 @@ use migrated_ipc::JobDetail;
 
 use crate::ReportFormat;
 use crate::control::Control;
-use crate::print::{print_detail, status_label};
+use crate::print::print_detail;
+use migrated_ipc::report::Totals;
 
 /// The report of a job, a batch's jobs, or all jobs (both left out).
 pub(crate) async fn report(
@@ -108,224 +109,19 @@ pub(crate) fn merge(
 
 /// The report of these jobs in `format`: the totals, then each job.
 fn print_report(details: &[JobDetail], format: ReportFormat) -> anyhow::Result<()> {
-    let totals = Totals::of(details);
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&details)?),
         ReportFormat::Table => {
-            totals.print();
+            print!("{}", Totals::of(details).text());
             println!();
             for d in details {
                 print_detail(d);
                 println!();
             }
         }
-        ReportFormat::Csv => write_csv_report(&totals, details)?,
+        ReportFormat::Csv => print!("{}", migrated_ipc::report::csv(details)?),
     }
     Ok(())
-}
-
-/// The CSV report: one row per folder and per excluded or refused message.
-fn write_csv_report(totals: &Totals, details: &[JobDetail]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout());
-    w.write_record([
-        "record",
-        "job",
-        "status",
-        "folder",
-        "destination",
-        "messages",
-        "copied",
-        "already_copied",
-        "excluded",
-        "failed",
-        "uid",
-        "size",
-        "message_id",
-        "reason",
-        "subject",
-    ])?;
-    // The totals first: `messages` migrated, `copied` by the last runs (`size` their bytes).
-    w.write_record([
-        "totals",
-        &format!("{} mailboxes", totals.mailboxes),
-        &totals.statuses(),
-        "",
-        "",
-        &totals.migrated.to_string(),
-        &totals.copied.to_string(),
-        "",
-        &totals.excluded.to_string(),
-        &totals.failed.to_string(),
-        "",
-        &totals.bytes.to_string(),
-        "",
-        &totals.speed(),
-        "",
-    ])?;
-    for d in details {
-        let s = &d.summary;
-        let status = status_label(s);
-        for f in &d.folders {
-            w.write_record([
-                "folder",
-                &s.name,
-                &status,
-                &f.source,
-                &f.destination,
-                &f.messages.to_string(),
-                &f.copied.to_string(),
-                &f.already_copied.to_string(),
-                &f.excluded.to_string(),
-                &f.failed.to_string(),
-                "",
-                "",
-                "",
-                f.error.as_deref().unwrap_or(""),
-                "",
-            ])?;
-        }
-        for (kind, items) in [("excluded", &d.excluded), ("failed", &d.failed)] {
-            for i in items {
-                w.write_record([
-                    kind,
-                    &s.name,
-                    &status,
-                    &i.folder,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    &i.uid.to_string(),
-                    &i.size.to_string(),
-                    i.message_id.as_deref().unwrap_or(""),
-                    &i.reason,
-                    i.subject.as_deref().unwrap_or(""),
-                ])?;
-            }
-        }
-        // The verification: a row per folder (source count in `messages`, destination count in
-        // `copied`), then a row per message missing on the destination.
-        for v in &d.verification {
-            let reason = format!(
-                "source {} messages, {} bytes; destination {} messages, {} bytes",
-                v.source_messages, v.source_bytes, v.destination_messages, v.destination_bytes
-            );
-            w.write_record([
-                "verified",
-                &s.name,
-                &status,
-                &v.source,
-                &v.destination,
-                &v.source_messages.to_string(),
-                &v.destination_messages.to_string(),
-                "",
-                "",
-                &v.missing.len().to_string(),
-                "",
-                &v.source_bytes.to_string(),
-                "",
-                &reason,
-                "",
-            ])?;
-            for i in &v.missing {
-                w.write_record([
-                    "missing",
-                    &s.name,
-                    &status,
-                    &i.folder,
-                    &v.destination,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    &i.uid.to_string(),
-                    &i.size.to_string(),
-                    i.message_id.as_deref().unwrap_or(""),
-                    &i.reason,
-                    i.subject.as_deref().unwrap_or(""),
-                ])?;
-            }
-        }
-    }
-    w.flush()?;
-    Ok(())
-}
-
-/// What a batch (or every job) comes to, for the first lines of a report.
-#[derive(Debug, Default)]
-struct Totals {
-    mailboxes: usize,
-    /// `(status, mailboxes)`, in the order first seen.
-    by_status: Vec<(String, usize)>,
-    /// Messages on the destination from any run (copied now or before, by the ledger).
-    migrated: u64,
-    /// Messages and bytes copied by each mailbox's last run.
-    copied: u64,
-    bytes: u64,
-    excluded: u64,
-    failed: u64,
-    /// Seconds of the last runs, added up.
-    duration: f64,
-}
-
-impl Totals {
-    fn of(details: &[JobDetail]) -> Self {
-        let mut t = Self {
-            mailboxes: details.len(),
-            ..Self::default()
-        };
-        for d in details {
-            let status = status_label(&d.summary);
-            match t.by_status.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, n)) => *n += 1,
-                None => t.by_status.push((status, 1)),
-            }
-            t.migrated += d
-                .folders
-                .iter()
-                .map(|f| f.copied + f.already_copied)
-                .sum::<u64>();
-            t.copied += d.summary.items_done;
-            t.bytes += d.summary.bytes_done;
-            t.excluded += d.summary.excluded;
-            t.failed += d.summary.failed;
-            t.duration += d.duration_secs;
-        }
-        t
-    }
-
-    fn statuses(&self) -> String {
-        self.by_status
-            .iter()
-            .map(|(s, n)| format!("{n} {s}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn speed(&self) -> String {
-        let avg = if self.duration > 0.0 {
-            self.bytes as f64 / 1e6 / self.duration
-        } else {
-            0.0
-        };
-        format!("duration {:.1} s, average {avg:.2} MB/s", self.duration)
-    }
-
-    fn print(&self) {
-        println!("Totals: {} mailboxes ({})", self.mailboxes, self.statuses());
-        println!(
-            "  messages migrated {}; copied by the last runs {} ({:.1} MB); excluded {}; refused {}",
-            self.migrated,
-            self.copied,
-            self.bytes as f64 / 1e6,
-            self.excluded,
-            self.failed
-        );
-        println!("  {} (the last runs)", self.speed());
-    }
 }
 
 /// `report --events JOB`: the job's log as a table, JSON, or CSV (job, seq, time UTC, level,

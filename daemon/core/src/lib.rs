@@ -42,7 +42,10 @@ pub use message::{Flags, MessageMeta};
 pub use named::NamedEndpoint;
 pub use oauth2::{AccessToken, AccessTokens, Grant, Mechanism, OAuth2Spec, Provider, TokenError};
 pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions};
-pub use report::{FolderReport, ItemRow, Phase, PhaseTime, VerifyRow};
+pub use report::{
+    FolderReport, ItemRow, Phase, PhaseTime, REMOVED_LISTED_PER_FOLDER, Removal, RemovedRow,
+    VerifyRow, list_removed,
+};
 pub use source::{FolderStatus, SourceConnector, SourceSession};
 pub use spec::{
     EndpointSpec, FoldersSpec, JobSpec, LimitsSpec, OnRemove, RenameSpec, Secret, SourceAfterCopy,

@@ -74,6 +74,10 @@ pub struct FolderReport {
     /// (`sync_deletions`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub removed: u64,
+    /// Source messages marked `\Deleted` or expunged once their copies were verified on the
+    /// destination (`source_after_copy`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub source_removed: u64,
     /// Why the folder could not be copied at all, if so.
     pub error: Option<String>,
 }
@@ -98,6 +102,99 @@ pub struct ItemRow {
     pub subject: Option<String>,
     /// Why, in the server's words or the rule's.
     pub reason: String,
+}
+
+/// How many removed messages a report lists per folder (per kind of removal): the first ones,
+/// in the order they were removed. The folder rows count them all ([`FolderReport::removed`],
+/// [`FolderReport::source_removed`]), so a move of a large mailbox keeps a record of a
+/// bounded size.
+pub const REMOVED_LISTED_PER_FOLDER: usize = 1000;
+
+/// What became of a removed message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Removal {
+    /// Its copy was expunged from the destination because the source expunged the message
+    /// (`sync_deletions`).
+    #[default]
+    DestinationExpunged,
+    /// Expunged from the source once its copy was verified (`source_after_copy = "expunge"`).
+    SourceExpunged,
+    /// Marked `\Deleted` on the source once its copy was verified
+    /// (`source_after_copy = "flag-deleted"`).
+    SourceFlaggedDeleted,
+}
+
+impl Removal {
+    /// The words of reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DestinationExpunged => {
+                "expunged on the source: its copy was removed from the destination (sync_deletions)"
+            }
+            Self::SourceExpunged => {
+                "expunged from the source after its copy was verified (source_after_copy = expunge)"
+            }
+            Self::SourceFlaggedDeleted => {
+                "marked \\Deleted on the source after its copy was verified (source_after_copy = flag-deleted)"
+            }
+        }
+    }
+}
+
+/// A message a run removed, as an administrator identifies it (never its body): one side's
+/// folder and UID, the other side's, and what the message was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedRow {
+    /// Source folder.
+    pub folder: String,
+    /// Destination folder.
+    pub destination: String,
+    /// Source UID.
+    pub uid: u32,
+    /// UID of the copy on the destination.
+    pub dest_uid: u32,
+    /// Message-ID, if known.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// Size in bytes (RFC822.SIZE), 0 when unknown.
+    #[serde(default)]
+    pub size: u64,
+    /// INTERNALDATE as the server gave it, if known.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// What was done.
+    #[serde(default)]
+    pub removal: Removal,
+}
+
+impl RemovedRow {
+    /// Whether it was removed from the source (move mode) rather than the destination.
+    pub fn from_source(&self) -> bool {
+        self.removal != Removal::DestinationExpunged
+    }
+}
+
+/// Adds `rows` to the removed messages `list`, keeping at most
+/// [`REMOVED_LISTED_PER_FOLDER`] of each folder and side: the first ones stay listed, the
+/// folder reports count the rest.
+pub fn list_removed(list: &mut Vec<RemovedRow>, rows: impl IntoIterator<Item = RemovedRow>) {
+    let mut listed: std::collections::HashMap<(String, bool), usize> =
+        std::collections::HashMap::new();
+    for r in list.iter() {
+        *listed
+            .entry((r.folder.clone(), r.from_source()))
+            .or_default() += 1;
+    }
+    for row in rows {
+        let n = listed
+            .entry((row.folder.clone(), row.from_source()))
+            .or_default();
+        if *n < REMOVED_LISTED_PER_FOLDER {
+            *n += 1;
+            list.push(row);
+        }
+    }
 }
 
 /// One folder compared on both sides after a run.
@@ -137,6 +234,33 @@ mod tests {
     fn phases_are_the_running_statuses() {
         assert_eq!(JobStatus::from(Phase::Copying), JobStatus::Copying);
         assert_eq!(Phase::ScanningFolders.label(), "Scanning folders");
+    }
+
+    #[test]
+    fn the_removed_list_keeps_the_first_of_each_folder_and_side() {
+        let row = |folder: &str, uid: u32, removal: Removal| RemovedRow {
+            folder: folder.into(),
+            uid,
+            removal,
+            ..RemovedRow::default()
+        };
+        let mut list = Vec::new();
+        let n = REMOVED_LISTED_PER_FOLDER as u32;
+        list_removed(
+            &mut list,
+            (1..=n + 5).map(|u| row("INBOX", u, Removal::SourceExpunged)),
+        );
+        list_removed(&mut list, [row("INBOX", 7, Removal::DestinationExpunged)]);
+        list_removed(&mut list, [row("INBOX", n + 9, Removal::SourceExpunged)]);
+        list_removed(&mut list, [row("Sent", 1, Removal::SourceExpunged)]);
+        assert_eq!(list.len(), REMOVED_LISTED_PER_FOLDER + 2);
+        assert_eq!(
+            list[REMOVED_LISTED_PER_FOLDER - 1].uid,
+            n,
+            "the first ones stay"
+        );
+        assert_eq!(list[REMOVED_LISTED_PER_FOLDER].uid, 7);
+        assert_eq!(list[REMOVED_LISTED_PER_FOLDER + 1].folder, "Sent");
     }
 
     #[test]

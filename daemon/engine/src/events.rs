@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use migrated_core::{FolderReport, ItemRow, Phase, PhaseTime, VerifyRow};
+use migrated_core::{FolderReport, ItemRow, Phase, PhaseTime, RemovedRow, VerifyRow};
 
 /// Which side of the migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +107,11 @@ pub struct Summary {
     pub excluded: Vec<ItemRow>,
     /// Refused messages.
     pub failed: Vec<ItemRow>,
-    /// Copies removed from the destination because the source expunged them
-    /// (`sync_deletions`).
-    pub removed: Vec<ItemRow>,
+    /// Messages removed: copies removed from the destination because the source expunged
+    /// them (`sync_deletions`), and source messages marked or removed once their copies were
+    /// verified (`source_after_copy`); the first [`migrated_core::REMOVED_LISTED_PER_FOLDER`]
+    /// of each folder and kind, the folder reports count them all.
+    pub removed: Vec<RemovedRow>,
     /// Move mode: source messages marked `\Deleted` or removed once their copies were
     /// verified on the destination.
     pub source_removed: u64,

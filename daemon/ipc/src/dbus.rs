@@ -3,7 +3,7 @@
 //!
 //! | member | signature | what |
 //! |---|---|---|
-//! | `Call(request)` | `s` → `s` | any control request as JSON ([`crate::Request`]), answered as on the socket ([`crate::Response`] as JSON, errors included); `migratectl --bus` sends every command this way |
+//! | `Call(request)` | `s` → `s` | any control request as JSON ([`crate::Request`]), answered as on the socket ([`crate::Response`] as JSON, errors included); `migratectl --bus` sends every command this way; the Cockpit page reads the throughput history (`{"request":"throughput","job":ID}`) and the CSV report (`{"request":"report_csv","batch":NAME}`) through it |
 //! | `CreateJob(spec)` | `s` → `s` | creates a job from its spec as JSON (the [`migrated_core::JobSpec`] fields, secrets inline); returns the id |
 //! | `TestJob(spec)` | `s` → `s` | checks both endpoints (connect, TLS, login, folders); the checks as JSON |
 //! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed (every field: `Call` with `{"request":"list"}`) |

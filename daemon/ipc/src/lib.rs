@@ -10,6 +10,7 @@ pub mod dbus;
 pub mod framing;
 pub mod lifecycle;
 pub mod protocol;
+pub mod report;
 pub mod text;
 
 pub use client::{Client, ClientError, Subscription};
@@ -19,5 +20,6 @@ pub use lifecycle::{EndpointRow, PreflightRow};
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
     AlertLevel, AlertRow, BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail,
-    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
+    JobSummary, JobThroughput, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request,
+    Response, ThroughputSample,
 };

@@ -215,6 +215,25 @@ pub enum Request {
         #[serde(default)]
         id: Option<String>,
     },
+    /// The CSV report of one job, a batch's jobs, or every job (both left out), exactly as
+    /// `migratectl report --format csv` writes it ([`crate::report::csv`]). Answered with
+    /// [`Response::Report`].
+    ReportCsv {
+        /// Id or name.
+        #[serde(default)]
+        job: Option<String>,
+        /// Batch name.
+        #[serde(default)]
+        batch: Option<String>,
+    },
+    /// What the jobs copied over the last hour, one sample per job every ten seconds while it
+    /// runs (kept in the daemon's memory: a restart starts afresh). Answered with
+    /// [`Response::Throughput`].
+    Throughput {
+        /// Id or name; `None` for every job.
+        #[serde(default)]
+        job: Option<String>,
+    },
     /// Streams [`Response::Update`] for one job (or all) until the client hangs up.
     Subscribe {
         /// Id or name; `None` for all jobs.
@@ -346,6 +365,16 @@ pub enum Response {
     Alerts {
         /// The alerts.
         alerts: Vec<AlertRow>,
+    },
+    /// A CSV report ([`Request::ReportCsv`]).
+    Report {
+        /// The CSV text.
+        csv: String,
+    },
+    /// The throughput history of jobs ([`Request::Throughput`]).
+    Throughput {
+        /// Per job, oldest job first.
+        jobs: Vec<JobThroughput>,
     },
     /// How many alerts [`Request::ClearAlerts`] cleared.
     Cleared {
@@ -567,6 +596,38 @@ pub struct JobDetail {
     /// Where the last mail run's time went, phase by phase.
     #[serde(default)]
     pub timings: Vec<migrated_core::PhaseTime>,
+    /// Messages the last run removed (`sync_deletions` on the destination, `source_after_copy`
+    /// on the source): the first [`Self::removed_listed_per_folder`] of each folder and side;
+    /// the folder rows (`removed`, `source_removed`) count them all.
+    #[serde(default)]
+    pub removed: Vec<migrated_core::RemovedRow>,
+    /// How many removed messages are listed at most per folder and side.
+    #[serde(default)]
+    pub removed_listed_per_folder: u64,
+}
+
+/// What one job copied over the last hour ([`Request::Throughput`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobThroughput {
+    /// The job's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Oldest first.
+    pub samples: Vec<ThroughputSample>,
+}
+
+/// What a job copied in one interval of a run (ten seconds, the last one of a run shorter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputSample {
+    /// When the interval ended (unix time, seconds).
+    pub time: f64,
+    /// Its length in seconds.
+    pub secs: f64,
+    /// Messages (or contacts) copied in it.
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// A loaded source plugin.

@@ -14,6 +14,7 @@ mod paths;
 mod record;
 mod retention;
 mod scheduler;
+mod throughput;
 
 use job::{EndpointSpecExt, JobSpecExt};
 
@@ -613,8 +614,20 @@ fn print_summary(s: &Summary) {
             i.folder, i.uid, i.size, i.reason
         );
     }
-    for i in &s.removed {
-        println!("removed {} UID {}: {}", i.folder, i.uid, i.reason);
+    for r in s.removed.iter().filter(|r| !r.from_source()) {
+        println!(
+            "removed {} UID {}: expunged on the source: its copy (UID {} in {}) was removed from the destination (sync_deletions)",
+            r.folder, r.uid, r.dest_uid, r.destination
+        );
+    }
+    let listed = s.removed.iter().filter(|r| !r.from_source()).count() as u64;
+    let counted: u64 = s.per_folder.iter().map(|f| f.removed).sum();
+    if counted > listed {
+        println!(
+            "... and {} more removed (the first {} of each folder are listed)",
+            counted - listed,
+            migrated_core::REMOVED_LISTED_PER_FOLDER
+        );
     }
     if s.source_removed > 0 {
         println!(

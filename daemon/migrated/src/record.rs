@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 /// - 2: the record keeps the job's alerts (`alerts`, `next_alert`); a record of format 1 has
 ///   none. Format 2 is written so that a release of format 1, which would drop the alerts
 ///   when it writes the record back, refuses it instead.
+/// - 3: the run keeps the messages it removed (`run.removed`); a record of format 2 has none.
+///   Written as 3 so that a release of format 2 refuses it rather than drop the list.
 ///
 /// A later format adds a step to [`JobRecord::upgrade`] and a store fixture of the release
 /// before it (tests/fixtures/, tests/suite/store_upgrade.rs).
-pub(crate) const RECORD_VERSION: u32 = 2;
+pub(crate) const RECORD_VERSION: u32 = 3;
 
 /// What the store keeps of a job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +91,9 @@ pub(crate) struct RunReport {
     pub verified_at: Option<u64>,
     /// Where the last mail run's time went, phase by phase.
     pub timings: Vec<migrated_core::PhaseTime>,
+    /// The messages the run removed, the first of each folder and side
+    /// ([`migrated_core::REMOVED_LISTED_PER_FOLDER`]).
+    pub removed: Vec<migrated_core::RemovedRow>,
 }
 
 /// Seconds since the epoch: the wall clock the manager reads (schedule windows, recurring
@@ -133,7 +138,8 @@ impl JobRecord {
             RECORD_VERSION => Ok(false),
             // 0 -> 1: the rows' new fields (`bytes`, `flags_updated`) read as 0 by their serde
             // defaults; nothing else changed shape. 1 -> 2: no alerts yet (serde defaults).
-            0 | 1 => {
+            // 2 -> 3: no removed messages listed (serde default).
+            0..=2 => {
                 self.version = RECORD_VERSION;
                 Ok(true)
             }
@@ -182,6 +188,8 @@ impl JobRecord {
             verification: self.run.verification.clone(),
             verified_at: self.run.verified_at,
             timings: self.run.timings.clone(),
+            removed: self.run.removed.clone(),
+            removed_listed_per_folder: migrated_core::REMOVED_LISTED_PER_FOLDER as u64,
         }
     }
 
@@ -286,6 +294,23 @@ mod tests {
         assert_eq!(r.next_event, 42);
         assert!(r.upgrade().expect("a format-1 record upgrades"));
         assert_eq!(r.version, RECORD_VERSION);
+    }
+
+    #[test]
+    fn a_record_of_format_2_reads_with_no_removed_messages_and_upgrades() {
+        let mut r: JobRecord = rmp_serde::from_slice(RECORD_V0).unwrap();
+        r.version = 2;
+        // Format 2 as that release wrote it: no `run.removed`.
+        let mut v = serde_json::to_value(&r).unwrap();
+        let run = v["run"].as_object_mut().unwrap();
+        assert!(run.remove("removed").is_some());
+        let bytes = rmp_serde::to_vec_named(&v).unwrap();
+        let mut r: JobRecord = rmp_serde::from_slice(&bytes).expect("a format-2 record decodes");
+        assert!(r.run.removed.is_empty());
+        assert_eq!(r.run.items_done, 400);
+        assert!(r.upgrade().expect("a format-2 record upgrades"));
+        assert_eq!(r.version, RECORD_VERSION);
+        assert!(r.detail(Vec::new()).removed.is_empty());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use testbed::{Account, Dovecot, DovecotOptions, FaultPlan, FaultProxy};
 
 use crate::common::WITHOUT_CONDSTORE;
-use crate::common::beds::{Run, job_dir, migrate, write_job};
+use crate::common::beds::{job_dir, migrate, write_job};
+use crate::common::daemon::{Daemon, stdout};
 
 /// 1 June 2019, 1 June 2021 and 1 January 2018 (UTC), as unix seconds.
 const Y2019: i64 = 1_559_347_200;
@@ -109,11 +110,14 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
             .await
             .expect("message appended");
     }
+    let dir = job_dir("carry-filter");
+    let store = dir.join("store");
     let filter =
         "\n[filter]\nsince = \"2020-01-01\"\nmax_size = 50000\nexclude_flags = [\"\\\\Deleted\"]\n";
-    let job = carry_job("carry-filter", &s, &d, filter, "");
+    let job = write_job(&dir, &s, &d, filter);
 
-    let first = job.run_ok();
+    let first = migrate(&job, &store);
+    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
     assert_eq!(
         ids_in(&d, "INBOX").await,
         once(&["backdated", "recent"]),
@@ -159,8 +163,9 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
     // A wider filter, by the Date: header: "large" now passes, "backdated" would not but is
     // copied already and stays. The delta copies "large", once.
     let filter = "\n[filter]\nsince = \"2020-01-01\"\ndate_from = \"header\"\nexclude_flags = [\"\\\\Deleted\"]\n";
-    write_job(&job.dir, &s, &d, filter);
-    let second = job.run_ok();
+    let job = write_job(&dir, &s, &d, filter);
+    let second = migrate(&job, &store);
+    assert!(second.success, "{}\n{}", second.stdout, second.stderr);
     assert_eq!(second.counts(), (1, 2), "{}", second.stdout);
     assert_eq!(
         ids_in(&d, "INBOX").await,
@@ -179,13 +184,14 @@ async fn a_filter_by_date_size_and_flag_excludes_with_its_rule_and_a_changed_fil
     );
 
     // The same filter again: nothing new.
-    let third = job.run_ok();
+    let third = migrate(&job, &store);
+    assert!(third.success, "{}\n{}", third.stdout, third.stderr);
     assert_eq!(third.counts().0, 0, "{}", third.stdout);
     assert_eq!(
         ids_in(&d, "INBOX").await,
         once(&["backdated", "large", "recent"])
     );
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,25 +206,20 @@ async fn a_bad_filter_is_refused_naming_the_file_and_field_and_nothing_is_copied
     )
     .await
     .unwrap();
-    let job = carry_job(
-        "carry-bad-filter",
-        &s,
-        &d,
-        "\n[filter]\nsince = \"2024-02-30\"\n",
-        "",
-    );
-    let run = job.run();
+    let dir = job_dir("carry-bad-filter");
+    let job = write_job(&dir, &s, &d, "\n[filter]\nsince = \"2024-02-30\"\n");
+    let run = migrate(&job, &dir.join("store"));
     assert!(!run.success);
     assert!(
         run.stderr.contains(&format!(
             "job file {}: [filter] since: \"2024-02-30\" is not a date",
-            job.file.display()
+            job.display()
         )),
         "{}",
         run.stderr
     );
-    write_job(&job.dir, &s, &d, "\n[filter]\nmax_age = 30\n");
-    let run = job.run();
+    let job = write_job(&dir, &s, &d, "\n[filter]\nmax_age = 30\n");
+    let run = migrate(&job, &dir.join("store"));
     assert!(!run.success);
     assert!(
         run.stderr.contains("max_age") && run.stderr.contains("line "),
@@ -226,7 +227,7 @@ async fn a_bad_filter_is_refused_naming_the_file_and_field_and_nothing_is_copied
         run.stderr
     );
     assert!(ids_in(&d, "INBOX").await.is_empty());
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Five messages `m1`..`m5` in the source's INBOX, received in 2021.
@@ -236,37 +237,6 @@ async fn five_messages(s: &Account) {
         testbed::append_message(s, "INBOX", &m, &[], Y2021)
             .await
             .expect("message appended");
-    }
-}
-
-/// A job of this file: its directory (removed at the end of a test), store and job file.
-struct CarryJob {
-    dir: std::path::PathBuf,
-    store: std::path::PathBuf,
-    file: std::path::PathBuf,
-}
-
-/// Writes the job `name` from `source` to `d`, with `sections` after the two sides and
-/// `extra` (say `sync_deletions = true\n`) at the top of the file.
-fn carry_job(name: &str, source: &Account, d: &Account, sections: &str, extra: &str) -> CarryJob {
-    let dir = job_dir(name);
-    let store = dir.join("store");
-    let file = write_job(&dir, source, d, sections);
-    top_level(&file, extra);
-    CarryJob { dir, store, file }
-}
-
-impl CarryJob {
-    /// Runs the job once (`migrated migrate`).
-    fn run(&self) -> Run {
-        migrate(&self.file, &self.store)
-    }
-
-    /// Runs the job, which must succeed.
-    fn run_ok(&self) -> Run {
-        let run = self.run();
-        assert!(run.success, "{}\n{}", run.stdout, run.stderr);
-        run
     }
 }
 
@@ -286,8 +256,11 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     let proxy = FaultProxy::start("source", src.imap_port(), &FaultPlan::new(0))
         .await
         .unwrap();
-    let job = carry_job(name, &through(&s, &proxy), &d, "", "");
-    let first = job.run_ok();
+    let dir = job_dir(name);
+    let store = dir.join("store");
+    let job = write_job(&dir, &through(&s, &proxy), &d, "");
+    let first = migrate(&job, &store);
+    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
     assert_eq!(first.counts(), (5, 0));
 
     let mut session = testbed::login(&s).await.unwrap();
@@ -308,7 +281,8 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     .unwrap();
 
     let before = proxy.client_lines().len();
-    let delta = job.run_ok();
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
     assert_eq!(delta.counts(), (1, 5), "{}", delta.stdout);
     assert!(
         delta.stdout.contains(" 1 flag changes,"),
@@ -317,7 +291,7 @@ async fn delta_wire(capability: Option<&str>, name: &str) -> Vec<String> {
     );
     let flagged = ids_flagged(&d).await;
     assert_eq!(flagged, ["m1"], "the flag arrived on the destination");
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
     proxy.client_lines().split_off(before)
 }
 
@@ -408,11 +382,208 @@ async fn a_delta_against_a_source_without_condstore_compares_uids_in_a_plain_lis
 /// A first run with `extra` in the job file, the destination holding a message of its own
 /// (`native`, marked `\Deleted` by its user after the run); then `m2` and `m4` expunged on the
 /// source and a delta. Returns the delta and the destination INBOX's messages by Message-ID.
+/// What a delta through the daemon came to: the job's summary after it, and the messages its
+/// report lists as removed, from `migratectl report --format json` and from `--format csv`.
+struct Delta {
+    summary: migrated_ipc::JobSummary,
+    json: Vec<Removed>,
+    csv: Vec<Removed>,
+    /// The folder rows' `removed` and `source_removed` (JSON, then CSV).
+    counts: [(u64, u64); 2],
+}
+
+/// A removed message as a report lists it: folder, source UID, destination folder and UID,
+/// Message-ID, size, INTERNALDATE (unix seconds), and what was done (JSON's `removal`, or the
+/// CSV's `reason`).
+type Removed = (String, u32, String, u32, String, u64, i64, String);
+
+/// The daemon's job `id`, run to its end: its summary.
+async fn run_to_end(d: &Daemon, id: &str) -> migrated_ipc::JobSummary {
+    d.wait_until(id, "the run to finish", |s| {
+        s.status.is_some_and(migrated_core::JobStatus::is_finished)
+    })
+    .await
+}
+
+/// A delta of the daemon's job `id`, its credentials given again from the job's files.
+async fn daemon_delta(d: &Daemon, id: &str, dir: &std::path::Path) -> migrated_ipc::JobSummary {
+    let out = d.ctl(&[
+        "delta",
+        id,
+        "--source-password-file",
+        dir.join("source.pass").to_str().unwrap(),
+        "--destination-password-file",
+        dir.join("destination.pass").to_str().unwrap(),
+    ]);
+    // Queued when the reply comes: finished again means the delta ran.
+    assert_eq!(stdout(&out), "Queued");
+    run_to_end(d, id).await
+}
+
+/// `DD-Mon-YYYY HH:MM:SS +ZZZZ` (an IMAP INTERNALDATE) as unix seconds.
+fn internal_date(text: &str) -> i64 {
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let bad = || panic!("not an INTERNALDATE: {text:?}");
+    let parts: Vec<&str> = text.trim().split([' ', '-', ':']).collect();
+    let [day, mon, year, h, m, sec, zone] = parts[..] else {
+        bad()
+    };
+    let n = |v: &str| v.parse::<i64>().unwrap_or_else(|_| bad());
+    let month = months
+        .iter()
+        .position(|x| *x == mon)
+        .unwrap_or_else(|| bad()) as i64
+        + 1;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 {
+        (n(year) - 1, month + 9)
+    } else {
+        (n(year), month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + n(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let z = n(&zone[1..]);
+    let offset = (z / 100 * 3600 + z % 100 * 60) * if zone.starts_with('-') { -1 } else { 1 };
+    days * 86_400 + n(h) * 3600 + n(m) * 60 + n(sec) - offset
+}
+
+/// The removed messages job `id`'s report lists, in JSON and in CSV, and its folder counts.
+fn removed_in_report(d: &Daemon, id: &str) -> ([Vec<Removed>; 2], [(u64, u64); 2]) {
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&d.ctl(&["report", id, "--format", "json"]))).unwrap();
+    let job = &json[0];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut from_json: Vec<Removed> = job["removed"]
+        .as_array()
+        .expect("a removed list")
+        .iter()
+        .map(|r| {
+            (
+                text(&r["folder"]),
+                r["uid"].as_u64().unwrap() as u32,
+                text(&r["destination"]),
+                r["dest_uid"].as_u64().unwrap() as u32,
+                text(&r["message_id"]),
+                r["size"].as_u64().unwrap(),
+                internal_date(r["date"].as_str().expect("a date")),
+                text(&r["removal"]),
+            )
+        })
+        .collect();
+    let sum = |key: &str| {
+        job["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f[key].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let json_counts = (sum("removed"), sum("source_removed"));
+    let csv_text = stdout(&d.ctl(&["report", id, "--format", "csv"]));
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let head = reader.headers().unwrap().clone();
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| h == n)
+            .unwrap_or_else(|| panic!("column {n}"))
+    };
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let mut from_csv: Vec<Removed> = rows
+        .iter()
+        .filter(|r| &r[col("record")] == "removed")
+        .map(|r| {
+            (
+                r[col("folder")].to_owned(),
+                r[col("uid")].parse().unwrap(),
+                r[col("destination")].to_owned(),
+                r[col("dest_uid")].parse().unwrap(),
+                r[col("message_id")].to_owned(),
+                r[col("size")].parse().unwrap(),
+                internal_date(&r[col("date")]),
+                r[col("reason")].to_owned(),
+            )
+        })
+        .collect();
+    let csv_sum = |key: &str| {
+        rows.iter()
+            .filter(|r| &r[col("record")] == "folder")
+            .map(|r| r[col(key)].parse::<u64>().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let csv_counts = (csv_sum("removed"), csv_sum("source_removed"));
+    from_json.sort();
+    from_csv.sort();
+    ([from_json, from_csv], [json_counts, csv_counts])
+}
+
+/// Source messages `ids` of INBOX as a report lists them once removed: folder, source UID,
+/// destination folder and UID (their copies, by Message-ID), Message-ID, size, INTERNALDATE,
+/// and `how` (JSON, CSV).
+async fn expected_removed(
+    s: &Account,
+    d: &Account,
+    ids: &[&str],
+    how: [&str; 2],
+) -> [Vec<Removed>; 2] {
+    let listing = |acct: Account| async move {
+        let mut session = testbed::login(&acct).await.unwrap();
+        let l = session.folder_messages("INBOX").await.unwrap();
+        session.logout().await.unwrap();
+        l
+    };
+    let (source, dest) = (listing(s.clone()).await, listing(d.clone()).await);
+    let mut out = [Vec::new(), Vec::new()];
+    for (k, kind) in how.iter().enumerate() {
+        for id in ids {
+            let mid = format!("<{id}@carry.test>");
+            let m = source
+                .iter()
+                .find(|m| m.message_id.as_deref() == Some(&mid))
+                .unwrap_or_else(|| panic!("{id} on the source"));
+            let copy = dest
+                .iter()
+                .find(|c| c.message_id.as_deref() == Some(&mid))
+                .unwrap_or_else(|| panic!("{id}'s copy on the destination"));
+            out[k].push((
+                "INBOX".to_owned(),
+                m.uid,
+                "INBOX".to_owned(),
+                copy.uid,
+                mid,
+                m.size,
+                m.internaldate,
+                (*kind).to_owned(),
+            ));
+        }
+        out[k].sort();
+    }
+    out
+}
+
+const MIRRORED: [&str; 2] = [
+    "destination-expunged",
+    "expunged on the source: its copy was removed from the destination (sync_deletions)",
+];
+
+/// A first run through the daemon, then on the source m2 and m4 expunged and on the
+/// destination its own message marked \Deleted, then a delta: what it came to, the
+/// destination INBOX by Message-ID, the lines the client sent the source during the delta,
+/// and the report rows m2 and m4 would have as removed messages.
 async fn deletion_delta(
     capability: Option<&str>,
     name: &str,
     extra: &str,
-) -> (Run, BTreeMap<String, usize>, Vec<String>) {
+) -> (
+    Delta,
+    BTreeMap<String, usize>,
+    Vec<String>,
+    [Vec<Removed>; 2],
+) {
     let (src, _dst, s, d) = two_dovecots_with(capability).await;
     five_messages(&s).await;
     testbed::append_message(
@@ -427,9 +598,20 @@ async fn deletion_delta(
     let proxy = FaultProxy::start("source", src.imap_port(), &FaultPlan::new(0))
         .await
         .unwrap();
-    let job = carry_job(name, &through(&s, &proxy), &d, "", extra);
-    let first = job.run_ok();
-    assert_eq!(first.counts(), (5, 0));
+    let dir = job_dir(name);
+    let job = write_job(&dir, &through(&s, &proxy), &d, "");
+    top_level(&job, extra);
+    let mut daemon = Daemon::in_dir(dir.join("daemon"));
+    daemon.start().await;
+    let id = stdout(&daemon.ctl(&["create", job.to_str().unwrap()]));
+    let first = run_to_end(&daemon, &id).await;
+    assert_eq!(
+        first.status,
+        Some(migrated_core::JobStatus::Completed),
+        "{first:?}\n{}",
+        daemon.log()
+    );
+    assert_eq!(first.items_done, 5, "{first:?}");
 
     let mut ds = testbed::login(&d).await.unwrap();
     let native = ds
@@ -444,6 +626,7 @@ async fn deletion_delta(
         .await
         .unwrap();
     ds.logout().await.unwrap();
+    let expected = expected_removed(&s, &d, &["m2", "m4"], MIRRORED).await;
     let mut ss = testbed::login(&s).await.unwrap();
     for m in ss.folder_messages("INBOX").await.unwrap() {
         let id = m.message_id.unwrap_or_default();
@@ -454,10 +637,28 @@ async fn deletion_delta(
     ss.logout().await.unwrap();
 
     let before = proxy.client_lines().len();
-    let delta = job.run_ok();
+    let summary = daemon_delta(&daemon, &id, &dir).await;
+    assert_eq!(
+        summary.status,
+        Some(migrated_core::JobStatus::Completed),
+        "{summary:?}\n{}",
+        daemon.log()
+    );
+    let ([json, csv], counts) = removed_in_report(&daemon, &id);
     let ids = ids_in(&d, "INBOX").await;
-    let _ = std::fs::remove_dir_all(&job.dir);
-    (delta, ids, proxy.client_lines().split_off(before))
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        Delta {
+            summary,
+            json,
+            csv,
+            counts,
+        },
+        ids,
+        proxy.client_lines().split_off(before),
+        expected,
+    )
 }
 
 /// Puts `lines` at the top of a job file, before its first section.
@@ -467,30 +668,25 @@ fn top_level(job: &std::path::Path, lines: &str) {
     std::fs::write(job, format!("{head}\n{lines}{rest}")).unwrap();
 }
 
-fn removed_lines(stdout: &str) -> Vec<&str> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with("removed "))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_deletions_are_mirrored_with_sync_deletions_through_qresync_and_the_destinations_own_mail_stays()
  {
-    let (delta, ids, lines) =
+    let (delta, ids, lines, expected) =
         deletion_delta(None, "carry-deletions-qresync", "sync_deletions = true\n").await;
     assert_eq!(
         ids,
         once(&["m1", "m3", "m5", "native"]),
         "the copies of m2 and m4 are gone, the destination's own message (even marked \\Deleted) stays"
     );
-    let removed = removed_lines(&delta.stdout);
-    assert_eq!(removed.len(), 2, "{}", delta.stdout);
-    assert!(
-        removed.iter().all(|l| l.starts_with("removed INBOX UID ")
-            && l.contains("expunged on the source: its copy (UID ")),
-        "{removed:?}"
+    assert_eq!(
+        delta.json, expected[0],
+        "the JSON report lists exactly m2 and m4 as removed"
     );
+    assert_eq!(
+        delta.csv, expected[1],
+        "the CSV report lists exactly m2 and m4 as removed"
+    );
+    assert_eq!(delta.counts, [(2, 0), (2, 0)], "the folder rows count them");
     assert!(
         lines.iter().any(|l| l.contains(" (QRESYNC (")),
         "the source's VANISHED told: {lines:?}"
@@ -505,23 +701,27 @@ async fn source_deletions_are_mirrored_with_sync_deletions_through_qresync_and_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_deletions_are_mirrored_by_uid_comparison_without_qresync() {
-    let (delta, ids, lines) = deletion_delta(
+    let (delta, ids, lines, expected) = deletion_delta(
         Some(WITHOUT_CONDSTORE),
         "carry-deletions-plain",
         "sync_deletions = true\n",
     )
     .await;
     assert_eq!(ids, once(&["m1", "m3", "m5", "native"]));
-    assert_eq!(removed_lines(&delta.stdout).len(), 2, "{}", delta.stdout);
+    assert_eq!(delta.json, expected[0], "the JSON report lists m2 and m4");
+    assert_eq!(delta.csv, expected[1], "the CSV report lists m2 and m4");
+    assert_eq!(delta.counts, [(2, 0), (2, 0)]);
     assert!(!lines.join("\n").contains("QRESYNC"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_deletions_are_not_mirrored_by_default() {
-    let (delta, ids, _) = deletion_delta(None, "carry-deletions-default", "").await;
+    let (delta, ids, _, _) = deletion_delta(None, "carry-deletions-default", "").await;
     assert_eq!(ids, once(&["m1", "m2", "m3", "m4", "m5", "native"]));
-    assert!(removed_lines(&delta.stdout).is_empty(), "{}", delta.stdout);
-    assert_eq!(delta.counts().0, 0, "{}", delta.stdout);
+    assert!(delta.json.is_empty(), "{:?}", delta.json);
+    assert!(delta.csv.is_empty(), "{:?}", delta.csv);
+    assert_eq!(delta.counts, [(0, 0), (0, 0)]);
+    assert_eq!(delta.summary.items_done, 0, "{:?}", delta.summary);
 }
 
 /// Flags of the destination INBOX's messages by Message-ID local part.
@@ -564,23 +764,30 @@ async fn set_flags(acct: &Account, id: &str, flags: &[&str]) {
 async fn flags_on_both_sides(policy: Option<&str>, name: &str) -> [Vec<String>; 3] {
     let (_src, _dst, s, d) = two_dovecots().await;
     five_messages(&s).await;
-    let policy = policy.map_or_else(String::new, |p| format!("flag_conflicts = \"{p}\"\n"));
-    let job = carry_job(name, &s, &d, "", &policy);
-    job.run_ok();
+    let dir = job_dir(name);
+    let store = dir.join("store");
+    let job = write_job(&dir, &s, &d, "");
+    if let Some(p) = policy {
+        top_level(&job, &format!("flag_conflicts = \"{p}\"\n"));
+    }
+    let first = migrate(&job, &store);
+    assert!(first.success, "{}\n{}", first.stdout, first.stderr);
     set_flags(&s, "m1", &["\\Answered"]).await;
     set_flags(&d, "m2", &["\\Flagged"]).await;
     set_flags(&s, "m3", &["\\Answered"]).await;
     set_flags(&d, "m3", &["\\Flagged"]).await;
-    job.run_ok();
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
     let flags = flags_by_id(&d).await;
-    let again = job.run_ok();
+    let again = migrate(&job, &store);
+    assert!(again.success, "{}\n{}", again.stdout, again.stderr);
     assert!(
         again.stdout.contains(" 0 flag changes,"),
         "a second delta changes nothing: {}",
         again.stdout
     );
     assert_eq!(flags_by_id(&d).await, flags, "and the flags stay");
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(flags["m4"], Vec::<String>::new());
     ["m1", "m2", "m3"].map(|id| flags[id].clone())
 }
@@ -682,13 +889,15 @@ fn assert_nothing_lost(
 async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what_was_copied() {
     let (_src, _dst, s, d) = two_dovecots().await;
     let ids = many_messages(&s, 60).await;
-    let job = carry_job(
-        "carry-move",
+    let dir = job_dir("carry-move");
+    let store = dir.join("store");
+    let job = write_job(
+        &dir,
         &s,
         &d,
         "\n[limits]\nconnections = 1\nbatch_messages = 5\n",
-        "source_after_copy = \"expunge\"\n",
     );
+    top_level(&job, "source_after_copy = \"expunge\"\n");
     let seed = testbed::fault_seed(
         "carry-move",
         std::time::SystemTime::now()
@@ -702,9 +911,9 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
         let mut child = std::process::Command::new(crate::common::daemon::binary("migrated"))
             .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
             .args(["migrate", "--quiet", "--job"])
-            .arg(&job.file)
+            .arg(&job)
             .arg("--store")
-            .arg(&job.store)
+            .arg(&store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -727,7 +936,8 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
             &format!("after kill {kill} (seed {seed:#x})"),
         );
     }
-    job.run_ok();
+    let last = migrate(&job, &store);
+    assert!(last.success, "{}\n{}", last.stdout, last.stderr);
     let (on_src, on_dst) = settled(&s, &d).await;
     assert_nothing_lost(&ids, &on_src, &on_dst, "at the end");
     assert_eq!(
@@ -739,27 +949,25 @@ async fn a_move_run_killed_at_random_moments_loses_nothing_and_removes_only_what
         on_src.is_empty(),
         "the source is empty once everything was copied: {on_src:?}"
     );
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carried() {
     let (_src, _dst, s, d) = two_dovecots().await;
     five_messages(&s).await;
-    let job = carry_job(
-        "carry-flag-deleted",
-        &s,
-        &d,
-        "",
-        "source_after_copy = \"flag-deleted\"\n",
-    );
-    let first = job.run_ok();
-    assert!(
-        first
-            .stdout
-            .contains("5 source messages marked deleted or removed"),
-        "{}",
-        first.stdout
+    let dir = job_dir("carry-flag-deleted");
+    let job = write_job(&dir, &s, &d, "");
+    top_level(&job, "source_after_copy = \"flag-deleted\"\n");
+    let mut daemon = Daemon::in_dir(dir.join("daemon"));
+    daemon.start().await;
+    let id = stdout(&daemon.ctl(&["create", job.to_str().unwrap()]));
+    let first = run_to_end(&daemon, &id).await;
+    assert_eq!(
+        first.status,
+        Some(migrated_core::JobStatus::Completed),
+        "{first:?}\n{}",
+        daemon.log()
     );
     let mut ss = testbed::login(&s).await.unwrap();
     let source = ss.folder_messages("INBOX").await.unwrap();
@@ -774,38 +982,61 @@ async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carrie
             .iter()
             .all(|m| m.flags.iter().any(|f| f == "\\Deleted"))
     );
-    let again = job.run_ok();
+    let expected = expected_removed(
+        &s,
+        &d,
+        &["m1", "m2", "m3", "m4", "m5"],
+        [
+            "source-flagged-deleted",
+            "marked \\Deleted on the source after its copy was verified (source_after_copy = flag-deleted)",
+        ],
+    )
+    .await;
+    let ([json, csv], counts) = removed_in_report(&daemon, &id);
+    assert_eq!(json, expected[0], "the JSON report lists the five marked");
+    assert_eq!(csv, expected[1], "the CSV report lists the five marked");
+    assert_eq!(counts, [(0, 5), (0, 5)], "the folder rows count them");
+
+    let again = daemon_delta(&daemon, &id, &dir).await;
+    assert_eq!(again.status, Some(migrated_core::JobStatus::Completed));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(&daemon.ctl(&["report", &id, "--format", "json"]))).unwrap();
+    let flag_changes: u64 = report[0]["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["flags_updated"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(flag_changes, 0, "{report}");
+    let ([json, csv], counts) = removed_in_report(&daemon, &id);
     assert!(
-        again.stdout.contains(" 0 flag changes,"),
-        "{}",
-        again.stdout
+        json.is_empty() && csv.is_empty(),
+        "the delta marked nothing again: {json:?} {csv:?}"
     );
+    assert_eq!(counts, [(0, 0), (0, 0)]);
     let flags = flags_by_id(&d).await;
     assert_eq!(flags.len(), 5);
     assert!(
         flags.values().all(|f| !f.iter().any(|x| x == "\\Deleted")),
         "the copies are not marked deleted: {flags:?}"
     );
-    let _ = std::fs::remove_dir_all(&job.dir);
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
     let (_src, _dst, s, d) = two_dovecots().await;
-    let job = carry_job(
-        "carry-move-refused",
-        &s,
-        &d,
-        "",
-        "source_after_copy = \"expunge\"\n",
-    );
-    let text = std::fs::read_to_string(&job.file).unwrap();
+    let dir = job_dir("carry-move-refused");
+    let job = write_job(&dir, &s, &d, "");
+    let text = std::fs::read_to_string(&job).unwrap();
     std::fs::write(
-        &job.file,
+        &job,
         text.replacen("[source]\n", "[source]\nplugin = \"gmail\"\n", 1),
     )
     .unwrap();
-    let run = job.run();
+    top_level(&job, "source_after_copy = \"expunge\"\n");
+    let run = migrate(&job, &dir.join("store"));
     assert!(!run.success);
     assert!(
         run.stderr
@@ -813,12 +1044,12 @@ async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
         "{}",
         run.stderr
     );
-    write_job(&job.dir, &s, &d, "");
+    let job = write_job(&dir, &s, &d, "");
     top_level(
-        &job.file,
+        &job,
         "source_after_copy = \"expunge\"\nsync_deletions = true\n",
     );
-    let run = job.run();
+    let run = migrate(&job, &dir.join("store"));
     assert!(!run.success);
     assert!(
         run.stderr
@@ -826,5 +1057,5 @@ async fn move_mode_is_refused_for_gmail_sources_and_with_sync_deletions() {
         "{}",
         run.stderr
     );
-    let _ = std::fs::remove_dir_all(&job.dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,9 @@
 //! through chromedriver by Debian's Selenium bindings (tests/browser/webdriver.py, a line
 //! protocol: every step and assertion is here). The page creates a batch from an uploaded CSV
 //! (a bad one first, its errors inline), shows progress moving, pauses and resumes a job,
-//! shows the alerts, and its figures match `migratectl --json`; the connection indicator says
+//! shows the alerts, and its figures match `migratectl --json`; its report download is
+//! `migratectl report --format csv`; a page opened after the runs draws their throughput from
+//! the daemon's history; the connection indicator says
 //! when the daemon restarts; a user the bus policy refuses sees the "not allowed" page.
 //! Screenshots go to $COCKPIT_SCREENSHOTS (default: a temporary directory).
 
@@ -396,6 +398,81 @@ async fn the_cockpit_page_creates_a_batch_follows_it_pauses_a_job_and_shows_its_
     );
     b.wait("#batch-alerts", "Batch wave-1 finished: 2 completed");
     b.shot("batch-completed");
+
+    // The report download is migratectl's CSV report of the batch, byte for byte.
+    b.click("#batch-report");
+    let downloaded = b.run(json!({"op": "download", "name": "wave-1-report.csv", "timeout": 60}));
+    let report = d.ctl(&["report", "--batch", "wave-1", "--format", "csv"]);
+    assert!(report.status.success());
+    let report = String::from_utf8(report.stdout).unwrap();
+    assert!(report.lines().count() > 3, "{report}");
+    assert_eq!(
+        downloaded.as_str().expect("the downloaded text"),
+        report,
+        "the downloaded CSV is migratectl's"
+    );
+
+    // The throughput history over D-Bus, as the page reads it: u2's one run, added up.
+    let u2 = jobs
+        .iter()
+        .find(|j| j["name"] == "wave-1/u2@example.org")
+        .unwrap();
+    let u2_id = u2["id"].as_str().unwrap();
+    let history: Value = serde_json::from_str(
+        &manager
+            .call(&json!({"request": "throughput", "job": u2_id}).to_string())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let samples = history["jobs"][0]["samples"].as_array().unwrap();
+    let sum = |k: &str| samples.iter().map(|s| s[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum("items"),
+        u2["items_done"].as_u64().unwrap(),
+        "{history}"
+    );
+    assert_eq!(
+        sum("bytes"),
+        u2["bytes_done"].as_u64().unwrap(),
+        "{history}"
+    );
+    // A page opened now draws the run from before it opened (the test goes on in it).
+    let fresh = CockpitWs::start(&bus.address, "fresh", false);
+    b.get(&fresh.url(&format!("/job/{u2_id}")));
+    b.wait("#connection", "Live");
+    b.wait("#job-status", "^Completed$");
+    let opened = b
+        .run(json!({"op": "js", "script": "return performance.timeOrigin / 1000;"}))
+        .as_f64()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let points = b
+            .run(json!({"op": "attr", "css": "#throughput-chart", "name": "data-points"}))
+            .as_str()
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(0);
+        if points >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chart has no past: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first: f64 = b
+        .run(json!({"op": "attr", "css": "#throughput-chart", "name": "data-first"}))
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first < opened,
+        "the chart's first point ({first}) is from before the page opened ({opened})"
+    );
+    b.shot("job-throughput-history");
 
     // The overview: jobs by status and the Good news feed, as migratectl lists them.
     b.nav("#/");

@@ -1158,3 +1158,78 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
         assert!(text.lines().any(|l| l.trim() == "LimitCORE=0"), "{unit}");
     }
 }
+
+/// What a job copied over time, as the control API keeps it: samples (socket and D-Bus share
+/// the request) whose sums are the run's progress, within the run's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throughput_history_has_samples_that_add_up_to_the_progress_of_the_run() {
+    let p = pair(CorpusSpec {
+        seed: 43,
+        messages: 300,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let mut d = Daemon::new(&p);
+    d.start().await;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let job = job_file(&p, &d.state.join("jobs"), "tess", "");
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let done = d
+        .wait_until(&id, "completion", |s| {
+            s.status == Some(JobStatus::Completed)
+        })
+        .await;
+    assert!(done.items_done > 0 && done.bytes_done > 0, "{done:?}");
+    let mut c = migrated_ipc::Client::connect(&d.socket).await.unwrap();
+    let reply = c
+        .call(&migrated_ipc::Request::Throughput {
+            job: Some("tess".into()),
+        })
+        .await
+        .unwrap();
+    let migrated_ipc::Response::Throughput { jobs } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].id.as_str(), jobs[0].name.as_str()),
+        (id.as_str(), "tess")
+    );
+    let samples = &jobs[0].samples;
+    assert!(!samples.is_empty(), "a finished run has its samples");
+    assert_eq!(
+        samples.iter().map(|s| s.items).sum::<u64>(),
+        done.items_done,
+        "{samples:?}"
+    );
+    assert_eq!(
+        samples.iter().map(|s| s.bytes).sum::<u64>(),
+        done.bytes_done,
+        "{samples:?}"
+    );
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut last = started;
+    for s in samples {
+        assert!(
+            s.time >= last && s.time <= ended,
+            "in order, within the run: {samples:?}"
+        );
+        last = s.time;
+    }
+    // Every job when none is named: the same one here.
+    let reply = c
+        .call(&migrated_ipc::Request::Throughput { job: None })
+        .await
+        .unwrap();
+    let migrated_ipc::Response::Throughput { jobs: all } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(all, jobs);
+}

@@ -12,7 +12,7 @@ use super::{Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::{Event, Summary};
 use crate::ledger::store_call;
-use migrated_core::{FolderReport, ItemRow, Phase, SourceAfterCopy};
+use migrated_core::{FolderReport, ItemRow, Phase, RemovedRow, SourceAfterCopy};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Writes the folder's checkpoint after a pass that left nothing undone.
@@ -99,7 +99,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         summary.failed.extend(unplaced);
         let changed = summary.copied
             + summary.flags_updated
-            + summary.removed.len() as u64
+            + summary.per_folder.iter().map(|f| f.removed).sum::<u64>()
             + summary.excluded.len() as u64
             + summary.failed.len() as u64;
         // Move mode verifies every run: only what the verification finds on the destination
@@ -113,7 +113,8 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 .verify(&mut src, &mut dst, plans, folder_errors, &summary)
                 .await?;
             summary.verification = Some(rows);
-            summary.source_removed = self.remove_from_source(&mut src, confirmed).await?;
+            self.remove_from_source(&mut src, confirmed, &mut summary)
+                .await?;
         }
         summary.duration = started.elapsed();
         summary.timings = sh.clock.totals(Instant::now());
@@ -125,29 +126,38 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Move mode: marks or removes on the source the messages whose copies the verification
-    /// found on the destination. Returns how many.
+    /// found on the destination, and counts and lists them in the summary.
     async fn remove_from_source(
         &self,
         src: &mut C::Session,
-        confirmed: Vec<(String, Vec<u32>)>,
-    ) -> Result<u64, EngineError> {
+        confirmed: Vec<(String, Vec<RemovedRow>)>,
+        summary: &mut Summary,
+    ) -> Result<(), EngineError> {
         let sh = &self.shared;
         let expunge = sh.config.source_after_copy == SourceAfterCopy::Expunge;
         let mut total = 0u64;
-        for (folder, uids) in confirmed {
-            for chunk in uids.chunks(500) {
+        for (folder, rows) in confirmed {
+            let mut done = 0u64;
+            for chunk in rows.chunks(500) {
                 self.stopping()?;
-                if !src.remove_copied(&folder, chunk, expunge).await? {
+                let uids: Vec<u32> = chunk.iter().map(|r| r.uid).collect();
+                if !src.remove_copied(&folder, &uids, expunge).await? {
                     tracing::warn!(job = %sh.config.job_id, folder = %folder, "Source messages kept: the source cannot remove messages by UID (no UIDPLUS, or an older plugin).");
                     break;
                 }
-                total += chunk.len() as u64;
+                done += chunk.len() as u64;
+                migrated_core::list_removed(&mut summary.removed, chunk.iter().cloned());
             }
+            if let Some(f) = summary.per_folder.iter_mut().find(|f| f.source == folder) {
+                f.source_removed += done;
+            }
+            total += done;
         }
         if total > 0 {
             tracing::info!(job = %sh.config.job_id, count = total, expunge, "Source messages removed after their copies were verified.");
         }
-        Ok(total)
+        summary.source_removed = total;
+        Ok(())
     }
 }
 

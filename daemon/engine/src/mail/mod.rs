@@ -42,7 +42,7 @@ use crate::config::CopyConfig;
 use crate::error::EngineError;
 use crate::events::{Event, Observer, Summary};
 use crate::stop::StopSignal;
-use migrated_core::{FolderReport, ItemRow, Phase};
+use migrated_core::{FolderReport, ItemRow, Phase, RemovedRow};
 
 /// Runs copy jobs from a source `C` to a destination `D`. Cheap to clone; one engine can run
 /// one job at a time per `run` call.
@@ -69,8 +69,9 @@ struct Shared<C, D> {
     bytes_done: AtomicU64,
     excluded: Mutex<Vec<ItemRow>>,
     failed: Mutex<Vec<ItemRow>>,
-    /// Copies removed from the destination because the source expunged them.
-    removed: Mutex<Vec<ItemRow>>,
+    /// Copies removed from the destination because the source expunged them (the first
+    /// ones of each folder: [`migrated_core::REMOVED_LISTED_PER_FOLDER`]).
+    removed: Mutex<Vec<RemovedRow>>,
     /// Raised to stop the run after the batches in flight (pause, cancel, shutdown).
     stop: StopSignal,
     /// Set when the destination mailbox is full: workers take no new batch.

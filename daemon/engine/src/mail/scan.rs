@@ -22,7 +22,7 @@ use super::{Batch, Engine, FolderWork, Mapped};
 use crate::error::EngineError;
 use crate::events::Event;
 use crate::ledger::store_call;
-use migrated_core::{FolderReport, ItemRow, Phase};
+use migrated_core::{FolderReport, ItemRow, Phase, Removal, RemovedRow};
 
 /// What a pass copies: every folder's work, the batches to upload, and the batches placed on
 /// the destination from another folder's upload once every upload is done.
@@ -419,6 +419,14 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         }
         dst.open_folder(&plan.destination, false).await?;
         let dest_uids: Vec<u32> = gone.iter().map(|g| g.1).collect();
+        // What the copies were, for the report (the source's are gone): read before they go.
+        let first = dest_uids.iter().copied().min().unwrap_or(1);
+        let copies: HashMap<u32, MessageMeta> = dst
+            .list_messages(first)
+            .await?
+            .into_iter()
+            .map(|m| (m.uid, m))
+            .collect();
         if !dst.expunge(&dest_uids).await? {
             tracing::warn!(job = %sh.config.job_id, folder = %plan.destination, count = gone.len(), "Deletions not mirrored: the destination cannot expunge by UID (no UIDPLUS).");
             return Ok(0);
@@ -429,22 +437,22 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         let mut rows = Vec::new();
         for (src_uid, dest_uid) in &gone {
             items.remove(src_uid);
-            rows.push(ItemRow {
+            let copy = copies.get(dest_uid);
+            rows.push(RemovedRow {
                 folder: plan.source.clone(),
+                destination: plan.destination.clone(),
                 uid: *src_uid,
-                size: 0,
-                message_id: None,
-                subject: None,
-                reason: format!(
-                    "expunged on the source: its copy (UID {dest_uid} in {}) was removed from the destination (sync_deletions)",
-                    plan.destination
-                ),
+                dest_uid: *dest_uid,
+                message_id: copy.and_then(|m| m.message_id.clone()),
+                size: copy.map_or(0, |m| u64::from(m.size)),
+                date: copy.map(|m| m.internal_date.clone()),
+                removal: Removal::DestinationExpunged,
             });
         }
         let count = rows.len() as u64;
         tracing::info!(job = %sh.config.job_id, folder = %plan.source, count, "Source deletions mirrored.");
         if let Ok(mut v) = sh.removed.lock() {
-            v.extend(rows);
+            migrated_core::list_removed(&mut v, rows);
         }
         Ok(count)
     }

@@ -12,15 +12,15 @@ use super::Engine;
 use crate::error::EngineError;
 use crate::events::Summary;
 use crate::ledger::store_call;
-use migrated_core::{ItemRow, SourceAfterCopy, VerifyRow};
+use migrated_core::{ItemRow, Removal, RemovedRow, SourceAfterCopy, VerifyRow};
 
 impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
     /// Compares both sides folder by folder (counts and bytes from fresh listings) and names
     /// every source message that is not on the destination, with what the ledger knows of it.
     ///
-    /// In move mode, also returns per source folder the UIDs whose copies this listing found
-    /// on the destination (by the ledger's destination UID): the only ones the source may
-    /// lose.
+    /// In move mode, also returns per source folder the messages whose copies this listing
+    /// found on the destination (by the ledger's destination UID): the only ones the source
+    /// may lose.
     pub(super) async fn verify(
         &self,
         src: &mut C::Session,
@@ -28,7 +28,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         plans: &[FolderPlan],
         folder_errors: &HashMap<String, String>,
         summary: &Summary,
-    ) -> Result<(Vec<VerifyRow>, Vec<(String, Vec<u32>)>), EngineError> {
+    ) -> Result<(Vec<VerifyRow>, Vec<(String, Vec<RemovedRow>)>), EngineError> {
         let sh = &self.shared;
         let mut rows = Vec::new();
         let mut confirmed = Vec::new();
@@ -84,15 +84,28 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                     moving == SourceAfterCopy::FlagDeleted
                         && m.flags.as_slice().iter().any(|f| f == "\\Deleted")
                 };
-                let uids: Vec<u32> = source
+                let removal = if moving == SourceAfterCopy::Expunge {
+                    Removal::SourceExpunged
+                } else {
+                    Removal::SourceFlaggedDeleted
+                };
+                let uids: Vec<RemovedRow> = source
                     .iter()
-                    .filter(|m| {
-                        items
-                            .get(&m.uid)
-                            .is_some_and(|r| r.dest_uid != 0 && present.contains(&r.dest_uid))
-                            && !already(m)
+                    .filter_map(|m| {
+                        let r = items.get(&m.uid)?;
+                        (r.dest_uid != 0 && present.contains(&r.dest_uid) && !already(m)).then(
+                            || RemovedRow {
+                                folder: plan.source.clone(),
+                                destination: plan.destination.clone(),
+                                uid: m.uid,
+                                dest_uid: r.dest_uid,
+                                message_id: m.message_id.clone(),
+                                size: u64::from(m.size),
+                                date: Some(m.internal_date.clone()),
+                                removal,
+                            },
+                        )
                     })
-                    .map(|m| m.uid)
                     .collect();
                 confirmed.push((plan.source.clone(), uids));
             }

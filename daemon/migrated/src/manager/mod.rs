@@ -95,6 +95,8 @@ struct Entry {
     window_noted: bool,
     /// The run was stopped because the job store cannot be written: it waits for the store.
     store_stop: bool,
+    /// What its runs copied over the last hour, for a page opened late.
+    throughput: crate::throughput::History,
 }
 
 impl Entry {
@@ -106,6 +108,7 @@ impl Entry {
             window_stop: false,
             window_noted: false,
             store_stop: false,
+            throughput: crate::throughput::History::default(),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! [`Response::Error`]; nothing here decodes a reply back into a result.
 
 use migrated_ipc::{
-    BatchSummary, ControlError, ErrorKind, EventRow, JobSummary, PluginRow, PluginSetting,
-    RejectedPlugin, Request, Response,
+    BatchSummary, ControlError, ErrorKind, EventRow, JobSummary, JobThroughput, PluginRow,
+    PluginSetting, RejectedPlugin, Request, Response,
 };
 
 use super::Manager;
@@ -97,6 +97,32 @@ impl Manager {
                     job: Box::new(self.jobs[&id].record.detail(recent)),
                 })
             }
+            Request::ReportCsv { job, batch } => {
+                let details = self.report_details(job.as_deref(), batch.as_deref())?;
+                let csv = migrated_ipc::report::csv(&details).map_err(|e| {
+                    ControlError::new(ErrorKind::Internal, format!("the CSV report: {e}"))
+                })?;
+                Ok(Response::Report { csv })
+            }
+            Request::Throughput { job } => {
+                let ids = match job {
+                    Some(job) => vec![self.find(&job)?],
+                    None => self.ordered_ids(),
+                };
+                let now = crate::throughput::now();
+                let jobs = ids
+                    .iter()
+                    .map(|id| {
+                        let e = &self.jobs[id];
+                        JobThroughput {
+                            id: id.clone(),
+                            name: e.record.spec.name.clone(),
+                            samples: e.throughput.samples(now),
+                        }
+                    })
+                    .collect();
+                Ok(Response::Throughput { jobs })
+            }
             Request::Events { job, after } => {
                 let id = self.find(&job)?;
                 Ok(Response::Events {
@@ -179,6 +205,45 @@ impl Manager {
                     .map(|status| Response::Done { status })
             }
         }
+    }
+
+    /// Every job's id, oldest first (as `list` gives them).
+    fn ordered_ids(&self) -> Vec<String> {
+        let mut jobs: Vec<(u64, &String)> = self
+            .jobs
+            .iter()
+            .map(|(id, e)| (e.record.created, id))
+            .collect();
+        jobs.sort();
+        jobs.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// The jobs of a report in the order `migratectl report` takes them: the one job, a
+    /// batch's by name, or every job oldest first.
+    fn report_details(
+        &self,
+        job: Option<&str>,
+        batch: Option<&str>,
+    ) -> Result<Vec<migrated_ipc::JobDetail>, ControlError> {
+        let ids: Vec<String> = match (job, batch) {
+            (Some(job), _) => vec![self.find(job)?],
+            (None, Some(name)) => {
+                self.batch(name)?;
+                let mut jobs: Vec<(String, String)> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.record.batch.as_deref() == Some(name))
+                    .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+                    .collect();
+                jobs.sort();
+                jobs.into_iter().map(|(_, id)| id).collect()
+            }
+            (None, None) => self.ordered_ids(),
+        };
+        Ok(ids
+            .iter()
+            .map(|id| self.jobs[id].record.detail(Vec::new()))
+            .collect())
     }
 
     /// `(job name, id)` of every job of a batch, by name.

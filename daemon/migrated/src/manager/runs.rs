@@ -114,6 +114,7 @@ impl Manager {
             let run = std::mem::take(&mut entry.record.run);
             entry.record.run.verification = run.verification;
             entry.record.run.verified_at = run.verified_at;
+            entry.throughput.start(crate::throughput::now());
         }
         tracing::info!(job_id = %id, job = %record.spec.name, priority = record.spec.priority, "Job started.");
         self.set_status(id, JobStatus::Connecting).await;
@@ -173,6 +174,9 @@ impl Manager {
                 entry.record.run.items_done = items_done;
                 entry.record.run.bytes_done = bytes_done;
                 entry.record.run.current_folder = Some(folder);
+                entry
+                    .throughput
+                    .progress(crate::throughput::now(), items_done, bytes_done);
                 publish = entry.last_publish.elapsed() >= Duration::from_millis(250);
             }
             Event::FolderDone(f) => {
@@ -260,6 +264,14 @@ impl Manager {
             return;
         };
         entry.stop = None;
+        // The run's last throughput sample: what it copied in all, however it ended.
+        let (items, bytes) = match &result {
+            Ok(s) => (s.copied, s.bytes),
+            Err(_) => (entry.record.run.items_done, entry.record.run.bytes_done),
+        };
+        entry
+            .throughput
+            .finish(crate::throughput::now(), items, bytes);
         let cancel = entry.record.cancel_requested;
         let window_stop = std::mem::take(&mut entry.window_stop);
         let store_stop = std::mem::take(&mut entry.store_stop);
@@ -300,6 +312,7 @@ impl Manager {
                 run.bytes_done = summary.bytes;
                 run.current_folder = None;
                 run.folders = summary.per_folder.clone();
+                run.removed = summary.removed.clone();
                 let errors = !summary.failed.is_empty()
                     || summary.per_folder.iter().any(|f| f.error.is_some());
                 let message = format!(
