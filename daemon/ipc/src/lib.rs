@@ -19,5 +19,6 @@ pub use lifecycle::{EndpointRow, PreflightRow};
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
     AlertLevel, AlertRow, BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail,
-    JobSummary, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request, Response,
+    JobSummary, MAX_PAGE, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request,
+    Response,
 };
