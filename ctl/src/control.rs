@@ -10,6 +10,9 @@ use migrated_ipc::{
     Subscription,
 };
 
+/// Jobs asked for at once by [`Control::list`].
+const LIST_PAGE: usize = 1000;
+
 /// Which bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Bus {
@@ -117,11 +120,31 @@ impl Control {
         }
     }
 
-    /// Jobs, and drop-in files with errors.
+    /// Jobs, and drop-in files with errors, asked for page by page (a daemon of 50,000 jobs
+    /// never builds one reply of them all; an older daemon answers the first page with every
+    /// job and no cursor).
     pub(crate) async fn list(&mut self) -> anyhow::Result<(Vec<JobSummary>, Vec<String>)> {
-        match self.call(Request::List).await? {
-            Response::Jobs { jobs, problems } => Ok((jobs, problems)),
-            r => Err(unexpected(r)),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = Request::List {
+                after: after.take(),
+                limit: Some(LIST_PAGE),
+            };
+            match self.call(page).await? {
+                Response::Jobs {
+                    jobs,
+                    problems,
+                    next,
+                } => {
+                    all.extend(jobs);
+                    match next {
+                        Some(cursor) => after = Some(cursor),
+                        None => return Ok((all, problems)),
+                    }
+                }
+                r => return Err(unexpected(r)),
+            }
         }
     }
 

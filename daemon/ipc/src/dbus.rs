@@ -7,6 +7,7 @@
 //! | `CreateJob(spec)` | `s` → `s` | creates a job from its spec as JSON (the [`migrated_core::JobSpec`] fields, secrets inline); returns the id |
 //! | `TestJob(spec)` | `s` → `s` | checks both endpoints (connect, TLS, login, folders); the checks as JSON |
 //! | `ListJobs()` | → `a(sssttt)` | id, name, status, messages done, messages total, failed (every field: `Call` with `{"request":"list"}`) |
+//! | `ListPage(after, limit)` | `su` → `(ss)` | one page of at most `limit` (1 to 5,000) jobs after the cursor `after` (empty: from the start), oldest first: the [`crate::JobSummary`]s as JSON, and the next page's cursor (empty: the list is complete) |
 //! | `Status(job)` | `s` → `s` | the job in detail as JSON ([`crate::JobDetail`]) |
 //! | `Pause(job)`, `Resume(job)`, `Cancel(job)`, `Delete(job)`, `Reset(job)` | `s` → `s` | the status after the action |
 //! | `Delta(job, source_secret, destination_secret)` | `sss` → `s` | runs again; empty secrets keep the stored ones |
@@ -85,6 +86,9 @@ pub trait Manager {
     fn test_job(&self, spec: &str) -> zbus::Result<String>;
     /// `(id, name, status, done, total, failed)` of every job.
     fn list_jobs(&self) -> zbus::Result<Vec<(String, String, String, u64, u64, u64)>>;
+    /// One page of jobs after a cursor (empty: the start): the summaries as JSON and the next
+    /// cursor (empty: the end).
+    fn list_page(&self, after: &str, limit: u32) -> zbus::Result<(String, String)>;
     /// The job in detail, as JSON.
     fn status(&self, job: &str) -> zbus::Result<String>;
     /// Pauses a job.

@@ -20,6 +20,6 @@ pub use lifecycle::{EndpointRow, PreflightRow};
 pub use migrated_core::{FolderReport, ItemRow, VerifyRow};
 pub use protocol::{
     AlertLevel, AlertRow, BatchSummary, CheckRow, ControlError, ErrorKind, EventRow, JobDetail,
-    JobSummary, JobThroughput, PROTOCOL_VERSION, PluginRow, PluginSetting, RejectedPlugin, Request,
-    Response, ThroughputSample,
+    JobSummary, JobThroughput, MAX_PAGE, PROTOCOL_VERSION, PluginRow, PluginSetting,
+    RejectedPlugin, Request, Response, ThroughputSample,
 };

@@ -8,6 +8,10 @@ use crate::lifecycle::{EndpointRow, PreflightRow};
 /// Protocol version. A daemon refuses clients of another version with a message naming both.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Jobs at most in one page of [`Request::List`]: a page of summaries stays far under the
+/// socket's frame limit ([`crate::framing::MAX_FRAME`]) and D-Bus's message limit.
+pub const MAX_PAGE: usize = 5000;
+
 /// A request. Jobs are named by id or by their unique name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -22,8 +26,17 @@ pub enum Request {
         /// The job.
         spec: Box<JobSpec>,
     },
-    /// Lists every job.
-    List,
+    /// Lists the jobs, oldest first: every job (no `limit`), or one page of at most `limit`
+    /// jobs after the cursor `after` (the `next` of the previous page; `None`: from the
+    /// start). A client without the paging fields gets the whole list, as before they were.
+    List {
+        /// Where the page starts: the previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Jobs at most in the page (1 to [`MAX_PAGE`]); `None`: every job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     /// One job in detail.
     Status {
         /// Id or name.
@@ -273,13 +286,17 @@ pub enum Response {
         /// Its id.
         id: String,
     },
-    /// Every job.
+    /// Every job, or one page of them.
     Jobs {
         /// Summaries, oldest first.
         jobs: Vec<JobSummary>,
         /// Drop-in files with errors, each naming file, line and field.
         #[serde(default)]
         problems: Vec<String>,
+        /// A paged list with more jobs after this page: the cursor to ask the next page with
+        /// (`after`). `None`: the list is complete.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// One job.
     Job {
@@ -669,4 +686,38 @@ pub struct RejectedPlugin {
     pub path: String,
     /// Why.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_request_without_paging_fields_reads_and_writes_as_before() {
+        let old: Request = serde_json::from_str(r#"{"request":"list"}"#).unwrap();
+        assert!(matches!(
+            old,
+            Request::List {
+                after: None,
+                limit: None
+            }
+        ));
+        let whole = Request::List {
+            after: None,
+            limit: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            r#"{"request":"list"}"#
+        );
+        let paged: Request =
+            serde_json::from_str(r#"{"request":"list","after":"c","limit":10}"#).unwrap();
+        assert!(matches!(
+            paged,
+            Request::List { after: Some(a), limit: Some(10) } if a == "c"
+        ));
+        // A reply without `next` (an older daemon's) is a complete list.
+        let reply: Response = serde_json::from_str(r#"{"reply":"jobs","jobs":[]}"#).unwrap();
+        assert!(matches!(reply, Response::Jobs { next: None, .. }));
+    }
 }

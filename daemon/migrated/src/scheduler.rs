@@ -107,6 +107,26 @@ pub(crate) enum Start {
     OutsideWindow { id: String, opens: Option<u64> },
 }
 
+/// Whether a pass can start anything: fewer than `max_jobs` run. A pass that cannot returns
+/// before it looks at a single queued job, so its cost does not grow with the queue.
+pub(crate) fn has_free_slot(running: usize, limits: Limits) -> bool {
+    running < limits.max_jobs
+}
+
+/// Until when a job found outside its window needs no new look: the opening found, or, with
+/// none in the 8 days [`ScheduleSpec::next_opening`] searches, a day later. The manager keeps
+/// it with the job (until the job's settings change), so a queue of 50,000 jobs waiting for
+/// their night is not searched minute by minute on every turn of the loop.
+pub(crate) fn closed_until(opens: Option<u64>, now: u64) -> u64 {
+    opens.unwrap_or(now + 86_400)
+}
+
+/// Whether a queued job is still waiting for the window it was found outside of
+/// ([`closed_until`]); such a job is left out of the pass.
+pub(crate) fn still_closed(closed_until: Option<u64>, now: u64) -> bool {
+    closed_until.is_some_and(|t| now < t)
+}
+
 /// Which queued jobs start, given what runs. Jobs that wait for room are not named; jobs
 /// outside their window are named once per call, so the manager can say so.
 pub(crate) fn starts(
@@ -115,6 +135,9 @@ pub(crate) fn starts(
     limits: Limits,
     now: u64,
 ) -> Vec<Start> {
+    if !has_free_slot(running.len(), limits) {
+        return Vec::new();
+    }
     queued.sort_by(|a, b| (a.priority, a.created, a.id).cmp(&(b.priority, b.created, b.id)));
     let mut running: Vec<Footprint> = running.to_vec();
     let mut out = Vec::new();
@@ -362,6 +385,74 @@ mod tests {
         );
         assert_eq!(connections_of(4, 1), 2, "one worker at least");
         assert_eq!(connections_of(0, 12), 2, "one worker at least");
+    }
+
+    #[test]
+    fn a_pass_with_every_slot_taken_decides_nothing_however_long_the_queue() {
+        let window = ScheduleSpec {
+            windows: vec![WindowSpec {
+                days: vec!["Mon".into()],
+                from: "09:00".into(),
+                to: "11:00".into(),
+            }],
+            ..Default::default()
+        };
+        let limits = Limits {
+            max_jobs: 1,
+            ..NO_LIMITS
+        };
+        let names: Vec<String> = (0..1000).map(|i| format!("j{i}")).collect();
+        let q: Vec<Queued<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| queued(n, 0, i as u64, &window))
+            .collect();
+        assert!(!has_free_slot(1, limits));
+        assert!(has_free_slot(0, limits));
+        // Not even "outside its window" is said: the queue was not looked at.
+        assert!(starts(q, &[fp("a", "b", 2)], limits, MONDAY + 8 * 3600).is_empty());
+    }
+
+    #[test]
+    fn a_job_found_outside_its_window_is_left_out_until_the_window_opens() {
+        let window = ScheduleSpec {
+            windows: vec![WindowSpec {
+                days: vec!["Mon".into()],
+                from: "09:00".into(),
+                to: "11:00".into(),
+            }],
+            ..Default::default()
+        };
+        let at_eight = MONDAY + 8 * 3600;
+        let decisions = starts(
+            vec![queued("nightly", 0, 0, &window)],
+            &[],
+            NO_LIMITS,
+            at_eight,
+        );
+        let [Start::OutsideWindow { opens, .. }] = decisions.as_slice() else {
+            panic!("{decisions:?}");
+        };
+        let until = closed_until(*opens, at_eight);
+        assert_eq!(until, MONDAY + 9 * 3600);
+        assert!(still_closed(Some(until), at_eight + 1800));
+        assert!(!still_closed(Some(until), MONDAY + 9 * 3600));
+        assert!(
+            !still_closed(None, at_eight),
+            "a job never looked at is looked at"
+        );
+        // When it is looked at again, it starts.
+        assert_eq!(
+            starts(
+                vec![queued("nightly", 0, 0, &window)],
+                &[],
+                NO_LIMITS,
+                until
+            ),
+            [Start::Now("nightly".into())]
+        );
+        // No window in the 8 days searched: another look a day later.
+        assert_eq!(closed_until(None, at_eight), at_eight + 86_400);
     }
 
     #[test]

@@ -1,16 +1,22 @@
-//! The control plane under load: one daemon holding 1,000 queued jobs while 100 clients follow
-//! every job's updates over the socket; the latency of `Status` calls, p50 and p99.
+//! The control plane under load: one daemon holding N queued jobs (1,000 by default; 50,000,
+//! an Exchange batch's limit, with `--jobs 50000 --create batch`) while 100 clients follow
+//! every job's updates over the socket. Prints the creation time, the store's size on disk,
+//! the daemon's memory (VmRSS and VmHWM), the latency of `Status` calls (p50, p99), and of
+//! `List`: whole, and page by page over the socket and over D-Bus (a private dbus-daemon).
 //!
 //! `cargo run --release -p migrated-tests --bin control_bench -- [--jobs N] [--followers N]
-//! [--calls N]` (builds the daemon first with `cargo build --release --workspace`).
+//! [--calls N] [--create single|batch] [--page N] [--no-dbus]` (builds the daemon first with
+//! `cargo build --release --workspace`). `--create single`: one `Create` request per job, each
+//! stored before the next is sent; `--create batch`: one `CreateBatch` of N CSV rows, as
+//! `migratectl batch create` sends it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use migrated_core::JobSpec;
-use migrated_ipc::{Client, Request, Response};
+use migrated_core::{JobSpec, JobStatus};
+use migrated_ipc::{Client, JobSummary, Request, Response};
 use testbed::{Dovecot, DovecotOptions};
 
 fn arg(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
@@ -33,9 +39,10 @@ fn endpoint(d: &Dovecot) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-struct DaemonProcess(Child);
+/// A child process killed when the benchmark ends.
+struct Killed(Child);
 
-impl Drop for DaemonProcess {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -43,8 +50,143 @@ impl Drop for DaemonProcess {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `VmRSS` and `VmHWM` of a process, in MB.
+fn memory(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("a number of kB")?
+            .parse()?;
+        Ok(kb / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Bytes on disk under `dir` (`du -sk`), in MB.
+fn disk_usage(dir: &Path) -> anyhow::Result<f64> {
+    let out = Command::new("du").arg("-sk").arg(dir).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kb: f64 = text
+        .split_whitespace()
+        .next()
+        .context("du printed nothing")?
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+/// A window that opens in two hours and lasts one: every job waits for it, as the mailboxes
+/// of a weekend cutover wait for their night.
+fn later_window() -> anyhow::Result<serde_json::Value> {
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 3600
+        % 24;
+    Ok(serde_json::json!([{
+        "from": format!("{:02}:00", (hour + 2) % 24),
+        "to": format!("{:02}:00", (hour + 3) % 24),
+    }]))
+}
+
+/// Every job, page by page over the socket: the jobs and each page's latency.
+async fn list_pages(
+    c: &mut Client,
+    page: usize,
+) -> anyhow::Result<(Vec<JobSummary>, Vec<Duration>)> {
+    let mut all = Vec::new();
+    let mut times = Vec::new();
+    let mut after = None;
+    loop {
+        let t = Instant::now();
+        let reply = c
+            .call(&Request::List {
+                after: after.take(),
+                limit: Some(page),
+            })
+            .await?;
+        times.push(t.elapsed());
+        match reply {
+            Response::Jobs { jobs, next, .. } => {
+                all.extend(jobs);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return Ok((all, times)),
+                }
+            }
+            other => bail!("unexpected list reply {other:?}"),
+        }
+    }
+}
+
+/// Every job, page by page over D-Bus (`ListPage`): the number of jobs and each page's
+/// latency.
+async fn dbus_pages(
+    m: &migrated_ipc::dbus::ManagerProxy<'_>,
+    page: u32,
+) -> anyhow::Result<(Vec<JobSummary>, Vec<Duration>)> {
+    let mut all = Vec::new();
+    let mut times = Vec::new();
+    let mut after = String::new();
+    loop {
+        let t = Instant::now();
+        let (jobs, next) = m.list_page(&after, page).await?;
+        times.push(t.elapsed());
+        let jobs: Vec<JobSummary> = serde_json::from_str(&jobs)?;
+        all.extend(jobs);
+        if next.is_empty() {
+            return Ok((all, times));
+        }
+        after = next;
+    }
+}
+
+/// A private session bus, as the tests start one.
+fn start_bus(dir: &Path) -> anyhow::Result<(Killed, String)> {
+    let address = format!("unix:path={}/bus", dir.display());
+    let child = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile"])
+        .arg(format!("--address={address}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("dbus-daemon (apt-get install dbus-daemon, or --no-dbus)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("bus").exists() {
+        if Instant::now() > deadline {
+            bail!("dbus-daemon did not listen");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((Killed(child), address))
+}
+
+fn every_job_once(list: &[JobSummary], jobs: usize, how: &str) -> anyhow::Result<()> {
+    let ids: std::collections::HashSet<&str> = list.iter().map(|j| j.id.as_str()).collect();
+    if list.len() != jobs || ids.len() != jobs {
+        bail!(
+            "{how}: {} rows, {} distinct jobs, {jobs} expected",
+            list.len(),
+            ids.len()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +194,16 @@ fn main() -> anyhow::Result<()> {
     let jobs = arg(&args, "--jobs", 1000)?;
     let followers = arg(&args, "--followers", 100)?;
     let calls = arg(&args, "--calls", 2000)?;
+    let page = arg(&args, "--page", 1000)?;
+    let dbus = !args.iter().any(|a| a == "--no-dbus");
+    let batch = match args.iter().position(|a| a == "--create") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("batch") => true,
+            Some("single") => false,
+            other => bail!("--create takes single or batch, not {other:?}"),
+        },
+        None => false,
+    };
     let bin: PathBuf = std::env::current_exe()?
         .parent()
         .context("binary directory")?
@@ -63,22 +215,37 @@ fn main() -> anyhow::Result<()> {
     let dst = Dovecot::start_blocking(DovecotOptions::default())?;
     let state = std::env::temp_dir().join(format!("migrated-control-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    std::fs::create_dir_all(&state)?;
+    std::fs::create_dir_all(state.join("bus"))?;
     let socket = state.join("run/migrated.sock");
+    let bus = if dbus {
+        Some(start_bus(&state.join("bus"))?)
+    } else {
+        None
+    };
     // One job runs at a time: the others stay queued, as in a large batch.
-    let _daemon = DaemonProcess(
-        Command::new(&bin)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--bus", "none", "--max-jobs", "1"])
-            .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
-            .env("MIGRATED_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let mut daemon = Command::new(&bin);
+    daemon
+        .arg("--state-dir")
+        .arg(state.join("store"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--max-jobs", "1"])
+        .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
+        .env("MIGRATED_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match &bus {
+        Some((_, address)) => {
+            daemon
+                .env("MIGRATED_BUS", "session")
+                .env("DBUS_SESSION_BUS_ADDRESS", address);
+        }
+        None => {
+            daemon.args(["--bus", "none"]);
+        }
+    }
+    let daemon = Killed(daemon.spawn()?);
+    let pid = daemon.0.id();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -88,36 +255,67 @@ fn main() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (rss, _) = memory(pid)?;
+        println!("daemon started: VmRSS {rss:.1} MB");
         let t = Instant::now();
         let mut c = Client::connect(&socket).await?;
         let (source, destination) = (endpoint(&src)?, endpoint(&dst)?);
-        for i in 0..jobs {
-            // Queued: every job but the first waits for a schedule window that opens in two
-            // hours, as the mailboxes of a weekend cutover wait for their night.
-            let hour = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs()
-                / 3600
-                % 24;
-            let window = serde_json::json!([{
-                "from": format!("{:02}:00", (hour + 2) % 24),
-                "to": format!("{:02}:00", (hour + 3) % 24),
-            }]);
-            let spec: JobSpec = serde_json::from_value(serde_json::json!({
-                "name": format!("mailbox-{i:04}"),
-                "source": source,
+        let window = later_window()?;
+        let names: Vec<String> = if batch {
+            // One batch: every row waits for the template's window.
+            let template: JobSpec = serde_json::from_value(serde_json::json!({
+                "name": "bench",
+                "source": { "host": "127.0.0.1", "port": src.imap_port(), "security": "plain" },
                 "destination": destination,
-                "schedule": { "windows": if i == 0 { serde_json::json!([]) } else { window } },
+                "schedule": { "windows": window },
             }))?;
-            c.call(&Request::Create {
-                spec: Box::new(spec),
+            let password = src.password("alice")?;
+            let mut csv = String::from("EmailAddress,UserName,Password\n");
+            for i in 0..jobs {
+                csv.push_str(&format!("u{i:05}@example.org,alice,{password}\n"));
+            }
+            c.call(&Request::CreateBatch {
+                name: "bench".into(),
+                template: Box::new(template),
+                csv,
             })
             .await?;
-        }
+            (0..jobs)
+                .map(|i| format!("bench/u{i:05}@example.org"))
+                .collect()
+        } else {
+            for i in 0..jobs {
+                // Every job but the first waits for its window.
+                let spec: JobSpec = serde_json::from_value(serde_json::json!({
+                    "name": format!("mailbox-{i:05}"),
+                    "source": source,
+                    "destination": destination,
+                    "schedule": { "windows": if i == 0 { serde_json::json!([]) } else { window.clone() } },
+                }))?;
+                c.call(&Request::Create {
+                    spec: Box::new(spec),
+                })
+                .await?;
+            }
+            (0..jobs).map(|i| format!("mailbox-{i:05}")).collect()
+        };
+        let created = t.elapsed();
         println!(
-            "{jobs} jobs created in {:.1} s ({:.1} ms each)",
-            t.elapsed().as_secs_f64(),
-            t.elapsed().as_secs_f64() * 1000.0 / jobs as f64
+            "{jobs} jobs created ({}) in {:.1} s ({:.2} ms each)",
+            if batch {
+                "one CreateBatch of that many CSV rows"
+            } else {
+                "one Create request each"
+            },
+            created.as_secs_f64(),
+            ms(created) / jobs as f64
+        );
+        // Let the store settle its journal before measuring it.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let (rss, hwm) = memory(pid)?;
+        println!(
+            "store {:.1} MB on disk (du of the state directory); daemon VmRSS {rss:.1} MB, VmHWM {hwm:.1} MB",
+            disk_usage(&state.join("store"))?
         );
         // Followers of every job's updates.
         let mut tasks = Vec::new();
@@ -132,17 +330,16 @@ fn main() -> anyhow::Result<()> {
             }));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut queued = 0;
-        if let Response::Jobs { jobs: list, .. } = c.call(&Request::List).await? {
-            queued = list
-                .iter()
-                .filter(|j| j.status == Some(migrated_core::JobStatus::Queued))
-                .count();
-        }
+        let (list, pages) = list_pages(&mut c, page).await?;
+        every_job_once(&list, jobs, "paged list over the socket")?;
+        let queued = list
+            .iter()
+            .filter(|j| j.status == Some(JobStatus::Queued))
+            .count();
         println!("{queued} jobs queued, {followers} clients following every job");
         let mut latencies = Vec::with_capacity(calls);
         for i in 0..calls {
-            let job = format!("mailbox-{:04}", (i * 7919) % jobs);
+            let job = names[(i * 7919) % jobs].clone();
             let t = Instant::now();
             match c.call(&Request::Status { job }).await? {
                 Response::Job { .. } => {}
@@ -150,29 +347,94 @@ fn main() -> anyhow::Result<()> {
             }
             latencies.push(t.elapsed());
         }
-        let t = Instant::now();
-        match c.call(&Request::List).await? {
-            Response::Jobs { jobs: list, .. } if list.len() == jobs => {}
-            other => bail!("unexpected list reply {other:?}"),
-        }
-        let list = t.elapsed();
         latencies.sort();
         println!(
-            "Status with {jobs} jobs and {followers} followers: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {calls} calls; List of all jobs {:.1} ms",
-            percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-            latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-            list.as_secs_f64() * 1000.0
+            "Status: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {calls} calls",
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99)),
+            ms(latencies.last().copied().unwrap_or_default()),
         );
-        let p99 = percentile(&latencies, 0.99);
-        if p99 > Duration::from_millis(50) {
-            println!("p99 is above the 50 ms target");
+        if percentile(&latencies, 0.99) > Duration::from_millis(50) {
+            println!("Status p99 is above the 50 ms target");
+        }
+        let t = Instant::now();
+        let whole = c
+            .call(&Request::List {
+                after: None,
+                limit: None,
+            })
+            .await;
+        let whole_time = t.elapsed();
+        match whole {
+            Ok(Response::Jobs { jobs: list, .. }) => {
+                every_job_once(&list, jobs, "whole list")?;
+                println!("List of all {jobs} jobs in one reply: {:.1} ms", ms(whole_time));
+            }
+            Ok(other) => bail!("unexpected list reply {other:?}"),
+            Err(e) => println!(
+                "List of all {jobs} jobs in one reply: refused after {:.1} ms: {e}",
+                ms(whole_time)
+            ),
+        }
+        // The whole list again, in pages, with the followers still subscribed.
+        let t = Instant::now();
+        let (list, mut pages2) = list_pages(&mut c, page).await?;
+        let total = t.elapsed();
+        every_job_once(&list, jobs, "paged list over the socket")?;
+        pages2.extend(pages);
+        pages2.sort();
+        println!(
+            "List in pages of {page} over the socket: {:.1} ms for all {jobs} ({} pages); a page p50 {:.2} ms, max {:.2} ms",
+            ms(total),
+            jobs.div_ceil(page),
+            ms(percentile(&pages2, 0.5)),
+            ms(pages2.last().copied().unwrap_or_default()),
+        );
+        if total > Duration::from_secs(1) {
+            println!("the paged list is above the 1 s target");
+        }
+        if let Some((_, address)) = &bus {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await?;
+            let m = migrated_ipc::dbus::ManagerProxy::new(&conn).await?;
+            let t = Instant::now();
+            let (list, mut times) = dbus_pages(&m, page as u32).await?;
+            let total = t.elapsed();
+            every_job_once(&list, jobs, "paged list over D-Bus")?;
+            times.sort();
+            println!(
+                "ListPage in pages of {page} over D-Bus: {:.1} ms for all {jobs}; a page p50 {:.2} ms, max {:.2} ms",
+                ms(total),
+                ms(percentile(&times, 0.5)),
+                ms(times.last().copied().unwrap_or_default()),
+            );
+            let mut status = Vec::new();
+            for i in 0..calls.min(500) {
+                let t = Instant::now();
+                m.status(&names[(i * 7919) % jobs]).await?;
+                status.push(t.elapsed());
+            }
+            status.sort();
+            println!(
+                "Status over D-Bus: p50 {:.2} ms, p99 {:.2} ms over {} calls",
+                ms(percentile(&status, 0.5)),
+                ms(percentile(&status, 0.99)),
+                status.len()
+            );
+        }
+        let (rss, hwm) = memory(pid)?;
+        println!("daemon at the end: VmRSS {rss:.1} MB, VmHWM {hwm:.1} MB");
+        if hwm > 512.0 {
+            println!("the daemon's peak memory is above the 512 MB target");
         }
         for t in tasks {
             t.abort();
         }
         anyhow::Ok(())
     })?;
+    drop(daemon);
+    drop(bus);
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }

@@ -5,10 +5,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::daemon::Daemon;
+use crate::common::daemon::{Daemon, stdout};
 use crate::common::{endpoint, pair};
 use futures_util::StreamExt;
 use migrated_ipc::dbus::ManagerProxy;
+use migrated_ipc::{Client, JobSummary, Request, Response};
 use testbed::CorpusSpec;
 
 /// A private session bus on a socket of its own (named after `tag`: one per test).
@@ -187,6 +188,171 @@ async fn a_job_over_dbus_with_progress_signals_pause_and_resume() {
     let err = manager.status(&id).await.expect_err("deleted");
     assert!(
         err.to_string().contains("org.migrated.Error.NotFound"),
+        "{err}"
+    );
+}
+
+/// Every job's id, page after page, over the socket (`List` with `after` and `limit`).
+async fn socket_pages(socket: &std::path::Path, limit: usize) -> Vec<Vec<String>> {
+    let mut c = Client::connect(socket).await.unwrap();
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let reply = c
+            .call(&Request::List {
+                after: after.take(),
+                limit: Some(limit),
+            })
+            .await
+            .unwrap();
+        let Response::Jobs { jobs, next, .. } = reply else {
+            panic!("{reply:?}");
+        };
+        pages.push(jobs.into_iter().map(|j| j.id).collect());
+        match next {
+            Some(n) => after = Some(n),
+            None => return pages,
+        }
+    }
+}
+
+/// Every job's id, page after page, over D-Bus (`ListPage`).
+async fn dbus_pages(manager: &ManagerProxy<'_>, limit: u32) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (jobs, next) = manager.list_page(&after, limit).await.unwrap();
+        let jobs: Vec<JobSummary> = serde_json::from_str(&jobs).unwrap();
+        pages.push(jobs.into_iter().map(|j| j.id).collect());
+        if next.is_empty() {
+            return pages;
+        }
+        after = next;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_read_in_pages_names_every_job_once_over_the_socket_and_dbus() {
+    let p = pair(CorpusSpec {
+        seed: 43,
+        messages: 1,
+        max_attachment: 0,
+        size_factor: 1.0,
+    })
+    .await;
+    let bus = Bus::start_named("pages");
+    let mut d = Daemon::new(&p);
+    d.env.push(("MIGRATED_BUS".into(), "session".into()));
+    d.env
+        .push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
+    d.start().await;
+    // 25 mailboxes of one batch, all waiting for a window two hours ahead: three pages of 10.
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        % 24;
+    let (dir, template) = d.batch_template(
+        p.src.imap_port(),
+        p.dst.imap_port(),
+        &format!(
+            "[schedule]\nwindows = [{{ from = \"{:02}:00\", to = \"{:02}:00\" }}]\n",
+            (hour + 2) % 24,
+            (hour + 3) % 24
+        ),
+    );
+    let password = p.src.password("alice").unwrap();
+    let mut csv = String::from("EmailAddress,UserName,Password\n");
+    for i in 0..25 {
+        csv.push_str(&format!("u{i:02}@example.org,alice,{password}\n"));
+    }
+    let csv_file = dir.join("pages.csv");
+    std::fs::write(&csv_file, csv).unwrap();
+    d.create_batch("pages", &csv_file, &template);
+
+    let mut c = Client::connect(&d.socket).await.unwrap();
+    let whole = c
+        .call(&Request::List {
+            after: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    let Response::Jobs {
+        jobs: whole,
+        next: None,
+        ..
+    } = whole
+    else {
+        panic!("a list without paging fields is whole: {whole:?}");
+    };
+    let whole: Vec<String> = whole.into_iter().map(|j| j.id).collect();
+    assert_eq!(whole.len(), 25);
+
+    let check = |how: &str, pages: Vec<Vec<String>>| {
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5], "{how}: page sizes");
+        let joined: Vec<String> = pages.concat();
+        // Every job exactly once, in the whole list's order (oldest first).
+        assert_eq!(joined, whole, "{how}: the pages together are the list");
+        let distinct: std::collections::HashSet<&String> = joined.iter().collect();
+        assert_eq!(distinct.len(), 25, "{how}: no job twice");
+    };
+    check("socket", socket_pages(&d.socket, 10).await);
+
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let manager = ManagerProxy::new(&conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while manager.version().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never owned org.migrated.Manager1:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check("D-Bus", dbus_pages(&manager, 10).await);
+
+    // migratectl reads its list in pages too, over the socket and over the bus.
+    for args in [
+        vec!["--json", "list"],
+        vec!["--bus", "session", "--json", "list"],
+    ] {
+        let out = d
+            .ctl_command(&args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .output()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let ids: Vec<String> = listed
+            .as_array()
+            .expect("a JSON list")
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, whole, "migratectl {args:?}");
+    }
+
+    // A cursor the daemon did not give, and a page of no jobs, are refused with what to do.
+    let err = c
+        .call(&Request::List {
+            after: Some("not-a-cursor".into()),
+            limit: Some(10),
+        })
+        .await
+        .expect_err("a bad cursor");
+    assert!(
+        err.to_string().contains("list again from the start"),
+        "{err}"
+    );
+    let err = manager.list_page("", 0).await.expect_err("an empty page");
+    assert!(
+        err.to_string().contains("org.migrated.Error.Invalid")
+            && err.to_string().contains("1 to 5000"),
         "{err}"
     );
 }

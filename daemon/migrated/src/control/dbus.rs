@@ -97,7 +97,11 @@ impl Manager {
     }
 
     async fn jobs(&self) -> Result<Vec<migrated_ipc::JobSummary>, ControlError> {
-        match self.request(Request::List).await? {
+        let whole = Request::List {
+            after: None,
+            limit: None,
+        };
+        match self.request(whole).await? {
             Response::Jobs { jobs, .. } => Ok(jobs),
             other => Err(ControlError::Internal(format!(
                 "unexpected reply {other:?}"
@@ -178,6 +182,25 @@ impl Manager {
                 (j.id, j.name, status, j.items_done, j.items_total, j.failed)
             })
             .collect())
+    }
+
+    /// One page of the jobs, oldest first: at most `limit` (1 to 5,000) after the cursor
+    /// `after` (empty: from the start). Returns the page's summaries as JSON and the cursor of
+    /// the next page (empty: the list is complete).
+    async fn list_page(&self, after: String, limit: u32) -> Result<(String, String), ControlError> {
+        let request = Request::List {
+            after: (!after.is_empty()).then_some(after),
+            limit: Some(limit as usize),
+        };
+        match self.request(request).await? {
+            Response::Jobs { jobs, next, .. } => Ok((
+                serde_json::to_string(&jobs).map_err(|e| ControlError::Internal(e.to_string()))?,
+                next.unwrap_or_default(),
+            )),
+            other => Err(ControlError::Internal(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
     }
 
     /// The job in detail, as JSON.

@@ -213,7 +213,23 @@ async fn connection(
             return subscribe(stream, &tx, &updates, job).await;
         }
         let response = super::answer(&tx, request).await;
-        write_frame(&mut stream, &response).await?;
+        match write_frame(&mut stream, &response).await {
+            // Nothing was written: the client hears why, and how to ask instead.
+            Err(migrated_ipc::FrameError::TooLarge(bytes)) => {
+                write_frame(
+                    &mut stream,
+                    &Response::Error {
+                        kind: ErrorKind::Invalid,
+                        message: format!(
+                            "the reply ({bytes} bytes) exceeds the control socket's frame limit of {} bytes: ask for it in pages (a list with `limit`, as migratectl list does)",
+                            migrated_ipc::framing::MAX_FRAME
+                        ),
+                    },
+                )
+                .await?;
+            }
+            written => written?,
+        }
     }
 }
 

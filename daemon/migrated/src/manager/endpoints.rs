@@ -86,6 +86,8 @@ impl Manager {
             && let Some(e) = self.jobs.get_mut(id)
         {
             e.record.spec = spec;
+            // Its schedule may have changed: the next pass looks at it again.
+            e.window_closed_until = None;
         }
     }
 

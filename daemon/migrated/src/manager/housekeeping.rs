@@ -20,10 +20,23 @@ impl Manager {
         }
         let per_host = self.settings.per_host();
         let shard = self.settings.shard;
+        let limits = Limits {
+            max_jobs: self.settings.max_jobs,
+            max_connections_per_host: per_host,
+        };
+        // Every slot taken: nothing to look at (the pass must not cost more as the queue grows).
+        if !scheduler::has_free_slot(self.running(), limits) {
+            return;
+        }
+        let t = now();
         let queued: Vec<Queued<'_>> = self
             .jobs
             .iter()
-            .filter(|(_, e)| e.record.status == JobStatus::Queued && e.stop.is_none())
+            .filter(|(_, e)| {
+                e.record.status == JobStatus::Queued
+                    && e.stop.is_none()
+                    && !scheduler::still_closed(e.window_closed_until, t)
+            })
             .map(|(id, e)| Queued {
                 id,
                 priority: e.record.spec.priority,
@@ -38,17 +51,14 @@ impl Manager {
             .filter(|e| e.stop.is_some())
             .map(|e| Footprint::of(&e.record, per_host, &self.endpoints, shard))
             .collect();
-        let limits = Limits {
-            max_jobs: self.settings.max_jobs,
-            max_connections_per_host: per_host,
-        };
-        let decisions = scheduler::starts(queued, &running, limits, now());
+        let decisions = scheduler::starts(queued, &running, limits, t);
         let mut refused = false;
         for decision in decisions {
             match decision {
                 Start::Now(id) => {
                     if let Some(e) = self.jobs.get_mut(&id) {
                         e.window_noted = false;
+                        e.window_closed_until = None;
                     }
                     self.start(&id).await;
                     // A job that could not start (its plugin is gone, say) failed and left
@@ -59,6 +69,7 @@ impl Manager {
                     let Some(e) = self.jobs.get_mut(&id) else {
                         continue;
                     };
+                    e.window_closed_until = Some(scheduler::closed_until(opens, t));
                     if e.window_noted {
                         continue;
                     }
@@ -246,6 +257,8 @@ impl Manager {
                         // The file's settings, with the tags and priority set by migratectl.
                         e.record.spec =
                             crate::dropin::reconcile::updated_spec(&spec, &e.record.spec);
+                        // Its schedule may have changed: the next pass looks at it again.
+                        e.window_closed_until = None;
                         e.record.dropin = Some((file.file.clone(), file.hash.clone()));
                     }
                     self.persist(&id).await;

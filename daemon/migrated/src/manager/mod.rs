@@ -93,6 +93,10 @@ struct Entry {
     window_stop: bool,
     /// "Waiting for its window" was said (once per wait).
     window_noted: bool,
+    /// Found outside its schedule window: not looked at by the scheduler before this unix
+    /// time (when the window opens; cleared when the job's settings change). See
+    /// [`crate::scheduler::closed_until`].
+    window_closed_until: Option<u64>,
     /// The run was stopped because the job store cannot be written: it waits for the store.
     store_stop: bool,
     /// What its runs copied over the last hour, for a page opened late.
@@ -107,6 +111,7 @@ impl Entry {
             last_publish: std::time::Instant::now(),
             window_stop: false,
             window_noted: false,
+            window_closed_until: None,
             store_stop: false,
             throughput: crate::throughput::History::default(),
         }
@@ -249,9 +254,13 @@ impl Manager {
                     }
                 },
                 Msg::Request { request, reply } => {
+                    // A request that only reads changes nothing the scheduler decides on.
+                    let reads_only = requests::reads_only(&request);
                     let response = self.handle(request).await.unwrap_or_else(Into::into);
                     let _ = reply.send(response);
-                    self.schedule().await;
+                    if !reads_only {
+                        self.schedule().await;
+                    }
                 }
                 Msg::Engine { id, event } => self.on_engine(&id, event).await,
                 Msg::Notice { id, level, message } => self.event(&id, level, message).await,

@@ -3,14 +3,37 @@
 //! [`Response::Error`]; nothing here decodes a reply back into a result.
 
 use migrated_ipc::{
-    BatchSummary, ControlError, ErrorKind, EventRow, JobSummary, JobThroughput, PluginRow,
-    PluginSetting, RejectedPlugin, Request, Response,
+    BatchSummary, ControlError, ErrorKind, EventRow, JobSummary, JobThroughput, MAX_PAGE,
+    PluginRow, PluginSetting, RejectedPlugin, Request, Response,
 };
 
 use super::Manager;
 
 /// A request's answer.
 pub(super) type Reply = Result<Response, ControlError>;
+
+/// Whether a request only reads: answering it changes no job, limit or setting, so no
+/// scheduler pass follows it (a `Status` or a list page costs the same with 50,000 jobs
+/// queued as with ten).
+pub(super) fn reads_only(request: &Request) -> bool {
+    match request {
+        Request::List { .. }
+        | Request::Status { .. }
+        | Request::Events { .. }
+        | Request::ListBatches
+        | Request::Plugins
+        | Request::BatchStatus { .. }
+        | Request::Show { .. }
+        | Request::EndpointList
+        | Request::EndpointShow { .. }
+        | Request::Alerts { .. } => true,
+        Request::Limits {
+            max_jobs,
+            max_connections_per_host,
+        } => max_jobs.is_none() && max_connections_per_host.is_none(),
+        _ => false,
+    }
+}
 
 impl Manager {
     pub(super) async fn handle(&mut self, request: Request) -> Reply {
@@ -78,17 +101,7 @@ impl Manager {
                 }
                 Ok(Response::BatchDone { results })
             }
-            Request::List => {
-                let mut jobs: Vec<JobSummary> =
-                    self.jobs.values().map(|e| e.record.summary()).collect();
-                jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
-                let problems = self
-                    .dropin_problems
-                    .iter()
-                    .map(|(_, m)| m.clone())
-                    .collect();
-                Ok(Response::Jobs { jobs, problems })
-            }
+            Request::List { after, limit } => self.list(after.as_deref(), limit),
             Request::Status { job } => {
                 let id = self.find(&job)?;
                 let events = self.events(&id, 0).await;
@@ -246,6 +259,65 @@ impl Manager {
             .collect())
     }
 
+    /// The jobs, oldest first (by creation time, then id): all of them, or with a `limit` one
+    /// page after the cursor `after`. A page costs one pass over the jobs' keys and the
+    /// summaries of its own jobs only, so a 50,000-job list read in pages never builds one
+    /// giant reply.
+    fn list(&self, after: Option<&str>, limit: Option<usize>) -> Reply {
+        let problems: Vec<String> = self
+            .dropin_problems
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect();
+        let Some(limit) = limit else {
+            if after.is_some() {
+                return Err(ControlError::new(
+                    ErrorKind::Invalid,
+                    "a list cursor (after) needs a page size (limit)",
+                ));
+            }
+            let mut jobs: Vec<JobSummary> =
+                self.jobs.values().map(|e| e.record.summary()).collect();
+            jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+            return Ok(Response::Jobs {
+                jobs,
+                problems,
+                next: None,
+            });
+        };
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ControlError::new(
+                ErrorKind::Invalid,
+                format!("a list page holds 1 to {MAX_PAGE} jobs (limit), not {limit}"),
+            ));
+        }
+        let after = after.map(read_cursor).transpose()?;
+        let mut keys: Vec<(u64, &str)> = self
+            .jobs
+            .iter()
+            .map(|(id, e)| (e.record.created, id.as_str()))
+            .filter(|k| after.is_none_or(|a| *k > a))
+            .collect();
+        let more = keys.len() > limit;
+        if more {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        let next = more
+            .then(|| keys.last().map(|(created, id)| format!("{created}/{id}")))
+            .flatten();
+        let jobs = keys
+            .iter()
+            .map(|(_, id)| self.jobs[*id].record.summary())
+            .collect();
+        Ok(Response::Jobs {
+            jobs,
+            problems,
+            next,
+        })
+    }
+
     /// `(job name, id)` of every job of a batch, by name.
     fn batch_members(&self, name: &str) -> Result<Vec<(String, String)>, ControlError> {
         let mut ids: Vec<(String, String)> = self
@@ -362,6 +434,21 @@ impl Manager {
                 .collect(),
         }
     }
+}
+
+/// `(created, id)` from a list cursor (`CREATED/ID`, as [`Manager::list`] makes them).
+fn read_cursor(cursor: &str) -> Result<(u64, &str), ControlError> {
+    cursor
+        .split_once('/')
+        .and_then(|(created, id)| Some((created.parse().ok()?, id)))
+        .ok_or_else(|| {
+            ControlError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "list cursor {cursor:?} is not one this daemon gave (a page's `next`): list again from the start"
+                ),
+            )
+        })
 }
 
 fn no_batch(name: &str) -> ControlError {

@@ -77,6 +77,8 @@ impl Manager {
         let running = self.jobs[id].stop.is_some();
         if let Some(e) = self.jobs.get_mut(id) {
             e.record.spec = spec;
+            // Its schedule may have changed: the next pass looks at it again.
+            e.window_closed_until = None;
         }
         self.persist(id).await;
         let when = if running {
