@@ -132,6 +132,18 @@ fn row(cells: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The cells of a message row (excluded, refused, missing): where it is and why.
+fn item_cells(i: &migrated_core::ItemRow) -> [(&'static str, String); 6] {
+    [
+        ("folder", i.folder.clone()),
+        ("uid", i.uid.to_string()),
+        ("size", i.size.to_string()),
+        ("message_id", i.message_id.clone().unwrap_or_default()),
+        ("reason", i.reason.clone()),
+        ("subject", i.subject.clone().unwrap_or_default()),
+    ]
+}
+
 /// The CSV report of these jobs: the totals row, then for each job a row per folder, per
 /// excluded and refused message, per folder verified and message missing, and per message
 /// removed (`sync_deletions`, `source_after_copy`; the first ones of each folder, the folder
@@ -186,14 +198,7 @@ pub fn csv(details: &[JobDetail]) -> Result<String, csv::Error> {
         for (kind, items) in [("excluded", &d.excluded), ("failed", &d.failed)] {
             for i in items {
                 let mut cells = job(kind);
-                cells.extend([
-                    ("folder", i.folder.clone()),
-                    ("uid", i.uid.to_string()),
-                    ("size", n(i.size)),
-                    ("message_id", i.message_id.clone().unwrap_or_default()),
-                    ("reason", i.reason.clone()),
-                    ("subject", i.subject.clone().unwrap_or_default()),
-                ]);
+                cells.extend(item_cells(i));
                 w.write_record(row(&cells))?;
             }
         }
@@ -222,15 +227,8 @@ pub fn csv(details: &[JobDetail]) -> Result<String, csv::Error> {
             w.write_record(row(&cells))?;
             for i in &v.missing {
                 let mut cells = job("missing");
-                cells.extend([
-                    ("folder", i.folder.clone()),
-                    ("destination", v.destination.clone()),
-                    ("uid", i.uid.to_string()),
-                    ("size", n(i.size)),
-                    ("message_id", i.message_id.clone().unwrap_or_default()),
-                    ("reason", i.reason.clone()),
-                    ("subject", i.subject.clone().unwrap_or_default()),
-                ]);
+                cells.push(("destination", v.destination.clone()));
+                cells.extend(item_cells(i));
                 w.write_record(row(&cells))?;
             }
         }

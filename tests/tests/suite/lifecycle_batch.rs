@@ -66,8 +66,9 @@ async fn sync_at(d: &Daemon, clock: &std::path::Path, t: u64, n: usize) -> Vec<s
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
+/// Two Dovecots for a three-mailbox batch: u1..u3 (passwords `source-N`) on the source,
+/// u1..u3@example.org (the batch's shared `dest-secret`) on the destination.
+async fn three_mailboxes() -> (Dovecot, Dovecot) {
     let src = Dovecot::start(DovecotOptions {
         layout: Layout::MaildirPlusPlus,
         special_use: german_special_use(),
@@ -88,6 +89,12 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
     })
     .await
     .unwrap();
+    (src, dst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
+    let (src, dst) = three_mailboxes().await;
     let mut corpora = Vec::new();
     for i in 1..=3u64 {
         let spec = CorpusSpec {
@@ -492,26 +499,7 @@ async fn most_running_until(d: &Daemon, done: impl Fn(&serde_json::Value) -> boo
 /// Each copy is paced (`max_mbps`) so that runs would overlap if the limit let them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoints_migration_and_sync_limits_bound_the_jobs_running_on_it() {
-    let src = Dovecot::start(DovecotOptions {
-        layout: Layout::MaildirPlusPlus,
-        special_use: german_special_use(),
-        users: (1..=3)
-            .map(|i| (format!("u{i}"), format!("source-{i}")))
-            .collect(),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
-    let dst = Dovecot::start(DovecotOptions {
-        layout: Layout::Fs,
-        special_use: english_special_use(),
-        users: (1..=3)
-            .map(|i| (format!("u{i}@example.org"), "dest-secret".to_owned()))
-            .collect(),
-        ..DovecotOptions::default()
-    })
-    .await
-    .unwrap();
+    let (src, dst) = three_mailboxes().await;
     for i in 1..=3u64 {
         let spec = CorpusSpec {
             seed: 1700 + i,
