@@ -340,7 +340,7 @@ async fn serve(args: DaemonArgs) -> anyhow::Result<std::process::ExitCode> {
         tracing::info!(dir = %paths.jobs_dir.display(), "No drop-in directory: job files are not watched.");
     }
     let settings_jobs_dir = settings.jobs_dir.clone();
-    let state = manager::Manager::load(store, settings, tx.clone(), updates.clone()).await?;
+    let mut state = manager::Manager::load(store, settings, tx.clone(), updates.clone()).await?;
     let listener = control::socket::bind(&paths.socket)?;
     tokio::spawn(control::socket::serve(
         listener,

@@ -10,6 +10,9 @@
 //! endpoint runs its `max_migrations` jobs, or, for an incremental sync (a job that completed
 //! before), its `max_syncs` syncs.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
 use migrated_core::JobStatus;
 use migrated_core::schedule::ScheduleSpec;
 
@@ -25,7 +28,7 @@ pub(crate) struct Limits {
 }
 
 /// What a job would open: its hosts and its connections to each side.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Footprint {
     pub source: String,
     pub destination: String,
@@ -37,32 +40,71 @@ pub(crate) struct Footprint {
     pub sync: bool,
 }
 
+/// What of a job its footprint is made of: its hosts, its workers, the endpoints it names and
+/// whether it is a sync. Jobs of one class wait for the same room, so the queue keeps them in
+/// one lane ([`Lanes`]); the endpoints' limits are looked up when a pass runs, so an endpoint
+/// edited moves no job from its lane.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Class {
+    source: String,
+    destination: String,
+    workers: usize,
+    endpoints: Vec<String>,
+    sync: bool,
+}
+
+impl Class {
+    pub(crate) fn of(record: &JobRecord) -> Self {
+        Self {
+            source: record.spec.source.host.clone(),
+            destination: record.spec.destination.host.clone(),
+            workers: record.spec.limits.connections,
+            endpoints: [
+                &record.spec.source.endpoint,
+                &record.spec.destination.endpoint,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+            sync: record.completed_once,
+        }
+    }
+}
+
 impl Footprint {
     /// A job's footprint under the per-host limit and its endpoints' limits (a shard's share
     /// of them, when the daemon runs one shard).
     pub(crate) fn of(
         record: &JobRecord,
         max_connections_per_host: usize,
-        named: &std::collections::BTreeMap<String, migrated_core::NamedEndpoint>,
+        named: &BTreeMap<String, migrated_core::NamedEndpoint>,
+        shard: Option<migrated_core::shard::Shard>,
+    ) -> Self {
+        Self::of_class(&Class::of(record), max_connections_per_host, named, shard)
+    }
+
+    /// The footprint of every job of a class.
+    pub(crate) fn of_class(
+        class: &Class,
+        max_connections_per_host: usize,
+        named: &BTreeMap<String, migrated_core::NamedEndpoint>,
         shard: Option<migrated_core::shard::Shard>,
     ) -> Self {
         let share = |n: usize| shard.map_or(n, |s| s.share(n));
-        let mut endpoints: Vec<(String, usize, usize)> = [
-            &record.spec.source.endpoint,
-            &record.spec.destination.endpoint,
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|n| named.get(n))
-        .map(|e| (e.name.clone(), share(e.max_migrations), share(e.max_syncs)))
-        .collect();
+        let mut endpoints: Vec<(String, usize, usize)> = class
+            .endpoints
+            .iter()
+            .filter_map(|n| named.get(n))
+            .map(|e| (e.name.clone(), share(e.max_migrations), share(e.max_syncs)))
+            .collect();
         endpoints.dedup();
         Self {
-            source: record.spec.source.host.clone(),
-            destination: record.spec.destination.host.clone(),
-            connections: connections_of(record.spec.limits.connections, max_connections_per_host),
+            source: class.source.clone(),
+            destination: class.destination.clone(),
+            connections: connections_of(class.workers, max_connections_per_host),
             endpoints,
-            sync: record.completed_once,
+            sync: class.sync,
         }
     }
 
@@ -88,14 +130,51 @@ pub(crate) fn connections_of(workers: usize, max_connections_per_host: usize) ->
     workers + 1
 }
 
-/// A queued job, as the scheduler sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct Queued<'a> {
-    pub id: &'a str,
+/// A queued job's place in the queue: lower priority numbers first, then the oldest, then by
+/// id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rank {
     pub priority: u32,
     pub created: u64,
-    pub footprint: Footprint,
-    pub schedule: &'a ScheduleSpec,
+    pub id: String,
+}
+
+/// The queued jobs that may start, in lanes of one key each (a [`Class`], in the daemon): jobs
+/// of one lane have one footprint, so once a lane's first job finds no room in a pass, none of
+/// the others would, and the pass leaves the lane. A pass costs the lanes plus the jobs it
+/// starts or finds outside their window, however long the lanes are.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lanes<K> {
+    lanes: BTreeMap<K, BTreeSet<Rank>>,
+}
+
+impl<K> Default for Lanes<K> {
+    fn default() -> Self {
+        Self {
+            lanes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord> Lanes<K> {
+    pub(crate) fn insert(&mut self, key: K, rank: Rank) {
+        self.lanes.entry(key).or_default().insert(rank);
+    }
+
+    pub(crate) fn remove(&mut self, key: &K, rank: &Rank) {
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.remove(rank);
+            if lane.is_empty() {
+                self.lanes.remove(key);
+            }
+        }
+    }
+
+    /// The jobs in all lanes.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lanes.values().map(BTreeSet::len).sum()
+    }
 }
 
 /// What to do with a queued job now.
@@ -115,50 +194,66 @@ pub(crate) fn has_free_slot(running: usize, limits: Limits) -> bool {
 
 /// Until when a job found outside its window needs no new look: the opening found, or, with
 /// none in the 8 days [`ScheduleSpec::next_opening`] searches, a day later. The manager keeps
-/// it with the job (until the job's settings change), so a queue of 50,000 jobs waiting for
-/// their night is not searched minute by minute on every turn of the loop.
+/// it with the job (until the job's settings change) and leaves the job out of the lanes until
+/// then, so a queue of 50,000 jobs waiting for their night is not searched minute by minute
+/// on every turn of the loop.
 pub(crate) fn closed_until(opens: Option<u64>, now: u64) -> u64 {
     opens.unwrap_or(now + 86_400)
 }
 
-/// Whether a queued job is still waiting for the window it was found outside of
-/// ([`closed_until`]); such a job is left out of the pass.
-pub(crate) fn still_closed(closed_until: Option<u64>, now: u64) -> bool {
-    closed_until.is_some_and(|t| now < t)
-}
-
-/// Which queued jobs start, given what runs. Jobs that wait for room are not named; jobs
-/// outside their window are named once per call, so the manager can say so.
-pub(crate) fn starts(
-    mut queued: Vec<Queued<'_>>,
+/// Which queued jobs start, given what runs: in queue order over all lanes ([`Rank`]), while a
+/// slot is free, each job whose hosts and endpoints have room and whose schedule window is
+/// open (`window`: `Ok`, or `Err` with when it opens). Jobs that wait for room are not named;
+/// jobs outside their window are named once per call, so the manager can say so (and leave
+/// them out of the lanes until then, see [`closed_until`]).
+pub(crate) fn starts<K: Ord>(
+    lanes: &Lanes<K>,
     running: &[Footprint],
     limits: Limits,
-    now: u64,
+    footprint: impl Fn(&K) -> Footprint,
+    window: impl Fn(&str) -> Result<(), Option<u64>>,
 ) -> Vec<Start> {
     if !has_free_slot(running.len(), limits) {
         return Vec::new();
     }
-    queued.sort_by(|a, b| (a.priority, a.created, a.id).cmp(&(b.priority, b.created, b.id)));
     let mut running: Vec<Footprint> = running.to_vec();
+    // Each lane's footprint and the rest of its jobs; the heap holds each lane's next job.
+    let mut open: Vec<(Footprint, std::collections::btree_set::Iter<'_, Rank>)> = lanes
+        .lanes
+        .iter()
+        .map(|(key, jobs)| (footprint(key), jobs.iter()))
+        .collect();
+    let mut heads = BinaryHeap::new();
+    for (lane, (_, jobs)) in open.iter_mut().enumerate() {
+        if let Some(first) = jobs.next() {
+            heads.push(Reverse((first, lane)));
+        }
+    }
     let mut out = Vec::new();
-    for job in queued {
+    while let Some(Reverse((job, lane))) = heads.pop() {
         if running.len() >= limits.max_jobs {
             break;
         }
-        if !has_room(&job.footprint, &running, limits.max_connections_per_host)
-            || !endpoints_have_room(&job.footprint, &running)
+        let (footprint, rest) = &mut open[lane];
+        // Room only shrinks as the pass starts jobs: the lane is done for this pass.
+        if !has_room(footprint, &running, limits.max_connections_per_host)
+            || !endpoints_have_room(footprint, &running)
         {
             continue;
         }
-        if !job.schedule.allows(now) {
-            out.push(Start::OutsideWindow {
-                id: job.id.to_owned(),
-                opens: job.schedule.next_opening(now),
-            });
-            continue;
+        match window(&job.id) {
+            Err(opens) => out.push(Start::OutsideWindow {
+                id: job.id.clone(),
+                opens,
+            }),
+            Ok(()) => {
+                out.push(Start::Now(job.id.clone()));
+                running.push(footprint.clone());
+            }
         }
-        out.push(Start::Now(job.id.to_owned()));
-        running.push(job.footprint);
+        if let Some(next) = rest.next() {
+            heads.push(Reverse((next, lane)));
+        }
     }
     out
 }
@@ -191,24 +286,104 @@ pub(crate) fn window_ended(schedule: &ScheduleSpec, now: u64) -> bool {
     !schedule.allows(now)
 }
 
-/// Whether a finished job's recurring delta is due: it completed, recurs, was not the final
-/// delta, still has its credentials, and the interval since it finished has passed.
-pub(crate) fn delta_due(record: &JobRecord, now: u64) -> bool {
-    matches!(
+/// When a finished job's recurring delta is due, if it recurs: it completed, was not the final
+/// delta, still has its credentials, and it is the interval after it finished.
+pub(crate) fn delta_due_at(record: &JobRecord) -> Option<u64> {
+    let recurs = matches!(
         record.status,
         JobStatus::Completed | JobStatus::CompletedWithErrors
     ) && !record.final_delta
-        && record.has_credentials()
-        && match (record.spec.schedule.sync_interval_hours(), record.finished) {
-            (Some(h), Some(f)) => f + (h * 3600.0) as u64 <= now,
-            _ => false,
-        }
+        && record.has_credentials();
+    match (
+        recurs,
+        record.spec.schedule.sync_interval_hours(),
+        record.finished,
+    ) {
+        (true, Some(h), Some(f)) => Some(f + (h * 3600.0) as u64),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use migrated_core::schedule::WindowSpec;
+
+    /// A queued job, as a test gives it.
+    #[derive(Debug, Clone)]
+    struct Queued<'a> {
+        id: &'a str,
+        priority: u32,
+        created: u64,
+        footprint: Footprint,
+        schedule: &'a ScheduleSpec,
+    }
+
+    /// The pass over these jobs, laned by footprint as the daemon lanes them by class.
+    fn starts(
+        queued: Vec<Queued<'_>>,
+        running: &[Footprint],
+        limits: Limits,
+        now: u64,
+    ) -> Vec<Start> {
+        let mut lanes = Lanes::default();
+        let mut windows = std::collections::HashMap::new();
+        for q in queued {
+            windows.insert(q.id, q.schedule);
+            let rank = Rank {
+                priority: q.priority,
+                created: q.created,
+                id: q.id.to_owned(),
+            };
+            lanes.insert(q.footprint, rank);
+        }
+        super::starts(&lanes, running, limits, Clone::clone, |id| {
+            let s = windows[id];
+            if s.allows(now) {
+                Ok(())
+            } else {
+                Err(s.next_opening(now))
+            }
+        })
+    }
+
+    #[test]
+    fn a_pass_looks_at_one_job_of_a_lane_with_no_room_however_long_the_lane() {
+        let limits = Limits {
+            max_jobs: 4,
+            max_connections_per_host: 8,
+        };
+        let mut lanes = Lanes::default();
+        for i in 0..50_000u64 {
+            let rank = Rank {
+                priority: 0,
+                created: i,
+                id: format!("j{i:05}"),
+            };
+            lanes.insert(fp("src", "dst", 4), rank);
+        }
+        let other = Rank {
+            priority: 9,
+            created: 0,
+            id: "elsewhere".into(),
+        };
+        lanes.insert(fp("src2", "dst2", 2), other);
+        assert_eq!(lanes.len(), 50_001);
+        let looked = std::cell::Cell::new(0);
+        let window = |_: &str| {
+            looked.set(looked.get() + 1);
+            Ok(())
+        };
+        // One job runs on src with 4 connections: the next would make 8, the one after 12.
+        let running = [fp("src", "x", 4)];
+        let decisions = super::starts(&lanes, &running, limits, Clone::clone, window);
+        assert_eq!(started(&decisions), ["j00000", "elsewhere"]);
+        assert_eq!(
+            looked.get(),
+            2,
+            "the full lane was left after its first job"
+        );
+    }
 
     const MONDAY: u64 = 1_704_067_200; // 2024-01-01 00:00 UTC
 
@@ -435,12 +610,6 @@ mod tests {
         };
         let until = closed_until(*opens, at_eight);
         assert_eq!(until, MONDAY + 9 * 3600);
-        assert!(still_closed(Some(until), at_eight + 1800));
-        assert!(!still_closed(Some(until), MONDAY + 9 * 3600));
-        assert!(
-            !still_closed(None, at_eight),
-            "a job never looked at is looked at"
-        );
         // When it is looked at again, it starts.
         assert_eq!(
             starts(

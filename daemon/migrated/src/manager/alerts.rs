@@ -58,7 +58,7 @@ impl Manager {
 
     /// The alerts, oldest first, of a batch, a job, a level (each filter given).
     pub(super) fn alerts(
-        &self,
+        &mut self,
         batch: Option<&str>,
         job: Option<&str>,
         level: Option<AlertLevel>,

@@ -10,7 +10,7 @@ use super::Manager;
 use crate::dropin::reconcile::{Change, Known, reconcile};
 use crate::record::{JobRecord, now};
 use crate::retention::{self, Kept};
-use crate::scheduler::{self, Footprint, Limits, Queued, Start};
+use crate::scheduler::{self, Footprint, Limits, Start};
 
 impl Manager {
     /// Starts queued jobs while slots are free.
@@ -29,29 +29,32 @@ impl Manager {
             return;
         }
         let t = now();
-        let queued: Vec<Queued<'_>> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| {
-                e.record.status == JobStatus::Queued
-                    && e.stop.is_none()
-                    && !scheduler::still_closed(e.window_closed_until, t)
-            })
-            .map(|(id, e)| Queued {
-                id,
-                priority: e.record.spec.priority,
-                created: e.record.created,
-                footprint: Footprint::of(&e.record, per_host, &self.endpoints, shard),
-                schedule: &e.record.spec.schedule,
-            })
+        // Jobs whose window was found closed and has opened since go back to their lanes.
+        for id in self.jobs.fresh().reopened(t) {
+            if let Some(e) = self.jobs.get_mut(&id) {
+                e.window_closed_until = None;
+            }
+        }
+        let endpoints = &self.endpoints;
+        let jobs = self.jobs.fresh();
+        let running: Vec<Footprint> = jobs
+            .running()
+            .map(|id| Footprint::of(&jobs.jobs()[id].record, per_host, endpoints, shard))
             .collect();
-        let running: Vec<Footprint> = self
-            .jobs
-            .values()
-            .filter(|e| e.stop.is_some())
-            .map(|e| Footprint::of(&e.record, per_host, &self.endpoints, shard))
-            .collect();
-        let decisions = scheduler::starts(queued, &running, limits, t);
+        let decisions = scheduler::starts(
+            jobs.lanes(),
+            &running,
+            limits,
+            |class| Footprint::of_class(class, per_host, endpoints, shard),
+            |id| {
+                let schedule = &jobs.jobs()[id].record.spec.schedule;
+                if schedule.allows(t) {
+                    Ok(())
+                } else {
+                    Err(schedule.next_opening(t))
+                }
+            },
+        );
         let mut refused = false;
         for decision in decisions {
             match decision {
@@ -96,15 +99,14 @@ impl Manager {
     /// queue the recurring deltas that are due.
     pub(super) async fn apply_schedules(&mut self) {
         let t = now();
-        let ending: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| {
-                e.stop.is_some()
-                    && !e.window_stop
-                    && scheduler::window_ended(&e.record.spec.schedule, t)
+        let jobs = self.jobs.fresh();
+        let ending: Vec<String> = jobs
+            .running()
+            .filter(|id| {
+                let e = &jobs.jobs()[*id];
+                !e.window_stop && scheduler::window_ended(&e.record.spec.schedule, t)
             })
-            .map(|(id, _)| id.clone())
+            .map(str::to_owned)
             .collect();
         for id in ending {
             if let Some(e) = self.jobs.get_mut(&id) {
@@ -118,12 +120,7 @@ impl Manager {
             )
             .await;
         }
-        let due: Vec<String> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| scheduler::delta_due(&e.record, t))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let due = self.jobs.fresh().deltas_due(t);
         for id in due {
             self.event(
                 &id,
@@ -143,13 +140,19 @@ impl Manager {
         if self.journal.is_down() {
             return;
         }
-        let kept = self.jobs.iter().map(|(id, e)| Kept {
-            id,
-            finished: e.record.finished,
-            running: e.stop.is_some(),
-            syncs_pending: e.record.syncs_pending(),
-        });
-        for expired in retention::expired(kept, self.settings.retention, now()) {
+        let t = now();
+        let retention = self.settings.retention;
+        // Only jobs finished a retention period ago or longer can have expired.
+        let jobs = self.jobs.fresh();
+        let kept = jobs
+            .finished_by(t.saturating_sub(retention.as_secs()))
+            .map(|(id, e)| Kept {
+                id,
+                finished: e.record.finished,
+                running: e.stop.is_some(),
+                syncs_pending: e.record.syncs_pending(),
+            });
+        for expired in retention::expired(kept, retention, t) {
             let id = expired.id;
             match self.journal.delete_job(&id).await {
                 Ok(()) => {

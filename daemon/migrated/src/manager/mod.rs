@@ -23,13 +23,13 @@ mod credentials;
 mod endpoints;
 mod housekeeping;
 mod intake;
+mod jobs;
 mod outage;
 mod reports;
 mod requests;
 mod runs;
 mod settings;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,7 +122,7 @@ impl Entry {
 pub(crate) struct Manager {
     journal: Journal,
     settings: Settings,
-    jobs: HashMap<String, Entry>,
+    jobs: jobs::Jobs,
     tx: mpsc::UnboundedSender<Msg>,
     updates: broadcast::Sender<Update>,
     shutting_down: bool,
@@ -156,7 +156,7 @@ impl Manager {
                 Ok((records, consumed, endpoints))
             })
             .await??;
-        let mut jobs = HashMap::new();
+        let mut jobs = jobs::Jobs::default();
         let mut resumed = Vec::new();
         let mut upgraded = Vec::new();
         for (id, mut record) in records {
@@ -312,25 +312,30 @@ impl Manager {
         tracing::info!("Stopped.");
     }
 
-    fn running(&self) -> usize {
-        self.jobs.values().filter(|e| e.stop.is_some()).count()
+    fn running(&mut self) -> usize {
+        self.jobs.fresh().running_count()
     }
 
     /// One line for `systemctl status`.
-    pub(crate) fn notify_status(&self) {
-        let count = |f: &dyn Fn(JobStatus) -> bool| {
-            self.jobs.values().filter(|e| f(e.record.status)).count()
-        };
+    pub(crate) fn notify_status(&mut self) {
+        let jobs = self.jobs.fresh();
+        let count = |statuses: &[JobStatus]| statuses.iter().map(|s| jobs.count(*s)).sum::<usize>();
+        let running: Vec<JobStatus> = JobStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.is_running())
+            .collect();
         let line = format!(
             "{} jobs: {} running, {} queued, {} completed, {} failed",
-            self.jobs.len(),
-            count(&|s| s.is_running()),
-            count(&|s| matches!(
-                s,
-                JobStatus::Queued | JobStatus::WaitingForCredentials | JobStatus::WaitingForStore
-            )),
-            count(&|s| matches!(s, JobStatus::Completed | JobStatus::CompletedWithErrors)),
-            count(&|s| s == JobStatus::Failed)
+            jobs.jobs().len(),
+            count(&running),
+            count(&[
+                JobStatus::Queued,
+                JobStatus::WaitingForCredentials,
+                JobStatus::WaitingForStore
+            ]),
+            count(&[JobStatus::Completed, JobStatus::CompletedWithErrors]),
+            count(&[JobStatus::Failed])
         );
         let line = match self.journal.fault() {
             Some(fault) => format!(
@@ -343,18 +348,12 @@ impl Manager {
     }
 
     /// The job with this id, or the one job with this name.
-    fn find(&self, job: &str) -> Result<String, ControlError> {
+    fn find(&mut self, job: &str) -> Result<String, ControlError> {
         if self.jobs.contains_key(job) {
             return Ok(job.to_owned());
         }
-        let matches: Vec<&String> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| e.record.spec.name == job)
-            .map(|(id, _)| id)
-            .collect();
-        match matches.as_slice() {
-            [id] => Ok((*id).clone()),
+        match self.jobs.fresh().named(job).as_slice() {
+            [id] => Ok((*id).to_owned()),
             [] => Err(ControlError::new(
                 ErrorKind::NotFound,
                 format!("no job with id or name {job:?} (migratectl list shows them)"),

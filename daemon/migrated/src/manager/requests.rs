@@ -221,20 +221,18 @@ impl Manager {
     }
 
     /// Every job's id, oldest first (as `list` gives them).
-    fn ordered_ids(&self) -> Vec<String> {
-        let mut jobs: Vec<(u64, &String)> = self
-            .jobs
-            .iter()
-            .map(|(id, e)| (e.record.created, id))
-            .collect();
-        jobs.sort();
-        jobs.into_iter().map(|(_, id)| id.clone()).collect()
+    fn ordered_ids(&mut self) -> Vec<String> {
+        self.jobs
+            .fresh()
+            .oldest_first()
+            .map(|(_, id)| id.to_owned())
+            .collect()
     }
 
     /// The jobs of a report in the order `migratectl report` takes them: the one job, a
     /// batch's by name, or every job oldest first.
     fn report_details(
-        &self,
+        &mut self,
         job: Option<&str>,
         batch: Option<&str>,
     ) -> Result<Vec<migrated_ipc::JobDetail>, ControlError> {
@@ -260,15 +258,16 @@ impl Manager {
     }
 
     /// The jobs, oldest first (by creation time, then id): all of them, or with a `limit` one
-    /// page after the cursor `after`. A page costs one pass over the jobs' keys and the
-    /// summaries of its own jobs only, so a 50,000-job list read in pages never builds one
-    /// giant reply.
-    fn list(&self, after: Option<&str>, limit: Option<usize>) -> Reply {
+    /// page after the cursor `after`. A page costs its own jobs (read from the jobs' index by
+    /// creation), so a 50,000-job list read in pages never builds one giant reply.
+    fn list(&mut self, after: Option<&str>, limit: Option<usize>) -> Reply {
         let problems: Vec<String> = self
             .dropin_problems
             .iter()
             .map(|(_, m)| m.clone())
             .collect();
+        let index = self.jobs.fresh();
+        let jobs = index.jobs();
         let Some(limit) = limit else {
             if after.is_some() {
                 return Err(ControlError::new(
@@ -276,9 +275,10 @@ impl Manager {
                     "a list cursor (after) needs a page size (limit)",
                 ));
             }
-            let mut jobs: Vec<JobSummary> =
-                self.jobs.values().map(|e| e.record.summary()).collect();
-            jobs.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+            let jobs: Vec<JobSummary> = index
+                .oldest_first()
+                .map(|(_, id)| jobs[id].record.summary())
+                .collect();
             return Ok(Response::Jobs {
                 jobs,
                 problems,
@@ -292,24 +292,18 @@ impl Manager {
             ));
         }
         let after = after.map(read_cursor).transpose()?;
-        let mut keys: Vec<(u64, &str)> = self
-            .jobs
-            .iter()
-            .map(|(id, e)| (e.record.created, id.as_str()))
-            .filter(|k| after.is_none_or(|a| *k > a))
-            .collect();
+        let mut keys: Vec<(u64, &str)> = match after {
+            Some(cursor) => index.after(cursor).take(limit + 1).collect(),
+            None => index.oldest_first().take(limit + 1).collect(),
+        };
         let more = keys.len() > limit;
-        if more {
-            keys.select_nth_unstable(limit);
-            keys.truncate(limit);
-        }
-        keys.sort_unstable();
+        keys.truncate(limit);
         let next = more
             .then(|| keys.last().map(|(created, id)| format!("{created}/{id}")))
             .flatten();
         let jobs = keys
             .iter()
-            .map(|(_, id)| self.jobs[*id].record.summary())
+            .map(|(_, id)| jobs[*id].record.summary())
             .collect();
         Ok(Response::Jobs {
             jobs,
