@@ -5,10 +5,16 @@
 //! `List`: whole, and page by page over the socket and over D-Bus (a private dbus-daemon).
 //!
 //! `cargo run --release -p migrated-tests --bin control_bench -- [--jobs N] [--followers N]
-//! [--calls N] [--create single|batch] [--page N] [--no-dbus]` (builds the daemon first with
-//! `cargo build --release --workspace`). `--create single`: one `Create` request per job, each
-//! stored before the next is sent; `--create batch`: one `CreateBatch` of N CSV rows, as
-//! `migratectl batch create` sends it.
+//! [--calls N] [--create single|batch] [--hold window|host] [--page N] [--no-dbus]` (builds the
+//! daemon first with `cargo build --release --workspace`). `--create single`: one `Create`
+//! request per job, each stored before the next is sent; `--create batch`: one `CreateBatch` of
+//! N CSV rows, as `migratectl batch create` sends it.
+//!
+//! What holds the jobs in the queue: `--hold window` (the default), a schedule window two hours
+//! ahead; `--hold host`, no window but the per-host connection limit, which one slow run (a
+//! 12 MB inbox at 0.02 MB/s) fills while three slots stay free, so every scheduler pass has
+//! 50,000 jobs it may start and none it can. Both measure turns of the daemon's loop that run
+//! a scheduler pass: `Act Pause` and `Act Resume` of queued jobs, each followed by a pass.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -196,6 +202,14 @@ fn main() -> anyhow::Result<()> {
     let calls = arg(&args, "--calls", 2000)?;
     let page = arg(&args, "--page", 1000)?;
     let dbus = !args.iter().any(|a| a == "--no-dbus");
+    let by_host = match args.iter().position(|a| a == "--hold") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("host") => true,
+            Some("window") => false,
+            other => bail!("--hold takes window or host, not {other:?}"),
+        },
+        None => false,
+    };
     let batch = match args.iter().position(|a| a == "--create") {
         Some(i) => match args.get(i + 1).map(String::as_str) {
             Some("batch") => true,
@@ -213,6 +227,20 @@ fn main() -> anyhow::Result<()> {
     }
     let src = Dovecot::start_blocking(DovecotOptions::default())?;
     let dst = Dovecot::start_blocking(DovecotOptions::default())?;
+    if by_host {
+        // The first job's inbox, copied slowly: it keeps the source host's connections taken.
+        testbed::corpus::write_folder(
+            &src,
+            "alice",
+            &testbed::corpus::FolderSpec {
+                messages: 400,
+                path: vec!["INBOX".into()],
+                min_size: 20_000,
+                max_size: 39_000,
+                ..Default::default()
+            },
+        )?;
+    }
     let state = std::env::temp_dir().join(format!("migrated-control-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(state.join("bus"))?;
@@ -222,14 +250,20 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    // One job runs at a time: the others stay queued, as in a large batch.
+    // One job runs at a time: the others stay queued, as in a large batch (held by the host's
+    // connections with --hold host, three slots free).
     let mut daemon = Command::new(&bin);
     daemon
         .arg("--state-dir")
         .arg(state.join("store"))
         .arg("--socket")
-        .arg(&socket)
-        .args(["--max-jobs", "1"])
+        .arg(&socket);
+    if by_host {
+        daemon.args(["--max-jobs", "4", "--max-connections-per-host", "2"]);
+    } else {
+        daemon.args(["--max-jobs", "1"]);
+    }
+    daemon
         .env("MIGRATED_PLUGINS_DIR", testbed::plugins_dir())
         .env("MIGRATED_LOG", "warn")
         .stdout(Stdio::null())
@@ -260,7 +294,16 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let mut c = Client::connect(&socket).await?;
         let (source, destination) = (endpoint(&src)?, endpoint(&dst)?);
-        let window = later_window()?;
+        let window = if by_host {
+            serde_json::json!([])
+        } else {
+            later_window()?
+        };
+        let limits = if by_host {
+            serde_json::json!({ "max_mbps": 0.02 })
+        } else {
+            serde_json::json!({})
+        };
         let names: Vec<String> = if batch {
             // One batch: every row waits for the template's window.
             let template: JobSpec = serde_json::from_value(serde_json::json!({
@@ -268,6 +311,7 @@ fn main() -> anyhow::Result<()> {
                 "source": { "host": "127.0.0.1", "port": src.imap_port(), "security": "plain" },
                 "destination": destination,
                 "schedule": { "windows": window },
+                "limits": limits,
             }))?;
             let password = src.password("alice")?;
             let mut csv = String::from("EmailAddress,UserName,Password\n");
@@ -291,6 +335,7 @@ fn main() -> anyhow::Result<()> {
                     "source": source,
                     "destination": destination,
                     "schedule": { "windows": if i == 0 { serde_json::json!([]) } else { window.clone() } },
+                    "limits": limits,
                 }))?;
                 c.call(&Request::Create {
                     spec: Box::new(spec),
@@ -337,6 +382,29 @@ fn main() -> anyhow::Result<()> {
             .filter(|j| j.status == Some(JobStatus::Queued))
             .count();
         println!("{queued} jobs queued, {followers} clients following every job");
+        // Turns of the loop with a scheduler pass: pause and resume queued jobs (not the first,
+        // which runs).
+        let mut turns = Vec::with_capacity(2 * calls.min(500));
+        for i in 0..calls.min(500) {
+            let job = names[1 + (i * 7919) % (jobs - 1).max(1)].clone();
+            for action in [migrated_core::Action::Pause, migrated_core::Action::Resume] {
+                let t = Instant::now();
+                c.call(&Request::Act {
+                    job: job.clone(),
+                    action,
+                })
+                .await?;
+                turns.push(t.elapsed());
+            }
+        }
+        turns.sort();
+        println!(
+            "Pause or Resume of a queued job (a scheduler pass each): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} calls",
+            ms(percentile(&turns, 0.50)),
+            ms(percentile(&turns, 0.99)),
+            ms(turns.last().copied().unwrap_or_default()),
+            turns.len()
+        );
         let mut latencies = Vec::with_capacity(calls);
         for i in 0..calls {
             let job = names[(i * 7919) % jobs].clone();

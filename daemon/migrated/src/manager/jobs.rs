@@ -27,6 +27,9 @@ enum Queue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Keys {
     name: String,
+    batch: Option<String>,
+    /// In a final status ([`JobStatus::is_finished`]).
+    done: bool,
     created: u64,
     status: JobStatus,
     running: bool,
@@ -48,6 +51,8 @@ impl Keys {
             });
         Self {
             name: r.spec.name.clone(),
+            batch: r.batch.clone(),
+            done: r.status.is_finished(),
             created: r.created,
             status: r.status,
             running,
@@ -67,6 +72,9 @@ struct Slot {
 #[derive(Debug, Default, PartialEq)]
 struct Index {
     by_name: HashMap<String, BTreeSet<String>>,
+    by_batch: HashMap<String, BTreeSet<String>>,
+    /// Members of each batch not finished yet (batches with none are left out).
+    batch_open: HashMap<String, usize>,
     by_created: BTreeSet<(u64, String)>,
     running: BTreeSet<String>,
     ready: Lanes<Class>,
@@ -82,6 +90,15 @@ impl Index {
             .entry(k.name.clone())
             .or_default()
             .insert(id.to_owned());
+        if let Some(batch) = &k.batch {
+            self.by_batch
+                .entry(batch.clone())
+                .or_default()
+                .insert(id.to_owned());
+            if !k.done {
+                *self.batch_open.entry(batch.clone()).or_default() += 1;
+            }
+        }
         self.by_created.insert((k.created, id.to_owned()));
         if k.running {
             self.running.insert(id.to_owned());
@@ -114,6 +131,22 @@ impl Index {
             ids.remove(id);
             if ids.is_empty() {
                 self.by_name.remove(&k.name);
+            }
+        }
+        if let Some(batch) = &k.batch {
+            if let Some(ids) = self.by_batch.get_mut(batch) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_batch.remove(batch);
+                }
+            }
+            if !k.done
+                && let Some(n) = self.batch_open.get_mut(batch)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.batch_open.remove(batch);
+                }
             }
         }
         let key = |t: u64| (t, id.to_owned());
@@ -248,6 +281,26 @@ impl<'a> Fresh<'a> {
             .unwrap_or_default()
     }
 
+    /// The jobs of a batch, by id.
+    pub(super) fn batch(&self, name: &str) -> Vec<&'a str> {
+        self.0
+            .index
+            .by_batch
+            .get(name)
+            .map(|ids| ids.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a batch of this name has jobs.
+    pub(super) fn has_batch(&self, name: &str) -> bool {
+        self.0.index.by_batch.contains_key(name)
+    }
+
+    /// How many of a batch's jobs are not finished.
+    pub(super) fn batch_unfinished(&self, name: &str) -> usize {
+        self.0.index.batch_open.get(name).copied().unwrap_or(0)
+    }
+
     /// The jobs with a run in progress.
     pub(super) fn running(&self) -> impl Iterator<Item = &'a str> {
         self.0.index.running.iter().map(String::as_str)
@@ -332,6 +385,7 @@ mod tests {
         r.created = 1000 + i % 13;
         r.status = JobStatus::Queued;
         r.finished = None;
+        r.batch = (i % 3 != 0).then(|| format!("batch-{}", i % 2));
         r
     }
 
@@ -375,7 +429,7 @@ mod tests {
                 }
                 _ => {
                     let id = format!("j{:04}", steps.next(next_id.max(1)));
-                    let change = steps.next(8);
+                    let change = steps.next(9);
                     let value = steps.next(40);
                     let Some(e) = jobs.get_mut(&id) else {
                         continue;
@@ -394,6 +448,7 @@ mod tests {
                         4 => e.record.finished = value.is_multiple_of(2).then_some(3000 + value),
                         5 => e.record.spec.name = format!("mailbox-{}", value % 7),
                         6 => e.record.spec.source.host = format!("host-{}", value % 3),
+                        7 => e.record.batch = value.is_multiple_of(3).then(|| "batch-9".into()),
                         _ => e.record.final_delta = value.is_multiple_of(2),
                     }
                 }
@@ -407,6 +462,7 @@ mod tests {
         assert_eq!(jobs.index, rebuilt(&jobs));
         assert!(jobs.index.ready.len() > 0, "the sequence left jobs queued");
         assert!(!jobs.index.running.is_empty(), "the sequence left runs");
+        assert!(!jobs.index.batch_open.is_empty(), "the sequence left batches open");
     }
 
     #[test]

@@ -15,22 +15,16 @@ impl Manager {
     /// when its jobs name addresses (`notify`), the batch's report by e-mail; a job outside a
     /// batch mails its own report.
     pub(super) async fn notify_finished(&mut self, id: &str) {
-        let record = &self.jobs[id].record;
+        let jobs = self.jobs.fresh();
+        let record = &jobs.jobs()[id].record;
         let in_batch = record.batch.is_some();
         let (subject_name, members): (String, Vec<String>) = match &record.batch {
             Some(batch) => {
-                let members: Vec<String> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, e)| e.record.batch.as_ref() == Some(batch))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if members
-                    .iter()
-                    .any(|m| !self.jobs[m].record.status.is_finished())
-                {
+                // Counted in the jobs' index: a mailbox finishing costs nothing per member.
+                if jobs.batch_unfinished(batch) > 0 {
                     return;
                 }
+                let members = jobs.batch(batch).into_iter().map(str::to_owned).collect();
                 (format!("batch {batch}"), members)
             }
             None => (format!("job {}", record.spec.name), vec![id.to_owned()]),

@@ -313,12 +313,12 @@ impl Manager {
     }
 
     /// `(job name, id)` of every job of a batch, by name.
-    fn batch_members(&self, name: &str) -> Result<Vec<(String, String)>, ControlError> {
-        let mut ids: Vec<(String, String)> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| e.record.batch.as_deref() == Some(name))
-            .map(|(id, e)| (e.record.spec.name.clone(), id.clone()))
+    fn batch_members(&mut self, name: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let jobs = self.jobs.fresh();
+        let mut ids: Vec<(String, String)> = jobs
+            .batch(name)
+            .into_iter()
+            .map(|id| (jobs.jobs()[id].record.spec.name.clone(), id.to_owned()))
             .collect();
         if ids.is_empty() {
             return Err(no_batch(name));
