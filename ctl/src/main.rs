@@ -191,7 +191,8 @@ enum Command {
         events: Option<String>,
         /// One report of several shards (needs no daemon): the JSON reports
         /// (`report --batch NAME --format json`) of every shard, as files or a directory of
-        /// `*.json` files, merged into one batch report (totals, mailboxes, failures).
+        /// `*.json` files (this release's or an earlier one's bare array), merged into one
+        /// batch report (totals over every mailbox, mailboxes, failures).
         #[arg(long, value_name = "DIR|FILE", num_args = 1.., conflicts_with_all = ["job", "batch", "events"])]
         merge: Vec<PathBuf>,
         /// Output format.
@@ -249,7 +250,7 @@ enum ListOrder {
 enum ReportFormat {
     /// Readable tables.
     Table,
-    /// One JSON document.
+    /// One JSON object: `{"format": 2, "totals": {..}, "jobs": [..]}`.
     Json,
     /// One CSV table (RFC 4180): a row per folder and per excluded or refused message.
     Csv,

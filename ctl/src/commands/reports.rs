@@ -45,7 +45,8 @@ pub(crate) async fn report(
 
 /// `report --merge DIR|FILES`: the JSON reports of the shards of one batch (a directory's
 /// `*.json` files, sorted, or the files given) as one report: every mailbox once, sorted by
-/// name, the totals over all of them.
+/// name, the totals over all of them. A report is the object `report --format json` writes, or
+/// the bare array of jobs of earlier releases.
 ///
 /// # Errors
 ///
@@ -55,6 +56,12 @@ pub(crate) fn merge(
     paths: &[std::path::PathBuf],
     format: ReportFormat,
 ) -> anyhow::Result<ExitCode> {
+    print_report(&merged(paths)?, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The jobs of the reports in `paths` (files, or directories of `*.json` files), merged.
+fn merged(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<JobDetail>> {
     use anyhow::Context;
     let mut files = Vec::new();
     for p in paths {
@@ -77,40 +84,25 @@ pub(crate) fn merge(
             files.push(p.clone());
         }
     }
-    let mut details: Vec<JobDetail> = Vec::new();
-    let mut from: std::collections::HashMap<String, std::path::PathBuf> =
-        std::collections::HashMap::new();
+    let mut reports = Vec::with_capacity(files.len());
     for f in &files {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the report {}", f.display()))?;
-        let part: Vec<JobDetail> = serde_json::from_str(&text).with_context(|| {
+        let jobs = migrated_ipc::report::read_json(&text).with_context(|| {
             format!(
-                "{} is not a JSON report (`migratectl report --batch NAME --format json`)",
+                "{}: not a JSON report (`migratectl report --batch NAME --format json`)",
                 f.display()
             )
         })?;
-        for d in part {
-            if let Some(first) = from.get(&d.summary.name) {
-                bail!(
-                    "mailbox {} is in {} and in {}: each mailbox belongs to one shard (give every daemon the same batch file, or the same plan)",
-                    d.summary.name,
-                    first.display(),
-                    f.display()
-                );
-            }
-            from.insert(d.summary.name.clone(), f.clone());
-            details.push(d);
-        }
+        reports.push((f.display().to_string(), jobs));
     }
-    details.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
-    print_report(&details, format)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(migrated_ipc::report::merge(reports)?)
 }
 
 /// The report of these jobs in `format`: the totals, then each job.
 fn print_report(details: &[JobDetail], format: ReportFormat) -> anyhow::Result<()> {
     match format {
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&details)?),
+        ReportFormat::Json => println!("{}", migrated_ipc::report::json(details)?),
         ReportFormat::Table => {
             print!("{}", Totals::of(details).text());
             println!();
@@ -162,6 +154,65 @@ pub(crate) async fn events(
 #[cfg(test)]
 mod tests {
     use migrated_ipc::text::date_time as utc;
+    use migrated_ipc::{FolderReport, JobDetail, JobSummary};
+
+    fn job(name: &str, copied: u64, bytes: u64) -> JobDetail {
+        JobDetail {
+            summary: JobSummary {
+                name: name.into(),
+                status: Some(migrated_core::JobStatus::Completed),
+                items_done: copied,
+                bytes_done: bytes,
+                ..JobSummary::default()
+            },
+            folders: vec![FolderReport {
+                source: "INBOX".into(),
+                copied,
+                ..FolderReport::default()
+            }],
+            duration_secs: 1.0,
+            ..JobDetail::default()
+        }
+    }
+
+    #[test]
+    fn a_directory_of_an_old_and_a_new_json_report_merges_both_and_names_a_bad_file() {
+        let dir = std::env::temp_dir().join(format!("migratectl-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // shard-0 as the previous release wrote it (the bare array), shard-1 as this one does.
+        let old = vec![job("bob", 2, 200), job("dave", 4, 400)];
+        std::fs::write(
+            dir.join("shard-0.json"),
+            serde_json::to_string_pretty(&old).unwrap(),
+        )
+        .unwrap();
+        let new = vec![job("alice", 1, 100)];
+        std::fs::write(
+            dir.join("shard-1.json"),
+            migrated_ipc::report::json(&new).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a report").unwrap();
+
+        let merged = super::merged(std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(merged, [new[0].clone(), old[0].clone(), old[1].clone()]);
+        let totals = migrated_ipc::report::Totals::of(&merged);
+        assert_eq!((totals.mailboxes, totals.copied, totals.bytes), (3, 7, 700));
+
+        let bad = dir.join("shard-2.json");
+        std::fs::write(&bad, r#"{"format": 9, "jobs": []}"#).unwrap();
+        let err = format!(
+            "{:#}",
+            super::merged(std::slice::from_ref(&dir)).unwrap_err()
+        );
+        assert!(
+            err.starts_with(&format!("{}: not a JSON report", bad.display()))
+                && err.contains("format 9"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn event_times_read_as_dates_in_a_spreadsheet() {

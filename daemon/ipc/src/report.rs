@@ -2,6 +2,14 @@
 //! every job) and the CSV report, one row per folder, per excluded, refused, missing or removed
 //! message. One implementation for `migratectl report --format csv` and the daemon's
 //! [`crate::Request::ReportCsv`] (the Cockpit page's download), so both give the same bytes.
+//!
+//! The JSON report (`migratectl report --format json`, [`json`]) is an object of format
+//! [`JSON_FORMAT`]: `{"format": 2, "totals": {..}, "jobs": [..]}`, the totals the same
+//! [`Totals`] the table and the CSV lead with. `report --merge` reads it and the bare array of
+//! jobs the previous releases wrote ([`read_json`]), and merges the shards' reports ([`merge`]).
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::JobDetail;
 use crate::protocol::JobSummary;
@@ -69,14 +77,22 @@ impl Totals {
             .join(", ")
     }
 
-    /// The duration and average speed of the last runs.
-    pub fn speed(&self) -> String {
-        let avg = if self.duration > 0.0 {
+    /// The average speed of the last runs, MB (10^6 bytes) per second; 0 when they took no time.
+    pub fn average_mb_per_sec(&self) -> f64 {
+        if self.duration > 0.0 {
             self.bytes as f64 / 1e6 / self.duration
         } else {
             0.0
-        };
-        format!("duration {:.1} s, average {avg:.2} MB/s", self.duration)
+        }
+    }
+
+    /// The duration and average speed of the last runs.
+    pub fn speed(&self) -> String {
+        format!(
+            "duration {:.1} s, average {:.2} MB/s",
+            self.duration,
+            self.average_mb_per_sec()
+        )
     }
 
     /// The totals as the table report's first lines.
@@ -93,6 +109,174 @@ impl Totals {
             self.speed()
         )
     }
+}
+
+/// The totals as the JSON report's `totals` object (the names of the JSON report, for `jq`):
+///
+/// ```json
+/// { "mailboxes": 3, "by_status": { "Completed": 2, "Failed": 1 },
+///   "migrated": 1200, "copied": 1150, "copied_bytes": 9000000, "excluded": 4, "failed": 1,
+///   "duration_secs": 61.5, "average_mb_per_sec": 0.15 }
+/// ```
+///
+/// `by_status` keeps the order the statuses were first seen in, as the table's first line.
+impl Serialize for Totals {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// `(status, mailboxes)` pairs as one object.
+        struct ByStatus<'a>(&'a [(String, usize)]);
+        impl Serialize for ByStatus<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (status, n) in self.0 {
+                    map.serialize_entry(status, n)?;
+                }
+                map.end()
+            }
+        }
+        /// The object's fields, in order.
+        #[derive(Serialize)]
+        struct View<'a> {
+            mailboxes: usize,
+            by_status: ByStatus<'a>,
+            migrated: u64,
+            copied: u64,
+            copied_bytes: u64,
+            excluded: u64,
+            failed: u64,
+            duration_secs: f64,
+            average_mb_per_sec: f64,
+        }
+        View {
+            mailboxes: self.mailboxes,
+            by_status: ByStatus(&self.by_status),
+            migrated: self.migrated,
+            copied: self.copied,
+            copied_bytes: self.bytes,
+            excluded: self.excluded,
+            failed: self.failed,
+            duration_secs: self.duration,
+            average_mb_per_sec: self.average_mb_per_sec(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The version of the JSON report's shape, its `format` field. 1 was the bare array of jobs
+/// (before the totals); a reader refuses a later one it does not know.
+pub const JSON_FORMAT: u64 = 2;
+
+/// The JSON report: the format, the totals, the jobs.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    /// [`JSON_FORMAT`].
+    format: u64,
+    /// [`Totals::of`] the jobs.
+    totals: Totals,
+    /// Each job's detail: summary, folders, excluded, refused and removed messages, verification.
+    jobs: &'a [JobDetail],
+}
+
+/// The JSON report of these jobs (pretty-printed): `{"format": 2, "totals": {..}, "jobs": [..]}`.
+///
+/// # Errors
+///
+/// None in practice (it writes to memory); a serialisation error is passed on.
+pub fn json(details: &[JobDetail]) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&JsonReport {
+        format: JSON_FORMAT,
+        totals: Totals::of(details),
+        jobs: details,
+    })
+}
+
+/// Why a text is not a JSON report [`read_json`] reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not JSON, or not the jobs of a report (serde's words name the line and column).
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// An object without a `format` number: written by something else.
+    #[error(
+        "an object without a `format` number, not one `migratectl report --format json` writes"
+    )]
+    NoFormat,
+    /// A format this release does not know.
+    #[error(
+        "format {0}, which this migratectl does not read (it reads format {JSON_FORMAT} and the bare array of earlier releases): merge with the migratectl that wrote it, or a newer one"
+    )]
+    Format(u64),
+}
+
+/// The jobs of a JSON report: format [`JSON_FORMAT`] (`{"format": 2, "totals": .., "jobs": [..]}`)
+/// or format 1, the bare array of jobs the previous releases wrote. The totals are not read:
+/// whoever needs them computes them ([`Totals::of`]) over the jobs, merged or not.
+///
+/// # Errors
+///
+/// [`ReadError`]: not JSON, not a report's jobs, or a format this release does not know.
+pub fn read_json(text: &str) -> Result<Vec<JobDetail>, ReadError> {
+    /// Only the format, to choose how to read the rest.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<u64>,
+    }
+    /// Format 2's jobs.
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        jobs: Vec<JobDetail>,
+    }
+    // Format 1: the bare array.
+    if text.trim_start().starts_with('[') {
+        return Ok(serde_json::from_str(text)?);
+    }
+    match serde_json::from_str::<Head>(text)?.format {
+        Some(JSON_FORMAT) => Ok(serde_json::from_str::<Versioned>(text)?.jobs),
+        Some(n) => Err(ReadError::Format(n)),
+        None => Err(ReadError::NoFormat),
+    }
+}
+
+/// A mailbox found in two of the reports [`merge`] was given.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "mailbox {mailbox} is in {first} and in {second}: each mailbox belongs to one shard (give every daemon the same batch file, or the same plan)"
+)]
+pub struct Duplicate {
+    /// The job's name.
+    pub mailbox: String,
+    /// The report it was first found in.
+    pub first: String,
+    /// The report it was found in again.
+    pub second: String,
+}
+
+/// The reports of the shards of one batch, each `(where it came from, its jobs)`, as one:
+/// every mailbox once, sorted by name. Its totals are [`Totals::of`] the result.
+///
+/// # Errors
+///
+/// [`Duplicate`]: a mailbox in two reports (two shards copied it: they were not given the same
+/// plan), naming both.
+pub fn merge(
+    reports: impl IntoIterator<Item = (String, Vec<JobDetail>)>,
+) -> Result<Vec<JobDetail>, Duplicate> {
+    let mut from: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut details = Vec::new();
+    for (source, jobs) in reports {
+        for d in jobs {
+            if let Some(first) = from.get(&d.summary.name) {
+                return Err(Duplicate {
+                    mailbox: d.summary.name.clone(),
+                    first: first.clone(),
+                    second: source,
+                });
+            }
+            from.insert(d.summary.name.clone(), source.clone());
+            details.push(d);
+        }
+    }
+    details.sort_by(|a, b| a.summary.name.cmp(&b.summary.name));
+    Ok(details)
 }
 
 /// The columns of the CSV report, in order.
@@ -259,7 +443,198 @@ pub fn csv(details: &[JobDetail]) -> Result<String, csv::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migrated_core::{FolderReport, Removal, RemovedRow};
+    use migrated_core::{FolderReport, JobStatus, Removal, RemovedRow};
+
+    /// A finished job: `copied` messages of `bytes` bytes copied by its last run of `secs`
+    /// seconds, `before` copied by earlier runs, `excluded` and `failed` left out.
+    fn finished(name: &str, status: JobStatus, n: [u64; 5], secs: f64) -> JobDetail {
+        let [copied, before, bytes, excluded, failed] = n;
+        JobDetail {
+            summary: JobSummary {
+                name: name.into(),
+                status: Some(status),
+                items_done: copied,
+                bytes_done: bytes,
+                excluded,
+                failed,
+                ..JobSummary::default()
+            },
+            folders: vec![FolderReport {
+                source: "INBOX".into(),
+                destination: "INBOX".into(),
+                copied,
+                already_copied: before,
+                excluded,
+                failed,
+                ..FolderReport::default()
+            }],
+            duration_secs: secs,
+            ..JobDetail::default()
+        }
+    }
+
+    fn value(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_json_report_is_its_format_the_totals_the_csv_leads_with_and_the_jobs() {
+        let jobs = [
+            finished(
+                "bob",
+                JobStatus::CompletedWithErrors,
+                [7, 0, 2_000_000, 0, 2],
+                4.0,
+            ),
+            finished("alice", JobStatus::Completed, [10, 5, 4_000_000, 1, 0], 2.0),
+            finished("carol", JobStatus::Completed, [3, 1, 0, 0, 0], 0.0),
+        ];
+        let report = value(&json(&jobs).unwrap());
+        assert_eq!(report["format"], 2, "{report}");
+        assert_eq!(
+            report["totals"],
+            serde_json::json!({
+                "mailboxes": 3,
+                "by_status": { "Completed": 2, "Completed with errors": 1 },
+                "migrated": 26,
+                "copied": 20,
+                "copied_bytes": 6_000_000,
+                "excluded": 1,
+                "failed": 2,
+                "duration_secs": 6.0,
+                "average_mb_per_sec": 1.0,
+            })
+        );
+        assert_eq!(
+            report["jobs"],
+            serde_json::to_value(&jobs).unwrap(),
+            "the jobs as they are"
+        );
+        // The statuses in the order first seen (bob's first), as the table's first line.
+        let text = json(&jobs).unwrap();
+        let at = |key: &str| text.find(&format!("\"{key}\": ")).unwrap();
+        assert!(at("Completed with errors") < at("Completed"), "{text}");
+
+        // The same numbers as the CSV's totals row and the table's first lines.
+        let csv_text = csv(&jobs).unwrap();
+        let mut r = ::csv::Reader::from_reader(csv_text.as_bytes());
+        let head = r.headers().unwrap().clone();
+        let totals = r.records().next().unwrap().unwrap();
+        let cell = |n: &str| totals[head.iter().position(|h| h == n).unwrap()].to_owned();
+        let t = &report["totals"];
+        assert_eq!(cell("record"), "totals");
+        assert_eq!(cell("job"), format!("{} mailboxes", t["mailboxes"]));
+        assert_eq!(cell("status"), "1 Completed with errors, 2 Completed");
+        assert_eq!(cell("messages"), t["migrated"].to_string());
+        assert_eq!(cell("copied"), t["copied"].to_string());
+        assert_eq!(cell("size"), t["copied_bytes"].to_string());
+        assert_eq!(cell("excluded"), t["excluded"].to_string());
+        assert_eq!(cell("failed"), t["failed"].to_string());
+        assert_eq!(cell("reason"), "duration 6.0 s, average 1.00 MB/s");
+        assert_eq!(
+            Totals::of(&jobs).text(),
+            "Totals: 3 mailboxes (1 Completed with errors, 2 Completed)\n  messages migrated 26; copied by the last runs 20 (6.0 MB); excluded 1; refused 2\n  duration 6.0 s, average 1.00 MB/s (the last runs)\n"
+        );
+    }
+
+    #[test]
+    fn an_old_bare_array_and_a_new_report_merge_into_one_report_with_totals_over_both() {
+        let old = vec![
+            finished("dave", JobStatus::Completed, [4, 0, 1_000_000, 0, 0], 1.0),
+            finished("bob", JobStatus::Failed, [1, 0, 500_000, 0, 3], 1.0),
+        ];
+        // As the previous release wrote it: the bare array.
+        let old_text = serde_json::to_string_pretty(&old).unwrap();
+        assert!(value(&old_text).is_array());
+        let new = vec![finished(
+            "alice",
+            JobStatus::Completed,
+            [10, 2, 2_500_000, 1, 0],
+            3.0,
+        )];
+        let new_text = json(&new).unwrap();
+        assert_eq!(read_json(&old_text).unwrap(), old);
+        assert_eq!(read_json(&new_text).unwrap(), new);
+
+        let merged = merge([
+            ("shard-0.json".to_owned(), read_json(&old_text).unwrap()),
+            ("shard-1.json".to_owned(), read_json(&new_text).unwrap()),
+        ])
+        .unwrap();
+        let report = value(&json(&merged).unwrap());
+        assert_eq!(report["format"], 2);
+        let names: Vec<&str> = report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["summary"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["alice", "bob", "dave"],
+            "every mailbox once, by name"
+        );
+        assert_eq!(report["jobs"][0], serde_json::to_value(&new[0]).unwrap());
+        assert_eq!(report["jobs"][1], serde_json::to_value(&old[1]).unwrap());
+        assert_eq!(report["jobs"][2], serde_json::to_value(&old[0]).unwrap());
+        assert_eq!(
+            report["totals"],
+            serde_json::json!({
+                "mailboxes": 3,
+                "by_status": { "Completed": 2, "Failed": 1 },
+                "migrated": 17,
+                "copied": 15,
+                "copied_bytes": 4_000_000,
+                "excluded": 1,
+                "failed": 3,
+                "duration_secs": 5.0,
+                "average_mb_per_sec": 0.8,
+            }),
+            "recomputed over the merged set, not taken from the new file"
+        );
+        // A merged report reads back as its jobs.
+        assert_eq!(read_json(&json(&merged).unwrap()).unwrap(), merged);
+    }
+
+    #[test]
+    fn a_mailbox_in_two_reports_is_refused_naming_it_and_both() {
+        let one = || {
+            vec![finished(
+                "alice",
+                JobStatus::Completed,
+                [1, 0, 1, 0, 0],
+                1.0,
+            )]
+        };
+        let err = merge([("a.json".to_owned(), one()), ("b.json".to_owned(), one())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "mailbox alice is in a.json and in b.json: each mailbox belongs to one shard"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_report_of_an_unknown_format_or_shape_is_refused_saying_why() {
+        let later = read_json(r#"{"format": 3, "jobs": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            later.starts_with("format 3, which this migratectl does not read"),
+            "{later}"
+        );
+        let other = read_json(r#"{"jobs": []}"#).unwrap_err().to_string();
+        assert!(other.contains("without a `format` number"), "{other}");
+        let broken = read_json(r#"{"format": 2, "jobs": [{"summary": 1}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(broken.contains("line 1 column"), "where: {broken}");
+        let garbage = read_json("totals").unwrap_err().to_string();
+        assert!(garbage.contains("at line 1 column"), "where: {garbage}");
+    }
 
     #[test]
     fn the_csv_report_has_a_row_per_removed_message_with_both_uids() {

@@ -456,7 +456,7 @@ fn internal_date(text: &str) -> i64 {
 fn removed_in_report(d: &Daemon, id: &str) -> ([Vec<Removed>; 2], [(u64, u64); 2]) {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&d.ctl(&["report", id, "--format", "json"]))).unwrap();
-    let job = &json[0];
+    let job = &json["jobs"][0];
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     let mut from_json: Vec<Removed> = job["removed"]
         .as_array()
@@ -1001,7 +1001,7 @@ async fn flag_deleted_marks_the_source_after_the_copy_and_the_mark_is_not_carrie
     assert_eq!(again.status, Some(migrated_core::JobStatus::Completed));
     let report: serde_json::Value =
         serde_json::from_str(&stdout(&daemon.ctl(&["report", &id, "--format", "json"]))).unwrap();
-    let flag_changes: u64 = report[0]["folders"]
+    let flag_changes: u64 = report["jobs"][0]["folders"]
         .as_array()
         .unwrap()
         .iter()

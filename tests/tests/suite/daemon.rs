@@ -775,7 +775,9 @@ async fn the_csv_report_lists_folders_and_excluded_messages() {
 
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&d.ctl(&["report", "rita", "--format", "json"]))).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json["format"], 2, "{json}");
+    assert_eq!(json["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(json["totals"]["mailboxes"], 1, "{json}");
     let table = stdout(&d.ctl(&["report", "rita"]));
     assert!(table.contains("SOURCE FOLDER"), "{table}");
     assert!(

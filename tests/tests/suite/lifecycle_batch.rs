@@ -410,6 +410,62 @@ async fn a_batch_from_preflight_through_incremental_syncs_to_cutover() {
             .starts_with(&format!("  messages migrated {total}; ")),
         "{report}"
     );
+    // The JSON report leads with the same totals, as numbers: the table's three lines are
+    // them, and they add up the jobs' own counts (the last runs were deltas after the final
+    // one: `migrated` counts the mail, `copied` what those runs added).
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &d.ctl(&["report", "--batch", "staff", "--format", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(json["format"], 2, "{json}");
+    let t = &json["totals"];
+    assert_eq!(t["mailboxes"], 3, "{t}");
+    assert_eq!(t["by_status"], serde_json::json!({ "Completed": 3 }), "{t}");
+    assert_eq!(t["migrated"], total, "{t}");
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k} in {t}"));
+    let secs = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
+    let jobs = json["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3, "{json}");
+    let sum = |k: &str| {
+        jobs.iter()
+            .map(|j| j["summary"][k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        [n("copied"), n("copied_bytes"), n("excluded"), n("failed")],
+        [
+            sum("items_done"),
+            sum("bytes_done"),
+            sum("excluded"),
+            sum("failed")
+        ],
+        "{t}"
+    );
+    let durations: f64 = jobs
+        .iter()
+        .map(|j| j["duration_secs"].as_f64().unwrap())
+        .sum();
+    assert_eq!(secs("duration_secs"), durations, "{t}");
+    assert_eq!(
+        report.lines().take(3).collect::<Vec<_>>(),
+        [
+            "Totals: 3 mailboxes (3 Completed)".to_owned(),
+            format!(
+                "  messages migrated {}; copied by the last runs {} ({:.1} MB); excluded {}; refused {}",
+                n("migrated"),
+                n("copied"),
+                n("copied_bytes") as f64 / 1e6,
+                n("excluded"),
+                n("failed")
+            ),
+            format!(
+                "  duration {:.1} s, average {:.2} MB/s (the last runs)",
+                secs("duration_secs"),
+                secs("average_mb_per_sec")
+            ),
+        ],
+        "the table's totals are the JSON's"
+    );
     let csv_text = stdout(&d.ctl(&["report", "--events", u1, "--format", "csv"]));
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     assert_eq!(
