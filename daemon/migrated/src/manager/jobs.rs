@@ -385,7 +385,7 @@ mod tests {
         r.created = 1000 + i % 13;
         r.status = JobStatus::Queued;
         r.finished = None;
-        r.batch = (i % 3 != 0).then(|| format!("batch-{}", i % 2));
+        r.batch = (!i.is_multiple_of(3)).then(|| format!("batch-{}", i % 2));
         r
     }
 
@@ -462,7 +462,10 @@ mod tests {
         assert_eq!(jobs.index, rebuilt(&jobs));
         assert!(jobs.index.ready.len() > 0, "the sequence left jobs queued");
         assert!(!jobs.index.running.is_empty(), "the sequence left runs");
-        assert!(!jobs.index.batch_open.is_empty(), "the sequence left batches open");
+        assert!(
+            !jobs.index.batch_open.is_empty(),
+            "the sequence left batches open"
+        );
     }
 
     #[test]
