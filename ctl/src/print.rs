@@ -72,6 +72,11 @@ pub(crate) fn print_checks(checks: &[CheckRow]) {
             if c.ok { "OK" } else { "FAILED" },
             c.message
         );
+        // The line an administrator pastes into the job file once the server's administrator
+        // has confirmed the fingerprint.
+        if let Some(fp) = &c.tls_fingerprint {
+            println!("{:<12} certificate: tls_fingerprint = \"{fp}\"", "");
+        }
     }
 }
 

@@ -86,6 +86,9 @@ pub struct RadicaleOptions {
     /// Radicale's `[server] max_content_length` in bytes (its default is 100 000 000); larger
     /// request bodies get `413`.
     pub max_content_length: Option<u64>,
+    /// Serve HTTPS with this certificate and key (PEM files): Radicale's `[server] ssl = True`,
+    /// `certificate`, `key`. The bed's own requests do not check the certificate.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for RadicaleOptions {
@@ -93,6 +96,7 @@ impl Default for RadicaleOptions {
         RadicaleOptions {
             users: vec![("alice".to_owned(), "alice-secret".to_owned())],
             max_content_length: None,
+            tls: None,
         }
     }
 }
@@ -307,8 +311,14 @@ fn last_segment(href: &str) -> String {
 
 /// A blocking HTTP client for one server: statuses are returned, not turned into errors;
 /// redirects are not followed; WebDAV methods are allowed.
-fn agent() -> ureq::Agent {
+fn agent(tls: bool) -> ureq::Agent {
     ureq::Agent::config_builder()
+        // The bed's own requests (seeding, reading back) trust whatever certificate it serves.
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(tls)
+                .build(),
+        )
         .http_status_as_error(false)
         .allow_non_standard_methods(true)
         .max_redirects(0)
@@ -411,6 +421,7 @@ impl Radicale {
             std::env::temp_dir().join(format!("tb-radicale-{}-{n}-{nanos:x}", std::process::id()));
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
+        let opts_tls = opts.tls.is_some();
         let mut rad = Radicale {
             conf: dir.join("config"),
             log: dir.join("radicale.log"),
@@ -418,7 +429,7 @@ impl Radicale {
             opts,
             port: 0,
             child: None,
-            agent: agent(),
+            agent: agent(opts_tls),
         };
         let mut users = String::new();
         for (user, pass) in &rad.opts.users {
@@ -458,6 +469,11 @@ impl Radicale {
         )?;
         writeln!(c, "[server]")?;
         writeln!(c, "hosts = {LOOPBACK}:{}", self.port)?;
+        if let Some((cert, key)) = &self.opts.tls {
+            writeln!(c, "ssl = True")?;
+            writeln!(c, "certificate = {}", cert.display())?;
+            writeln!(c, "key = {}", key.display())?;
+        }
         if let Some(max) = self.opts.max_content_length {
             writeln!(c, "max_content_length = {max}")?;
         }
@@ -508,6 +524,11 @@ impl Radicale {
         let deadline = Instant::now() + START_DEADLINE;
         let url = self.base_url();
         let probe = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(self.opts.tls.is_some())
+                    .build(),
+            )
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(2)))
@@ -565,9 +586,18 @@ impl Radicale {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT/`
+    /// `http` or, with [`RadicaleOptions::tls`], `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/` (`https://` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{LOOPBACK}:{}/", self.port)
+        format!("{}://{LOOPBACK}:{}/", self.scheme(), self.port)
     }
 
     /// The absolute URL of a server path such as `/alice/contacts/`.
@@ -576,7 +606,8 @@ impl Radicale {
             return path.to_owned();
         }
         format!(
-            "http://{LOOPBACK}:{}/{}",
+            "{}://{LOOPBACK}:{}/{}",
+            self.scheme(),
             self.port,
             path.trim_start_matches('/')
         )

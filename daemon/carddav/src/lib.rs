@@ -9,10 +9,12 @@
 
 mod destination;
 mod read;
+mod tls;
 mod write;
 mod xml;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -36,8 +38,12 @@ pub struct DavEndpoint {
     pub secret: Secret,
     /// `Authorization: Bearer` instead of Basic.
     pub bearer: bool,
-    /// PEM file of the CA to trust instead of the built-in roots.
+    /// PEM file of the CA to trust instead of the system's roots (or of the server's own
+    /// self-signed certificate).
     pub ca_file: Option<PathBuf>,
+    /// Exactly the certificate with this SHA-256 fingerprint (`tls_fingerprint`), whoever
+    /// signed it and whatever names it lists; wins over `ca_file`.
+    pub tls_fingerprint: Option<[u8; 32]>,
     /// Accept any certificate (lab use only).
     pub danger_accept_invalid_certs: bool,
     /// Limit on each request, body included.
@@ -68,13 +74,12 @@ impl DavEndpoint {
                     .into(),
             );
         }
-        if a.tls_fingerprint.is_some() {
-            return Err(
-                "tls_fingerprint: CardDAV does not pin certificates yet; name the server's \
-                 certificate (or its CA) with ca_file"
-                    .into(),
-            );
-        }
+        let tls_fingerprint = a
+            .tls_fingerprint
+            .as_deref()
+            .map(migrated_imap::tls::parse_fingerprint)
+            .transpose()
+            .map_err(|e| format!("tls_fingerprint: {e}"))?;
         let bearer = match a.auth.as_str() {
             "login" | "plain" => false,
             "xoauth2" => true,
@@ -96,6 +101,7 @@ impl DavEndpoint {
             secret: a.secret.clone(),
             bearer,
             ca_file: a.ca_file.as_ref().map(PathBuf::from),
+            tls_fingerprint,
             danger_accept_invalid_certs: a.danger_accept_invalid_certs,
             timeout: Duration::from_secs(a.timeout_secs.max(1)),
         })
@@ -198,6 +204,9 @@ pub struct Client {
     agent: ureq::Agent,
     endpoint: DavEndpoint,
     authorization: Secret,
+    /// What the last TLS handshake showed: the certificate's fingerprint and the verifier's
+    /// refusal, said in place of ureq's words for the failed request.
+    handshake: Arc<Mutex<tls::Handshake>>,
 }
 
 const PROPFIND_PRINCIPAL: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/></d:prop></d:propfind>"#;
@@ -219,31 +228,50 @@ impl Client {
     ///
     /// An unreadable CA file.
     pub fn new(endpoint: DavEndpoint) -> Result<Self, DavError> {
-        let mut tls = ureq::tls::TlsConfig::builder()
-            .disable_verification(endpoint.danger_accept_invalid_certs);
-        if let Some(ca) = &endpoint.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| DavError::Network {
-                server: endpoint.origin.clone(),
-                what: format!("reading the CA file {}", ca.display()),
-                detail: e.to_string(),
-            })?;
-            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        use migrated_imap::CertCheck;
+        // The same policies, in the same order of precedence, as an IMAP endpoint's.
+        let check = match (
+            endpoint.danger_accept_invalid_certs,
+            endpoint.tls_fingerprint,
+            &endpoint.ca_file,
+        ) {
+            (true, _, _) => CertCheck::DangerAcceptAnyCertificate,
+            (false, Some(pin), _) => CertCheck::Fingerprint(pin),
+            (false, None, Some(ca)) => CertCheck::CaFile(ca.clone()),
+            (false, None, None) => CertCheck::System,
+        };
+        let handshake = Arc::new(Mutex::new(tls::Handshake::default()));
+        // Over HTTP no certificate is checked: the system's roots are not even loaded.
+        let tls_config = if endpoint.origin.starts_with("https://") {
+            Some(
+                migrated_imap::tls::client_config(&check).map_err(|detail| DavError::Network {
+                    server: endpoint.origin.clone(),
+                    what: "setting up TLS".into(),
+                    detail,
+                })?,
+            )
+        } else {
+            None
+        };
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
             .max_redirects(0)
             .timeout_global(Some(endpoint.timeout))
             .user_agent(concat!("migrated/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls.build())
-            .build()
-            .into();
+            .build();
+        // ureq's default chain (an HTTP CONNECT proxy if the environment names one, TCP), with
+        // TLS of ours in place of ureq's.
+        use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
+        let connector =
+            ().chain(ConnectProxyConnector::default())
+                .chain(TcpConnector::default())
+                .chain(tls::PolicyTls::new(tls_config, handshake.clone()));
+        let agent = ureq::Agent::with_parts(
+            config,
+            connector,
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         let authorization = if endpoint.bearer {
             Secret::new(format!("Bearer {}", endpoint.secret.expose()))
         } else {
@@ -254,7 +282,15 @@ impl Client {
             agent,
             endpoint,
             authorization,
+            handshake,
         })
+    }
+
+    /// The SHA-256 fingerprint of the certificate the server presented on the last HTTPS
+    /// connection (refused or not), as `tls_fingerprint` takes it; `None` over HTTP or before
+    /// the first request.
+    pub fn certificate(&self) -> Option<String> {
+        self.handshake.lock().ok()?.fingerprint.clone()
     }
 
     /// `origin`, for messages.
@@ -302,7 +338,13 @@ impl Client {
                 .run(b.body(body.to_vec()).map_err(|e| net(e.to_string()))?),
             None => self.agent.run(b.body(()).map_err(|e| net(e.to_string()))?),
         }
-        .map_err(|e| net(e.to_string()))?;
+        .map_err(|e| {
+            let refusal = self.handshake.lock().ok().and_then(|h| h.refusal.clone());
+            match refusal {
+                Some(text) => net(format!("TLS failed: {text}")),
+                None => net(e.to_string()),
+            }
+        })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response

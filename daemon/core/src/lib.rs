@@ -18,6 +18,7 @@ pub mod message;
 pub mod named;
 pub mod oauth2;
 pub mod planner;
+pub mod refusal;
 pub mod report;
 pub mod schedule;
 pub mod shard;

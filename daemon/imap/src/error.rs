@@ -20,6 +20,9 @@ pub enum ImapError {
         server: String,
         /// rustls' reason, e.g. an unknown issuer.
         reason: String,
+        /// The SHA-256 fingerprint of the certificate the server presented, when the
+        /// handshake got that far (as `tls_fingerprint` takes it).
+        certificate: Option<String>,
     },
     /// The server refused to upgrade to TLS; the password was not sent.
     #[error(
@@ -262,11 +265,13 @@ mod tests {
         let tls = ImapError::Tls {
             server: "s".into(),
             reason: "unknown issuer".into(),
+            certificate: None,
         };
         // The cause travels with the error into a source or destination error.
         let d = migrated_core::DestinationError::from(ImapError::Tls {
             server: "s".into(),
             reason: "unknown issuer".into(),
+            certificate: None,
         });
         assert_eq!((d.cause, d.is_temporary()), (Some(Cause::Tls), false));
         let full = migrated_core::DestinationError::from(no("[OVERQUOTA] Quota exceeded"));

@@ -130,6 +130,8 @@ pub fn fingerprint(cert: &[u8]) -> String {
 pub struct CertRefusal {
     /// The whole sentence.
     pub text: String,
+    /// The refused certificate's fingerprint, as `tls_fingerprint` takes it.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Display for CertRefusal {
@@ -142,13 +144,31 @@ impl std::error::Error for CertRefusal {}
 
 /// The plain-words refusal inside a TLS handshake error, if the verifier made one.
 pub fn refusal_text(e: &std::io::Error) -> Option<String> {
-    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    match inner {
+    refusal(e).map(|r| r.text)
+}
+
+/// The verifier's refusal inside a TLS handshake error (its words and the certificate's
+/// fingerprint), if it made one.
+pub fn refusal(e: &std::io::Error) -> Option<CertRefusal> {
+    refusal_of(e.get_ref()?.downcast_ref::<rustls::Error>()?)
+}
+
+/// The verifier's refusal inside a rustls error, if it made one.
+pub fn refusal_of(e: &rustls::Error) -> Option<CertRefusal> {
+    match e {
         rustls::Error::InvalidCertificate(CertificateError::Other(o)) => {
-            o.0.downcast_ref::<CertRefusal>().map(|r| r.text.clone())
+            o.0.downcast_ref::<CertRefusal>().cloned()
         }
         _ => None,
     }
+}
+
+/// The fingerprint of the certificate a server presented on a connection (its first, the
+/// end-entity certificate), as `tls_fingerprint` takes it.
+pub fn peer_fingerprint(conn: &rustls::CommonState) -> Option<String> {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| fingerprint(c))
 }
 
 /// The standard checks, the certificates named in `ca_file` themselves, or a pin.
@@ -225,6 +245,7 @@ impl Verifier {
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
             CertRefusal {
                 text: format!("{what}; {fix}"),
+                fingerprint: fp,
             },
         ))))
     }

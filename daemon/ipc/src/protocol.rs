@@ -526,6 +526,12 @@ pub struct CheckRow {
     pub ok: bool,
     /// What was found (folders, capabilities) or what failed, in the server's words.
     pub message: String,
+    /// The SHA-256 fingerprint of the certificate the server presented over TLS, exactly as
+    /// the endpoint's `tls_fingerprint` takes it (`sha256:AB:CD:…`), for the administrator to
+    /// confirm with the server's administrator and pin. Also given when the certificate was
+    /// refused; `None` without TLS or when the handshake did not get that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// A job's event.

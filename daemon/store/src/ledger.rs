@@ -142,7 +142,7 @@ impl Store {
     /// Every entry of one folder in one of the ledger's keyspaces (`keyspace` picks it), each
     /// decoded from its key and value by `decode`, which names what is corrupt when one does
     /// not decode.
-    fn scan_folder<C, T>(
+    pub(crate) fn scan_folder<C, T>(
         &self,
         action: &'static str,
         keyspace: impl Fn(&Handle) -> &fjall::Keyspace,
@@ -250,7 +250,7 @@ impl Store {
         }
     }
 
-    fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {
+    pub(crate) fn item_key(folder: FolderKey, uid: u32) -> Vec<u8> {
         [&folder.0[..], &uid.to_be_bytes()].concat()
     }
 
@@ -502,6 +502,7 @@ impl Store {
         for uid in uids {
             batch.remove(&h.items, Self::item_key(folder, *uid));
             batch.remove(&h.copied_flags, Self::item_key(folder, *uid));
+            batch.remove(&h.refusals, Self::item_key(folder, *uid));
         }
         batch
             .commit()
@@ -512,7 +513,7 @@ impl Store {
 }
 
 /// The source UID in an item key (folder key, then the UID big-endian).
-fn key_uid(key: &[u8]) -> Option<u32> {
+pub(crate) fn key_uid(key: &[u8]) -> Option<u32> {
     key.get(16..20)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes)

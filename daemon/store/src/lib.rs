@@ -15,6 +15,9 @@
 //!   (16) -> [`ContactRecord`] (MessagePack, sealed).
 //! - `placements`: job key (16) ‖ keyed hash of a content key (16) -> folder key (16) ‖ source
 //!   UID (4): where a message seen in several folders was first stored.
+//! - `refusals`: folder key (16) ‖ source UID (4) -> [`Refusal`] (MessagePack, sealed): how
+//!   many times in a row the destination refused a message, with which reply. A store written
+//!   before this keyspace existed opens with it empty.
 //!
 //! Job and folder keys are keyed hashes (a key derived from the store key), so no key holds a
 //! folder name, address or Message-ID. Item records and intents hold only UIDs, sizes, flag
@@ -41,11 +44,13 @@ mod crypto;
 mod faults;
 mod ledger;
 mod records;
+mod refusals;
 
 pub use contacts::ContactRecord;
 pub use crypto::{KeyError, StoreKey};
 pub use faults::{FaultKind, StoreFault};
 pub use ledger::{FolderState, Intent, ItemRecord};
+pub use refusals::{REFUSALS_FOR_GOOD, Refusal};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -167,6 +172,8 @@ struct Handle {
     /// (flag names may be personal), by the item's key. Absent for copies recorded before
     /// this keyspace existed: for them the source's flags win, as they always did.
     copied_flags: Keyspace,
+    /// Mail: messages the destination refused, by the item's key (see `refusals`).
+    refusals: Keyspace,
 }
 
 impl std::fmt::Debug for Store {
@@ -209,6 +216,7 @@ impl Handle {
             intents: ks("intents")?,
             placements: ks("placements")?,
             copied_flags: ks("copied_flags")?,
+            refusals: ks("refusals")?,
             db,
         })
     }

@@ -115,8 +115,9 @@ impl Store {
         self.remove_job_data(id, true)
     }
 
-    /// Forgets what a job copied (folder states, ledger, intents) and keeps its record and
-    /// events: the next run copies everything again.
+    /// Forgets what a job copied (folder states, ledger, intents, the refusals counted) and
+    /// keeps its record and events: the next run copies everything again, and tries again the
+    /// messages refused for good.
     ///
     /// # Errors
     ///
@@ -151,6 +152,14 @@ impl Store {
                     batch.remove(
                         &h.copied_flags,
                         flags.key().map_err(self.err(&h, "reading the ledger"))?,
+                    );
+                }
+                for refusal in h.refusals.prefix(folder) {
+                    batch.remove(
+                        &h.refusals,
+                        refusal
+                            .key()
+                            .map_err(self.err(&h, "reading the refusals"))?,
                     );
                 }
                 for intent in h.intents.prefix(folder) {

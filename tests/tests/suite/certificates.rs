@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::daemon::{Daemon, stdout};
 use migrated_engine::Engine;
 use migrated_imap::{
     AuthMethod, CertCheck, Endpoint, ImapDestination, ImapError, ImapSession, Secret, Security,
@@ -286,5 +287,290 @@ async fn a_migration_between_two_self_signed_servers_trusts_them_through_ca_file
         1,
         "said once: {text}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One side of a job file over TLS: `host`, `port`, `security = "tls"`, the password in a file
+/// beside it, and `trust` (a `tls_fingerprint` or `ca_file` line, or nothing).
+fn tls_side(dir: &Path, section: &str, port: u16, password: &str, trust: &str) -> String {
+    let pass = dir.join(format!("{section}.pass"));
+    std::fs::write(&pass, password).unwrap();
+    format!(
+        "[{section}]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"tls\"\nuser = \"alice\"\npassword_file = \"{}\"\n{trust}\n",
+        pass.display()
+    )
+}
+
+fn pin(fp: &str) -> String {
+    format!("tls_fingerprint = \"{fp}\"")
+}
+
+/// `migratectl --json test` of a job file: the rows, and whether it exited 0.
+fn json_test(d: &Daemon, job: &Path) -> (Vec<serde_json::Value>, bool) {
+    let out = d.ctl(&["--json", "test", job.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let checks = v["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {v}"))
+        .clone();
+    (checks, out.status.success())
+}
+
+fn daemon(name: &str) -> Daemon {
+    Daemon::in_dir(work_dir(&format!("daemon-{name}")))
+}
+
+/// `migratectl test` prints each IMAP server's certificate fingerprint exactly as openssl
+/// gives it and as `tls_fingerprint` takes it, refused or not; a copy with the printed
+/// fingerprints pinned succeeds, and a wrong pin is refused in words that name the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migratectl_test_prints_each_imap_certificate_fingerprint_and_the_printed_pin_is_trusted() {
+    let dir = work_dir("imap-test");
+    let (src_cert, src_key) = self_signed(&dir, "src", "127.0.0.1", 365, None);
+    let (dst_cert, dst_key) = self_signed(&dir, "dst", "127.0.0.1", 365, None);
+    let (src, dst) = tokio::join!(
+        Dovecot::start_with_certificate(DovecotOptions::default(), src_cert.clone(), src_key),
+        Dovecot::start_with_certificate(DovecotOptions::default(), dst_cert.clone(), dst_key)
+    );
+    let (src, dst) = (src.unwrap(), dst.unwrap());
+    let corpus = write_maildir(
+        &src,
+        "alice",
+        &CorpusSpec {
+            seed: 82,
+            messages: 12,
+            max_attachment: 0,
+            size_factor: 0.3,
+        },
+    )
+    .unwrap();
+    let (src_fp, dst_fp) = (
+        openssl_fingerprint(&src_cert),
+        openssl_fingerprint(&dst_cert),
+    );
+    assert_ne!(src_fp, dst_fp);
+    let job = |name: &str, src_trust: &str, dst_trust: &str| {
+        let f = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &f,
+            format!(
+                "name = \"{name}\"\n{}{}",
+                tls_side(
+                    &dir,
+                    "source",
+                    src.imaps_port(),
+                    src.password("alice").unwrap(),
+                    src_trust
+                ),
+                tls_side(
+                    &dir,
+                    "destination",
+                    dst.imaps_port(),
+                    dst.password("alice").unwrap(),
+                    dst_trust
+                ),
+            ),
+        )
+        .unwrap();
+        f
+    };
+    let mut d = daemon("imap");
+    d.start().await;
+
+    // Nothing trusted yet: both refused, and each row carries its certificate's fingerprint.
+    let untrusted = job("untrusted", "", "");
+    let (checks, ok) = json_test(&d, &untrusted);
+    assert!(!ok, "{checks:?}");
+    for (check, fp) in checks.iter().zip([&src_fp, &dst_fp]) {
+        assert_eq!(check["ok"], false, "{check}");
+        assert_eq!(check["tls_fingerprint"], fp.as_str(), "{check}");
+        let message = check["message"].as_str().unwrap();
+        assert!(
+            message.contains("is self-signed") && message.contains("tls_fingerprint"),
+            "{message}"
+        );
+    }
+    // The plain output gives the line to paste into the job file.
+    let out = d.ctl(&["test", untrusted.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for fp in [&src_fp, &dst_fp] {
+        assert!(
+            text.contains(&format!("certificate: tls_fingerprint = \"{fp}\"")),
+            "{text}"
+        );
+    }
+
+    // Both pinned with the fingerprints printed: the check passes and prints them again.
+    let pinned = job("pinned", &pin(&src_fp), &pin(&dst_fp));
+    let (checks, ok) = json_test(&d, &pinned);
+    assert!(ok, "{checks:?}\n{}", d.log());
+    for (check, fp) in checks.iter().zip([&src_fp, &dst_fp]) {
+        assert_eq!(check["ok"], true, "{check}");
+        assert_eq!(check["tls_fingerprint"], fp.as_str(), "{check}");
+    }
+    // And the copy with those pins arrives whole.
+    let run = crate::common::beds::migrate(&pinned, &dir.join("store"));
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.counts(),
+        (corpus.total_messages() as u64, 0),
+        "{}",
+        run.stdout
+    );
+
+    // The destination pinned to the source's certificate: refused, naming the setting.
+    let wrong = job("wrong", &pin(&src_fp), &pin(&src_fp));
+    let (checks, ok) = json_test(&d, &wrong);
+    assert!(!ok);
+    assert_eq!(checks[0]["ok"], true, "{checks:?}");
+    assert_eq!(checks[1]["ok"], false, "{checks:?}");
+    assert_eq!(checks[1]["tls_fingerprint"], dst_fp.as_str());
+    let message = checks[1]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "has the fingerprint {dst_fp}, not the pinned {src_fp}"
+        )) && message.contains("tls_fingerprint = "),
+        "{message}"
+    );
+    let run = crate::common::beds::migrate(&wrong, &dir.join("store-wrong"));
+    assert!(!run.success, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("not the pinned") || run.stdout.contains("not the pinned"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CardDAV endpoints take `tls_fingerprint` as IMAP ones do (and a self-signed certificate
+/// named as `ca_file`): `migratectl test` prints the fingerprint of each Radicale's
+/// self-signed certificate exactly as openssl gives it, a contacts job with those pins copies
+/// every contact, and a wrong pin is refused in words that name the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carddav_endpoints_pin_a_self_signed_certificate_and_migratectl_test_prints_it() {
+    use testbed::radicale::{Radicale, RadicaleOptions};
+    let dir = work_dir("carddav-test");
+    let (src_cert, src_key) = self_signed(&dir, "src", "127.0.0.1", 365, None);
+    let (dst_cert, dst_key) = self_signed(&dir, "dst", "127.0.0.1", 365, None);
+    let src = Radicale::start(RadicaleOptions {
+        tls: Some((src_cert.clone(), src_key)),
+        ..RadicaleOptions::default()
+    })
+    .unwrap();
+    let dst = Radicale::start(RadicaleOptions {
+        tls: Some((dst_cert.clone(), dst_key)),
+        ..RadicaleOptions::default()
+    })
+    .unwrap();
+    assert!(src.base_url().starts_with("https://"));
+    let corpus = testbed::vcard::contacts_corpus(20, 5);
+    src.seed("alice", &[("family", "Familie", &corpus)]);
+    let (src_fp, dst_fp) = (
+        openssl_fingerprint(&src_cert),
+        openssl_fingerprint(&dst_cert),
+    );
+    let job = |name: &str, src_trust: &str, dst_trust: &str| {
+        let f = dir.join(format!("{name}.toml"));
+        let source = tls_side(&dir, "source", src.port(), src.password("alice"), src_trust)
+            .replacen("[source]\n", "[source]\nplugin = \"carddav\"\n", 1);
+        std::fs::write(
+            &f,
+            format!(
+                "name = \"{name}\"\n{source}{}",
+                tls_side(
+                    &dir,
+                    "destination",
+                    dst.port(),
+                    dst.password("alice"),
+                    dst_trust
+                ),
+            ),
+        )
+        .unwrap();
+        f
+    };
+    let mut d = daemon("carddav");
+    d.start().await;
+
+    // Nothing trusted: refused in plain words, with each certificate's fingerprint.
+    let (checks, ok) = json_test(&d, &job("untrusted", "", ""));
+    assert!(!ok, "{checks:?}");
+    for (check, fp) in checks.iter().zip([&src_fp, &dst_fp]) {
+        assert_eq!(check["ok"], false, "{check}");
+        assert_eq!(check["tls_fingerprint"], fp.as_str(), "{check}");
+        let message = check["message"].as_str().unwrap();
+        assert!(
+            message.contains("is self-signed") && message.contains("tls_fingerprint"),
+            "{message}"
+        );
+        assert!(!message.contains("Other("), "{message}");
+    }
+
+    // The source pinned, the destination's own certificate as ca_file: both trusted.
+    let trusted = job(
+        "trusted",
+        &pin(&src_fp),
+        &format!("ca_file = \"{}\"", dst_cert.display()),
+    );
+    let (checks, ok) = json_test(&d, &trusted);
+    assert!(ok, "{checks:?}\n{}", d.log());
+    for (check, fp) in checks.iter().zip([&src_fp, &dst_fp]) {
+        assert_eq!(check["ok"], true, "{check}");
+        assert_eq!(check["tls_fingerprint"], fp.as_str(), "{check}");
+    }
+    let text = stdout(&d.ctl(&["test", trusted.to_str().unwrap()]));
+    assert!(
+        text.contains(&format!("certificate: tls_fingerprint = \"{src_fp}\"")),
+        "{text}"
+    );
+
+    // Both pinned: the contacts job copies every contact.
+    let pinned = job("pinned", &pin(&src_fp), &pin(&dst_fp));
+    let id = stdout(&d.ctl(&["create", pinned.to_str().unwrap()]));
+    let done = d
+        .wait_until(&id, "the contacts job to finish", |s| {
+            s.status.is_some_and(migrated_core::JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(
+        done.status,
+        Some(migrated_core::JobStatus::Completed),
+        "{done:?}\n{}",
+        d.log()
+    );
+    assert_eq!(dst.count("alice"), corpus.len());
+
+    // The destination pinned to the source's certificate: refused, naming the setting.
+    let (checks, ok) = json_test(&d, &job("wrong", &pin(&src_fp), &pin(&src_fp)));
+    assert!(!ok);
+    assert_eq!(checks[0]["ok"], true, "{checks:?}");
+    assert_eq!(checks[1]["ok"], false, "{checks:?}");
+    assert_eq!(checks[1]["tls_fingerprint"], dst_fp.as_str());
+    let message = checks[1]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "has the fingerprint {dst_fp}, not the pinned {src_fp}"
+        )) && message.contains("tls_fingerprint = "),
+        "{message}"
+    );
+    // A fingerprint that is not one is said so, naming the field.
+    let garbled = job("garbled", "tls_fingerprint = \"AB:CD\"", "");
+    let out = d.ctl(&["test", garbled.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("tls_fingerprint") && text.contains("\"sha256:\""),
+        "{text}"
+    );
+    drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

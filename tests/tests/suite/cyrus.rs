@@ -13,7 +13,7 @@ use testbed::{
     write_imap,
 };
 
-use crate::common::beds::{job_dir, killed_and_resumed, migrate, write_job};
+use crate::common::beds::{endpoint_of, job_dir, killed_and_resumed, migrate, write_job};
 use crate::common::daemon::Daemon;
 use crate::dovecot_testbed::assert_reads_back;
 
@@ -429,4 +429,118 @@ async fn a_batch_into_cyrus_by_an_administrator_on_behalf_of_three_users_is_exac
             "a user's Cyrus password on disk"
         );
     }
+}
+
+/// Cyrus refuses a message whose header has a line without a colon ("Message contains invalid
+/// header"). The refusal is said in the administrator's terms (Cyrus's reply quoted, the
+/// message to be fixed at the source, munge8bit named), and counted: three deltas send it and
+/// are refused, the third records it as refused for good, and the fourth does not send it but
+/// reports it as refused for good, with the count and the reply. `reset` clears the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cyrus_refuses_three_times_the_same_way_is_refused_for_good_and_not_sent_again() {
+    let (dovecot, cyrus) = tokio::join!(
+        Dovecot::start(DovecotOptions::default()),
+        Cyrus::start(CyrusOptions::default())
+    );
+    let (dovecot, cyrus) = (
+        dovecot.expect("Dovecot starts"),
+        cyrus.expect("Cyrus starts"),
+    );
+    let src = dovecot.account("alice").unwrap();
+    let dst = cyrus.account("alice").unwrap();
+    let good =
+        b"From: a@example.org\r\nSubject: fine\r\nMessage-ID: <good@example.org>\r\n\r\nbody\r\n";
+    let bad = b"From: a@example.org\r\nSubject: broken\r\nMessage-ID: <bad@example.org>\r\nThis line has no colon\r\n\r\nbody\r\n";
+    let mut s = login(&src).await.unwrap();
+    s.append("INBOX", good, &[], None).await.unwrap();
+    s.append("INBOX", bad, &[], None).await.unwrap();
+    s.logout().await.unwrap();
+    let dir = job_dir("cyrus-refused-for-good");
+    let store_dir = dir.join("store");
+    let run = || async {
+        let store =
+            migrated_store::Store::open(&store_dir, migrated_store::StoreKey::from_bytes([42; 32]))
+                .unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let engine = migrated_engine::Engine::new(
+            testbed::plugins::imap_source(&endpoint_of(&src)),
+            migrated_imap::ImapDestination::new(endpoint_of(&dst)),
+            store.clone(),
+            migrated_engine::CopyConfig::new("job-cyrus-refused"),
+            {
+                let events = events.clone();
+                std::sync::Arc::new(move |e| {
+                    if let migrated_engine::Event::Failed(i) = e {
+                        events.lock().unwrap().push(i);
+                    }
+                })
+            },
+        );
+        let summary = engine.run().await.expect("the run ends with a summary");
+        let announced = events.lock().unwrap().clone();
+        let folder = store.folder_key(store.job_key("job-cyrus-refused"), "INBOX");
+        let counted: Vec<u32> = store
+            .refusals(folder)
+            .unwrap()
+            .values()
+            .map(|r| r.count)
+            .collect();
+        (summary, announced, counted)
+    };
+    for n in 1..=4u32 {
+        let (summary, announced, counted) = run().await;
+        assert_eq!(summary.failed.len(), 1, "run {n}: {:?}", summary.failed);
+        let reason = &summary.failed[0].reason;
+        eprintln!("run {n}: {reason}");
+        assert_eq!(summary.failed[0].subject.as_deref(), Some("broken"));
+        assert_eq!(
+            announced.iter().map(|i| &i.reason).collect::<Vec<_>>(),
+            [reason],
+            "the event says the same"
+        );
+        // Cyrus's reply quoted, what would change it named.
+        assert!(
+            reason.contains("Message contains invalid header"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("fixed at the source") && reason.contains("munge8bit: no"),
+            "{reason}"
+        );
+        match n {
+            1 | 2 => assert!(
+                reason.contains(&format!("refused {n} of 3 times")),
+                "{reason}"
+            ),
+            3 => assert!(
+                reason.contains("refused for good: refused 3 times in a row"),
+                "{reason}"
+            ),
+            _ => assert!(
+                reason.starts_with(
+                    "refused for good, not sent again: the destination refused it 3 times in a row"
+                ) && reason.contains("migratectl reset"),
+                "{reason}"
+            ),
+        }
+        // Sent and refused by runs 1 to 3; the fourth did not send it (a refusal would have
+        // made the count 4).
+        assert_eq!(counted, [n.min(3)], "run {n}");
+        assert_eq!(
+            summary.copied,
+            u64::from(n == 1),
+            "the good message, once: {summary:?}"
+        );
+    }
+    let store =
+        migrated_store::Store::open(&store_dir, migrated_store::StoreKey::from_bytes([42; 32]))
+            .unwrap();
+    store.reset_job("job-cyrus-refused").unwrap();
+    let folder = store.folder_key(store.job_key("job-cyrus-refused"), "INBOX");
+    assert!(
+        store.refusals(folder).unwrap().is_empty(),
+        "reset forgets the count"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,6 +23,7 @@ fn options() -> RadicaleOptions {
             ("bob".to_owned(), "bob-secret".to_owned()),
         ],
         max_content_length: None,
+        tls: None,
     }
 }
 

@@ -331,6 +331,16 @@ impl MailDestinationSession for FakeDestinationSession {
             ))
             .with_cause(Cause::Quota));
         }
+        if let Some(needle) = &m.faults.refuse_containing
+            && messages
+                .iter()
+                .any(|a| a.body.windows(needle.len()).any(|w| w == needle.as_slice()))
+        {
+            m.counts.refused += 1;
+            return Err(DestinationError::permanent(format!(
+                "fake:993 refused APPEND to {folder:?}: NO Message contains invalid header"
+            )));
+        }
         if let Some(opens_left) = m.faults.stored_at_open.take() {
             m.counts.faults_fired += 1;
             m.landing = Some(Landing {

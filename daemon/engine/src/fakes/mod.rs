@@ -54,6 +54,9 @@ pub(crate) struct Faults {
     /// server is still storing it: its messages land at the this-many-th opening of a folder
     /// after it (a server that goes on storing what a killed client had sent).
     pub stored_at_open: Option<u32>,
+    /// Every APPEND of a message holding these bytes is refused, permanently, in Cyrus's words
+    /// for a bad header (`NO Message contains invalid header`); this one does not clear.
+    pub refuse_containing: Option<Vec<u8>>,
 }
 
 /// An APPEND the server is still storing: where, after how many more folder openings, what.
@@ -77,6 +80,8 @@ pub(crate) struct Counts {
     pub fetched_bytes: u64,
     /// Faults that fired.
     pub faults_fired: u32,
+    /// APPEND commands refused by [`Faults::refuse_containing`].
+    pub refused: u32,
 }
 
 /// An account: folders, namespace, faults and counts.

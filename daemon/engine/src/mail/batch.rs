@@ -10,7 +10,7 @@ use migrated_core::{
     Append, DestinationError, MailDestination, MailDestinationSession, MessageMeta,
     SourceConnector, SourceSession,
 };
-use migrated_store::{Intent, ItemRecord};
+use migrated_store::{Intent, ItemRecord, Refusal};
 
 use super::{Batch, Engine, FolderWork};
 use crate::error::EngineError;
@@ -191,9 +191,14 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         // user's) from one on the source.
         let mut flags = Vec::new();
         let (mut copied, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        // Refusals counted one more, and refused messages stored at last.
+        let (mut refusals, mut accepted) = (Vec::new(), Vec::new());
         for ((m, _, h), outcome) in present.iter().zip(outcomes) {
             match outcome {
                 Appended::Stored(uid) => {
+                    if w.refusals.contains_key(&m.uid) {
+                        accepted.push(m.uid);
+                    }
                     if let (Some(k), Some(_)) = (&m.content_key, uid) {
                         placements.push((k.clone(), m.uid));
                     }
@@ -213,14 +218,22 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 }
                 Appended::Refused(reason) => {
                     failed += 1;
+                    let refusal = Refusal::next(
+                        w.refusals.get(&m.uid),
+                        reason,
+                        &w.plan.destination,
+                        w.checkpoint.destination_uid_validity,
+                        w.source_uid_validity,
+                    );
                     let item = ItemRow {
                         folder: w.plan.source.clone(),
                         uid: m.uid,
                         size: u64::from(m.size),
                         message_id: m.message_id.clone(),
                         subject: m.subject.clone(),
-                        reason: reason.clone(),
+                        reason: migrated_core::refusal::refused(reason, refusal.count),
                     };
+                    refusals.push((m.uid, refusal));
                     tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, reason = %item.reason, "Message refused by the destination.");
                     (sh.observer)(Event::Failed(item.clone()));
                     if let Ok(mut v) = sh.failed.lock() {
@@ -238,6 +251,10 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             s2.commit_with_flags(key, done_intent, &records, Some((job, &placements)), &flags)
         })
         .await?;
+        if !refusals.is_empty() || !accepted.is_empty() {
+            let s2 = sh.store.clone();
+            store_call(move || s2.put_refusals(key, &refusals, &accepted)).await?;
+        }
         if let Ok(mut r) = w.report.lock() {
             r.copied += copied;
             r.failed += failed;

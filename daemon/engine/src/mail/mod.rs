@@ -91,6 +91,9 @@ struct FolderWork {
     pending: AtomicU64,
     incomplete: std::sync::atomic::AtomicBool,
     report: Mutex<FolderReport>,
+    /// The refusals counted for the folder's messages when it was listed: a message refused
+    /// again adds one (with the same reply), one stored at last is forgotten.
+    refusals: HashMap<u32, migrated_store::Refusal>,
 }
 
 /// The folders of a run, once mapped and created.

@@ -162,6 +162,19 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
 
         let s2 = store.clone();
         let intents = store_call(move || s2.intents(key)).await?;
+        // Refusals of another destination folder, or of a renumbered folder, no longer count.
+        let s2 = store.clone();
+        let refusals: HashMap<u32, migrated_store::Refusal> = store_call(move || s2.refusals(key))
+            .await?
+            .into_iter()
+            .filter(|(_, r)| {
+                r.applies(
+                    status.uid_validity,
+                    &plan.destination,
+                    dest_status.uid_validity,
+                )
+            })
+            .collect();
         let had_intents = !intents.is_empty();
         if had_intents {
             resolve_intents(dst, &plan.destination, store, key, intents, &mut items).await?;
@@ -189,6 +202,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             pending: AtomicU64::new(0),
             incomplete: std::sync::atomic::AtomicBool::new(false),
             report: Mutex::new(report),
+            refusals: refusals.clone(),
         };
 
         // A higher size limit than the last complete pass's: messages it excluded lie below
@@ -303,6 +317,31 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
         if first_pass {
             self.report_excluded(plan, &steps.excluded);
             report.excluded = steps.excluded.len() as u64;
+        }
+        // Messages refused for good are not sent again: failed, with the count and the reply.
+        let (given_up, copy): (Vec<MessageMeta>, Vec<MessageMeta>) = steps
+            .copy
+            .into_iter()
+            .partition(|m| refusals.get(&m.uid).is_some_and(|r| r.for_good()));
+        steps.copy = copy;
+        if first_pass && !given_up.is_empty() {
+            report.failed += given_up.len() as u64;
+            for m in given_up {
+                let r = &refusals[&m.uid];
+                let item = ItemRow {
+                    folder: plan.source.clone(),
+                    uid: m.uid,
+                    size: u64::from(m.size),
+                    message_id: m.message_id.clone(),
+                    subject: m.subject.clone(),
+                    reason: migrated_core::refusal::given_up(&r.reply, r.count),
+                };
+                tracing::warn!(job = %sh.config.job_id, folder = %item.folder, uid = item.uid, refusals = r.count, reason = %r.reply, "Message refused for good by the destination: not sent again.");
+                (sh.observer)(Event::Failed(item.clone()));
+                if let Ok(mut v) = sh.failed.lock() {
+                    v.push(item);
+                }
+            }
         }
 
         if !steps.flag_updates.is_empty() {

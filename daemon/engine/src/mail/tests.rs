@@ -392,6 +392,57 @@ async fn a_full_mailbox_ends_the_run_with_the_quota_error_and_a_later_run_copies
 }
 
 #[tokio::test]
+async fn a_message_refused_three_times_the_same_way_is_not_sent_again_until_a_reset() {
+    let (src, dst) = inbox_pair(8);
+    lock(&dst).faults.refuse_containing = Some(b"<7.INBOX@fake.example>".to_vec());
+    let store = TempStore::new("refused-for-good");
+    let mut sent = Vec::new();
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        let before = lock(&dst).counts.refused;
+        let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
+            .run()
+            .await
+            .unwrap();
+        sent.push(lock(&dst).counts.refused - before);
+        assert_eq!(summary.failed.len(), 1, "{:?}", summary.failed);
+        assert_eq!(summary.failed[0].uid, 7);
+        reasons.push(summary.failed[0].reason.clone());
+    }
+    // Sent (and refused) by each of the first three runs, not by the fourth.
+    assert!(sent[..3].iter().all(|n| *n > 0) && sent[3] == 0, "{sent:?}");
+    assert!(
+        reasons[0].contains("refused 1 of 3 times"),
+        "{}",
+        reasons[0]
+    );
+    assert!(reasons[2].contains("refused for good"), "{}", reasons[2]);
+    assert!(
+        reasons[3].starts_with("refused for good, not sent again")
+            && reasons[3].contains("NO Message contains invalid header")
+            && reasons[3].contains("fixed at the source"),
+        "{}",
+        reasons[3]
+    );
+    assert_eq!(lock(&dst).bodies("INBOX").len(), 7);
+    // Fixed on the server side and the job reset: the message is sent again and arrives.
+    lock(&dst).faults.refuse_containing = None;
+    store.store.reset_job("job-alice").unwrap();
+    lock(&dst)
+        .folders
+        .get_mut("INBOX")
+        .unwrap()
+        .messages
+        .clear();
+    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
+        .run()
+        .await
+        .unwrap();
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_exact(&src, "INBOX", &dst, "INBOX");
+}
+
+#[tokio::test]
 async fn connections_cut_mid_copy_are_retried_and_the_copy_ends_exact() {
     let (src, dst) = inbox_pair(60);
     let one = body("INBOX", 1, 100).len() as u64;

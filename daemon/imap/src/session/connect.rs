@@ -266,8 +266,8 @@ impl ImapSession {
             source,
         })?;
 
-        let stream = match endpoint.security {
-            Security::Plain => Stream::plain(tcp),
+        let (stream, certificate) = match endpoint.security {
+            Security::Plain => (Stream::plain(tcp), None),
             Security::Tls => Self::handshake(endpoint, tcp).await?,
             Security::StartTls => {
                 let mut tcp = tcp;
@@ -340,22 +340,29 @@ impl ImapSession {
             capabilities: HashSet::new(),
             namespace: (String::new(), '/'),
             qresync: false,
+            certificate,
         };
         session.read_capabilities().await?;
         session.read_namespace().await?;
         Ok(session)
     }
 
-    async fn handshake(endpoint: &Endpoint, tcp: TcpStream) -> Result<Stream, ImapError> {
+    /// The TLS handshake; the stream and the fingerprint of the server's certificate.
+    async fn handshake(
+        endpoint: &Endpoint,
+        tcp: TcpStream,
+    ) -> Result<(Stream, Option<String>), ImapError> {
         let server = endpoint.server();
         let config = tls::client_config(&endpoint.cert_check).map_err(|reason| ImapError::Tls {
             server: server.clone(),
             reason,
+            certificate: None,
         })?;
         let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).map_err(|e| {
             ImapError::Tls {
                 server: server.clone(),
                 reason: format!("invalid server name: {e}"),
+                certificate: None,
             }
         })?;
         let tls = tokio::time::timeout(
@@ -368,16 +375,23 @@ impl ImapSession {
             what: "the TLS handshake".into(),
             after: endpoint.timeout,
         })?
-        .map_err(|e| ImapError::Tls {
-            server: server.clone(),
-            reason: tls::refusal_text(&e).unwrap_or_else(|| {
-                format!(
+        .map_err(|e| match tls::refusal(&e) {
+            Some(refusal) => ImapError::Tls {
+                server: server.clone(),
+                reason: refusal.text,
+                certificate: Some(refusal.fingerprint),
+            },
+            None => ImapError::Tls {
+                server: server.clone(),
+                reason: format!(
                     "{e} (check the certificate of {}, or name its CA with ca_file)",
                     endpoint.host
-                )
-            }),
+                ),
+                certificate: None,
+            },
         })?;
-        Ok(Stream::tls(tls))
+        let certificate = tls::peer_fingerprint(tls.get_ref().1);
+        Ok((Stream::tls(tls), certificate))
     }
 
     async fn read_capabilities(&mut self) -> Result<(), ImapError> {

@@ -88,6 +88,9 @@ pub struct ImapSession {
     namespace: (String, char),
     /// `ENABLE QRESYNC` was accepted: expunges are reported as VANISHED from then on.
     qresync: bool,
+    /// The SHA-256 fingerprint of the server's certificate (TLS and STARTTLS), for
+    /// `migratectl test` to show as `tls_fingerprint` takes it.
+    certificate: Option<String>,
 }
 
 /// Quotes a string for the wire (folder names are ASCII after modified UTF-7).
@@ -127,6 +130,12 @@ impl ImapSession {
     /// Personal namespace: `(prefix, separator)`.
     pub fn namespace(&self) -> (&str, char) {
         (&self.namespace.0, self.namespace.1)
+    }
+
+    /// The SHA-256 fingerprint of the certificate the server presented, as `tls_fingerprint`
+    /// takes it (`sha256:AB:CD:…`); `None` without TLS.
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
     }
 
     /// Runs a command and hands every untagged reply to `on_data`; returns the tagged OK's

@@ -39,7 +39,8 @@ pub(crate) async fn answer(tx: &mpsc::UnboundedSender<Msg>, request: Request) ->
 }
 
 /// Checks both endpoints of a spec: connect, TLS, login, list folders (address books for a
-/// contacts job). Touches no job.
+/// contacts job). Touches no job. Each TLS side's row carries the fingerprint of the
+/// certificate its server presented, in the form `tls_fingerprint` takes, refused or not.
 pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
     use crate::job::EndpointSpecExt;
     let place = format!("job {:?}", spec.name);
@@ -61,6 +62,7 @@ pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
                 endpoint: endpoint_label,
                 ok: false,
                 message: format!("{err:#}"),
+                tls_fingerprint: None,
             },
             Ok(endpoint) => match ImapSession::connect(&endpoint).await {
                 Err(err) => CheckRow {
@@ -68,8 +70,13 @@ pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
                     endpoint: endpoint_label,
                     ok: false,
                     message: err.to_string(),
+                    tls_fingerprint: match &err {
+                        migrated_imap::ImapError::Tls { certificate, .. } => certificate.clone(),
+                        _ => None,
+                    },
                 },
                 Ok(mut session) => {
+                    let tls_fingerprint = session.certificate().map(str::to_owned);
                     let message = match session.list().await {
                         Ok(folders) => {
                             let (prefix, sep) = session.namespace();
@@ -98,6 +105,7 @@ pub(crate) async fn test_endpoints(spec: &JobSpec) -> Response {
                         endpoint: endpoint_label,
                         ok: true,
                         message,
+                        tls_fingerprint,
                     }
                 }
             },

@@ -77,6 +77,7 @@ pub(crate) async fn test_endpoints(spec: &JobSpec, place: String) -> Response {
                     endpoint: labels.join(" -> "),
                     ok: false,
                     message: format!("{e:#}"),
+                    tls_fingerprint: None,
                 }],
             };
         }
@@ -87,10 +88,17 @@ pub(crate) async fn test_endpoints(spec: &JobSpec, place: String) -> Response {
             .zip(labels)
             .zip(["source", "destination"])
             .map(|((endpoint, label), side)| {
-                let found = Client::new(endpoint).and_then(|c| {
-                    let home = c.discover()?;
-                    Ok((home.clone(), c.books(&home)?.len()))
-                });
+                let (found, tls_fingerprint) = match Client::new(endpoint) {
+                    Err(e) => (Err(e), None),
+                    Ok(c) => {
+                        let found = c.discover().and_then(|home| {
+                            let books = c.books(&home)?.len();
+                            Ok((home, books))
+                        });
+                        // Refused or not, the certificate the server showed.
+                        (found, c.certificate())
+                    }
+                };
                 let (ok, message) = match found {
                     Ok((home, books)) => (
                         true,
@@ -105,6 +113,7 @@ pub(crate) async fn test_endpoints(spec: &JobSpec, place: String) -> Response {
                     endpoint: label,
                     ok,
                     message,
+                    tls_fingerprint,
                 }
             })
             .collect::<Vec<_>>()
