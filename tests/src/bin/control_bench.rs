@@ -314,9 +314,11 @@ fn main() -> anyhow::Result<()> {
                 "limits": limits,
             }))?;
             let password = src.password("alice")?;
-            let mut csv = String::from("EmailAddress,UserName,Password\n");
+            // Every row logs in as alice on both sides (the test beds' user), so a job that
+            // starts can run.
+            let mut csv = String::from("EmailAddress,UserName,Password,DestinationUserName\n");
             for i in 0..jobs {
-                csv.push_str(&format!("u{i:05}@example.org,alice,{password}\n"));
+                csv.push_str(&format!("u{i:05}@example.org,alice,{password},alice\n"));
             }
             c.call(&Request::CreateBatch {
                 name: "bench".into(),
@@ -377,16 +379,33 @@ fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (list, pages) = list_pages(&mut c, page).await?;
         every_job_once(&list, jobs, "paged list over the socket")?;
-        let queued = list
+        let queued: Vec<&str> = list
             .iter()
             .filter(|j| j.status == Some(JobStatus::Queued))
-            .count();
-        println!("{queued} jobs queued, {followers} clients following every job");
-        // Turns of the loop with a scheduler pass: pause and resume queued jobs (not the first,
-        // which runs).
+            .map(|j| j.name.as_str())
+            .collect();
+        let mut others = std::collections::BTreeMap::new();
+        for j in list.iter().filter(|j| j.status != Some(JobStatus::Queued)) {
+            *others.entry(format!("{:?}", j.status)).or_insert(0) += 1;
+        }
+        println!(
+            "{} jobs queued (the others: {others:?}), {followers} clients following every job",
+            queued.len()
+        );
+        if let Some(failed) = list.iter().find(|j| j.status == Some(JobStatus::Failed)) {
+            println!(
+                "a job failed: {} ({})",
+                failed.name,
+                failed.error.as_deref().unwrap_or("no error given")
+            );
+        }
+        if queued.is_empty() {
+            bail!("no job stayed queued");
+        }
+        // Turns of the loop with a scheduler pass: pause and resume queued jobs.
         let mut turns = Vec::with_capacity(2 * calls.min(500));
         for i in 0..calls.min(500) {
-            let job = names[1 + (i * 7919) % (jobs - 1).max(1)].clone();
+            let job = queued[(i * 7919) % queued.len()].to_owned();
             for action in [migrated_core::Action::Pause, migrated_core::Action::Resume] {
                 let t = Instant::now();
                 c.call(&Request::Act {
