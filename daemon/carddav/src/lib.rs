@@ -13,11 +13,12 @@ mod write;
 mod xml;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use migrated_core::{Account, Secret};
+use migrated_core::{AccessTokens, Account, Secret, TokenError};
 use ureq::http::{self, Method};
 
 pub use destination::{DavDestination, DavDestinationSession};
@@ -36,6 +37,9 @@ pub struct DavEndpoint {
     pub secret: Secret,
     /// `Authorization: Bearer` instead of Basic.
     pub bearer: bool,
+    /// OAuth 2 tokens the daemon obtains and renews (`auth = "oauth2"`): each request carries
+    /// the current one, and a 401 gets one more try with a new one. `None`: `secret` is sent.
+    pub tokens: Option<Arc<dyn AccessTokens>>,
     /// PEM file of the CA to trust instead of the built-in roots.
     pub ca_file: Option<PathBuf>,
     /// Accept any certificate (lab use only).
@@ -46,7 +50,9 @@ pub struct DavEndpoint {
 
 impl DavEndpoint {
     /// The CardDAV endpoint of an account: `security = "tls"` is HTTPS, `plain` is HTTP
-    /// (trusted networks only); `auth = "xoauth2"` sends the secret as a bearer token.
+    /// (trusted networks only); `auth = "xoauth2"` sends the secret as a bearer token, and so
+    /// does `auth = "oauth2"` (the secret is then an access token the daemon fetched; give
+    /// [`DavEndpoint::tokens`] for requests to renew it).
     ///
     /// # Errors
     ///
@@ -77,8 +83,12 @@ impl DavEndpoint {
         }
         let bearer = match a.auth.as_str() {
             "login" | "plain" => false,
-            "xoauth2" => true,
-            other => return Err(format!("auth {other:?} is not one of login, xoauth2")),
+            "xoauth2" | "oauth2" => true,
+            other => {
+                return Err(format!(
+                    "auth {other:?} is not one of login, xoauth2, oauth2"
+                ));
+            }
         };
         let host = if a.host.contains(':') {
             format!("[{}]", a.host)
@@ -95,6 +105,7 @@ impl DavEndpoint {
             user: a.user.clone(),
             secret: a.secret.clone(),
             bearer,
+            tokens: None,
             ca_file: a.ca_file.as_ref().map(PathBuf::from),
             danger_accept_invalid_certs: a.danger_accept_invalid_certs,
             timeout: Duration::from_secs(a.timeout_secs.max(1)),
@@ -127,6 +138,16 @@ pub enum DavError {
         /// What happened.
         detail: String,
     },
+    /// No access token to send: the token endpoint refused the grant or could not be reached.
+    #[error("{server}: {what}: no access token: {error}")]
+    Token {
+        /// `origin`.
+        server: String,
+        /// The request.
+        what: String,
+        /// The token endpoint's refusal or failure.
+        error: TokenError,
+    },
     /// An answer that is not CardDAV.
     #[error("{server}: {what}: {detail}")]
     Protocol {
@@ -145,6 +166,7 @@ impl DavError {
         match self {
             Self::Network { .. } => true,
             Self::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Token { error, .. } => error.is_temporary(),
             Self::Protocol { .. } => false,
         }
     }
@@ -158,6 +180,7 @@ impl DavError {
         match self {
             Self::Network { .. } => Some(Cause::Network),
             Self::Protocol { .. } => Some(Cause::Protocol),
+            Self::Token { error, .. } => error.cause,
             Self::Http { status, .. } => match status {
                 401 => Some(Cause::Authentication),
                 507 => Some(Cause::Quota),
@@ -197,7 +220,19 @@ pub struct Changes {
 pub struct Client {
     agent: ureq::Agent,
     endpoint: DavEndpoint,
-    authorization: Secret,
+    authorization: Authorization,
+}
+
+/// What each request's `Authorization` header says.
+#[derive(Debug)]
+enum Authorization {
+    /// The same header every time: Basic, or a token the caller gave.
+    Fixed(Secret),
+    /// A bearer token given by the caller and replaced by it ([`Client::renew_token`]): the
+    /// CardDAV source plugin, whose host fetches the tokens.
+    Renewed(Mutex<Secret>),
+    /// Tokens fetched before each request (the cached one while it is good).
+    Tokens(Arc<dyn AccessTokens>),
 }
 
 const PROPFIND_PRINCIPAL: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/></d:prop></d:propfind>"#;
@@ -244,11 +279,16 @@ impl Client {
             .tls_config(tls.build())
             .build()
             .into();
-        let authorization = if endpoint.bearer {
-            Secret::new(format!("Bearer {}", endpoint.secret.expose()))
-        } else {
-            let pair = format!("{}:{}", endpoint.user, endpoint.secret.expose());
-            Secret::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())))
+        let authorization = match (&endpoint.tokens, endpoint.bearer) {
+            (Some(tokens), _) => Authorization::Tokens(tokens.clone()),
+            (None, true) => Authorization::Renewed(Mutex::new(endpoint.secret.clone())),
+            (None, false) => {
+                let pair = format!("{}:{}", endpoint.user, endpoint.secret.expose());
+                Authorization::Fixed(Secret::new(format!(
+                    "Basic {}",
+                    STANDARD.encode(pair.as_bytes())
+                )))
+            }
         };
         Ok(Self {
             agent,
@@ -273,10 +313,59 @@ impl Client {
         }
     }
 
+    /// From now on, requests carry this bearer token (a client made for a bearer endpoint
+    /// without [`DavEndpoint::tokens`]; any other keeps its own credentials).
+    pub fn renew_token(&self, token: Secret) {
+        if let Authorization::Renewed(current) = &self.authorization {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        }
+    }
+
     /// Sends one request; returns status, headers and body. Error statuses are returned, not
-    /// turned into errors, so callers can act on 412 or 404.
+    /// turned into errors, so callers can act on 412 or 404. With renewed tokens, a 401 (an
+    /// expired or revoked token: Google says `WWW-Authenticate: Bearer error="invalid_token"`)
+    /// is sent once more with a new token; the second answer is the caller's.
     fn send(
         &self,
+        method: &str,
+        href: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, http::HeaderMap, Vec<u8>), DavError> {
+        let Authorization::Tokens(tokens) = &self.authorization else {
+            let header = match &self.authorization {
+                Authorization::Fixed(h) => h.clone(),
+                Authorization::Renewed(t) => Secret::new(format!(
+                    "Bearer {}",
+                    t.lock().unwrap_or_else(|p| p.into_inner()).expose()
+                )),
+                Authorization::Tokens(_) => unreachable!(),
+            };
+            return self.send_with(&header, method, href, headers, body);
+        };
+        let mut retried = false;
+        loop {
+            let token = tokens.token().map_err(|error| DavError::Token {
+                server: self.endpoint.origin.clone(),
+                what: format!("{method} {href}"),
+                error,
+            })?;
+            let header = Secret::new(format!("Bearer {}", token.token.expose()));
+            let reply = self.send_with(&header, method, href, headers, body)?;
+            if reply.0 != 401 {
+                return Ok(reply);
+            }
+            tokens.refused(&token.token);
+            if retried {
+                return Ok(reply);
+            }
+            retried = true;
+        }
+    }
+
+    fn send_with(
+        &self,
+        authorization: &Secret,
         method: &str,
         href: &str,
         headers: &[(&str, &str)],
@@ -292,7 +381,7 @@ impl Client {
         let mut b = http::Request::builder()
             .method(method)
             .uri(self.url(href))
-            .header("Authorization", self.authorization.expose());
+            .header("Authorization", authorization.expose());
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -322,12 +411,26 @@ impl Client {
         if (200..300).contains(&status) {
             Ok((headers, body))
         } else {
-            let reply: String = String::from_utf8_lossy(&body)
+            let mut reply: String = String::from_utf8_lossy(&body)
                 .chars()
                 .take(300)
                 .collect::<String>()
                 .trim()
                 .to_owned();
+            // A bearer server says why it refused a token there (RFC 6750 §3), not in the body.
+            if status == 401
+                && let Some(challenge) = headers
+                    .get("www-authenticate")
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|h| h.to_ascii_lowercase().starts_with("bearer"))
+            {
+                let challenge: String = challenge.chars().take(200).collect();
+                reply = if reply.is_empty() {
+                    format!("WWW-Authenticate: {challenge}")
+                } else {
+                    format!("WWW-Authenticate: {challenge}; {reply}")
+                };
+            }
             Err(DavError::Http {
                 server: self.endpoint.origin.clone(),
                 what,
