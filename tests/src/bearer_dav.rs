@@ -198,7 +198,10 @@ fn read_request(stream: &TcpStream) -> Result<Option<Request>> {
         let mut h = String::new();
         let n = reader.read_line(&mut h)?;
         size += n;
-        anyhow::ensure!(n > 0 && size <= MAX_HEAD, "request head cut short or too long");
+        anyhow::ensure!(
+            n > 0 && size <= MAX_HEAD,
+            "request head cut short or too long"
+        );
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -345,9 +348,14 @@ fn forward(
     upstream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!("{}\r\n", request.line);
     for (k, v) in &request.headers {
-        if ["authorization", "connection", "keep-alive", "content-length"]
-            .iter()
-            .any(|h| k.eq_ignore_ascii_case(h))
+        if [
+            "authorization",
+            "connection",
+            "keep-alive",
+            "content-length",
+        ]
+        .iter()
+        .any(|h| k.eq_ignore_ascii_case(h))
         {
             continue;
         }
