@@ -166,6 +166,15 @@ impl OAuth2Spec {
         spec
     }
 
+    /// The provider's CardDAV server, for a contacts endpoint that names none (Microsoft 365
+    /// has none).
+    pub fn carddav_host(&self) -> Option<&'static str> {
+        match self.provider? {
+            Provider::Google => Some("www.googleapis.com"),
+            Provider::Microsoft => None,
+        }
+    }
+
     /// The provider's IMAP server, for an endpoint that names none.
     pub fn imap_host(&self) -> Option<&'static str> {
         match self.provider? {
