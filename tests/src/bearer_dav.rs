@@ -19,6 +19,9 @@
 //!   `owner_only` rights keep each token to its own user's address books. Radicale's reply
 //!   comes back unchanged but for `Connection`.
 //!
+//! [`BearerDav::set_delay`] adds a wait before each answer (a slower link), so a test's run
+//! lasts a known number of token lifetimes whatever the machine's speed.
+//!
 //! # What Google's CardDAV API does that this front does not
 //!
 //! No TLS (Google is https only); no `/.well-known/carddav` redirect to
@@ -76,6 +79,9 @@ struct Shared {
     users: Vec<(String, String)>,
     counters: Counters,
     agent: ureq::Agent,
+    /// Added before each answer (milliseconds): a slower link, so that a run lasts a given
+    /// number of token lifetimes however fast the machine is.
+    delay_ms: AtomicU64,
 }
 
 /// A running front; stopped (its port closed) on drop.
@@ -111,6 +117,7 @@ impl BearerDav {
                 .timeout_global(Some(IO_TIMEOUT))
                 .build()
                 .into(),
+            delay_ms: AtomicU64::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -144,6 +151,12 @@ impl BearerDav {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Waits `delay` before answering each request from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// What it refused and forwarded so far.
@@ -247,6 +260,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<()> {
     let Some(request) = read_request(&stream)? else {
         return Ok(());
     };
+    std::thread::sleep(Duration::from_millis(
+        shared.delay_ms.load(Ordering::SeqCst),
+    ));
     let c = &shared.counters;
     let token = request.header("authorization").and_then(|a| {
         let (scheme, token) = a.split_once(' ')?;
