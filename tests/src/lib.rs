@@ -3,6 +3,7 @@
 //! compares two accounts message by message.
 
 mod b64;
+pub mod bearer_dav;
 pub mod corpus;
 pub mod courier;
 pub mod cyrus;

@@ -30,6 +30,11 @@ pub(crate) fn run(
     // Parsed without the intake's checks: the refresh token this writes is what they would
     // find missing.
     let mut spec: JobSpec = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
+    // A contacts job (the CardDAV source plugin; only CardDAV endpoints take a path) asks
+    // for the provider's contacts scope, not its mail scope.
+    let contacts = spec.source.plugin.as_deref() == Some("carddav")
+        || spec.source.path.is_some()
+        || spec.destination.path.is_some();
     let (name, endpoint) = match side {
         Side::Source => ("source", &mut spec.source),
         Side::Destination => ("destination", &mut spec.destination),
@@ -40,6 +45,9 @@ pub(crate) fn run(
              and device_authorization_url) and client_id, and auth = \"oauth2\""
         );
     };
+    if contacts {
+        *oauth = oauth.for_contacts();
+    }
     if oauth.grant != migrated_core::Grant::RefreshToken {
         bail!(
             "{place}: [{name}.oauth2] grant: a {:?} grant needs no user's consent; authorize \

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use migrated_core::{Account, Secret};
+use migrated_core::{AccessTokens, Account, Secret, TokenError};
 use ureq::http::{self, Method};
 
 pub use destination::{DavDestination, DavDestinationSession};
@@ -38,6 +38,9 @@ pub struct DavEndpoint {
     pub secret: Secret,
     /// `Authorization: Bearer` instead of Basic.
     pub bearer: bool,
+    /// OAuth 2 tokens the daemon obtains and renews (`auth = "oauth2"`): each request carries
+    /// the current one, and a 401 gets one more try with a new one. `None`: `secret` is sent.
+    pub tokens: Option<Arc<dyn AccessTokens>>,
     /// PEM file of the CA to trust instead of the system's roots (or of the server's own
     /// self-signed certificate).
     pub ca_file: Option<PathBuf>,
@@ -52,7 +55,9 @@ pub struct DavEndpoint {
 
 impl DavEndpoint {
     /// The CardDAV endpoint of an account: `security = "tls"` is HTTPS, `plain` is HTTP
-    /// (trusted networks only); `auth = "xoauth2"` sends the secret as a bearer token.
+    /// (trusted networks only); `auth = "xoauth2"` sends the secret as a bearer token, and so
+    /// does `auth = "oauth2"` (the secret is then an access token the daemon fetched; give
+    /// [`DavEndpoint::tokens`] for requests to renew it).
     ///
     /// # Errors
     ///
@@ -82,8 +87,12 @@ impl DavEndpoint {
             .map_err(|e| format!("tls_fingerprint: {e}"))?;
         let bearer = match a.auth.as_str() {
             "login" | "plain" => false,
-            "xoauth2" => true,
-            other => return Err(format!("auth {other:?} is not one of login, xoauth2")),
+            "xoauth2" | "oauth2" => true,
+            other => {
+                return Err(format!(
+                    "auth {other:?} is not one of login, xoauth2, oauth2"
+                ));
+            }
         };
         let host = if a.host.contains(':') {
             format!("[{}]", a.host)
@@ -100,6 +109,7 @@ impl DavEndpoint {
             user: a.user.clone(),
             secret: a.secret.clone(),
             bearer,
+            tokens: None,
             ca_file: a.ca_file.as_ref().map(PathBuf::from),
             tls_fingerprint,
             danger_accept_invalid_certs: a.danger_accept_invalid_certs,
@@ -133,6 +143,16 @@ pub enum DavError {
         /// What happened.
         detail: String,
     },
+    /// No access token to send: the token endpoint refused the grant or could not be reached.
+    #[error("{server}: {what}: no access token: {error}")]
+    Token {
+        /// `origin`.
+        server: String,
+        /// The request.
+        what: String,
+        /// The token endpoint's refusal or failure.
+        error: TokenError,
+    },
     /// An answer that is not CardDAV.
     #[error("{server}: {what}: {detail}")]
     Protocol {
@@ -151,6 +171,7 @@ impl DavError {
         match self {
             Self::Network { .. } => true,
             Self::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Token { error, .. } => error.is_temporary(),
             Self::Protocol { .. } => false,
         }
     }
@@ -164,6 +185,7 @@ impl DavError {
         match self {
             Self::Network { .. } => Some(Cause::Network),
             Self::Protocol { .. } => Some(Cause::Protocol),
+            Self::Token { error, .. } => error.cause,
             Self::Http { status, .. } => match status {
                 401 => Some(Cause::Authentication),
                 507 => Some(Cause::Quota),
@@ -203,10 +225,22 @@ pub struct Changes {
 pub struct Client {
     agent: ureq::Agent,
     endpoint: DavEndpoint,
-    authorization: Secret,
+    authorization: Authorization,
     /// What the last TLS handshake showed: the certificate's fingerprint and the verifier's
     /// refusal, said in place of ureq's words for the failed request.
     handshake: Arc<Mutex<tls::Handshake>>,
+}
+
+/// What each request's `Authorization` header says.
+#[derive(Debug)]
+enum Authorization {
+    /// The same header every time: Basic, or a token the caller gave.
+    Fixed(Secret),
+    /// A bearer token given by the caller and replaced by it ([`Client::renew_token`]): the
+    /// CardDAV source plugin, whose host fetches the tokens.
+    Renewed(Mutex<Secret>),
+    /// Tokens fetched before each request (the cached one while it is good).
+    Tokens(Arc<dyn AccessTokens>),
 }
 
 const PROPFIND_PRINCIPAL: &str = r#"<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/></d:prop></d:propfind>"#;
@@ -272,11 +306,16 @@ impl Client {
             connector,
             ureq::unversioned::resolver::DefaultResolver::default(),
         );
-        let authorization = if endpoint.bearer {
-            Secret::new(format!("Bearer {}", endpoint.secret.expose()))
-        } else {
-            let pair = format!("{}:{}", endpoint.user, endpoint.secret.expose());
-            Secret::new(format!("Basic {}", STANDARD.encode(pair.as_bytes())))
+        let authorization = match (&endpoint.tokens, endpoint.bearer) {
+            (Some(tokens), _) => Authorization::Tokens(tokens.clone()),
+            (None, true) => Authorization::Renewed(Mutex::new(endpoint.secret.clone())),
+            (None, false) => {
+                let pair = format!("{}:{}", endpoint.user, endpoint.secret.expose());
+                Authorization::Fixed(Secret::new(format!(
+                    "Basic {}",
+                    STANDARD.encode(pair.as_bytes())
+                )))
+            }
         };
         Ok(Self {
             agent,
@@ -309,10 +348,59 @@ impl Client {
         }
     }
 
+    /// From now on, requests carry this bearer token (a client made for a bearer endpoint
+    /// without [`DavEndpoint::tokens`]; any other keeps its own credentials).
+    pub fn renew_token(&self, token: Secret) {
+        if let Authorization::Renewed(current) = &self.authorization {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        }
+    }
+
     /// Sends one request; returns status, headers and body. Error statuses are returned, not
-    /// turned into errors, so callers can act on 412 or 404.
+    /// turned into errors, so callers can act on 412 or 404. With renewed tokens, a 401 (an
+    /// expired or revoked token: Google says `WWW-Authenticate: Bearer error="invalid_token"`)
+    /// is sent once more with a new token; the second answer is the caller's.
     fn send(
         &self,
+        method: &str,
+        href: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, http::HeaderMap, Vec<u8>), DavError> {
+        let Authorization::Tokens(tokens) = &self.authorization else {
+            let header = match &self.authorization {
+                Authorization::Fixed(h) => h.clone(),
+                Authorization::Renewed(t) => Secret::new(format!(
+                    "Bearer {}",
+                    t.lock().unwrap_or_else(|p| p.into_inner()).expose()
+                )),
+                Authorization::Tokens(_) => unreachable!(),
+            };
+            return self.send_with(&header, method, href, headers, body);
+        };
+        let mut retried = false;
+        loop {
+            let token = tokens.token().map_err(|error| DavError::Token {
+                server: self.endpoint.origin.clone(),
+                what: format!("{method} {href}"),
+                error,
+            })?;
+            let header = Secret::new(format!("Bearer {}", token.token.expose()));
+            let reply = self.send_with(&header, method, href, headers, body)?;
+            if reply.0 != 401 {
+                return Ok(reply);
+            }
+            tokens.refused(&token.token);
+            if retried {
+                return Ok(reply);
+            }
+            retried = true;
+        }
+    }
+
+    fn send_with(
+        &self,
+        authorization: &Secret,
         method: &str,
         href: &str,
         headers: &[(&str, &str)],
@@ -328,7 +416,7 @@ impl Client {
         let mut b = http::Request::builder()
             .method(method)
             .uri(self.url(href))
-            .header("Authorization", self.authorization.expose());
+            .header("Authorization", authorization.expose());
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -364,12 +452,26 @@ impl Client {
         if (200..300).contains(&status) {
             Ok((headers, body))
         } else {
-            let reply: String = String::from_utf8_lossy(&body)
+            let mut reply: String = String::from_utf8_lossy(&body)
                 .chars()
                 .take(300)
                 .collect::<String>()
                 .trim()
                 .to_owned();
+            // A bearer server says why it refused a token there (RFC 6750 §3), not in the body.
+            if status == 401
+                && let Some(challenge) = headers
+                    .get("www-authenticate")
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|h| h.to_ascii_lowercase().starts_with("bearer"))
+            {
+                let challenge: String = challenge.chars().take(200).collect();
+                reply = if reply.is_empty() {
+                    format!("WWW-Authenticate: {challenge}")
+                } else {
+                    format!("WWW-Authenticate: {challenge}; {reply}")
+                };
+            }
             Err(DavError::Http {
                 server: self.endpoint.origin.clone(),
                 what,
@@ -468,6 +570,110 @@ mod tests {
                 .unwrap_err()
                 .contains("HTTPS")
         );
+    }
+
+    /// Tokens handed out in order: `refused` moves to the next.
+    #[derive(Debug)]
+    struct Sequence {
+        tokens: Vec<&'static str>,
+        at: Mutex<usize>,
+    }
+
+    impl AccessTokens for Sequence {
+        fn token(&self) -> Result<migrated_core::AccessToken, TokenError> {
+            let at = *self.at.lock().unwrap();
+            Ok(migrated_core::AccessToken {
+                token: Secret::new(self.tokens[at.min(self.tokens.len() - 1)]),
+                expires_at: None,
+            })
+        }
+
+        fn refused(&self, token: &Secret) {
+            let mut at = self.at.lock().unwrap();
+            if self.tokens.get(*at).is_some_and(|t| *t == token.expose()) {
+                *at += 1;
+            }
+        }
+    }
+
+    /// A server taking only `Bearer good` (as Google refuses an expired token); returns its
+    /// port and the Authorization headers it saw.
+    fn bearer_server(requests: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..requests {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut auth = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("authorization: ") {
+                        auth = v.trim().to_owned();
+                    }
+                }
+                let reply = if auth == "Bearer good" {
+                    "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 5\r\nConnection: close\r\n\r\nvcard"
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                stream.write_all(reply.as_bytes()).unwrap();
+                seen.push(auth);
+            }
+            seen
+        });
+        (port, thread)
+    }
+
+    fn bearer_client(port: u16, tokens: Vec<&'static str>) -> Client {
+        let endpoint = DavEndpoint {
+            origin: format!("http://127.0.0.1:{port}"),
+            path: "/".into(),
+            user: "alice".into(),
+            secret: Secret::default(),
+            bearer: true,
+            tokens: Some(Arc::new(Sequence {
+                tokens,
+                at: Mutex::new(0),
+            })),
+            ca_file: None,
+            tls_fingerprint: None,
+            danger_accept_invalid_certs: false,
+            timeout: Duration::from_secs(10),
+        };
+        Client::new(endpoint).unwrap()
+    }
+
+    #[test]
+    fn a_token_refused_with_401_is_replaced_and_the_request_sent_once_more() {
+        let (port, server) = bearer_server(2);
+        let client = bearer_client(port, vec!["expired", "good"]);
+        let card = client.get("/alice/book/a.vcf").unwrap().unwrap();
+        assert_eq!(
+            (card.data.as_slice(), card.etag.as_str()),
+            (&b"vcard"[..], "\"e1\"")
+        );
+        assert_eq!(server.join().unwrap(), ["Bearer expired", "Bearer good"]);
+    }
+
+    #[test]
+    fn a_second_refusal_is_an_authentication_error_with_the_servers_challenge() {
+        let (port, server) = bearer_server(2);
+        let client = bearer_client(port, vec!["expired", "revoked", "good"]);
+        let err = client.get("/alice/book/a.vcf").unwrap_err();
+        assert_eq!(err.cause(), Some(migrated_core::Cause::Authentication));
+        assert!(
+            err.to_string().contains("HTTP 401")
+                && err.to_string().contains("error=\"invalid_token\""),
+            "{err}"
+        );
+        assert_eq!(server.join().unwrap(), ["Bearer expired", "Bearer revoked"]);
     }
 
     #[test]

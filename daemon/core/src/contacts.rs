@@ -109,4 +109,11 @@ pub trait ContactsSession: Send {
         book: &str,
         hrefs: &[String],
     ) -> impl Future<Output = Result<Vec<ContactData>, SourceError>> + Send;
+
+    /// An OAuth 2 session: the access token the next requests carry. HTTP sends a token with
+    /// every request, so the caller renews it ahead of its expiry and after a request refused
+    /// with [`crate::Cause::Authentication`]. By default nothing: a source that logs in once.
+    fn renew_token(&mut self, token: crate::Secret) {
+        let _ = token;
+    }
 }

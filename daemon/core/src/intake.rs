@@ -120,11 +120,13 @@ pub fn load(
             *inline = Some(Secret::new(text.lines().next().unwrap_or("").to_owned()));
         }
     }
+    // A contacts job (the CardDAV source plugin): both sides are CardDAV servers.
+    let contacts = spec.source.plugin.as_deref() == Some("carddav");
     for (side, e) in [
         ("source", &mut spec.source),
         ("destination", &mut spec.destination),
     ] {
-        resolve_oauth2(e, side, base, place, &read)?;
+        resolve_oauth2(e, side, base, place, contacts, &read)?;
     }
     for (side, e) in [("source", &spec.source), ("destination", &spec.destination)] {
         if let Err((field, message)) = check_login(e) {
@@ -139,12 +141,14 @@ pub fn load(
 }
 
 /// Reads an `[oauth2]` table's credential files (the service account key whole, the others'
-/// first line) into the spec, and gives an endpoint without a host its provider's server.
+/// first line) into the spec, and gives an endpoint without a host its provider's server (its
+/// CardDAV server in a contacts job).
 fn resolve_oauth2(
     e: &mut crate::EndpointSpec,
     side: &str,
     base: &Path,
     place: &str,
+    contacts: bool,
     read: &impl Fn(&Path) -> std::io::Result<String>,
 ) -> Result<(), IntakeError> {
     let Some(o) = &mut e.oauth2 else {
@@ -196,8 +200,13 @@ fn resolve_oauth2(
         };
         *inline = Some(Secret::new(value));
     }
+    let preset = if contacts {
+        o.carddav_host()
+    } else {
+        o.imap_host()
+    };
     if e.host.trim().is_empty()
-        && let Some(host) = o.imap_host()
+        && let Some(host) = preset
     {
         e.host = host.to_owned();
     }
@@ -451,6 +460,34 @@ mod tests {
         assert_eq!(secret(&job.spec.destination).as_deref(), Some("new-secret"));
         assert!(job.spec.source.password_file.is_none());
         assert!(job.batch_csv.is_none());
+    }
+
+    #[test]
+    fn a_google_endpoint_without_a_host_gets_gmail_for_mail_and_the_carddav_api_for_contacts() {
+        let job = |plugin: &str| {
+            format!(
+                "name = \"a\"\n[source]\n{plugin}user = \"alice@example.com\"\nauth = \"oauth2\"\n\
+                 [source.oauth2]\nprovider = \"google\"\nclient_id = \"c\"\nrefresh_token = \"r\"\n\
+                 [destination]\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n"
+            )
+        };
+        let read = || files(&[]);
+        let mail = load(&job(""), Path::new("/j"), "job file a.toml", read()).unwrap();
+        assert_eq!(mail.spec.source.host, "imap.gmail.com");
+        let contacts = load(
+            &job("plugin = \"carddav\"\n"),
+            Path::new("/j"),
+            "job file a.toml",
+            read(),
+        )
+        .unwrap();
+        assert_eq!(contacts.spec.source.host, "www.googleapis.com");
+        // And the contacts scope is asked for, not Gmail's.
+        let o = contacts.spec.source.oauth2.unwrap().for_contacts();
+        assert_eq!(
+            o.scope().as_deref(),
+            Some(crate::oauth2::GOOGLE_CARDDAV_SCOPE)
+        );
     }
 
     #[test]

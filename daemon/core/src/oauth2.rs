@@ -100,6 +100,8 @@ pub struct OAuth2Spec {
 const GOOGLE_TOKEN: &str = "https://oauth2.googleapis.com/token";
 const GOOGLE_DEVICE: &str = "https://oauth2.googleapis.com/device/code";
 const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+/// Google's CardDAV API (`https://www.googleapis.com/carddav/v1/`).
+pub const GOOGLE_CARDDAV_SCOPE: &str = "https://www.googleapis.com/auth/carddav";
 const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
 const MICROSOFT_DELEGATED: &str =
     "https://outlook.office365.com/IMAP.AccessAsUser.All offline_access";
@@ -146,6 +148,30 @@ impl OAuth2Spec {
                 Some(MICROSOFT_APPLICATION.to_owned())
             }
             (Provider::Microsoft, _) => Some(MICROSOFT_DELEGATED.to_owned()),
+        }
+    }
+
+    /// The table as a CardDAV endpoint reads it: the scope, when the job gives none, is the
+    /// provider's for contacts (Google's CardDAV scope; Microsoft 365 has no CardDAV, so its
+    /// mail scope is not asked for and the job must name one).
+    #[must_use]
+    pub fn for_contacts(&self) -> Self {
+        let mut spec = self.clone();
+        if spec.scope.is_none() {
+            spec.scope = match spec.provider {
+                Some(Provider::Google) => Some(GOOGLE_CARDDAV_SCOPE.to_owned()),
+                Some(Provider::Microsoft) | None => None,
+            };
+        }
+        spec
+    }
+
+    /// The provider's CardDAV server, for a contacts endpoint that names none (Microsoft 365
+    /// has none).
+    pub fn carddav_host(&self) -> Option<&'static str> {
+        match self.provider? {
+            Provider::Google => Some("www.googleapis.com"),
+            Provider::Microsoft => None,
         }
     }
 

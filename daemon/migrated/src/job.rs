@@ -150,6 +150,44 @@ fn dav_account(
     Ok(e.account(default_port))
 }
 
+/// The OAuth 2 tokens of a CardDAV side that logs in with `auth = "oauth2"`, the same
+/// [`migrated_oauth::Tokens`] an IMAP side gets (the scope defaulting to the provider's for
+/// contacts); `None` for a password, or while the grant's secret is still to come (the
+/// settings are checked, no token is fetched).
+fn dav_tokens(
+    e: &EndpointSpec,
+    place: &str,
+    section: &str,
+) -> anyhow::Result<Option<Arc<dyn migrated_core::AccessTokens>>> {
+    let Some(o) = e.oauth_grant() else {
+        return Ok(None);
+    };
+    let o = o.for_contacts();
+    let place = || format!("{place}: [{section}] oauth2");
+    if o.grant_secret().is_none() {
+        o.check()
+            .map_err(|(field, e)| anyhow::anyhow!("{}.{field}: {e}", place()))?;
+        return Ok(None);
+    }
+    let timeout = Duration::from_secs(e.timeout_secs.max(1));
+    let tokens = migrated_oauth::Tokens::new(&o, &e.user, timeout)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", place()))?;
+    Ok(Some(Arc::new(tokens)))
+}
+
+/// A CardDAV side as the daemon's CardDAV client takes it (with its tokens, for OAuth 2).
+fn dav_endpoint(
+    e: &EndpointSpec,
+    place: &str,
+    section: &str,
+    credentials: Credentials,
+) -> anyhow::Result<DavEndpoint> {
+    let mut endpoint = DavEndpoint::from_account(&dav_account(e, place, section, credentials)?)
+        .map_err(|e| anyhow::anyhow!("{place}: [{section}] {e}"))?;
+    endpoint.tokens = dav_tokens(e, place, section)?;
+    Ok(endpoint)
+}
+
 /// The two sides of a contacts job: the contacts plugin and the CardDAV destination.
 pub(crate) fn contacts_sides(
     spec: &JobSpec,
@@ -158,12 +196,14 @@ pub(crate) fn contacts_sides(
     credentials: Credentials,
 ) -> anyhow::Result<(ContactsPluginSource, DavEndpoint)> {
     let plugin = source_plugin(&spec.source, plugins, place)?;
-    let source = dav_account(&spec.source, place, "source", credentials)?;
+    let account = dav_account(&spec.source, place, "source", credentials)?;
     let (_, destination) = dav_endpoints(spec, place, credentials)?;
-    Ok((
-        ContactsPluginSource::new(plugin.clone(), source),
-        destination,
-    ))
+    let source = ContactsPluginSource::new(plugin.clone(), account);
+    let source = match dav_tokens(&spec.source, place, "source")? {
+        Some(tokens) => source.with_tokens(tokens),
+        None => source,
+    };
+    Ok((source, destination))
 }
 
 /// Both sides of a contacts job as CardDAV endpoints (the pre-flight logs in to both with the
@@ -173,16 +213,8 @@ pub(crate) fn dav_endpoints(
     place: &str,
     credentials: Credentials,
 ) -> anyhow::Result<(DavEndpoint, DavEndpoint)> {
-    let source =
-        DavEndpoint::from_account(&dav_account(&spec.source, place, "source", credentials)?)
-            .map_err(|e| anyhow::anyhow!("{place}: [source] {e}"))?;
-    let destination = DavEndpoint::from_account(&dav_account(
-        &spec.destination,
-        place,
-        "destination",
-        credentials,
-    )?)
-    .map_err(|e| anyhow::anyhow!("{place}: [destination] {e}"))?;
+    let source = dav_endpoint(&spec.source, place, "source", credentials)?;
+    let destination = dav_endpoint(&spec.destination, place, "destination", credentials)?;
     Ok((source, destination))
 }
 

@@ -227,6 +227,20 @@ impl Plugin {
                 crate::ADMIN_LOGIN_MINOR
             )));
         }
+        if account.auth == "oauth2"
+            && self.info.kinds.contains(&wire::Kind::Contacts)
+            && self.table.minor < crate::CONTACTS_OAUTH2_MINOR
+        {
+            return Err(SourceError::permanent(format!(
+                "plugin {} ({}) speaks ABI {}, whose contacts plugins cannot renew OAuth 2 \
+                 tokens during a session (ABI 1.{} and later): install a newer build of the \
+                 plugin",
+                self.info.name,
+                self.path.display(),
+                self.abi,
+                crate::CONTACTS_OAUTH2_MINOR
+            )));
+        }
         if account.auth == "oauth2" && self.table.minor < crate::OAUTH2_MINOR {
             return Err(SourceError::permanent(format!(
                 "plugin {} ({}) speaks ABI {}, which has no OAuth 2 logins (ABI 1.{} and later): \
@@ -434,22 +448,7 @@ impl PluginSource {
         let mut on_login = on_login;
         let mut retried = false;
         loop {
-            let t = tokens.clone();
-            let token = tokio::task::spawn_blocking(move || t.token())
-                .await
-                .map_err(|e| SourceError::temporary(format!("fetching a token: {e}")))?
-                .map_err(|e| {
-                    let message = format!(
-                        "no access token to log in to {}:{} as {:?}: {}",
-                        self.account.host, self.account.port, self.account.user, e.message
-                    );
-                    let error = if e.is_temporary() {
-                        SourceError::temporary(message)
-                    } else {
-                        SourceError::permanent(message)
-                    };
-                    error.with_cause(e.cause)
-                })?;
+            let token = fetch_token(tokens, &self.account).await?;
             let mut account = (*self.account).clone();
             account.secret = token.token.clone();
             match self.open_with(account, on_login.take()).await {
@@ -494,6 +493,30 @@ impl PluginSource {
             other => Err(unexpected(&self.plugin, &other)),
         }
     }
+}
+
+/// A token for a connection to `account`, fetched off the async threads; a refusal or a token
+/// endpoint out of reach becomes a source error naming the server and the user.
+async fn fetch_token(
+    tokens: &Arc<dyn migrated_core::AccessTokens>,
+    account: &Account,
+) -> Result<migrated_core::AccessToken, SourceError> {
+    let t = tokens.clone();
+    tokio::task::spawn_blocking(move || t.token())
+        .await
+        .map_err(|e| SourceError::temporary(format!("fetching a token: {e}")))?
+        .map_err(|e| {
+            let message = format!(
+                "no access token to log in to {}:{} as {:?}: {}",
+                account.host, account.port, account.user, e.message
+            );
+            let error = if e.is_temporary() {
+                SourceError::temporary(message)
+            } else {
+                SourceError::permanent(message)
+            };
+            error.with_cause(e.cause)
+        })
 }
 
 fn unexpected(plugin: &Plugin, reply: &Reply) -> SourceError {
@@ -691,6 +714,7 @@ impl Drop for PluginSession {
 pub struct ContactsPluginSource {
     plugin: Arc<Plugin>,
     account: Arc<Account>,
+    tokens: Option<Arc<dyn migrated_core::AccessTokens>>,
 }
 
 impl ContactsPluginSource {
@@ -699,13 +723,30 @@ impl ContactsPluginSource {
         Self {
             plugin,
             account: Arc::new(account),
+            tokens: None,
         }
+    }
+
+    /// An OAuth 2 source: the session starts with a token from `tokens`, and before each
+    /// request the plugin is given the current one ([`Request::RenewToken`], when it
+    /// changed: ahead of its expiry); a request refused as unauthenticated is sent once more
+    /// with a new one.
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: Arc<dyn migrated_core::AccessTokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 }
 
 /// One session of a [`ContactsPluginSource`]; closed in the plugin when dropped.
 #[derive(Debug)]
-pub struct ContactsPluginSession(PluginSession);
+pub struct ContactsPluginSession {
+    session: PluginSession,
+    account: Arc<Account>,
+    tokens: Option<Arc<dyn migrated_core::AccessTokens>>,
+    /// The token the plugin's requests carry now, as far as the host knows.
+    sent: Option<migrated_core::Secret>,
+}
 
 impl ContactsConnector for ContactsPluginSource {
     type Session = ContactsPluginSession;
@@ -714,18 +755,59 @@ impl ContactsConnector for ContactsPluginSource {
         let source = PluginSource {
             plugin: self.plugin.clone(),
             account: self.account.clone(),
-            tokens: None,
+            tokens: self.tokens.clone(),
         };
-        source.open(None).await.map(ContactsPluginSession)
+        let session = source.open(None).await?;
+        Ok(ContactsPluginSession {
+            session,
+            account: self.account.clone(),
+            tokens: self.tokens.clone(),
+            sent: None,
+        })
+    }
+}
+
+impl ContactsPluginSession {
+    /// Sends `request`; with OAuth 2, first the current token when the plugin does not have
+    /// it yet, and once more with a new token after a refusal as unauthenticated (an access
+    /// token that expired early or was revoked: the server's 401).
+    async fn call(&mut self, request: impl Fn(u64) -> Request) -> Result<Reply, SourceError> {
+        let s = &self.session;
+        let Some(tokens) = self.tokens.clone() else {
+            return s.call(request(s.id)).await;
+        };
+        let mut retried = false;
+        loop {
+            let token = fetch_token(&tokens, &self.account).await?;
+            if self.sent.as_ref() != Some(&token.token) {
+                let renew = Request::RenewToken {
+                    session: s.id,
+                    token: token.token.clone(),
+                };
+                match s.call(renew).await? {
+                    Reply::Renewed => self.sent = Some(token.token.clone()),
+                    other => return Err(unexpected(&s.plugin, &other)),
+                }
+            }
+            match s.call(request(s.id)).await {
+                Err(e) if e.cause == Some(migrated_core::Cause::Authentication) => {
+                    tokens.refused(&token.token);
+                    if retried {
+                        return Err(e);
+                    }
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
 impl ContactsSession for ContactsPluginSession {
     async fn books(&mut self) -> Result<Vec<AddressBook>, SourceError> {
-        let s = &self.0;
-        match s.call(Request::ListBooks { session: s.id }).await? {
+        match self.call(|session| Request::ListBooks { session }).await? {
             Reply::Books(b) => Ok(b),
-            other => Err(unexpected(&s.plugin, &other)),
+            other => Err(unexpected(&self.session.plugin, &other)),
         }
     }
 
@@ -734,15 +816,14 @@ impl ContactsSession for ContactsPluginSession {
         book: &str,
         token: Option<&str>,
     ) -> Result<ContactChanges, SourceError> {
-        let s = &self.0;
-        let request = Request::ListContacts {
-            session: s.id,
+        let request = |session| Request::ListContacts {
+            session,
             book: book.to_owned(),
             cursor: token.map(str::to_owned),
         };
-        match s.call(request).await? {
+        match self.call(request).await? {
             Reply::Contacts(c) => Ok(c),
-            other => Err(unexpected(&s.plugin, &other)),
+            other => Err(unexpected(&self.session.plugin, &other)),
         }
     }
 
@@ -751,15 +832,14 @@ impl ContactsSession for ContactsPluginSession {
         book: &str,
         hrefs: &[String],
     ) -> Result<Vec<ContactData>, SourceError> {
-        let s = &self.0;
-        let request = Request::FetchContacts {
-            session: s.id,
+        let request = |session| Request::FetchContacts {
+            session,
             book: book.to_owned(),
             hrefs: hrefs.to_vec(),
         };
-        match s.call(request).await? {
+        match self.call(request).await? {
             Reply::Cards(c) => Ok(c),
-            other => Err(unexpected(&s.plugin, &other)),
+            other => Err(unexpected(&self.session.plugin, &other)),
         }
     }
 }

@@ -38,8 +38,14 @@ pub const ABI_MAJOR: u32 = 1;
 /// (`admin_user`, `admin_login`, `admin_separator`), 1.4 `auth = "oauth2"` (the secret is an
 /// access token the daemon fetched for this connection; the plugin picks OAUTHBEARER or
 /// XOAUTH2 from what the server announces), 1.5 [`wire::Request::OpenFolderSince`] (QRESYNC:
-/// what vanished since the last pass) and [`wire::Request::RemoveCopied`] (move mode).
-pub const ABI_MINOR: u32 = 5;
+/// what vanished since the last pass) and [`wire::Request::RemoveCopied`] (move mode), 1.6
+/// [`wire::Request::RenewToken`] (contacts: the OAuth 2 token HTTP requests carry, renewed
+/// during a session).
+pub const ABI_MINOR: u32 = 6;
+
+/// The first minor version whose contacts plugins take OAuth 2 logins: HTTP sends a token with
+/// every request, so they need [`wire::Request::RenewToken`].
+pub const CONTACTS_OAUTH2_MINOR: u32 = 6;
 
 /// The first minor version whose plugins answer [`wire::Request::OpenFolderSince`] and
 /// [`wire::Request::RemoveCopied`].

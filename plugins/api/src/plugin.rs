@@ -185,6 +185,10 @@ impl<P: ContactsPlugin> Handler for Contacts<P> {
             Request::FetchContacts { book, hrefs, .. } => {
                 Reply::Cards(session.fetch(&book, &hrefs).await?)
             }
+            Request::RenewToken { token, .. } => {
+                session.renew_token(token);
+                Reply::Renewed
+            }
             _ => return Err(wrong_kind(&P::info().name)),
         })
     }

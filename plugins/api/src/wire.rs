@@ -6,7 +6,7 @@
 pub use migrated_core::{Account, SettingValue};
 use migrated_core::{
     AddressBook, Cause, ContactChanges, ContactData, ErrorKind, FolderInfo, FolderStatus,
-    MessageMeta, Namespace, SourceError,
+    MessageMeta, Namespace, Secret, SourceError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +208,16 @@ pub enum Request {
         /// The contacts' hrefs.
         hrefs: Vec<String>,
     },
+    /// Contacts (ABI 1.6): the OAuth 2 access token the session's requests carry from now on
+    /// (`auth = "oauth2"`). The daemon fetches tokens and renews them ahead of their expiry,
+    /// and after a request refused with [`Cause::Authentication`]; HTTP sends one with every
+    /// request, so the token given at [`Request::Connect`] does not last a session.
+    RenewToken {
+        /// The session.
+        session: u64,
+        /// The access token.
+        token: Secret,
+    },
     /// Log out and forget the session.
     Close {
         /// The session.
@@ -256,6 +266,8 @@ pub enum Reply {
     Contacts(ContactChanges),
     /// To [`Request::FetchContacts`].
     Cards(Vec<ContactData>),
+    /// To [`Request::RenewToken`].
+    Renewed,
     /// To [`Request::Close`].
     Closed,
 }
@@ -275,6 +287,7 @@ impl Request {
             | Self::ListBooks { session }
             | Self::ListContacts { session, .. }
             | Self::FetchContacts { session, .. }
+            | Self::RenewToken { session, .. }
             | Self::Close { session } => Some(*session),
         }
     }
@@ -295,6 +308,7 @@ impl Reply {
             Self::Books(_) => "Books",
             Self::Contacts(_) => "Contacts",
             Self::Cards(_) => "Cards",
+            Self::Renewed => "Renewed",
             Self::Closed => "Closed",
         }
     }

@@ -1,7 +1,9 @@
 //! The CardDAV source plugin of migrated: finds the address-book home (well-known URI,
 //! principal, `addressbook-home-set`), lists every address book, reads contacts with
 //! `addressbook-multiget`, and with the sync token of the last run only what changed
-//! (`sync-collection`, RFC 6578). vCards travel unchanged, photos included.
+//! (`sync-collection`, RFC 6578). vCards travel unchanged, photos included. With
+//! `auth = "oauth2"` every request carries the bearer token the daemon last gave the session
+//! (ABI 1.6 `RenewToken`); a 401 is an authentication error the daemon answers with a new one.
 
 use std::sync::Arc;
 
@@ -167,6 +169,10 @@ impl ContactsSession for CardDavSession {
             Ok(out)
         })
         .await
+    }
+
+    fn renew_token(&mut self, token: migrated_core::Secret) {
+        self.client.renew_token(token);
     }
 }
 

@@ -1024,6 +1024,54 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
     let mut d = Daemon::new(&p);
     d.env.push(("MIGRATED_LOG".into(), "debug".into()));
     d.start().await;
+    // A third job (created after the other two, set up first so that the three run
+    // together) copies contacts with OAuth 2 on both sides, through CardDAV fronts that
+    // take bearer tokens (as Google's CardDAV API) before real Radicales: its refresh tokens
+    // and client secret are sealed like any password.
+    let oauth = testbed::OAuthServer::start(testbed::OAuthOptions::default()).unwrap();
+    let (client, client_secret) = ("secrets-trial.apps.example", "dav-client-secret-8r3");
+    oauth.register_client(client, client_secret);
+    let dav = |n: usize| {
+        let r = testbed::radicale::Radicale::start(testbed::radicale::RadicaleOptions::default())
+            .unwrap();
+        if n > 0 {
+            let corpus = testbed::vcard::contacts_corpus(n, 65);
+            r.seed("alice", &[("friends", "Friends", &corpus)]);
+        }
+        let front = testbed::bearer_dav::BearerDav::start(&r, &oauth.introspection_url()).unwrap();
+        (r, front)
+    };
+    let ((_dav_src, dav_src_front), (dav_dst, dav_dst_front)) = (dav(150), dav(0));
+    let scope = testbed::bearer_dav::CARDDAV_SCOPE;
+    let refresh = [
+        oauth.issue_refresh_token(client, "alice", scope),
+        oauth.issue_refresh_token(client, "alice", scope),
+    ];
+    std::fs::create_dir_all(d.state.join("jobs")).unwrap();
+    let client_file = d.state.join("jobs/dav-client.pass");
+    std::fs::write(&client_file, client_secret).unwrap();
+    let dav_side = |port: u16, name: &str, rt: &str| {
+        let rt_file = d.state.join(format!("jobs/dav-{name}.pass"));
+        std::fs::write(&rt_file, rt).unwrap();
+        format!(
+            "host = \"127.0.0.1\"\nport = {port}\nsecurity = \"plain\"\nuser = \"alice\"\nauth = \"oauth2\"\n\
+             [{name}.oauth2]\ntoken_url = \"{}\"\nscope = \"{scope}\"\nclient_id = \"{client}\"\n\
+             client_secret_file = \"{}\"\nrefresh_token_file = \"{}\"\n",
+            oauth.token_url(),
+            client_file.display(),
+            rt_file.display()
+        )
+    };
+    let dav_job = d.state.join("jobs/dav-secrets.toml");
+    std::fs::write(
+        &dav_job,
+        format!(
+            "name = \"dav-secrets\"\n[source]\nplugin = \"carddav\"\n{}[destination]\n{}",
+            dav_side(dav_src_front.port(), "source", &refresh[0]),
+            dav_side(dav_dst_front.port(), "destination", &refresh[1])
+        ),
+    )
+    .unwrap();
     let job = job_file(
         &p,
         &d.state.join("jobs"),
@@ -1084,10 +1132,14 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
     )
     .unwrap();
     let admin_id = stdout(&d.ctl(&["create", admin_job.to_str().unwrap()]));
+    let dav_id = stdout(&d.ctl(&["create", dav_job.to_str().unwrap()]));
     let passwords = [
         p.src.password("alice").unwrap().to_owned(),
         p.dst.password("alice").unwrap().to_owned(),
         admin_password.to_owned(),
+        client_secret.to_owned(),
+        refresh[0].clone(),
+        refresh[1].clone(),
     ];
     let holds = |bytes: &[u8]| {
         passwords
@@ -1117,10 +1169,29 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
         let bytes = std::fs::read(&f).unwrap_or_default();
         assert!(!holds(&bytes), "{} holds a password", f.display());
     }
-    for id in [&id, &admin_id] {
+    // And while the contacts job runs (its record holds both refresh tokens, sealed).
+    d.wait_until(&dav_id, "copying", |s| {
+        s.status == Some(JobStatus::Copying) || s.status.is_some_and(JobStatus::is_finished)
+    })
+    .await;
+    for f in files_under(&d.state.join("store")) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!holds(&bytes), "{} holds a password", f.display());
+    }
+    for id in [&id, &admin_id, &dav_id] {
         d.wait_until(id, "completion", |s| s.status == Some(JobStatus::Completed))
             .await;
     }
+    assert_eq!(
+        dav_dst.count("alice"),
+        150,
+        "the contacts job copied every contact"
+    );
+    assert!(
+        oauth.counters().refresh_grants >= 2,
+        "{:?}",
+        oauth.counters()
+    );
     // Not in the journal-bound log (debug level), the events, the status or the report.
     assert!(!d.log().is_empty());
     assert!(!holds(d.log().as_bytes()), "the log holds a password");
@@ -1129,6 +1200,8 @@ async fn no_password_in_argv_logs_events_status_or_store_and_no_core_dumps() {
         vec!["--json", "status", id.as_str()],
         vec!["events", admin_id.as_str()],
         vec!["--json", "status", admin_id.as_str()],
+        vec!["events", dav_id.as_str()],
+        vec!["--json", "status", dav_id.as_str()],
         vec!["report", "--format", "csv"],
         vec!["--json", "list"],
     ] {

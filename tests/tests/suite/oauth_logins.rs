@@ -13,6 +13,10 @@
 //! - Microsoft 365 application access (client credentials): a batch whose destination logs
 //!   in with the application's token for each mailbox; the mailbox it was not granted fails
 //!   with the server's words and waits for credentials, the others complete.
+//! - Contacts through a CardDAV front that takes bearer tokens as Google's CardDAV API does
+//!   (`testbed::bearer_dav`, before real Radicales) on both sides: an address-book copy across
+//!   several token lifetimes, and with tokens killed early, finishes exact; a revoked refresh
+//!   token waits for credentials and `migratectl delta` with a new one completes it.
 //! - No token, refresh token, client secret or key in argv, the log, the events or the store's
 //!   files.
 
@@ -22,10 +26,13 @@ use std::time::{Duration, Instant};
 
 use crate::common::daemon::{Daemon, files_under, stdout};
 use migrated_core::JobStatus;
+use testbed::bearer_dav::{BearerDav, CARDDAV_SCOPE};
 use testbed::gmail::{GmailEmulator, GmailOptions, SAMPLE_ADDRESS, sample_mailbox};
 use testbed::oauth::{
     AppAccess, GMAIL_SCOPE, OAuthOptions, OAuthServer, OUTLOOK_APP_SCOPE, ServiceAccountOptions,
 };
+use testbed::radicale::{Radicale, RadicaleOptions};
+use testbed::vcard::contacts_corpus;
 use testbed::{
     Corpus, CorpusSpec, Dovecot, DovecotOAuth2, DovecotOptions, Layout, MasterUser,
     english_special_use, german_special_use,
@@ -53,8 +60,19 @@ fn plain(port: u16) -> String {
 
 /// The `[side.oauth2]` table of a refresh-token grant at the test server.
 fn refresh_grant(side: &str, server: &OAuthServer, secret: &Path, refresh: &Path) -> String {
+    refresh_grant_for(side, server, secret, refresh, GMAIL_SCOPE)
+}
+
+/// The same, asking for `scope`.
+fn refresh_grant_for(
+    side: &str,
+    server: &OAuthServer,
+    secret: &Path,
+    refresh: &Path,
+    scope: &str,
+) -> String {
     format!(
-        "auth = \"oauth2\"\n[{side}.oauth2]\ntoken_url = \"{}\"\ndevice_authorization_url = \"{}\"\nscope = \"{GMAIL_SCOPE}\"\nclient_id = \"{CLIENT}\"\nclient_secret_file = \"{}\"\nrefresh_token_file = \"{}\"\n",
+        "auth = \"oauth2\"\n[{side}.oauth2]\ntoken_url = \"{}\"\ndevice_authorization_url = \"{}\"\nscope = \"{scope}\"\nclient_id = \"{CLIENT}\"\nclient_secret_file = \"{}\"\nrefresh_token_file = \"{}\"\n",
         server.token_url(),
         server.device_authorization_url(),
         secret.display(),
@@ -571,4 +589,235 @@ async fn an_applications_token_opens_each_granted_mailbox_and_a_mailbox_not_gran
     assert!(c.client_credentials_grants >= 1, "{c:?}");
     assert_eq!(c.refresh_grants + c.jwt_bearer_grants, 0, "{c:?}");
     assert_sealed(&d, cat["id"].as_str().unwrap(), &[APP_SECRET]);
+}
+
+/// Two Radicales (alice on each), the source seeded with `n` contacts in three books, each
+/// behind a bearer CardDAV front checking tokens at `server`.
+struct DavPair {
+    src: Radicale,
+    dst: Radicale,
+    src_front: BearerDav,
+    dst_front: BearerDav,
+}
+
+impl DavPair {
+    fn start(server: &OAuthServer, n: usize, seed: u64) -> Self {
+        let corpus = contacts_corpus(n, seed);
+        let src = Radicale::start(RadicaleOptions::default()).unwrap();
+        let dst = Radicale::start(RadicaleOptions::default()).unwrap();
+        let (a, b) = (n / 3, 2 * n / 3);
+        src.seed(
+            "alice",
+            &[
+                ("family", "Familie", &corpus[..a]),
+                ("work", "Arbeit & Co", &corpus[a..b]),
+                ("sports", "Sport", &corpus[b..]),
+            ],
+        );
+        let src_front = BearerDav::start(&src, &server.introspection_url()).unwrap();
+        let dst_front = BearerDav::start(&dst, &server.introspection_url()).unwrap();
+        Self {
+            src,
+            dst,
+            src_front,
+            dst_front,
+        }
+    }
+
+    /// A contacts job between the fronts, each side with its refresh-token file.
+    fn job(
+        &self,
+        dir: &Path,
+        name: &str,
+        server: &OAuthServer,
+        secret: &Path,
+        (src_rt, dst_rt): (&Path, &Path),
+    ) -> PathBuf {
+        write(
+            dir,
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\n[source]\nplugin = \"carddav\"\n{}user = \"alice\"\n{}\
+                 [destination]\n{}user = \"alice\"\n{}",
+                plain(self.src_front.port()),
+                refresh_grant_for("source", server, secret, src_rt, CARDDAV_SCOPE),
+                plain(self.dst_front.port()),
+                refresh_grant_for("destination", server, secret, dst_rt, CARDDAV_SCOPE),
+            ),
+        )
+    }
+
+    /// Every book and contact of the source at the destination, byte for byte as Radicale
+    /// serves them, and nothing else.
+    fn assert_exact(&self, n: usize) {
+        let before = self.src.snapshot("alice");
+        assert_eq!(before.values().map(|b| b.len()).sum::<usize>(), n);
+        assert_eq!(self.dst.snapshot("alice"), before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_book_copy_through_bearer_carddav_across_several_token_lifetimes_finishes_exact()
+{
+    contacts_copy(Duration::from_secs(1), None).await;
+}
+
+/// Tokens killed long before their announced hour: only the fronts' 401 invalid_token tell
+/// the daemon (the plugin's requests and the sink's), which fetches new ones and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carddav_tokens_killed_early_are_replaced_when_the_server_answers_invalid_token() {
+    contacts_copy(Duration::from_secs(3600), Some(Duration::from_millis(700))).await;
+}
+
+async fn contacts_copy(lifetime: Duration, kill_every: Option<Duration>) {
+    const N: usize = 150;
+    let server = OAuthServer::start(OAuthOptions {
+        access_token_lifetime: lifetime,
+        ..OAuthOptions::default()
+    })
+    .unwrap();
+    server.register_client(CLIENT, CLIENT_SECRET);
+    let pair = DavPair::start(&server, N, 31);
+    // The destination's requests (one PUT per contact, one after another) take 30 ms more
+    // each: the copy lasts at least 4.5 s, several token lifetimes, on any machine.
+    pair.dst_front.set_delay(Duration::from_millis(30));
+    let mut d = Daemon::in_dir(daemon_dir("carddav-lifetimes"));
+    d.start().await;
+    let dir = d.state.join("jobs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = write(&dir, "client.secret", CLIENT_SECRET);
+    let src_rt = server.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let dst_rt = server.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let src_file = write(&dir, "src.refresh", &src_rt);
+    let dst_file = write(&dir, "dst.refresh", &dst_rt);
+    let job = pair.job(&dir, "contacts", &server, &secret, (&src_file, &dst_file));
+    let started = Instant::now();
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let killer = kill_every.map(|every| {
+        let handle = server.handle();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                handle.expire_access_tokens();
+            }
+        })
+    });
+    let done = d
+        .wait_until(&id, "the job to finish", |s| {
+            s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    let took = started.elapsed();
+    if let Some(k) = killer {
+        k.abort();
+    }
+    assert_eq!(
+        done.status,
+        Some(JobStatus::Completed),
+        "{done:?}\n{}",
+        d.log()
+    );
+    assert_eq!((done.items_total, done.items_done), (N as u64, N as u64));
+    pair.assert_exact(N);
+    // Every request carried a token (none went without), the run outlived its tokens and new
+    // ones were fetched on the way.
+    let (s, t) = (pair.src_front.counters(), pair.dst_front.counters());
+    assert_eq!((s.no_token, t.no_token), (0, 0), "{s:?} {t:?}");
+    assert!(s.forwarded > 0 && t.forwarded as usize >= N, "{s:?} {t:?}");
+    let lifetimes = took.as_secs_f64() / kill_every.unwrap_or(lifetime).as_secs_f64();
+    assert!(
+        lifetimes >= 3.0,
+        "the run took {took:?}: too short to outlive tokens"
+    );
+    let c = server.counters();
+    assert!(
+        c.refresh_grants >= 4,
+        "only {} refreshes over {lifetimes:.1} token lifetimes: {c:?}",
+        c.refresh_grants
+    );
+    if kill_every.is_some() {
+        // The servers' refusals, not the clock, made the daemon renew.
+        assert!(
+            s.invalid_token + t.invalid_token >= 1,
+            "no token was refused: {s:?} {t:?}"
+        );
+    }
+    assert_sealed(&d, &id, &[CLIENT_SECRET, &src_rt, &dst_rt]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_carddav_refresh_token_waits_for_credentials_and_delta_with_a_new_one_completes()
+{
+    const N: usize = 30;
+    let server = OAuthServer::start(OAuthOptions::default()).unwrap();
+    server.register_client(CLIENT, CLIENT_SECRET);
+    let pair = DavPair::start(&server, N, 47);
+    let mut d = Daemon::in_dir(daemon_dir("carddav-revoked"));
+    d.start().await;
+    let dir = d.state.join("jobs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = write(&dir, "client.secret", CLIENT_SECRET);
+    let src_rt = server.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let old = server.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let src_file = write(&dir, "src.refresh", &src_rt);
+    let old_file = write(&dir, "old.refresh", &old);
+    let job = pair.job(&dir, "book", &server, &secret, (&src_file, &old_file));
+    // The user takes the destination's access away.
+    assert!(server.revoke_refresh_token(&old));
+    let id = stdout(&d.ctl(&["create", job.to_str().unwrap()]));
+    let waiting = d
+        .wait_until(&id, "the job to wait for credentials", |s| {
+            s.status == Some(JobStatus::WaitingForCredentials)
+                || s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(
+        waiting.status,
+        Some(JobStatus::WaitingForCredentials),
+        "{waiting:?}\n{}",
+        d.log()
+    );
+    let events = stdout(&d.ctl(&["events", &id]));
+    assert!(
+        events.contains("invalid_grant")
+            && events.contains("refresh token")
+            && events.contains("--side destination")
+            && events.contains("migratectl delta book --destination-password-file"),
+        "{events}"
+    );
+    assert_eq!(
+        pair.dst.count("alice"),
+        0,
+        "nothing written without a token"
+    );
+    // While it waits, its sealed record holds the source's refresh token and the client's
+    // secret: never in clear.
+    assert_sealed(&d, &id, &[CLIENT_SECRET, &src_rt, &old]);
+
+    let new = server.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let new_file = write(&dir, "new.refresh", &new);
+    let out = d.ctl(&[
+        "delta",
+        &id,
+        "--destination-password-file",
+        new_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = d
+        .wait_until(&id, "the job to finish", |s| {
+            s.status.is_some_and(JobStatus::is_finished)
+        })
+        .await;
+    assert_eq!(
+        done.status,
+        Some(JobStatus::Completed),
+        "{done:?}\n{}",
+        d.log()
+    );
+    pair.assert_exact(N);
+    assert_sealed(&d, &id, &[CLIENT_SECRET, &src_rt, &old, &new]);
 }

@@ -1065,3 +1065,94 @@ async fn gmail_emulator_ends_sessions_whose_token_expired_or_was_revoked() {
     .unwrap();
     drop(emu);
 }
+
+/// One request to the bearer CardDAV front: status, `WWW-Authenticate`, body.
+fn dav(port: u16, method: &str, path: &str, authorization: Option<&str>) -> (u16, String, Vec<u8>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut b = ureq::http::Request::builder()
+        .method(ureq::http::Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("Depth", "1");
+    if let Some(a) = authorization {
+        b = b.header("Authorization", a);
+    }
+    let resp = agent.run(b.body(()).unwrap()).unwrap();
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|h| h.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = resp.into_body().read_to_vec().unwrap();
+    (status, challenge, body)
+}
+
+#[test]
+fn the_bearer_carddav_front_forwards_live_carddav_tokens_and_refuses_others_as_google_does() {
+    use testbed::bearer_dav::{BearerCounters, BearerDav, CARDDAV_SCOPE};
+    use testbed::radicale::{Radicale, RadicaleOptions};
+    let s = server(3600);
+    let radicale = Radicale::start(RadicaleOptions::default()).unwrap();
+    let contacts = testbed::vcard::contacts_corpus(3, 5);
+    radicale.seed("alice", &[("friends", "Friends", &contacts)]);
+    let front = BearerDav::start(&radicale, &s.introspection_url()).unwrap();
+    let port = front.port();
+
+    // No credentials, or Radicale's own Basic ones: a bearer challenge without an error.
+    let (status, challenge, _) = dav(port, "PROPFIND", "/alice/", None);
+    assert_eq!(
+        (status, challenge.as_str()),
+        (401, "Bearer realm=\"https://accounts.google.com/\"")
+    );
+    let basic = basic_authorization("alice", radicale.password("alice"));
+    let (status, challenge, _) = dav(port, "PROPFIND", "/alice/", Some(&basic));
+    assert_eq!(status, 401);
+    assert!(!challenge.contains("error="), "{challenge}");
+
+    // A live token with the CardDAV scope reads alice's books as Radicale has them.
+    let rt = s.issue_refresh_token(CLIENT, "alice", CARDDAV_SCOPE);
+    let token = access_token(&s, &rt);
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = dav(port, "PROPFIND", "/alice/", Some(&bearer));
+    assert_eq!(status, 207, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("/alice/friends/"));
+    let href = format!("/alice/friends/{}", contacts[0].href_name);
+    let (status, _, body) = dav(port, "GET", &href, Some(&bearer));
+    assert_eq!(status, 200);
+    assert_eq!(body, radicale.get("alice", &href));
+
+    // A token for mail only: 403 insufficient_scope.
+    let mail_rt = s.issue_refresh_token(CLIENT, "alice", GMAIL_SCOPE);
+    let mail = format!("Bearer {}", access_token(&s, &mail_rt));
+    let (status, challenge, _) = dav(port, "PROPFIND", "/alice/", Some(&mail));
+    assert_eq!(status, 403);
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains(CARDDAV_SCOPE),
+        "{challenge}"
+    );
+
+    // Once expired, and a token nobody issued: 401 invalid_token with Google's JSON.
+    s.expire_access_tokens();
+    let invalid = "Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\"";
+    for auth in [bearer.as_str(), "Bearer ya29.not-issued-here"] {
+        let (status, challenge, body) = dav(port, "PROPFIND", "/alice/", Some(auth));
+        assert_eq!((status, challenge.as_str()), (401, invalid));
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["status"], "UNAUTHENTICATED", "{json}");
+    }
+    assert_eq!(
+        front.counters(),
+        BearerCounters {
+            forwarded: 2,
+            invalid_token: 2,
+            no_token: 2,
+            insufficient_scope: 1,
+        }
+    );
+}

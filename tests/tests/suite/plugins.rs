@@ -78,7 +78,7 @@ fn the_loader_takes_plugins_and_reports_every_other_file_with_the_reason() {
         .collect();
     assert_eq!(names, ["imap", "panicky"]);
     let imap = plugins.get("imap").unwrap();
-    assert_eq!(imap.abi().to_string(), "1.5");
+    assert_eq!(imap.abi().to_string(), "1.6");
     assert_eq!(imap.info().version, env!("CARGO_PKG_VERSION"));
     assert_eq!(
         imap.info().kinds,
@@ -92,7 +92,7 @@ fn the_loader_takes_plugins_and_reports_every_other_file_with_the_reason() {
     assert_eq!(plugins.rejected.len(), 4, "{:?}", plugins.rejected);
     let next = reason(&plugins, &dir, "libmigrated_test_plugin_next_abi.so");
     assert!(
-        next.contains("built for plugin ABI 2.0") && next.contains("speaks ABI 1.5"),
+        next.contains("built for plugin ABI 2.0") && next.contains("speaks ABI 1.6"),
         "{next}"
     );
     let broken = reason(&plugins, &dir, "broken.so");
@@ -230,7 +230,7 @@ async fn the_daemon_lists_its_plugins_and_a_panicking_plugin_fails_only_its_job(
         serde_json::from_str(&stdout(&d.ctl(&["--json", "plugins"]))).expect("JSON");
     assert_eq!(json["plugins"].as_array().unwrap().len(), 2, "{json}");
     assert_eq!(json["rejected"].as_array().unwrap().len(), 4, "{json}");
-    assert_eq!(json["plugins"][0]["abi"], "1.5");
+    assert_eq!(json["plugins"][0]["abi"], "1.6");
     assert_eq!(json["plugins"][0]["kinds"][0], "mail");
     assert!(
         d.log().contains("Plugin skipped."),

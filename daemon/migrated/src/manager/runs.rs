@@ -420,7 +420,11 @@ impl Manager {
                 if let Some(grant) = oauth {
                     // A refused OAuth 2 grant (a revoked refresh token, a delegation taken
                     // away) needs new credentials, not a retry: the job waits for them.
-                    let advice = oauth_advice(grant, e.side(), &spec.name);
+                    let contacts = matches!(
+                        crate::job::source_kind(&spec.source, &self.settings.plugins, "job"),
+                        Ok(Kind::Contacts)
+                    );
+                    let advice = oauth_advice(grant, e.side(), &spec.name, contacts);
                     self.event(
                         id,
                         "error",
@@ -543,21 +547,37 @@ fn says_quota(words: &str) -> bool {
     w.contains("quota") || w.contains("mailbox full")
 }
 
-/// What to do when a side's OAuth 2 grant was refused.
-fn oauth_advice(grant: migrated_core::Grant, side: Option<Side>, job: &str) -> String {
+/// What to do when a side's OAuth 2 grant was refused; `contacts`: a contacts job (CardDAV
+/// on both sides).
+fn oauth_advice(
+    grant: migrated_core::Grant,
+    side: Option<Side>,
+    job: &str,
+    contacts: bool,
+) -> String {
     let side = match side {
         Some(Side::Source) => "source",
         _ => "destination",
+    };
+    let scope = if contacts {
+        migrated_core::oauth2::GOOGLE_CARDDAV_SCOPE
+    } else {
+        "https://mail.google.com/"
     };
     match grant {
         migrated_core::Grant::RefreshToken => format!(
             "the provider no longer honours the {side}'s refresh token (revoked, expired, or the user's password changed): get a new one with `migratectl authorize JOBFILE --side {side} --out FILE` (or from the provider's console), then `migratectl delta {job} --{side}-password-file FILE`; nothing copied so far is copied again."
         ),
         migrated_core::Grant::ServiceAccount => format!(
-            "check that the service account's key is still valid and that domain-wide delegation (Google Admin console, Security > API controls) lists its client id with the scope https://mail.google.com/ for this user's domain; give a new key with `migratectl delta {job} --{side}-password-file KEYFILE` if it changed."
+            "check that the service account's key is still valid and that domain-wide delegation (Google Admin console, Security > API controls) lists its client id with the scope {scope} for this user's domain; give a new key with `migratectl delta {job} --{side}-password-file KEYFILE` if it changed."
         ),
         migrated_core::Grant::ClientCredentials => format!(
-            "check the application's client secret and that it is granted IMAP.AccessAsApp with a service principal that has FullAccess to this mailbox (Exchange Online); give a new secret with `migratectl delta {job} --{side}-password-file FILE` if it changed."
+            "check the application's client secret and that it is granted {} with a service principal that has FullAccess to this mailbox (Exchange Online); give a new secret with `migratectl delta {job} --{side}-password-file FILE` if it changed.",
+            if contacts {
+                "the scope its CardDAV server asks for"
+            } else {
+                "IMAP.AccessAsApp"
+            }
         ),
     }
 }
