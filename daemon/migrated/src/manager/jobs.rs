@@ -7,7 +7,7 @@
 //! they cannot drift from the jobs, and a turn of the loop costs what it touches, not what is
 //! queued.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use migrated_core::JobStatus;
 
@@ -186,8 +186,9 @@ impl Index {
 pub(super) struct Jobs {
     slots: HashMap<String, Slot>,
     index: Index,
-    /// Jobs handed out by [`Jobs::get_mut`] since the indexes last caught up.
-    changed: Vec<String>,
+    /// Jobs handed out by [`Jobs::get_mut`] since the indexes last caught up (each once: a run's
+    /// progress changes its job many times between two reads of the indexes).
+    changed: HashSet<String>,
 }
 
 impl Jobs {
@@ -212,7 +213,9 @@ impl Jobs {
     /// The job to change; the indexes follow the change before they are next read.
     pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
         let slot = self.slots.get_mut(id)?;
-        self.changed.push(id.to_owned());
+        if !self.changed.contains(id) {
+            self.changed.insert(id.to_owned());
+        }
         Some(&mut slot.entry)
     }
 
@@ -489,6 +492,15 @@ mod tests {
         jobs.get_mut("j0004").unwrap().window_closed_until = Some(5000);
         let fresh = jobs.fresh();
         assert_eq!(fresh.lanes().len(), 19);
+        for _ in 0..1000 {
+            jobs.get_mut("j0005").unwrap().record.run.items_done += 1;
+        }
+        assert_eq!(
+            jobs.changed.len(),
+            1,
+            "a job changed many times is noted once"
+        );
+        let fresh = jobs.fresh();
         assert!(fresh.reopened(4999).is_empty());
         assert_eq!(fresh.reopened(5000), ["j0004"]);
     }
