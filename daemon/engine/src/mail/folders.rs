@@ -139,7 +139,16 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                 && plan.subscribed
                 && !subscribed.contains(plan.destination.as_str())
             {
-                dst.subscribe(&plan.destination).await?;
+                match dst.subscribe(&plan.destination).await {
+                    Ok(()) => {}
+                    // A container is only there if a child made it (Gmail's `[Gmail]` holds
+                    // folders that map to the destination's own Sent, Trash...): a server that
+                    // will not subscribe a folder it lacks is not a reason to stop.
+                    Err(e) if plan.container_only && !e.is_temporary() => {
+                        tracing::warn!(job = %sh.config.job_id, folder = %plan.destination, refusal = %e, "Subscription of a container (\\Noselect on the source) not copied: the destination has no such folder.");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(folder_errors)
