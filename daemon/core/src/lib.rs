@@ -45,7 +45,7 @@ pub use mapping::{
 pub use message::{Flags, MessageMeta};
 pub use named::NamedEndpoint;
 pub use oauth2::{AccessToken, AccessTokens, Grant, Mechanism, OAuth2Spec, Provider, TokenError};
-pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions};
+pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions, too_large};
 pub use report::{
     FolderReport, ItemRow, Phase, PhaseTime, REMOVED_LISTED_PER_FOLDER, Removal, RemovedRow,
     VerifyRow, list_removed,
