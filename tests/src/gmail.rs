@@ -217,6 +217,45 @@ pub struct GmailOptions {
     pub oauth: Option<crate::oauth::OAuthHandle>,
     /// End a token-logged session with [`TOKEN_EXPIRED_BYE`] once its token is no longer live.
     pub bye_on_token_expiry: bool,
+    /// Throttle the account as Exchange Online does (see [`Throttle`]); none by default.
+    pub throttle: Option<Throttle>,
+}
+
+/// Exchange Online's throttling, as clients meet it (imapsync's FAQ, imap_tools#135): a
+/// command is answered `NO Request is throttled. Suggested Backoff Time: N milliseconds`,
+/// with no response code, and the account is throttled for that long. Here every `every`-th
+/// UID FETCH of whole messages (`BODY[]`, `BODY.PEEK[]`, their parts `<o.n>`, `BINARY[]`,
+/// `RFC822`, `RFC822.TEXT`; not a listing's `RFC822.SIZE` or header fields) over the account
+/// starts such
+/// a window; any command of a logged-in session of the account that arrives while it lasts
+/// (LOGOUT excepted) gets the same answer with the time left, and is logged as early. What
+/// happened is in [`GmailEmulator::throttle_log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// Every how many body fetches a window starts.
+    pub every: u32,
+    /// How long the window lasts: the suggested backoff time.
+    pub backoff: std::time::Duration,
+}
+
+/// One throttled command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttled {
+    /// The command's name (`UID FETCH`, `SELECT`...).
+    pub command: String,
+    /// The backoff time the reply suggested.
+    pub suggested: std::time::Duration,
+    /// The command arrived inside a window an earlier reply announced: the client did not
+    /// wait as long as it was told.
+    pub early: bool,
+}
+
+/// The words of Exchange Online's throttling reply.
+pub fn throttled_reply(backoff: std::time::Duration) -> String {
+    format!(
+        "Request is throttled. Suggested Backoff Time: {} milliseconds",
+        backoff.as_millis().max(1)
+    )
 }
 
 impl Default for GmailOptions {
@@ -227,6 +266,7 @@ impl Default for GmailOptions {
             omit_selected_label: true,
             oauth: None,
             bye_on_token_expiry: false,
+            throttle: None,
         }
     }
 }
@@ -467,6 +507,12 @@ struct State {
     messages: Vec<GmailMessage>,
     index: HashMap<u64, usize>,
     folders: Vec<Folder>,
+    /// Body fetches seen, for [`Throttle::every`].
+    body_fetches: u32,
+    /// The end of the throttling window, if one was announced.
+    throttled_until: Option<tokio::time::Instant>,
+    /// Every throttled command, in order.
+    throttle_log: Vec<Throttled>,
 }
 
 impl State {
@@ -486,7 +532,63 @@ impl State {
             messages: Vec::new(),
             index: HashMap::new(),
             folders,
+            body_fetches: 0,
+            throttled_until: None,
+            throttle_log: Vec::new(),
         }
+    }
+
+    /// With [`GmailOptions::throttle`]: the throttling reply for this command, if it gets one.
+    fn throttle(&mut self, cmd: &str, args: &[Tok]) -> Option<String> {
+        let t = self.options.throttle?;
+        let now = tokio::time::Instant::now();
+        let sub = args.first().and_then(Tok::atom).unwrap_or("");
+        let name = if cmd == "UID" {
+            format!("UID {}", sub.to_ascii_uppercase())
+        } else {
+            cmd.to_owned()
+        };
+        if let Some(until) = self.throttled_until.filter(|u| *u > now) {
+            let left = until - now;
+            self.throttle_log.push(Throttled {
+                command: name,
+                suggested: left,
+                early: true,
+            });
+            return Some(throttled_reply(left));
+        }
+        let body_fetch = name == "UID FETCH"
+            && args.iter().skip(2).any(|a| {
+                let text = match a {
+                    Tok::List(items) => items
+                        .iter()
+                        .filter_map(Tok::atom)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    other => other.atom().unwrap_or("").to_owned(),
+                };
+                let upper = text.to_ascii_uppercase();
+                upper.split([' ', '(', ')']).any(|w| {
+                    ["BODY[]", "BODY.PEEK[]", "BINARY[]", "BINARY.PEEK[]"]
+                        .iter()
+                        .any(|b| w.starts_with(b))
+                        || matches!(w, "RFC822" | "RFC822.TEXT")
+                })
+            });
+        if !body_fetch {
+            return None;
+        }
+        self.body_fetches += 1;
+        if !self.body_fetches.is_multiple_of(t.every.max(1)) {
+            return None;
+        }
+        self.throttled_until = Some(now + t.backoff);
+        self.throttle_log.push(Throttled {
+            command: name,
+            suggested: t.backoff,
+            early: false,
+        });
+        Some(throttled_reply(t.backoff))
     }
 
     fn insert(&mut self, mut m: GmailMessage) -> io::Result<()> {
@@ -733,6 +835,18 @@ impl GmailEmulator {
     /// One message by X-GM-MSGID.
     pub fn message(&self, msgid: u64) -> Option<GmailMessage> {
         lock(&self.state).message(msgid).cloned()
+    }
+
+    /// Throttles the account from now on (`None`: no more), e.g. to read it back unthrottled.
+    pub fn set_throttle(&self, throttle: Option<Throttle>) {
+        let mut s = lock(&self.state);
+        s.options.throttle = throttle;
+        s.throttled_until = None;
+    }
+
+    /// Every command the account's throttling answered (see [`Throttle`]), in order.
+    pub fn throttle_log(&self) -> Vec<Throttled> {
+        lock(&self.state).throttle_log.clone()
     }
 
     /// Full names (UTF-8) of all folders, in LIST order, `[Gmail]` included.
@@ -1220,6 +1334,9 @@ impl Conn {
         }
         if !self.authed {
             return Done::bad("Command not valid in this state (Failure)");
+        }
+        if let Some(reply) = lock(&self.state).throttle(cmd, args) {
+            return Done::No(reply);
         }
         if known(&SELECTED) && self.selected.is_none() {
             return Done::bad("Command not valid in this state (Failure)");

@@ -38,11 +38,14 @@ pub use error::{Cause, DestinationError, ErrorKind, SourceError};
 pub use filter::{DateFrom, FilterSpec, MessageFilter};
 pub use folder::{FolderInfo, Namespace, SpecialUse};
 pub use job::{Action, IllegalAction, JobStatus};
-pub use mapping::{FolderPlan, Mapping, MappingError, MappingRules, map_folders};
+pub use mapping::{
+    FolderPlan, Mapping, MappingError, MappingRules, Unrepresentable, map_folders,
+    representable_name,
+};
 pub use message::{Flags, MessageMeta};
 pub use named::NamedEndpoint;
 pub use oauth2::{AccessToken, AccessTokens, Grant, Mechanism, OAuth2Spec, Provider, TokenError};
-pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions};
+pub use planner::{FlagConflicts, FolderSteps, LedgerEntry, PlanOptions, too_large};
 pub use report::{
     FolderReport, ItemRow, Phase, PhaseTime, REMOVED_LISTED_PER_FOLDER, Removal, RemovedRow,
     VerifyRow, list_removed,

@@ -24,6 +24,25 @@ pub struct MappingRules {
     /// `(pattern, replacement)` applied in order to the canonical path (`$1` refers to groups).
     /// A renamed folder keeps its new name even when it has a SPECIAL-USE role.
     pub renames: Vec<(Regex, String)>,
+    /// `[folders] unrepresentable = "replace"`: what replaces, in the name of a folder the
+    /// destination refuses to create, each character servers often cannot store (see
+    /// [`representable_name`]), for one more CREATE. `None` (the default, `"fail"`): the
+    /// refusal stands, the folder fails and its messages count as failed.
+    pub replacement: Option<String>,
+}
+
+/// What becomes of a folder the destination refuses to create under the name the mapping
+/// gives it (`[folders] unrepresentable`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unrepresentable {
+    /// The folder fails, its messages count as failed, and the error proposes the rename rule
+    /// that gives it a name the destination can hold.
+    #[default]
+    Fail,
+    /// The characters servers often cannot store are replaced by `[folders] replacement` and
+    /// the folder created once more under that name; the report says so.
+    Replace,
 }
 
 /// An invalid pattern, named so the administrator can find it.
@@ -39,6 +58,44 @@ pub enum MappingError {
         /// The regex compiler's explanation.
         source: regex::Error,
     },
+    /// A `[folders] replacement` no destination could be trusted to hold.
+    #[error(
+        "replacement = {replacement:?} (with unrepresentable = \"replace\") {why}; use characters every server stores in a \
+         name, such as \"_\" or \"-\""
+    )]
+    BadReplacement {
+        /// The replacement as given.
+        replacement: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// The longest `[folders] replacement`, in characters.
+const MAX_REPLACEMENT: usize = 8;
+
+/// Whether a character in a folder name is one servers often cannot store: outside the Basic
+/// Multilingual Plane (an emoji: Courier and other servers that keep names in UCS-2 refuse
+/// them) or a control character.
+pub fn is_unrepresentable(c: char) -> bool {
+    u32::from(c) > 0xFFFF || c.is_control()
+}
+
+/// `name` with every character servers often cannot store ([`is_unrepresentable`]) replaced by
+/// `replacement`; `None` when it has none, so that there is no other name to try.
+pub fn representable_name(name: &str, replacement: &str) -> Option<String> {
+    if !name.chars().any(is_unrepresentable) {
+        return None;
+    }
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if is_unrepresentable(c) {
+            out.push_str(replacement);
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 impl MappingRules {
@@ -72,7 +129,48 @@ impl MappingRules {
                 .iter()
                 .map(|(p, r)| Ok((compile("rename", p)?, r.clone())))
                 .collect::<Result<_, MappingError>>()?,
+            replacement: None,
         })
+    }
+
+    /// Sets what a folder the destination refuses to create becomes (`[folders]
+    /// unrepresentable` and `replacement`).
+    ///
+    /// # Errors
+    ///
+    /// [`MappingError::BadReplacement`] when `replace` is asked with a replacement that is
+    /// empty, longer than 8 characters, or has a character servers cannot be trusted with in a
+    /// name: one [`is_unrepresentable`], a hierarchy separator (`/`, `.`), a wildcard of LIST
+    /// (`*`, `%`), `"` or `\`.
+    pub fn with_unrepresentable(
+        mut self,
+        policy: Unrepresentable,
+        replacement: &str,
+    ) -> Result<Self, MappingError> {
+        if policy == Unrepresentable::Fail {
+            self.replacement = None;
+            return Ok(self);
+        }
+        let bad = |why| {
+            Err(MappingError::BadReplacement {
+                replacement: replacement.to_owned(),
+                why,
+            })
+        };
+        if replacement.is_empty() {
+            return bad("is empty: a replaced character would vanish and names could collide");
+        }
+        if replacement.chars().count() > MAX_REPLACEMENT {
+            return bad("is longer than 8 characters");
+        }
+        if replacement.chars().any(is_unrepresentable) {
+            return bad("has itself a character servers often cannot store");
+        }
+        if replacement.chars().any(|c| "/.*%\"\\".contains(c)) {
+            return bad("has a hierarchy separator, a LIST wildcard, a quote or a backslash");
+        }
+        self.replacement = Some(replacement.to_owned());
+        Ok(self)
     }
 }
 
@@ -108,6 +206,10 @@ pub struct FolderPlan {
     pub create_with_use: Option<SpecialUse>,
     /// Subscribed on the source: subscribe on the destination too.
     pub subscribed: bool,
+    /// Why the folder arrived under another name than the mapping gave it (the destination
+    /// refused that one and `[folders] unrepresentable = "replace"` gave it this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed: Option<String>,
 }
 
 /// The outcome of mapping: folders to copy, and folders left out with the reason.
@@ -227,6 +329,7 @@ pub fn map_folders(
             special_use: folder.special_use,
             create_with_use,
             subscribed: folder.subscribed,
+            renamed: None,
         });
     }
     // Parents first: a destination name is never longer than its children's.
@@ -369,6 +472,43 @@ mod tests {
     fn a_bad_pattern_is_named_in_the_error() {
         let err = MappingRules::compile(&[], &["(".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("exclude pattern \"(\""), "{err}");
+    }
+
+    #[test]
+    fn names_with_characters_outside_the_bmp_or_controls_get_a_representable_one() {
+        assert_eq!(representable_name("INBOX.Projekte.Übersicht", "_"), None);
+        assert_eq!(
+            representable_name("INBOX.Post 📬 日本", "_").as_deref(),
+            Some("INBOX.Post _ 日本")
+        );
+        assert_eq!(
+            representable_name("a\u{7}b😀😀", "-").as_deref(),
+            Some("a-b--")
+        );
+    }
+
+    #[test]
+    fn a_replacement_servers_cannot_hold_is_refused_naming_it() {
+        let rules = || MappingRules::compile(&[], &[], &[]).unwrap();
+        for bad in ["", "📬", ".", "a/b", "*", "%", "\"", "\\", "123456789"] {
+            let err = rules()
+                .with_unrepresentable(Unrepresentable::Replace, bad)
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("replacement = {bad:?} (with unrepresentable")),
+                "{err}"
+            );
+        }
+        let ok = rules()
+            .with_unrepresentable(Unrepresentable::Replace, "_")
+            .unwrap();
+        assert_eq!(ok.replacement.as_deref(), Some("_"));
+        // "fail" ignores the replacement: there is nothing to check.
+        let fail = rules()
+            .with_unrepresentable(Unrepresentable::Fail, "")
+            .unwrap();
+        assert_eq!(fail.replacement, None);
     }
 
     #[test]

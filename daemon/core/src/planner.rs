@@ -83,10 +83,7 @@ pub fn plan_folder(
         } else if u64::from(m.size) > options.max_message_size {
             steps.excluded.push(Exclusion {
                 message: m.clone(),
-                reason: format!(
-                    "larger than the limit of {} bytes",
-                    options.max_message_size
-                ),
+                reason: too_large(options.max_message_size),
             });
         } else if let Some(reason) = options.filter.excludes(m) {
             steps.excluded.push(Exclusion {
@@ -140,6 +137,23 @@ pub fn merge_flags(
                     .chain(destination.as_slice().iter()),
             ),
         },
+    }
+}
+
+/// Why a message over the size limit is excluded, in the administrator's words: the limit,
+/// the setting, and for the default what it stands for.
+pub fn too_large(limit: u64) -> String {
+    if limit == 35 * 1024 * 1024 {
+        format!(
+            "larger than the limit of {limit} bytes ([limits] max_message_size, 35 MB by \
+             default: Exchange Online's limit for a message, which it refuses beyond; raise it \
+             if the destination takes larger messages)"
+        )
+    } else {
+        format!(
+            "larger than the limit of {limit} bytes ([limits] max_message_size; raise it if the \
+             destination takes larger messages)"
+        )
     }
 }
 
@@ -262,10 +276,25 @@ mod tests {
         let steps = plan_folder(&listing, &HashMap::new(), &opts);
         assert_eq!(steps.copy.len(), 1);
         assert_eq!(steps.excluded[0].message.uid, 2);
-        assert_eq!(
-            steps.excluded[0].reason,
-            "larger than the limit of 1000 bytes"
+        assert!(
+            steps.excluded[0]
+                .reason
+                .starts_with("larger than the limit of 1000 bytes ([limits] max_message_size"),
+            "{}",
+            steps.excluded[0].reason
         );
+    }
+
+    #[test]
+    fn the_default_limit_is_said_as_exchange_online_s_35_mb() {
+        let why = too_large(35 * 1024 * 1024);
+        assert_eq!(
+            why,
+            "larger than the limit of 36700160 bytes ([limits] max_message_size, 35 MB by \
+             default: Exchange Online's limit for a message, which it refuses beyond; raise it \
+             if the destination takes larger messages)"
+        );
+        assert!(!too_large(1000).contains("Exchange"), "{}", too_large(1000));
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub struct FolderReport {
     pub source_removed: u64,
     /// Why the folder could not be copied at all, if so.
     pub error: Option<String>,
+    /// Why the folder arrived under another name than its rules give it, if so (the
+    /// destination refused that name and `[folders] unrepresentable = "replace"` gave it the
+    /// one in `destination`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -379,6 +379,20 @@ pub struct FoldersSpec {
     /// Copy subscriptions (default true).
     #[serde(default = "yes")]
     pub subscriptions: bool,
+    /// A folder the destination refuses to create under its name: `"fail"` (the default: the
+    /// folder fails, its messages count as failed, and the error gives the rename rule to
+    /// paste) or `"replace"` (the characters servers often cannot store, those outside the
+    /// Basic Multilingual Plane such as an emoji and control characters, become
+    /// `replacement` and the folder is created once more under that name, said in the report).
+    #[serde(default)]
+    pub unrepresentable: crate::Unrepresentable,
+    /// What replaces such a character with `unrepresentable = "replace"` (default `"_"`).
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+}
+
+fn default_replacement() -> String {
+    "_".to_owned()
 }
 
 impl FoldersSpec {
@@ -386,14 +400,16 @@ impl FoldersSpec {
     ///
     /// # Errors
     ///
-    /// A pattern that is not a regular expression, named.
+    /// A pattern that is not a regular expression, or a `replacement` no server could be
+    /// trusted to hold, named.
     pub fn rules(&self) -> Result<crate::MappingRules, crate::MappingError> {
         let renames: Vec<(String, String)> = self
             .rename
             .iter()
             .map(|r| (r.from.clone(), r.to.clone()))
             .collect();
-        crate::MappingRules::compile(&self.include, &self.exclude, &renames)
+        crate::MappingRules::compile(&self.include, &self.exclude, &renames)?
+            .with_unrepresentable(self.unrepresentable, &self.replacement)
     }
 }
 
@@ -472,6 +488,8 @@ impl Default for FoldersSpec {
             exclude: Vec::new(),
             rename: Vec::new(),
             subscriptions: true,
+            unrepresentable: crate::Unrepresentable::Fail,
+            replacement: default_replacement(),
         }
     }
 }

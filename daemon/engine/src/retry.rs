@@ -86,6 +86,19 @@ struct Policy {
     pass_pauses: Backoff,
     /// For a fresh attempt's pauses.
     fresh: Backoff,
+    /// Attempts that failed only because a server asked to slow down for a time it said
+    /// (Exchange's "Suggested Backoff Time"): they do not count against the limit.
+    throttled_attempts: u32,
+}
+
+/// The longest pause the servers asked for in these errors ("Suggested Backoff Time"), at
+/// most a day.
+fn asked_pause<'a>(errors: impl IntoIterator<Item = &'a str>) -> Option<Duration> {
+    errors
+        .into_iter()
+        .filter_map(|e| server_backoff(e).flatten())
+        .max()
+        .map(|d| d.min(Duration::from_secs(86_400)))
 }
 
 /// What follows a pass that left work undone.
@@ -108,6 +121,7 @@ impl Policy {
             throttled_passes: 0,
             pass_pauses: fresh.clone(),
             fresh,
+            throttled_attempts: 0,
         }
     }
 
@@ -121,8 +135,11 @@ impl Policy {
             return AfterPass::GaveUp(last);
         }
         self.pass += 1;
+        // At least as long as a server asked.
+        let delay = self.pass_pauses.next_delay();
+        let asked = asked_pause(errors.iter().map(String::as_str));
         AfterPass::Again {
-            delay: self.pass_pauses.next_delay(),
+            delay: asked.map_or(delay, |a| a.max(delay)),
             last,
         }
     }
@@ -130,19 +147,32 @@ impl Policy {
     /// An attempt failed with `error`: the pause before the next attempt, or `None` when the
     /// run ends with this error.
     fn after_attempt(&mut self, error: &EngineError, stopped: bool) -> Option<Duration> {
+        // A server that said how long to wait (a throttled listing or login on Exchange) is
+        // waited for that long, and the attempt is not counted: a long throttle makes the job
+        // wait, not fail. A daily allowance (`Throttled`) is the daemon's to wait for.
+        let asked = match error {
+            EngineError::Source(_) | EngineError::Destination(_) => {
+                asked_pause([error.to_string().as_str()])
+            }
+            _ => None,
+        };
         let retried = error.kind() == ErrorKind::Temporary
             // A failing store is the daemon's to wait for: the run ends at once.
             && !matches!(error, EngineError::Stopped | EngineError::Store(_))
             && !stopped
-            && self.attempt < self.max_passes;
+            && (asked.is_some() || self.attempt - self.throttled_attempts < self.max_passes);
         if !retried {
             return None;
+        }
+        if asked.is_some() {
+            self.throttled_attempts += 1;
         }
         self.attempt += 1;
         self.pass = 1;
         self.throttled_passes = 0;
         self.pass_pauses = self.fresh.clone();
-        Some(self.attempt_pauses.next_delay())
+        let delay = self.attempt_pauses.next_delay();
+        Some(asked.map_or(delay, |a| a.max(delay)))
     }
 }
 

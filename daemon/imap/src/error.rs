@@ -109,6 +109,13 @@ pub enum ImapError {
     },
 }
 
+/// Exchange Online's throttling reply, which carries no response code: `Request is throttled.
+/// Suggested Backoff Time: 299609 milliseconds` (after NO, or BAD followed by BYE).
+fn exchange_throttled(reply: &str) -> bool {
+    let r = reply.to_ascii_uppercase();
+    r.contains("REQUEST IS THROTTLED") || r.contains("SUGGESTED BACKOFF TIME")
+}
+
 /// Who logged in, for messages: `"alice"`, or `"admin" on behalf of "alice"`.
 pub fn who(user: &str, admin: Option<&str>) -> String {
     match admin {
@@ -118,9 +125,11 @@ pub fn who(user: &str, admin: Option<&str>) -> String {
 }
 
 impl ImapError {
-    /// Whether retrying later can succeed: network trouble, timeouts, BYE and the response codes
-    /// servers use for overload (`UNAVAILABLE`, `THROTTLED`, `INUSE`). Refused logins and
-    /// refused messages are permanent.
+    /// Whether retrying later can succeed: network trouble, timeouts, BYE, the response codes
+    /// servers use for overload (`UNAVAILABLE`, `THROTTLED`, `INUSE`), and Exchange Online's
+    /// throttling, which has no code and comes as a NO or a BAD (`Request is throttled.
+    /// Suggested Backoff Time: N milliseconds`). Refused logins and refused messages are
+    /// permanent.
     pub fn is_temporary(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Timeout { .. } | Self::Closed { .. } => true,
@@ -130,11 +139,12 @@ impl ImapError {
                 ["[UNAVAILABLE]", "[THROTTLED]", "[INUSE]", "[SERVERBUG]"]
                     .iter()
                     .any(|c| r.contains(c))
+                    || exchange_throttled(reply)
             }
+            Self::Bad { reply, .. } => exchange_throttled(reply),
             Self::Tls { .. }
             | Self::NoStartTls { .. }
             | Self::Auth { .. }
-            | Self::Bad { .. }
             | Self::Protocol { .. } => false,
         }
     }
@@ -156,12 +166,16 @@ impl ImapError {
             Self::Tls { .. } | Self::NoStartTls { .. } => Some(Cause::Tls),
             Self::Auth { .. } => Some(Cause::Authentication),
             Self::Token { error, .. } => error.cause,
+            Self::Bad { reply, .. } if exchange_throttled(reply) => Some(Cause::Throttled),
             Self::Bad { .. } | Self::Protocol { .. } => Some(Cause::Protocol),
             Self::No { reply, .. } => {
                 let r = reply.to_ascii_uppercase();
                 if r.contains("[OVERQUOTA]") {
                     Some(Cause::Quota)
-                } else if r.contains("[THROTTLED]") || r.contains("[UNAVAILABLE]") {
+                } else if r.contains("[THROTTLED]")
+                    || r.contains("[UNAVAILABLE]")
+                    || exchange_throttled(reply)
+                {
                     Some(Cause::Throttled)
                 } else if r.contains("[AUTHENTICATIONFAILED]")
                     || r.contains("[AUTHORIZATIONFAILED]")
@@ -224,6 +238,17 @@ mod tests {
         assert!(no("[UNAVAILABLE] Try again later").is_temporary());
         assert!(no("[THROTTLED] Too many commands").is_temporary());
         assert!(no("[INUSE] Mailbox locked").is_temporary());
+        // Exchange Online throttles with no response code, after NO or BAD.
+        let o365 = "Request is throttled. Suggested Backoff Time: 299609 milliseconds";
+        assert!(no(o365).is_temporary());
+        assert_eq!(no(o365).cause(), Some(migrated_core::Cause::Throttled));
+        let bad = ImapError::Bad {
+            server: "outlook.office365.com:993".into(),
+            command: "UID FETCH".into(),
+            reply: o365.into(),
+        };
+        assert!(bad.is_temporary());
+        assert_eq!(bad.cause(), Some(migrated_core::Cause::Throttled));
         assert!(!no("[OVERQUOTA] Quota exceeded").is_temporary());
         assert!(no("[OVERQUOTA] Quota exceeded").is_over_quota());
         assert!(!no("Message too large").is_temporary());

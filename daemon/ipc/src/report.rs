@@ -280,7 +280,7 @@ pub fn merge(
 }
 
 /// The columns of the CSV report, in order.
-pub const CSV_COLUMNS: [&str; 19] = [
+pub const CSV_COLUMNS: [&str; 20] = [
     "record",
     "job",
     "status",
@@ -300,6 +300,7 @@ pub const CSV_COLUMNS: [&str; 19] = [
     "source_removed",
     "dest_uid",
     "date",
+    "renamed",
 ];
 
 /// One CSV row: its cells by column name, the others empty.
@@ -376,6 +377,7 @@ pub fn csv(details: &[JobDetail]) -> Result<String, csv::Error> {
                 ("reason", f.error.clone().unwrap_or_default()),
                 ("removed", n(f.removed)),
                 ("source_removed", n(f.source_removed)),
+                ("renamed", f.renamed.clone().unwrap_or_default()),
             ]);
             w.write_record(row(&cells))?;
         }

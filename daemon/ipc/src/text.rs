@@ -35,7 +35,7 @@ pub fn folder_table(rows: &[FolderReport]) -> String {
     for f in rows {
         let _ = writeln!(
             out,
-            "{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}{}",
+            "{:<36} {:<36} {:>8} {:>8} {:>8} {:>8} {:>6}{}{}",
             f.source,
             f.destination,
             f.messages,
@@ -46,6 +46,10 @@ pub fn folder_table(rows: &[FolderReport]) -> String {
             f.error
                 .as_deref()
                 .map(|e| format!("  error: {e}"))
+                .unwrap_or_default(),
+            f.renamed
+                .as_deref()
+                .map(|why| format!("  renamed: {why}"))
                 .unwrap_or_default()
         );
     }

@@ -317,3 +317,123 @@ async fn dovecot_to_courier_is_exact_but_for_the_folder_courier_refuses_and_resu
     eprintln!("Dovecot -> Courier test: {:?} in all", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_to_courier_with_unrepresentable_replace_brings_the_emoji_folder_under_a_name_courier_holds()
+ {
+    let started = Instant::now();
+    let (dovecot, courier) = tokio::join!(
+        Dovecot::start(DovecotOptions {
+            layout: Layout::MaildirPlusPlus,
+            special_use: english_special_use(),
+            ..DovecotOptions::default()
+        }),
+        Courier::start(CourierOptions::default())
+    );
+    let (dovecot, courier) = (
+        dovecot.expect("Dovecot starts"),
+        courier.expect("Courier starts"),
+    );
+    let corpus = testbed::write_maildir(&dovecot, "alice", &spec(64, 120)).expect("corpus");
+    let src = dovecot.account("alice").unwrap();
+    let dst = courier.account("alice").unwrap();
+    let total = corpus.total_messages() as u64;
+    let emoji = corpus.folders[EMOJI_FOLDER].messages.len() as u64;
+    assert!(emoji > 0);
+    let dir = std::env::temp_dir().join(format!("courier-replace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A replacement no server could be trusted with is refused before anything runs, naming
+    // the field.
+    let bad = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[folders]\nunrepresentable = \"replace\"\nreplacement = \".\"\n",
+    );
+    let refused = migrate(&bad, &dir.join("bad-store"));
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("[folders]")
+            && refused.stderr.contains("replacement = \".\"")
+            && refused.stderr.contains("hierarchy separator"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        crate::common::beds::message_count(&dst).await,
+        0,
+        "nothing was copied"
+    );
+
+    let job = write_job(
+        &dir,
+        &src,
+        &dst,
+        "\n[folders]\nunrepresentable = \"replace\"\n",
+    );
+    let store = dir.join("store");
+    let run = migrate(&job, &store);
+    eprintln!("{}\n{}", run.stdout, run.stderr);
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.counts(), (total, 0), "{}", run.stdout);
+    assert_eq!(run.failed(), 0, "{}", run.stdout);
+    // The folder's row says under which name it arrived, and why.
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("INBOX.Post"))
+        .expect("a row for the emoji folder");
+    assert!(row.contains("INBOX.Post _ 日本"), "{row}");
+    assert!(
+        row.contains("renamed: arrived as \"INBOX.Post _ 日本\": the destination refused \"INBOX.Post 📬 日本\"")
+            && row.contains("unrepresentable = \"replace\""),
+        "{row}"
+    );
+    let numbers: Vec<&str> = row
+        .split_whitespace()
+        .filter(|w| w.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(
+        numbers[..5],
+        [
+            emoji.to_string(),
+            emoji.to_string(),
+            "0".into(),
+            "0".into(),
+            "0".into()
+        ],
+        "MESSAGES COPIED BEFORE EXCLUDED FAILED: {row}"
+    );
+    let mapping: Vec<(String, String)> = corpus
+        .mapping_to(&courier)
+        .into_iter()
+        .map(|(s, d)| {
+            if s == EMOJI_FOLDER {
+                (s, "INBOX.Post _ 日本".to_owned())
+            } else {
+                (s, d)
+            }
+        })
+        .collect();
+    let report = testbed::verify(&src, &dst, &mapping).await.unwrap();
+    assert!(report.is_exact(), "Dovecot -> Courier differs:\n{report}");
+
+    // A delta meets the same refusal, finds the replaced folder and copies nothing more.
+    let delta = migrate(&job, &store);
+    assert!(delta.success, "{}\n{}", delta.stdout, delta.stderr);
+    assert_eq!(delta.counts(), (0, total), "{}", delta.stdout);
+    assert_eq!(delta.failed(), 0, "{}", delta.stdout);
+    assert!(
+        delta
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("INBOX.Post") && l.contains("renamed: arrived as")),
+        "{}",
+        delta.stdout
+    );
+    let report = testbed::verify(&src, &dst, &mapping).await.unwrap();
+    assert!(report.is_exact(), "after the delta:\n{report}");
+    eprintln!("Courier replace test: {:?} in all", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,7 @@ mod dbus;
 mod dovecot_testbed;
 mod dropin;
 mod engine;
+mod exchange;
 mod faults;
 mod fuzz_regressions;
 mod gmail;

@@ -221,9 +221,9 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             v.clear();
         }
         let (mut src, mut dst) = self.connect().await?;
-        let (mapping, dest_entries) = self.scan(&mut src, &mut dst).await?;
+        let (mut mapping, dest_entries) = self.scan(&mut src, &mut dst).await?;
         let folder_errors = self
-            .create_folders(&mut dst, &mapping.folders, &dest_entries)
+            .create_folders(&mut dst, &mut mapping.folders, &dest_entries)
             .await?;
         self.pass(Passes {
             src,

@@ -192,6 +192,7 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
             destination: plan.destination.clone(),
             messages: u64::from(status.messages),
             already_copied: items.len() as u64,
+            renamed: plan.renamed.clone(),
             ..FolderReport::default()
         };
         let work = |report| FolderWork {

@@ -140,8 +140,8 @@ impl<C: SourceConnector + 'static, D: MailDestination + 'static> Engine<C, D> {
                             format!("excluded: {why}")
                         } else if u64::from(m.size) > sh.config.max_message_size {
                             format!(
-                                "excluded: larger than the limit of {} bytes",
-                                sh.config.max_message_size
+                                "excluded: {}",
+                                migrated_core::too_large(sh.config.max_message_size)
                             )
                         } else if let Some(why) = sh.config.filter.excludes(m) {
                             format!("excluded: {why}")

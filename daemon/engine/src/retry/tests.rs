@@ -330,3 +330,36 @@ async fn a_stop_during_a_pass_ends_the_run_with_the_error_met_and_no_retry() {
     .await;
     assert!(matches!(ended, Err(EngineError::Stopped)), "{ended:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_a_server_throttled_for_a_said_time_waits_that_long_and_is_not_counted() {
+    let (observer, seen) = recorder();
+    let stop = StopSignal::new();
+    let starts = AtomicU32::new(0);
+    // Exchange Online throttles the listing five times (more than max_passes), then lets it
+    // through.
+    let ended: Result<&str, _> = run(
+        &config(),
+        &observer,
+        &stop,
+        || {
+            let n = starts.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n < 5 {
+                    Err(EngineError::Source(SourceError::temporary(
+                        "s:143 refused UID FETCH (listing): Request is throttled. Suggested \
+                         Backoff Time: 7000 milliseconds",
+                    )))
+                } else {
+                    Ok(Try::Done("copied"))
+                }
+            }
+        },
+        |()| async { Ok(Try::Done("copied")) },
+    )
+    .await;
+    assert_eq!(ended.unwrap(), "copied");
+    assert_eq!(starts.load(Ordering::Relaxed), 6);
+    // The server's 7 s each time, longer than the run's own pauses (1, 2, 4, 4, 4 s).
+    assert_eq!(secs(&seen), [7, 7, 7, 7, 7]);
+}
