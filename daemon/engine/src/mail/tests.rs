@@ -221,6 +221,42 @@ async fn an_append_whose_reply_was_lost_is_found_on_the_destination_and_not_sent
 }
 
 #[tokio::test]
+async fn an_append_in_doubt_is_found_after_the_destination_renumbered_its_folder() {
+    let (src, dst) = inbox_pair(20);
+    lock(&dst).faults.late_appends = 1;
+    let store = TempStore::new("late-append-renumbered");
+    let mut c = config();
+    c.max_passes = 1;
+    let ended = engine(&src, FakeDestination::new(dst.clone()), &store, c)
+        .run()
+        .await;
+    assert!(ended.is_err(), "{ended:?}");
+    let key = store
+        .store
+        .folder_key(store.store.job_key("job-alice"), "INBOX");
+    assert_eq!(
+        store.store.intents(key).unwrap().len(),
+        1,
+        "one batch in doubt"
+    );
+    // The server rebuilds its index (Courier after an unclean stop, say) and five recorded
+    // copies are gone: the batch in doubt now has UIDs the ledger recorded for other messages.
+    let gone: Vec<Vec<u8>> = (1..=5).map(|i| body("INBOX", i, 100)).collect();
+    {
+        let mut d = lock(&dst);
+        let inbox = d.folders.get_mut("INBOX").unwrap();
+        inbox.messages.retain(|_, m| !gone.contains(&m.body));
+        d.renumber("INBOX", 1);
+    }
+    let summary = engine(&src, FakeDestination::new(dst.clone()), &store, config())
+        .run()
+        .await
+        .unwrap();
+    assert_exact(&src, "INBOX", &dst, "INBOX");
+    assert_eq!((summary.copied, summary.already_copied), (5, 15));
+}
+
+#[tokio::test]
 async fn an_append_the_server_was_still_storing_when_the_run_stopped_is_found_not_sent_again() {
     let (src, dst) = inbox_pair(20);
     // The batch's reply is lost and the server stores it only after the next look at the
