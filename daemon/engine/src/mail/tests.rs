@@ -222,9 +222,18 @@ async fn an_append_whose_reply_was_lost_is_found_on_the_destination_and_not_sent
 
 #[tokio::test]
 async fn an_append_in_doubt_is_found_after_the_destination_renumbered_its_folder() {
-    let (src, dst) = inbox_pair(20);
-    lock(&dst).faults.late_appends = 1;
+    let (src, dst) = inbox_pair(10);
     let store = TempStore::new("late-append-renumbered");
+    engine(&src, FakeDestination::new(dst.clone()), &store, config())
+        .run()
+        .await
+        .unwrap();
+    // Ten more; their batch lands but its reply is lost, and the run stops there.
+    for n in 11..=20 {
+        let b = body("INBOX", n, 100);
+        lock(&src).add("INBOX", b, Default::default());
+    }
+    lock(&dst).faults.late_appends = 1;
     let mut c = config();
     c.max_passes = 1;
     let ended = engine(&src, FakeDestination::new(dst.clone()), &store, c)
@@ -240,7 +249,7 @@ async fn an_append_in_doubt_is_found_after_the_destination_renumbered_its_folder
         "one batch in doubt"
     );
     // The server rebuilds its index (Courier after an unclean stop, say) and five recorded
-    // copies are gone: the batch in doubt now has UIDs the ledger recorded for other messages.
+    // copies are gone: the batch in doubt now has UIDs the ledger recorded for others.
     let gone: Vec<Vec<u8>> = (1..=5).map(|i| body("INBOX", i, 100)).collect();
     {
         let mut d = lock(&dst);
